@@ -1,0 +1,208 @@
+"""Every table the pipeline stages exchange: one definition each (see base.Table).
+
+Grade convention everywhere: integer grades, higher = more relevant, 0 = not relevant.
+Original labels are kept verbatim in `qrels.original_label` so no information is lost.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from .base import Field, Table, finite, in_range, non_empty, one_of
+
+S, I, F, B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+MSG = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
+
+DOCUMENTS = Table(
+    "documents", 1,
+    (
+        Field("doc_id", S, doc="document id, unique within the collection", checks=(non_empty,)),
+        Field("title", S, nullable=True, doc="title, if the source has one"),
+        Field("text", S, doc="document body", checks=(non_empty,)),
+        Field("collection", S, doc="collection name (e.g. scifact)"),
+    ),
+    doc="The corpus.",
+    key=("doc_id",),
+)
+
+QUERIES = Table(
+    "queries", 1,
+    (
+        Field("query_id", S, checks=(non_empty,)),
+        Field("text", S, checks=(non_empty,)),
+        Field("collection", S),
+        Field("split", S, doc="train / dev / test / generated / ..."),
+        Field("source", S, doc="where the query came from",
+              checks=(one_of("existing", "generated"),)),
+        Field("source_doc_id", S, nullable=True, doc="document a generated query was written from"),
+        Field("generator_model", S, nullable=True, doc="LLM that generated the query"),
+        Field("template_version", S, nullable=True, doc="prompt template id@version used"),
+        Field("query_type", S, nullable=True, doc="keyword / question / reasoning (generated queries)"),
+        Field("roundtrip_rank", I, nullable=True,
+              doc="rank of source_doc_id under the hybrid retriever (generated queries); null if not in the top k searched"),
+        Field("decision", S, doc="kept or why dropped",
+              checks=(one_of("kept", "duplicate", "near_duplicate", "leakage", "roundtrip", "parse_error"),)),
+        Field("decision_detail", S, nullable=True, doc="e.g. the eval query it leaks, the query it merged into, cosine"),
+    ),
+    doc="Queries with provenance and filter decisions (dropped queries are kept with their reason).",
+    key=("query_id",),
+)
+
+QRELS = Table(
+    "qrels", 1,
+    (
+        Field("query_id", S, checks=(non_empty,)),
+        Field("doc_id", S, checks=(non_empty,)),
+        Field("grade", I, doc="graded relevance, higher = more relevant, 0 = not relevant"),
+        Field("original_label", S, doc="the label exactly as the source gave it"),
+        Field("split", S),
+        Field("source", S, checks=(one_of("human", "synthetic"),)),
+    ),
+    doc="Graded relevance judgments (human or synthesized).",
+    key=("query_id", "doc_id", "split"),
+)
+
+CANDIDATES = Table(
+    "candidates", 1,
+    (
+        Field("query_id", S),
+        Field("doc_id", S),
+        Field("rank", I, doc="1-based rank in the fused ranking", checks=(in_range(1),)),
+        Field("fused_score", F, checks=(finite,)),
+        Field("bm25_score", F, nullable=True),
+        Field("bm25_rank", I, nullable=True, doc="null if BM25 did not retrieve the document"),
+        Field("dense_score", F, nullable=True),
+        Field("dense_rank", I, nullable=True),
+        Field("fusion", S, doc="minmax / rrf / bm25 / dense"),
+        Field("pool", S, doc="why it is in the pool", checks=(one_of("top", "sampled", "all"),)),
+    ),
+    doc="Candidate pools per query from BM25, dense and their fusion, with provenance.",
+    key=("query_id", "doc_id"),
+)
+
+JUDGMENTS = Table(
+    "judgments", 1,
+    (
+        Field("query_id", S),
+        Field("doc_id", S),
+        Field("judge_id", S, doc="name of the judge configuration (model + kind + template)"),
+        Field("kind", S, checks=(one_of("pointwise", "listwise", "groupwise", "local"),)),
+        Field("model", S, doc="model name or local scorer id"),
+        Field("template_version", S),
+        Field("pass_index", I, doc="shuffle pass for groupwise; 0 otherwise"),
+        Field("group_id", S, nullable=True, doc="group or window the pair was judged in"),
+        Field("score", F, nullable=True, doc="raw 0-10 score (pointwise/groupwise/local)"),
+        Field("rank", I, nullable=True, doc="raw rank (listwise)"),
+        Field("rationale", S, nullable=True),
+        Field("request_hash", S, doc="content hash of the LLM request (cache key)"),
+        Field("status", S, checks=(one_of("ok", "failed"),)),
+        Field("error", S, nullable=True, doc="why it failed"),
+        Field("injection_flag", B, doc="document text contains instructions aimed at the judge"),
+        Field("prompt_tokens", I, nullable=True),
+        Field("completion_tokens", I, nullable=True),
+    ),
+    doc="Every judge's raw output per (query, document, judge, pass).",
+    key=("query_id", "doc_id", "judge_id", "pass_index"),
+)
+
+LABELS = Table(
+    "labels", 1,
+    (
+        Field("query_id", S),
+        Field("doc_id", S),
+        Field("grade", I, doc="fused graded relevance (default scale 0-3), higher = more relevant"),
+        Field("fused_score", F, checks=(finite,)),
+        Field("fused_rank", I, checks=(in_range(1),)),
+        Field("method", S, doc="rank_fusion / score_mean / single"),
+        Field("n_judges", I),
+        Field("judge_scores", S, doc="JSON map judge_id -> raw score or rank"),
+    ),
+    doc="Graded relevance fused from the judges.",
+    key=("query_id", "doc_id"),
+)
+
+RERANKER_RL = Table(
+    "reranker_rl_examples", 1,
+    (
+        Field("example_id", S),
+        Field("query_id", S),
+        Field("prompt", pa.list_(MSG), doc="chat messages in the GroupRank format (TRL conversational prompt)"),
+        Field("doc_ids", pa.list_(S), doc="document ids in prompt order [1]..[c]"),
+        Field("gold_grades", pa.list_(I), doc="gold grade per document, prompt order"),
+        Field("gold_scores", pa.list_(F), doc="gold fused score per document, prompt order"),
+        Field("group_size", I, checks=(in_range(1),)),
+    ),
+    doc="Groupwise RL examples for TRL GRPOTrainer (prompt + gold columns for the reward).",
+    key=("example_id",),
+)
+
+RERANKER_SFT = Table(
+    "reranker_sft_examples", 1,
+    (
+        Field("example_id", S),
+        Field("query_id", S),
+        Field("messages", pa.list_(MSG), doc="system + user + assistant target in the GroupRank format"),
+        Field("doc_ids", pa.list_(S)),
+        Field("gold_grades", pa.list_(I)),
+        Field("group_size", I, checks=(in_range(1),)),
+    ),
+    doc="Groupwise SFT examples for TRL SFTTrainer.",
+    key=("example_id",),
+)
+
+RETRIEVER_EXAMPLES = Table(
+    "retriever_examples", 1,
+    (
+        Field("query_id", S),
+        Field("anchor", S, checks=(non_empty,)),
+        Field("positive_doc_id", S),
+        Field("positive", S, checks=(non_empty,)),
+        Field("positive_grade", I),
+        Field("negative_doc_ids", pa.list_(S)),
+        Field("negatives", pa.list_(S)),
+        Field("negative_grades", pa.list_(I)),
+    ),
+    doc="Contrastive triplets; exported for sentence-transformers as anchor/positive/negative_1..n.",
+    key=("query_id", "positive_doc_id"),
+)
+
+RUNS = Table(
+    "runs", 1,
+    (
+        Field("query_id", S),
+        Field("doc_id", S),
+        Field("rank", I, checks=(in_range(1),)),
+        Field("score", F, checks=(finite,)),
+        Field("system", S),
+    ),
+    doc="A ranked run (TREC run file as a table).",
+    key=("system", "query_id", "doc_id"),
+)
+
+METRICS = Table(
+    "metrics", 1,
+    (
+        Field("system", S),
+        Field("collection", S),
+        Field("split", S),
+        Field("measure", S, doc="ir_measures name, e.g. nDCG@10"),
+        Field("query_id", S, nullable=True, doc="null for the aggregate over all queries"),
+        Field("value", F),
+        Field("n_queries", I),
+    ),
+    doc="Evaluation results.",
+)
+
+QUARANTINE = Table(
+    "quarantine", 1,
+    (
+        Field("file", S),
+        Field("record", S, doc="line number or record index"),
+        Field("field", S, nullable=True),
+        Field("reason", S),
+        Field("raw", S, nullable=True, doc="the offending input, truncated to 500 chars"),
+    ),
+    doc="Input records rejected by a loader, with the reason (when quarantine is requested).",
+)
+
+ALL_TABLES = {t.name: t for t in (DOCUMENTS, QUERIES, QRELS, CANDIDATES, JUDGMENTS, LABELS, RERANKER_RL,
+                                  RERANKER_SFT, RETRIEVER_EXAMPLES, RUNS, METRICS, QUARANTINE)}

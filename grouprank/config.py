@@ -51,21 +51,36 @@ class QueryMiningConfig(_Section):
 
 
 class RetrievalConfig(_Section):
+    """Candidate retrieval (grouprank.retrieval): BM25 + dense, fused, pooled.
+    See ARCHITECTURE.md "Retrieval and scale"."""
     bm25_k1: float = 1.5
     bm25_b: float = 0.75
-    bm25_method: str = "lucene"
+    bm25_method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
+    bm25_stemmer: str | None = Field("english", description="PyStemmer language, or None for no stemming")
+    bm25_stopwords: str | None = Field("en", description="bm25s stopword list name, or None")
+    include_title: bool = Field(True, description="index title + ' ' + text (BEIR convention) for BM25 and dense")
     dense_model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or path; "
                              "'all-MiniLM-L6-v2' resolves to the bundled offline copy")
     dense_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    device: str = Field("cpu", description="torch device for the torch backend")
     query_prompt: str | None = None
     document_prompt: str | None = None
     max_seq_length: int | None = 256
     batch_size: int = 64
     index: Literal["flat", "hnsw", "ivfpq"] = "flat"
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = Field(256, description="raised to the search depth when smaller")
+    ivf_nlist: int | None = Field(None, description="IVF lists; None = about 4*sqrt(n_docs)")
+    ivf_nprobe: int = 32
+    pq_m: int | None = Field(None, description="PQ sub-quantizers (bytes/doc at 8 bits); None = dim/8")
+    shard_size: int = Field(8192, gt=0, description="documents per resumable encoding shard")
     fusion: Literal["minmax", "rrf"] = "minmax"
-    bm25_weight: float = 0.5
+    bm25_weight: float = Field(0.5, ge=0.0, le=1.0, description="minmax: w*BM25 + (1-w)*dense")
     rrf_k: int = 60
-    depth: int = 200
+    union_rescore: bool = Field(True, description="score every document of the union of both top-`depth` "
+                                "lists with both retrievers before fusing (no missing-score artefact)")
+    depth: int = Field(200, gt=0, description="depth of each retriever's list and of the fused ranking")
     pool_top: int = 10
     pool_sampled: int = 40
     pool_sample_from: tuple[int, int] = (11, 200)
@@ -80,7 +95,11 @@ class LLMEndpoint(_Section):
     api_key_secret: str | None = Field(None, description="Prefect Secret block name (flows only)")
     max_concurrency: int = 16
     timeout_s: float = 120.0
-    max_retries: int = 5
+    max_retries: int = Field(5, description="retries of 429/5xx/timeouts/connection errors/malformed responses")
+    backoff_base_s: float = Field(0.5, description="retry n waits uniform(0, min(backoff_max_s, base*2**n))")
+    backoff_max_s: float = 30.0
+    retry_after_max_s: float = Field(120.0, description="cap on an honoured Retry-After header")
+    parse_retries: int = Field(1, description="extra asks after an answer fails validation")
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 2048
@@ -126,18 +145,52 @@ class DatasetsConfig(_Section):
 
 
 class RerankerConfig(_Section):
+    """Groupwise reranker (issue 8): training (SFT then GRPO with TRL) and inference.
+    Presets for real GPU runs: configs/reranker/*.yaml."""
     base_model: str | None = Field(None, description="HF model id/path; None builds the tiny CPU policy")
+    # --- SFT warm start (paper: 5 epochs, lr 3e-5)
     sft_epochs: float = 5.0
     sft_lr: float = 3e-5
+    sft_max_length: int | None = Field(8192, description="max tokens of an SFT example (prompt+target)")
+    # --- GRPO (paper: 8 rollouts, KL 0.001, lr 1e-5, LoRA r=32, temperature 1.0)
     grpo_steps: int = 50
     grpo_lr: float = 1e-5
     num_generations: int = 8
     beta_kl: float = 0.001
-    lora_r: int = 32
     temperature: float = 1.0
+    max_completion_length: int = 1024
+    use_lora: bool = Field(True, description="LoRA for base_model runs (the tiny CPU policy is fully tuned)")
+    lora_r: int = 32
+    lora_alpha: int = 64
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | str = "all-linear"
+    per_device_batch_size: int = Field(8, description="per-device batch (GRPO: completions, not prompts)")
+    grad_accum: int = 1
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    use_vllm: bool = Field(False, description="GRPO generation through vLLM (GPU runs)")
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    reward_gain: Literal["linear", "exp"] = Field("linear", description="NDCG gain in the reward")
+    reward_rel_threshold: int = Field(1, description="gold grade >= this counts as relevant for Recall@10")
+    sft_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.SFTConfig arguments")
+    grpo_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.GRPOConfig arguments")
+    seed: int = 13
+    # --- inference (authors' code: group 20, top-100, T=0.3, top_p=0.8, 6 repeats, alpha 0.6)
+    mode: Literal["groupwise", "pointwise", "listwise"] = "groupwise"
+    backend: Literal["llm", "transformers"] = Field("llm", description="llm: the project's LLMClient "
+                                                     "against an endpoint; transformers: in-process model")
+    endpoint: str | None = Field(None, description="name in llm.endpoints (default: the first)")
+    model_path: str | None = Field(None, description="model for the transformers backend")
+    top: int = Field(100, description="rerank this many first-stage candidates per query")
     group_size: int = 20
-    passes: int = 1
-    alpha: float = 0.6
+    passes: int = Field(1, description="test-time scaling: reshuffle and rescore, average per document")
+    alpha: float = Field(0.6, description="final = alpha*group/10 + (1-alpha)*minmax(first stage)")
+    max_doc_chars: int = 3000
+    infer_temperature: float = 0.3
+    infer_top_p: float = 0.8
+    infer_max_tokens: int = 2048
+    window: int = Field(20, description="listwise sliding window size")
+    stride: int = Field(10, description="listwise sliding window step")
 
 
 class RetrieverTrainConfig(_Section):

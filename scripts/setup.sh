@@ -16,7 +16,7 @@ if [[ ! -f "$STAMP" ]] || ! grep -qx "$want" "$STAMP" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
   # torch first, pinned: the CPU build of exactly this version lies on the machine.
   "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[test]" --config-settings editable_mode=compat
   echo "$want" > "$STAMP"
 else
   echo "[setup] environment up to date ($VENV)"

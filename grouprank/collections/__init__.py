@@ -1,0 +1,43 @@
+"""Collections: the built-in test collections and the formats users bring."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from grouprank.errors import UserError
+
+from .base import DEFAULT_MAX_DOC_CHARS, Collection
+from .builtin import BUILTIN, LOADERS
+from .formats import (load_beir, load_bright, load_hf_disk, load_tabular, read_trec_qrels, read_trec_run,
+                      run_table, write_trec_qrels, write_trec_run)
+
+__all__ = ["Collection", "BUILTIN", "load_collection", "load_beir", "load_bright", "load_hf_disk", "load_tabular",
+           "read_trec_qrels", "read_trec_run", "run_table", "write_trec_qrels", "write_trec_run"]
+
+
+def load_collection(name: str, *, format: str = "builtin", path: str | None = None, data_root: str | Path | None = None,
+                    quarantine: bool = False, max_chars: int = DEFAULT_MAX_DOC_CHARS, **kwargs) -> Collection:
+    """Load a collection. `format="builtin"` reads one of BUILTIN from the data root
+    (default ../shared/data beside the repository; GROUPRANK_DATA_ROOT overrides)."""
+    from grouprank.config import default_data_root
+    q: list | None = [] if quarantine else None
+    if format == "builtin":
+        if name not in LOADERS:
+            raise UserError(f"unknown collection {name!r}; built-in: {', '.join(BUILTIN)} "
+                            f"(or give format=beir|bright|jsonl|csv|parquet|hf with a path)")
+        return LOADERS[name](Path(data_root) if data_root else default_data_root(), q, max_chars)
+    src = path or name
+    if format == "beir":
+        return load_beir(src, name=kwargs.get("collection_name"), quarantine=q, max_chars=max_chars)
+    if format == "bright":
+        return load_bright(src, name=kwargs.get("collection_name"), quarantine=q, max_chars=max_chars)
+    if format in ("jsonl", "csv", "parquet", "tsv"):
+        return load_tabular(src, quarantine=q, max_chars=max_chars, **kwargs)
+    if format == "hf":
+        return load_hf_disk(src, quarantine=q, max_chars=max_chars, **kwargs)
+    raise UserError(f"unknown collection format {format!r}")
+
+
+def load_from_config(cfg) -> Collection:
+    d = cfg.data
+    return load_collection(d.collection, format=d.format, path=d.path, data_root=cfg.data_root(),
+                           quarantine=d.quarantine)

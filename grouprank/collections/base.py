@@ -1,0 +1,197 @@
+"""The `Collection` every loader returns, and the record sink that validates input records.
+
+Grade convention (all loaders): integer, higher = more relevant, 0 = judged not relevant.
+The source's own label is kept verbatim in `qrels.original_label`.
+
+Bad input never vanishes: a record that fails validation raises `InputError` naming the file,
+line/record and field, or — when quarantine is requested — becomes a row of the quarantine
+table with its reason, and is counted in the summary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data_schemas import DOCUMENTS, QRELS, QUARANTINE, QUERIES, SchemaError, Table
+from grouprank.errors import InputError
+
+# A document larger than this is rejected (error or quarantine), not silently truncated.
+DEFAULT_MAX_DOC_CHARS = 2_000_000
+
+
+@dataclass
+class Collection:
+    name: str
+    documents: pa.Table
+    queries: pa.Table
+    qrels: pa.Table
+    quarantine: pa.Table = field(default_factory=QUARANTINE.empty)
+    excluded: dict[str, set[str]] = field(default_factory=dict)  # BRIGHT excluded_ids per query
+    grade_scale: str = ""  # how source labels map to grades
+
+    def queries_for(self, split: str | None) -> pa.Table:
+        if split is None:
+            return self.queries
+        return self.queries.filter(pc.equal(self.queries["split"], split))
+
+    def qrels_for(self, split: str | None) -> pa.Table:
+        if split is None:
+            return self.qrels
+        return self.qrels.filter(pc.equal(self.qrels["split"], split))
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(set(self.queries["split"].to_pylist()) | set(self.qrels["split"].to_pylist()))
+
+    def doc_text(self) -> dict[str, str]:
+        return dict(zip(self.documents["doc_id"].to_pylist(), self.documents["text"].to_pylist()))
+
+    def stats(self) -> dict[str, Any]:
+        def block(q: pa.Table, r: pa.Table) -> dict[str, Any]:
+            grades: dict[int, int] = {}
+            for g in r["grade"].to_pylist():
+                grades[g] = grades.get(g, 0) + 1
+            return {"queries": q.num_rows,
+                    "judged_queries": len(set(r["query_id"].to_pylist())),
+                    "qrels": r.num_rows,
+                    "grades": {int(k): v for k, v in sorted(grades.items())}}
+        out = {"collection": self.name, "documents": self.documents.num_rows,
+               **block(self.queries, self.qrels),
+               "splits": {s: block(self.queries_for(s), self.qrels_for(s)) for s in self.splits},
+               "quarantined": self.quarantine.num_rows,
+               "grade_scale": self.grade_scale}
+        return out
+
+
+class RecordSink:
+    """Collects validated records for one table; routes bad ones to an error or the quarantine."""
+
+    def __init__(self, table: Table, quarantine: list[dict] | None, *, unique: str | None = None,
+                 max_chars: int | None = None, text_fields: tuple[str, ...] = ()):
+        self.table = table
+        self.quarantine = quarantine  # None = raise on bad input
+        self.unique = unique
+        self.max_chars = max_chars
+        self.text_fields = text_fields
+        self.records: list[dict] = []
+        self._seen: dict[Any, str] = {}
+
+    def reject(self, file: str, record: str, fld: str | None, reason: str, raw: Any = None) -> None:
+        if self.quarantine is None:
+            raise InputError(file, record, fld, reason)
+        self.quarantine.append({"file": str(file), "record": record, "field": fld, "reason": reason,
+                                "raw": None if raw is None else str(raw)[:500]})
+
+    def add(self, rec: Mapping[str, Any], file: str, record: str, raw: Any = None) -> bool:
+        rec = dict(rec)
+        for f in self.text_fields:
+            v = rec.get(f)
+            if v is not None and not isinstance(v, str):
+                self.reject(file, record, f, f"expected text, got {type(v).__name__}", raw)
+                return False
+            if self.max_chars and isinstance(v, str) and len(v) > self.max_chars:
+                self.reject(file, record, f, f"text of {len(v):,} chars exceeds the limit of "
+                            f"{self.max_chars:,} (raise max_doc_chars to accept it)", raw=(v[:200] + "…"))
+                return False
+        try:
+            self.table.validate_record(rec, where="")
+        except SchemaError as e:
+            msg = str(e).split(": : ", 1)[-1]
+            fld = None
+            if msg.startswith("field '"):
+                fld = msg.split("field '", 1)[1].split("'", 1)[0]
+                msg = msg.split(": ", 1)[1] if ": " in msg else msg
+            self.reject(file, record, fld, msg, raw)
+            return False
+        if self.unique:
+            key = rec[self.unique] if isinstance(self.unique, str) else tuple(rec[k] for k in self.unique)
+            if key in self._seen:
+                self.reject(file, record, self.unique if isinstance(self.unique, str) else None,
+                            f"duplicate id {key!r} (first seen at {self._seen[key]})", raw)
+                return False
+            self._seen[key] = record
+        self.records.append(rec)
+        return True
+
+    def to_table(self) -> pa.Table:
+        return self.table.from_records(self.records, validate=False)
+
+
+def quarantine_table(rows: list[dict] | None) -> pa.Table:
+    return QUARANTINE.from_records(rows or [], validate=False)
+
+
+def check_qrels_refs(qrels: list[dict], doc_ids: set[str], query_ids: set[str], file: str,
+                     quarantine: list[dict] | None) -> list[dict]:
+    """Qrels must point at known documents and queries; unknown ones are errors (or quarantined)."""
+    kept = []
+    for i, r in enumerate(qrels):
+        bad = None
+        if r["doc_id"] not in doc_ids:
+            bad = ("doc_id", f"unknown document id {r['doc_id']!r}")
+        elif r["query_id"] not in query_ids:
+            bad = ("query_id", f"unknown query id {r['query_id']!r}")
+        if bad:
+            where = r.get("_where", f"record {i}")
+            if quarantine is None:
+                raise InputError(file, where, bad[0], bad[1])
+            quarantine.append({"file": file, "record": where, "field": bad[0], "reason": bad[1], "raw": None})
+            continue
+        kept.append(r)
+    return kept
+
+
+def decode_lines(data: bytes, file: str, quarantine: list[dict] | None):
+    """Yield (line_no, text) with strict UTF-8; a bad line is an error or a quarantine row."""
+    for no, raw in enumerate(data.split(b"\n"), start=1):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        try:
+            yield no, raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            reason = f"invalid UTF-8 at byte {e.start}"
+            if quarantine is None:
+                raise InputError(file, f"line {no}", None, reason) from None
+            quarantine.append({"file": file, "record": f"line {no}", "field": None, "reason": reason,
+                               "raw": raw[:500].decode("utf-8", "replace")})
+
+
+def make_sinks(quarantine: list[dict] | None, max_chars: int | None = DEFAULT_MAX_DOC_CHARS):
+    docs = RecordSink(DOCUMENTS, quarantine, unique="doc_id", max_chars=max_chars, text_fields=("text", "title"))
+    queries = RecordSink(QUERIES, quarantine, unique="query_id", max_chars=max_chars, text_fields=("text",))
+    return docs, queries
+
+
+def existing_query(qid: str, text: str, collection: str, split: str) -> dict:
+    return {"query_id": qid, "text": text, "collection": collection, "split": split, "source": "existing",
+            "source_doc_id": None, "generator_model": None, "template_version": None, "query_type": None,
+            "roundtrip_rank": None, "decision": "kept", "decision_detail": None}
+
+
+def qrel(qid: str, did: str, grade: int, original: Any, split: str, where: str | None = None) -> dict:
+    r = {"query_id": qid, "doc_id": did, "grade": int(grade), "original_label": str(original),
+         "split": split, "source": "human"}
+    if where:
+        r["_where"] = where
+    return r
+
+
+def build_qrels(rows: list[dict], file: str, quarantine: list[dict] | None) -> pa.Table:
+    """Validate qrels rows (duplicates of (query, doc, split) are an error or quarantined)."""
+    seen: dict[tuple, str] = {}
+    out = []
+    for i, r in enumerate(rows):
+        where = r.pop("_where", f"record {i}")
+        k = (r["query_id"], r["doc_id"], r["split"])
+        if k in seen:
+            reason = f"duplicate judgment for query {k[0]!r} doc {k[1]!r} (first at {seen[k]})"
+            if quarantine is None:
+                raise InputError(file, where, "doc_id", reason)
+            quarantine.append({"file": file, "record": where, "field": "doc_id", "reason": reason, "raw": None})
+            continue
+        seen[k] = where
+        out.append(r)
+    return QRELS.from_records(out, validate=False)

@@ -1,0 +1,352 @@
+"""Loaders for formats users bring: BEIR folders, BRIGHT files, TREC qrels/run files,
+JSONL/CSV/Parquet tables with a column mapping, and Hugging Face datasets saved on disk.
+
+All go through the same record sinks as the built-in collections, so bad input gets the same
+treatment: an `InputError` naming file, line/record and field, or a quarantine row.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import pyarrow as pa
+
+from data_schemas import RUNS
+from grouprank.errors import InputError
+
+from .base import (DEFAULT_MAX_DOC_CHARS, Collection, build_qrels, check_qrels_refs, decode_lines,
+                   existing_query, make_sinks, qrel, quarantine_table)
+
+
+# --- generic record readers: (where, record dict) ------------------------------------------
+
+def iter_jsonl(path: Path, quarantine: list | None) -> Iterator[tuple[str, Any]]:
+    for no, line in decode_lines(Path(path).read_bytes(), str(path), quarantine):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            _bad(quarantine, path, f"line {no}", None, f"malformed JSON ({e.msg} at column {e.colno})", line)
+            continue
+        if not isinstance(obj, dict):
+            _bad(quarantine, path, f"line {no}", None, f"expected a JSON object, got {type(obj).__name__}", line)
+            continue
+        yield f"line {no}", obj
+
+
+def iter_csv(path: Path, quarantine: list | None, delimiter: str = ",") -> Iterator[tuple[str, Any]]:
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        _bad(quarantine, path, f"line {line}", None, f"invalid UTF-8 at byte {e.start}", None)
+        text = data.decode("utf-8", "replace")  # only reached in quarantine mode; the bad row is recorded
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    for i, row in enumerate(reader, start=1):
+        if None in row:
+            _bad(quarantine, path, f"row {i}", None, "more fields than the header", row)
+            continue
+        yield f"row {i}", row
+
+
+def iter_parquet(path: Path, quarantine: list | None) -> Iterator[tuple[str, Any]]:
+    import pyarrow.parquet as pq
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:
+        raise InputError(str(path), None, None, f"not a readable Parquet file ({e})") from None
+    i = 0
+    for batch in pf.iter_batches(batch_size=10_000):
+        for rec in batch.to_pylist():
+            i += 1
+            yield f"record {i}", rec
+
+
+def iter_records(path: Path, quarantine: list | None) -> Iterator[tuple[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(str(path), None, None, "file not found")
+    suf = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    if suf in (".jsonl", ".json", ".ndjson"):
+        return iter_jsonl(path, quarantine)
+    if suf == ".csv":
+        return iter_csv(path, quarantine)
+    if suf == ".tsv":
+        return iter_csv(path, quarantine, delimiter="\t")
+    if suf == ".parquet":
+        return iter_parquet(path, quarantine)
+    raise InputError(str(path), None, None, f"unsupported file type {suf!r} (jsonl, csv, tsv, parquet)")
+
+
+def _bad(quarantine, path, where, field, reason, raw):
+    if quarantine is None:
+        raise InputError(str(path), where, field, reason)
+    quarantine.append({"file": str(path), "record": where, "field": field, "reason": reason,
+                       "raw": None if raw is None else str(raw)[:500]})
+
+
+def _get(rec: Mapping, col: str, path, where, quarantine, required=True, id_like=False):
+    if col not in rec:
+        if required:
+            _bad(quarantine, path, where, col, f"missing field '{col}'", rec)
+            return _MISSING
+        return None
+    v = rec[col]
+    if v is None:
+        return None
+    if id_like and isinstance(v, (int, float)) and not isinstance(v, bool):
+        v = str(int(v)) if float(v).is_integer() else str(v)
+    return v
+
+
+_MISSING = object()
+
+
+# --- corpus / queries / qrels from tables --------------------------------------------------
+
+DOC_MAP = {"doc_id": "doc_id", "text": "text", "title": "title"}
+QUERY_MAP = {"query_id": "query_id", "text": "text"}
+
+
+def read_documents(path, mapping: Mapping[str, str] | None, collection: str, sink) -> None:
+    m = {**DOC_MAP, **(mapping or {})}
+    q = sink.quarantine
+    for where, rec in iter_records(Path(path), q):
+        did = _get(rec, m["doc_id"], path, where, q, id_like=True)
+        text = _get(rec, m["text"], path, where, q)
+        if did is _MISSING or text is _MISSING:
+            continue
+        title = _get(rec, m["title"], path, where, q, required=False) if m.get("title") else None
+        sink.add({"doc_id": (did or "").strip() if isinstance(did, str) else did, "title": title or None,
+                  "text": text, "collection": collection}, str(path), where, rec)
+
+
+def read_queries(path, mapping: Mapping[str, str] | None, collection: str, split: str, sink) -> None:
+    m = {**QUERY_MAP, **(mapping or {})}
+    q = sink.quarantine
+    for where, rec in iter_records(Path(path), q):
+        qid = _get(rec, m["query_id"], path, where, q, id_like=True)
+        text = _get(rec, m["text"], path, where, q)
+        if qid is _MISSING or text is _MISSING:
+            continue
+        if text is not None and not isinstance(text, str):
+            _bad(q, path, where, m["text"], f"expected text, got {type(text).__name__}", rec)
+            continue
+        sink.add(existing_query(qid.strip() if isinstance(qid, str) else qid, (text or "").strip(), collection, split),
+                 str(path), where, rec)
+
+
+def read_trec_qrels(path, split: str = "test", quarantine: list | None = None, grade_map: Mapping[int, int] | None = None,
+                    as_rows: bool = False):
+    """TREC qrels: `qid 0|Q0 docid rel` per line. Returns QRELS rows (as_rows) or a table."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(str(path), None, None, "file not found")
+    rows = []
+    for no, line in decode_lines(path.read_bytes(), str(path), quarantine):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 4:
+            _bad(quarantine, path, f"line {no}", None, "expected 4 columns 'qid iter docid rel'", line)
+            continue
+        try:
+            rel = int(parts[3])
+        except ValueError:
+            _bad(quarantine, path, f"line {no}", "rel", f"relevance {parts[3]!r} is not an integer", line)
+            continue
+        grade = grade_map[rel] if grade_map else rel
+        rows.append(qrel(parts[0], parts[2], grade, rel, split, where=f"line {no}"))
+    return rows if as_rows else build_qrels(rows, str(path), quarantine)
+
+
+def read_trec_run(path, system: str | None = None) -> pa.Table:
+    """TREC run: `qid Q0 docid rank score tag` per line -> RUNS table (re-ranked by score)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(str(path), None, None, "file not found")
+    recs, seen = [], set()
+    for no, line in decode_lines(path.read_bytes(), str(path), None):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise InputError(str(path), f"line {no}", None, "expected 6 columns 'qid Q0 docid rank score tag'")
+        try:
+            score = float(parts[4])
+        except ValueError:
+            raise InputError(str(path), f"line {no}", "score", f"{parts[4]!r} is not a number") from None
+        if (parts[0], parts[2]) in seen:
+            raise InputError(str(path), f"line {no}", "docid", f"document {parts[2]!r} listed twice for query {parts[0]!r}")
+        seen.add((parts[0], parts[2]))
+        recs.append({"query_id": parts[0], "doc_id": parts[2], "score": score, "system": system or parts[5]})
+    return run_table(recs)
+
+
+def run_table(recs: list[dict]) -> pa.Table:
+    """Assign ranks by descending score (ties by doc_id) per query and build a RUNS table."""
+    by_q: dict[str, list[dict]] = {}
+    for r in recs:
+        by_q.setdefault(r["query_id"], []).append(r)
+    out = []
+    for qid in by_q:
+        for i, r in enumerate(sorted(by_q[qid], key=lambda r: (-r["score"], r["doc_id"])), start=1):
+            out.append({**r, "rank": i})
+    return RUNS.from_records(out, validate=False)
+
+
+def write_trec_run(run: pa.Table, path, tag: str | None = None) -> Path:
+    """Write a RUNS table as a TREC run file (atomically)."""
+    import os
+    import tempfile
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df = run.to_pandas().sort_values(["query_id", "rank"])
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        for r in df.itertuples(index=False):
+            f.write(f"{r.query_id} Q0 {r.doc_id} {r.rank} {r.score:.6f} {tag or r.system}\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_trec_qrels(qrels: pa.Table, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for q, d, g in zip(qrels["query_id"].to_pylist(), qrels["doc_id"].to_pylist(), qrels["grade"].to_pylist()):
+            f.write(f"{q} 0 {d} {g}\n")
+    return path
+
+
+# --- whole collections ---------------------------------------------------------------------
+
+def load_beir(path, name: str | None = None, quarantine: list | None = None,
+              max_chars: int = DEFAULT_MAX_DOC_CHARS) -> Collection:
+    """A BEIR folder: corpus.jsonl ({_id, title, text}), queries.jsonl ({_id, text}), qrels/<split>.tsv."""
+    root = Path(path)
+    name = name or root.name
+    docs, queries = make_sinks(quarantine, max_chars)
+    read_documents(root / "corpus.jsonl", {"doc_id": "_id"}, name, docs)
+    read_queries(root / "queries.jsonl", {"query_id": "_id"}, name, "all", queries)
+    qtab = queries.to_table()
+    # BEIR keeps one queries file for all splits: a query's split is the qrels file it appears in
+    rows = []
+    qdir = root / "qrels"
+    if not qdir.is_dir():
+        raise InputError(str(qdir), None, None, "BEIR folder has no qrels/ directory")
+    for f in sorted(qdir.glob("*.tsv")):
+        split = f.stem
+        for where, rec in iter_csv(f, quarantine, delimiter="\t"):
+            try:
+                qid, did, score = str(rec["query-id"]).strip(), str(rec["corpus-id"]).strip(), int(rec["score"])
+            except (KeyError, ValueError, TypeError) as e:
+                _bad(quarantine, f, where, None, f"expected columns query-id, corpus-id, integer score ({e})", rec)
+                continue
+            rows.append(qrel(qid, did, score, rec["score"], split, where=f"{f.name} {where}"))
+    documents = docs.to_table()
+    rows = check_qrels_refs(rows, set(documents["doc_id"].to_pylist()), set(qtab["query_id"].to_pylist()),
+                            str(qdir), quarantine)
+    qrels = build_qrels(rows, str(qdir), quarantine)
+    split_of: dict[str, str] = {}
+    for q, s in zip(qrels["query_id"].to_pylist(), qrels["split"].to_pylist()):
+        split_of.setdefault(q, s)
+    qtab = qtab.set_column(qtab.schema.get_field_index("split"), "split",
+                           pa.array([split_of.get(q, "unjudged") for q in qtab["query_id"].to_pylist()]))
+    return Collection(name=name, documents=documents, queries=qtab, qrels=qrels,
+                      quarantine=quarantine_table(quarantine), grade_scale="BEIR scores kept as grades")
+
+
+def _find(root: Path, stem: str) -> Path:
+    for suf in (".jsonl", ".parquet", ".json", ".csv"):
+        p = root / f"{stem}{suf}"
+        if p.exists():
+            return p
+    raise InputError(str(root / stem), None, None, f"no {stem}.jsonl/.parquet/.csv found")
+
+
+def load_bright(path, name: str | None = None, quarantine: list | None = None,
+                max_chars: int = DEFAULT_MAX_DOC_CHARS, split: str = "test") -> Collection:
+    """BRIGHT on disk: documents.(jsonl|parquet) with id/content; examples.(jsonl|parquet) with
+    id, query, gold_ids, excluded_ids. Gold ids -> grade 1; excluded_ids are kept in
+    `Collection.excluded` and removed from runs before scoring (BRIGHT's protocol)."""
+    root = Path(path)
+    name = name or root.name
+    docs, queries = make_sinks(quarantine, max_chars)
+    dpath = _find(root, "documents")
+    read_documents(dpath, {"doc_id": "id", "text": "content", "title": ""}, name, docs)
+    epath = _find(root, "examples")
+    rows, excluded = [], {}
+    for where, rec in iter_records(epath, quarantine):
+        qid = _get(rec, "id", epath, where, quarantine, id_like=True)
+        text = _get(rec, "query", epath, where, quarantine)
+        gold = rec.get("gold_ids")
+        if qid is _MISSING or text is _MISSING:
+            continue
+        if not isinstance(gold, (list, tuple)):
+            _bad(quarantine, epath, where, "gold_ids", "expected a list of document ids", rec)
+            continue
+        if not queries.add(existing_query(str(qid), (text or "").strip(), name, split), str(epath), where, rec):
+            continue
+        for d in gold:
+            rows.append(qrel(str(qid), str(d), 1, 1, split, where=f"{where}"))
+        ex = rec.get("excluded_ids") or []
+        excluded[str(qid)] = {str(x) for x in ex if str(x) != "N/A"}
+    documents = docs.to_table()
+    qtab = queries.to_table()
+    rows = check_qrels_refs(rows, set(documents["doc_id"].to_pylist()), set(qtab["query_id"].to_pylist()),
+                            str(epath), quarantine)
+    return Collection(name=name, documents=documents, queries=qtab, qrels=build_qrels(rows, str(epath), quarantine),
+                      quarantine=quarantine_table(quarantine), excluded=excluded,
+                      grade_scale="binary: gold_ids -> 1; excluded_ids removed from runs")
+
+
+def load_tabular(corpus: str | Path, *, name: str | None = None, queries: str | Path | None = None,
+                 qrels: str | Path | None = None, doc_mapping: Mapping[str, str] | None = None,
+                 query_mapping: Mapping[str, str] | None = None, split: str = "test",
+                 quarantine: list | None = None, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> Collection:
+    """A corpus in JSONL/CSV/TSV/Parquet with a column mapping (e.g. {"doc_id": "id", "text": "body"}),
+    optional queries file (same formats) and TREC qrels."""
+    name = name or Path(corpus).stem
+    dsink, qsink = make_sinks(quarantine, max_chars)
+    read_documents(corpus, doc_mapping, name, dsink)
+    if queries:
+        read_queries(queries, query_mapping, name, split, qsink)
+    documents, qtab = dsink.to_table(), qsink.to_table()
+    rows = read_trec_qrels(qrels, split, quarantine, as_rows=True) if qrels else []
+    rows = check_qrels_refs(rows, set(documents["doc_id"].to_pylist()), set(qtab["query_id"].to_pylist()),
+                            str(qrels), quarantine)
+    return Collection(name=name, documents=documents, queries=qtab, qrels=build_qrels(rows, str(qrels), quarantine),
+                      quarantine=quarantine_table(quarantine), grade_scale="qrels grades kept")
+
+
+def load_hf_disk(path, *, name: str | None = None, corpus_split: str | None = None,
+                 doc_mapping: Mapping[str, str] | None = None, quarantine: list | None = None,
+                 max_chars: int = DEFAULT_MAX_DOC_CHARS) -> Collection:
+    """A Hugging Face `datasets` corpus saved with `save_to_disk` (Dataset or DatasetDict)."""
+    import datasets
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:
+        raise InputError(str(path), None, None, f"not a dataset saved with save_to_disk ({e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        key = corpus_split or ("corpus" if "corpus" in ds else next(iter(ds)))
+        ds = ds[key]
+    m = {**DOC_MAP, **(doc_mapping or {})}
+    name = name or Path(path).name
+    dsink, qsink = make_sinks(quarantine, max_chars)
+    for i, rec in enumerate(ds, start=1):
+        where = f"record {i}"
+        did = _get(rec, m["doc_id"], path, where, quarantine, id_like=True)
+        text = _get(rec, m["text"], path, where, quarantine)
+        if did is _MISSING or text is _MISSING:
+            continue
+        title = rec.get(m["title"]) if m.get("title") else None
+        dsink.add({"doc_id": did, "title": title or None, "text": text, "collection": name}, str(path), where, rec)
+    return Collection(name=name, documents=dsink.to_table(), queries=qsink.to_table(),
+                      qrels=build_qrels([], str(path), quarantine), quarantine=quarantine_table(quarantine))

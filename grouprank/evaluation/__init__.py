@@ -1,0 +1,1 @@
+"""Ranking metrics (through ir-measures) and judge agreement."""

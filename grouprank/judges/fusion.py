@@ -1,0 +1,382 @@
+"""Fuse the judges' raw outputs (the JUDGMENTS table) into graded relevance (the LABELS table).
+
+Step 1 — one value per (judge, query, document)
+    Only rows with status "ok" count. Score judges (kinds pointwise, groupwise, local) give a
+    0–10 score; several passes (groupwise shuffles) are averaged. The listwise judge gives a
+    rank (1 = best); several passes are averaged. A pair with no ok row for a judge is *missing*
+    for that judge (its raw rows, with the failure reason, stay in the judgments table).
+
+Step 2 — per-judge ranks
+    Within each query, each judge's values are ranked (best = 1), ties get the average rank
+    (the `scipy.stats.rankdata(method="average")` convention). Only the pairs the judge has a
+    value for are ranked, so a judge that failed on some documents ranks the rest 1..n_ok.
+
+Step 3 — fusion (`method`)
+    ``rank`` (default, the GroupRank paper's teacher fusion generalised to any set of judges):
+        S(q, d) = Σ_j w_j · (−log r_j(q, d)),    Σ_j w_j = 1.
+        With one pointwise judge (weight β) and one listwise judge (weight 1−β) this is the
+        paper's S = −β·log(rank_pointwise) − (1−β)·log(rank_listwise), β = 0.5.
+        A pair missing for judge j gets, for that judge, the mean of −log r_j over the pairs j did
+        rank in that query (mean imputation: the missing judge neither lifts nor sinks the pair
+        on average; it does not reward failures the way dropping the term would, since every
+        term is ≤ 0). A judge that ranked nothing in a query is left out there and the remaining
+        weights renormalised.
+    ``score_mean``:
+        S(q, d) = Σ_j w_j · v_j(q, d) / Σ_{j has (q,d)} w_j   (weights renormalised over the
+        judges that have the pair), with v_j the 0–10 score; a listwise judge's rank r among n
+        ranked pairs becomes the pseudo-score 10·(n − r)/(n − 1) (10 when n = 1).
+    Weights (`resolve_weights`): explicit `weight`s of the judge specs, normalised to sum 1;
+    otherwise, when the judges are exactly one pointwise-like judge (pointwise/local) and one
+    listwise judge, β and 1−β; otherwise equal weights.
+    `fused_rank` is the rank of S within the query (1 = best; ties share the smallest rank).
+
+Step 4 — graded scale 0..G (default G = 3), the documented rule
+    *Order from the fusion, proportions from the absolute scores.* Ranks alone cannot tell a
+    query with many relevant documents from one with none, so the grade distribution of each
+    query is taken from the judges' absolute 0–10 scores, and which documents receive which grade
+    from the fused order:
+      a) anchor(q, d) = weighted mean (weights renormalised over the judges that have the pair) of
+         the score judges' 0–10 values (listwise ranks carry no absolute level and are left out);
+      b) anchor grade = number of thresholds t_1 < … < t_G that anchor reaches (default: equal
+         widths on the 0–10 scale, t_k = 10·k/(G+1): 2.5, 5, 7.5 for G = 3, matching the
+         judge prompts' anchors: ≥7.5 "very/extremely helpful", 5–7.5 "somewhat", 2.5–5
+         "marginal", below "barely/not");
+      c) per query, n_{≥k} = round(n · fraction of anchored pairs with anchor grade ≥ k);
+      d) walking down the fused ranking, the first n_{≥G} documents get G, the next
+         n_{≥G−1} − n_{≥G} get G−1, … , the rest 0; documents tied in S share the grade of the
+         first of them (the grade is a non-increasing function of the fused score).
+    Consequences (tested): with a single score judge, or with `score_mean` over score judges only,
+    the rule reduces to plain thresholding of the mean 0–10 score; grades never contradict the
+    fused order; a query whose documents all score low gets only low grades.
+    Rank-only fallback (no score judge, e.g. a lone listwise judge): there is no absolute level,
+    so fixed fractions of each query's pool are used (`rank_only_fractions`, default
+    n_{≥1}, n_{≥2}, n_{≥3} = 40 %, 20 %, 10 % of the pool for G = 3, halving per grade); a
+    warning says so. Prefer adding a score judge.
+
+Failed pairs, explicitly
+    * missing for some judges: handled by the imputation/renormalisation above; `n_judges`
+      in LABELS counts the judges that actually judged the pair and `judge_scores` shows null for
+      the others;
+    * missing for every judge: no label is produced (LABELS has no row for the pair; a grade of
+      0 would be a fabricated negative). `fuse_labels(..., return_report=True)` lists them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger("grouprank.judges.fusion")
+
+SCORE_KINDS = ("pointwise", "groupwise", "local")
+RANK_KINDS = ("listwise",)
+
+__all__ = ["fuse_labels", "judge_values", "average_ranks", "default_thresholds", "grade_from_anchor",
+           "assign_grades", "resolve_weights", "FusionReport", "SCORE_KINDS", "RANK_KINDS"]
+
+
+# --------------------------------------------------------------------------------------------
+# small pieces (public: tested by hand)
+# --------------------------------------------------------------------------------------------
+def average_ranks(values: Sequence[float], *, higher_is_better: bool = True) -> np.ndarray:
+    """1-based ranks, best = 1, ties get the average of the ranks they span."""
+    v = np.asarray(values, dtype=float)
+    key = -v if higher_is_better else v
+    order = np.argsort(key, kind="mergesort")
+    ranks = np.empty(len(v), dtype=float)
+    sorted_key = key[order]
+    i = 0
+    n = len(v)
+    while i < n:
+        j = i
+        while j + 1 < n and sorted_key[j + 1] == sorted_key[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def min_ranks(values: Sequence[float]) -> np.ndarray:
+    """1-based competition ranks (higher value = better; ties share the smallest rank)."""
+    v = np.asarray(values, dtype=float)
+    order = np.argsort(-v, kind="mergesort")
+    ranks = np.empty(len(v), dtype=np.int64)
+    prev = None
+    r = 0
+    for pos, idx in enumerate(order, 1):
+        if prev is None or v[idx] != prev:
+            r = pos
+            prev = v[idx]
+        ranks[idx] = r
+    return ranks
+
+
+def default_thresholds(grade_scale: int = 3, top: float = 10.0) -> list[float]:
+    """Equal-width thresholds on the 0..top scale: t_k = top·k/(G+1), k = 1..G."""
+    G = int(grade_scale)
+    if G < 1:
+        raise ValueError("grade_scale must be >= 1")
+    return [top * k / (G + 1) for k in range(1, G + 1)]
+
+
+def grade_from_anchor(score: float, thresholds: Sequence[float]) -> int:
+    """Number of thresholds reached (score >= t_k)."""
+    return int(sum(1 for t in thresholds if score >= t))
+
+
+def default_rank_only_fractions(grade_scale: int = 3) -> list[float]:
+    """Fraction of a query's pool with grade >= k, k = 1..G: 40 %, halving per grade."""
+    return [0.4 / (2 ** (k - 1)) for k in range(1, int(grade_scale) + 1)]
+
+
+def assign_grades(fused: Sequence[float], counts_at_least: Sequence[int]) -> np.ndarray:
+    """Grades for one query from fused scores (higher = better) and the number of documents
+    that must reach each grade (`counts_at_least[k-1]` = n_{>=k}, non-increasing in k).
+    Walk down the fused order; tied documents share the grade of the first of them."""
+    s = np.asarray(fused, dtype=float)
+    n = len(s)
+    G = len(counts_at_least)
+    c = [min(n, max(0, int(x))) for x in counts_at_least]
+    for k in range(1, G):  # enforce n_{>=k} >= n_{>=k+1}
+        c[k] = min(c[k], c[k - 1])
+    order = np.argsort(-s, kind="mergesort")
+    grades = np.zeros(n, dtype=np.int64)
+    for pos, idx in enumerate(order):
+        grades[idx] = sum(1 for k in range(G) if pos < c[k])
+    # ties: share the grade of the first (best-placed) member
+    pos = 0
+    while pos < n:
+        j = pos
+        while j + 1 < n and s[order[j + 1]] == s[order[pos]]:
+            j += 1
+        if j > pos:
+            g = grades[order[pos]]
+            grades[order[pos:j + 1]] = g
+        pos = j + 1
+    return grades
+
+
+def resolve_weights(judges: Mapping[str, str], weights: Mapping[str, float | None] | None = None,
+                    beta: float = 0.5) -> dict[str, float]:
+    """judges: judge_id -> kind. Returns weights summing to 1 (see module docstring)."""
+    ids = list(judges)
+    if not ids:
+        return {}
+    weights = dict(weights or {})
+    explicit = {j: float(w) for j, w in weights.items() if j in judges and w is not None}
+    if explicit:
+        for j, w in explicit.items():
+            if w < 0:
+                raise ValueError(f"judge {j!r}: negative fusion weight {w}")
+        rest = [j for j in ids if j not in explicit]
+        total = sum(explicit.values())
+        if rest:
+            if total >= 1.0:
+                raise ValueError("explicit fusion weights sum to >= 1 but some judges have none")
+            share = (1.0 - total) / len(rest)
+            out = {**explicit, **{j: share for j in rest}}
+        else:
+            if total <= 0:
+                raise ValueError("fusion weights sum to 0")
+            out = {j: w / total for j, w in explicit.items()}
+        return {j: out[j] for j in ids}
+    kinds = [judges[j] for j in ids]
+    if len(ids) == 2 and sorted(k if k != "local" else "pointwise" for k in kinds) == ["listwise", "pointwise"]:
+        pw = ids[0] if kinds[0] in ("pointwise", "local") else ids[1]
+        lw = ids[1] if pw == ids[0] else ids[0]
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta={beta} outside [0, 1]")
+        return {pw: float(beta), lw: 1.0 - float(beta)}
+    return {j: 1.0 / len(ids) for j in ids}
+
+
+# --------------------------------------------------------------------------------------------
+# step 1: per-judge values
+# --------------------------------------------------------------------------------------------
+def _as_frame(judgments) -> pd.DataFrame:
+    if isinstance(judgments, pd.DataFrame):
+        return judgments
+    return judgments.to_pandas()
+
+
+def judge_values(judgments) -> pd.DataFrame:
+    """One row per (judge_id, query_id, doc_id) with `kind`, `value` (mean 0–10 score, or mean
+    listwise rank), `n_ok` and `n_failed` passes. Pairs with no ok pass have value NaN."""
+    df = _as_frame(judgments)
+    if df.empty:
+        return pd.DataFrame(columns=["judge_id", "kind", "query_id", "doc_id", "value", "n_ok", "n_failed"])
+    df = df.copy()
+    df["_ok"] = df["status"] == "ok"
+    df["_raw"] = np.where(df["kind"].isin(RANK_KINDS), df["rank"].astype(float), df["score"].astype(float))
+    df.loc[~df["_ok"], "_raw"] = np.nan
+    g = df.groupby(["judge_id", "query_id", "doc_id"], sort=True, dropna=False)
+    out = g.agg(kind=("kind", "first"), value=("_raw", "mean"), n_ok=("_ok", "sum"),
+                n_rows=("_ok", "size")).reset_index()
+    out["n_failed"] = out["n_rows"] - out["n_ok"]
+    out.loc[out["n_ok"] == 0, "value"] = np.nan
+    return out.drop(columns=["n_rows"])
+
+
+# --------------------------------------------------------------------------------------------
+# the fusion
+# --------------------------------------------------------------------------------------------
+@dataclass
+class FusionReport:
+    method: str
+    weights: dict[str, float]
+    grade_scale: int
+    thresholds: list[float]
+    pairs: int = 0
+    labelled: int = 0
+    unlabelled: list[tuple[str, str]] = field(default_factory=list)  # failed for every judge
+    partially_judged: int = 0  # labelled, but missing for at least one judge
+    rank_only_queries: int = 0
+    grade_counts: dict[int, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"method": self.method, "weights": self.weights, "grade_scale": self.grade_scale,
+                "thresholds": self.thresholds, "pairs": self.pairs, "labelled": self.labelled,
+                "unlabelled": len(self.unlabelled), "partially_judged": self.partially_judged,
+                "rank_only_queries": self.rank_only_queries,
+                "grade_counts": {str(k): v for k, v in sorted(self.grade_counts.items())}}
+
+
+def fuse_labels(judgments, *, method: str = "rank", weights: Mapping[str, float | None] | None = None,
+                beta: float = 0.5, grade_scale: int = 3, thresholds: Sequence[float] | None = None,
+                rank_only_fractions: Sequence[float] | None = None, judges: Iterable[str] | None = None,
+                return_report: bool = False):
+    """JUDGMENTS (Arrow table or DataFrame) -> LABELS Arrow table (and a FusionReport).
+
+    method: "rank" (−log-rank fusion) or "score_mean"; weights: judge_id -> weight (None or
+    missing: see `resolve_weights`); judges: restrict to these judge ids (default: all present)."""
+    from data_schemas import LABELS
+
+    if method not in ("rank", "score_mean"):
+        raise ValueError(f"unknown fusion method {method!r} (rank | score_mean)")
+    G = int(grade_scale)
+    thr = list(thresholds) if thresholds is not None else default_thresholds(G)
+    if len(thr) != G or any(b <= a for a, b in zip(thr, thr[1:])):
+        raise ValueError(f"need {G} strictly increasing thresholds, got {thr}")
+    frac = list(rank_only_fractions) if rank_only_fractions is not None else default_rank_only_fractions(G)
+    if len(frac) != G:
+        raise ValueError(f"need {G} rank_only_fractions, got {frac}")
+
+    vals = judge_values(judgments)
+    if judges is not None:
+        keep = set(judges)
+        vals = vals[vals["judge_id"].isin(keep)]
+    kinds = dict(vals.groupby("judge_id")["kind"].first()) if len(vals) else {}
+    w = resolve_weights(kinds, weights, beta)
+    report = FusionReport(method="single" if len(w) == 1 else method, weights=w, grade_scale=G, thresholds=thr)
+    records: list[dict] = []
+    if vals.empty:
+        table = LABELS.from_records([])
+        return (table, report) if return_report else table
+
+    # wide: rows (query, doc), one value column per judge
+    wide = vals.pivot_table(index=["query_id", "doc_id"], columns="judge_id", values="value",
+                            aggfunc="first", dropna=False)
+    # pivot_table drops all-NaN rows: re-add every judged pair
+    all_pairs = pd.MultiIndex.from_frame(vals[["query_id", "doc_id"]].drop_duplicates())
+    wide = wide.reindex(all_pairs)
+    judge_ids = [j for j in w if j in wide.columns]
+    for j in w:
+        if j not in wide.columns:
+            wide[j] = np.nan
+    score_judges = [j for j in judge_ids if kinds[j] in SCORE_KINDS]
+    method_name = "single" if len(w) == 1 else ("rank_fusion" if method == "rank" else "score_mean")
+
+    for qid, block in wide.groupby(level=0, sort=True):
+        doc_ids = [d for _, d in block.index]
+        n = len(doc_ids)
+        report.pairs += n
+        V = {j: block[j].to_numpy(dtype=float) for j in judge_ids}
+        have = {j: ~np.isnan(V[j]) for j in judge_ids}
+        any_have = np.zeros(n, dtype=bool)
+        for j in judge_ids:
+            any_have |= have[j]
+        # ---- per-judge terms
+        S = np.zeros(n)
+        if method == "rank":
+            wsum = 0.0
+            for j in judge_ids:
+                m = have[j]
+                if not m.any():
+                    continue
+                r = np.full(n, np.nan)
+                r[m] = average_ranks(V[j][m], higher_is_better=kinds[j] not in RANK_KINDS)
+                t = -np.log(r)
+                t[~m] = t[m].mean()  # mean imputation for pairs this judge missed
+                S += w[j] * t
+                wsum += w[j]
+            if wsum > 0:
+                S /= wsum
+        else:
+            num = np.zeros(n)
+            den = np.zeros(n)
+            for j in judge_ids:
+                m = have[j]
+                if not m.any():
+                    continue
+                v = V[j].copy()
+                if kinds[j] in RANK_KINDS:
+                    r = average_ranks(v[m], higher_is_better=False)
+                    k = m.sum()
+                    v[m] = 10.0 * (k - r) / (k - 1) if k > 1 else 10.0
+                num[m] += w[j] * v[m]
+                den[m] += w[j]
+            S = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+        # ---- anchor and grade counts
+        keep = any_have
+        if not keep.all():
+            for d, k in zip(doc_ids, keep):
+                if not k:
+                    report.unlabelled.append((qid, d))
+        idx = np.flatnonzero(keep)
+        if idx.size == 0:
+            continue
+        S_k = S[idx]
+        anchor = np.full(n, np.nan)
+        if score_judges:
+            num = np.zeros(n)
+            den = np.zeros(n)
+            for j in score_judges:
+                m = have[j]
+                num[m] += w[j] * V[j][m]
+                den[m] += w[j]
+            anchor = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+        a_k = anchor[idx]
+        anchored = ~np.isnan(a_k)
+        nk = idx.size
+        if anchored.any():
+            ag = np.array([grade_from_anchor(x, thr) for x in a_k[anchored]])
+            counts = [int(round(nk * float((ag >= k).mean()))) for k in range(1, G + 1)]
+        else:
+            report.rank_only_queries += 1
+            counts = [int(round(nk * f)) for f in frac]
+        grades = assign_grades(S_k, counts)
+        franks = min_ranks(S_k)
+        for pos, i in enumerate(idx):
+            js = {j: (None if np.isnan(V[j][i]) else round(float(V[j][i]), 6)) for j in w}
+            n_j = sum(1 for j in judge_ids if have[j][i])
+            if n_j < len(judge_ids):
+                report.partially_judged += 1
+            g = int(grades[pos])
+            report.grade_counts[g] = report.grade_counts.get(g, 0) + 1
+            records.append({"query_id": str(qid), "doc_id": str(doc_ids[i]), "grade": g,
+                            "fused_score": float(S_k[pos]), "fused_rank": int(franks[pos]),
+                            "method": method_name, "n_judges": int(n_j),
+                            "judge_scores": json.dumps(js, sort_keys=True)})
+    report.labelled = len(records)
+    if report.rank_only_queries:
+        log.warning("%d queries had no score judge: grades from fixed rank fractions %s (no absolute level)",
+                    report.rank_only_queries, frac)
+    if report.unlabelled:
+        log.warning("%d pairs failed for every judge: no label produced", len(report.unlabelled))
+    table = LABELS.from_records(records)
+    return (table, report) if return_report else table

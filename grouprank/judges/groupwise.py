@@ -1,0 +1,82 @@
+"""Groupwise LLM judge (GroupRank format, `grouprank.reranker.prompt`).
+
+Per query and pass: shuffle the pool (seeded by judge seed, query id and pass), cut it into
+ceil(N/c) disjoint groups of near-equal size (sizes differ by at most one, so no tiny last group),
+score every group in one request. Several passes reshuffle and rescore; the fusion averages a
+document's scores over its ok passes.
+
+Failures: an answer that is not fully valid is asked once more (the client's parse retry); if it
+still fails, the documents whose scores can be read from a well-tagged answer (status bad_json:
+e.g. all but a mislabelled one) keep them, and the others are recorded as failed with the reason.
+"""
+from __future__ import annotations
+
+import math
+import random
+
+from .base import JudgePool, RowBuilder
+from .llm_base import LLMJudge, add_group_rows
+from .templates import groupwise as T
+
+
+def split_groups(doc_ids: list[str], c: int) -> list[list[str]]:
+    n = len(doc_ids)
+    if n == 0:
+        return []
+    k = math.ceil(n / max(1, c))
+    base, rem = divmod(n, k)
+    out, i = [], 0
+    for g in range(k):
+        size = base + (1 if g < rem else 0)
+        out.append(doc_ids[i:i + size])
+        i += size
+    return out
+
+
+def shuffled_groups(doc_ids: list[str], c: int, seed: int, query_id: str, pass_index: int) -> list[list[str]]:
+    ids = list(doc_ids)
+    random.Random(f"{seed}|{query_id}|{pass_index}").shuffle(ids)
+    return split_groups(ids, c)
+
+
+class GroupwiseJudge(LLMJudge):
+    kind = "groupwise"
+    template_version = T.JUDGE_TEMPLATE_VERSION
+
+    def _groups(self, pool: JudgePool):
+        for p in range(self.spec.passes):
+            for qid, dids in pool.pools.items():
+                for gi, grp in enumerate(shuffled_groups(dids, self.spec.group_size, self.spec.seed, qid, p)):
+                    yield p, qid, gi, grp
+
+    def plan(self, pool: JudgePool):
+        reqs = []
+        for p, qid, gi, grp in self._groups(pool):
+            msgs = T.build_messages(pool.queries[qid], [pool.docs[d] for d in grp], self.spec.max_doc_chars)
+            reqs.append(self.request(msgs, T.validator(len(grp)), (p, qid, gi, grp)))
+        return reqs
+
+    def run(self, pool: JudgePool) -> list[dict]:
+        reqs = self.plan(pool)
+        results = self._map(reqs)
+        rb = RowBuilder(self.info(), pool)
+        for req, res in zip(reqs, results):
+            p, qid, gi, grp = req.meta
+            gid = f"p{p}g{gi}"
+            if res.ok:
+                pg = res.parsed
+                add_group_rows(rb, res, qid, grp, pg.scores, pass_index=p, group_id=gid,
+                               rationale=_short(pg.reason), missing_reason="")
+            else:
+                scores, reason, status = T.partial_scores(res.text, len(grp))
+                add_group_rows(rb, res, qid, grp, scores, pass_index=p, group_id=gid,
+                               rationale=_short(reason),
+                               missing_reason=f"no valid score for this document in the group's answer: {res.error}")
+        return rb.rows
+
+
+def _short(reason: str | None, n: int = 1000) -> str | None:
+    if not reason:
+        return None
+    r = " ".join(reason.split())
+    return r if len(r) <= n else r[:n] + "…"

@@ -1,0 +1,75 @@
+"""Shared plumbing of the LLM judges (pointwise, listwise, groupwise)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from grouprank.llm.types import LLMRequest, LLMResult
+
+from .base import JudgeInfo, JudgePool, RowBuilder, apportion
+
+
+class LLMJudge:
+    """Base of the LLM judges. `client` is a grouprank.llm.LLMClient (or anything with the same
+    `map(requests, progress)` and `endpoint`); `spec` a grouprank.config.JudgeSpec."""
+
+    kind = ""
+    template_version = ""
+
+    def __init__(self, spec, client, *, progress: Callable[[int, int], None] | None = None):
+        if spec.kind != self.kind:
+            raise ValueError(f"judge {spec.id!r} is of kind {spec.kind!r}, not {self.kind!r}")
+        self.spec = spec
+        self.client = client
+        self.progress = progress
+
+    @property
+    def model(self) -> str:
+        return str(self.client.endpoint.model)
+
+    def info(self) -> JudgeInfo:
+        return JudgeInfo(self.spec.id, self.kind, self.model, self.template_version)
+
+    def request(self, messages: list[dict], validate, meta, response_schema: dict | None = None) -> LLMRequest:
+        return LLMRequest(messages=messages, template_version=self.template_version,
+                          response_schema=response_schema, validate=validate,
+                          temperature=self.spec.temperature, max_tokens=self.spec.max_tokens,
+                          tag=self.spec.id, meta=meta)
+
+    # --- to implement
+    def plan(self, pool: JudgePool) -> list[LLMRequest]:
+        """The requests the judge would send (dry run). For the listwise sliding window the
+        later windows' order depends on earlier answers; the plan uses the candidate order, which
+        has the same calls and (nearly) the same token counts."""
+        raise NotImplementedError
+
+    def run(self, pool: JudgePool) -> list[dict]:
+        raise NotImplementedError
+
+    def _map(self, reqs: list[LLMRequest], offset: int = 0, total: int | None = None) -> list[LLMResult]:
+        """Send the requests; progress is reported in requests: (offset + done, total)."""
+        if not reqs:
+            return []
+        cb = None
+        if self.progress is not None:
+            tot = total if total is not None else offset + len(reqs)
+            cb = lambda done, n: self.progress(offset + done, tot)  # noqa: E731
+        return self.client.map(reqs, cb)
+
+
+def fail_reason(res: LLMResult, what: str = "") -> str:
+    r = res.error or "failed"
+    return f"{what}: {r}" if what else r
+
+
+def add_group_rows(rb: RowBuilder, res: LLMResult, qid: str, doc_ids: list[str], scores: list,
+                   *, pass_index: int, group_id: str, rationale: str | None, missing_reason: str) -> None:
+    pts = apportion(res.prompt_tokens, len(doc_ids))
+    cts = apportion(res.completion_tokens, len(doc_ids))
+    for i, did in enumerate(doc_ids):
+        s = scores[i] if i < len(scores) else None
+        if s is None:
+            rb.add(qid, did, pass_index=pass_index, group_id=group_id, request_hash=res.request_hash,
+                   status="failed", error=missing_reason, prompt_tokens=pts[i], completion_tokens=cts[i])
+        else:
+            rb.add(qid, did, pass_index=pass_index, group_id=group_id, score=float(s), rationale=rationale,
+                   request_hash=res.request_hash, status="ok", prompt_tokens=pts[i], completion_tokens=cts[i])

@@ -1,0 +1,148 @@
+"""Run the configured judges over candidate pools, and the dry run.
+
+    rows, usage = run_judges(cfg, pool)                 # -> JUDGMENTS rows, usage per judge
+    table = judgments_table(rows)
+    est = dry_run(cfg, pool)                            # calls / prompt tokens / cost per judge
+
+`cfg` is a RunConfig (uses `judges`, `llm`, `work_dir`). An LLM judge names an endpoint of
+`llm.endpoints` (or gets the first one); with no endpoint configured at all, only the local
+judge can run (it is the default judge list) and an LLM judge is a clear configuration error.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+from grouprank.errors import UserError
+
+from .base import JudgePool, check_complete, table_from_rows
+
+log = logging.getLogger("grouprank.judges")
+
+LLM_KINDS = ("pointwise", "listwise", "groupwise")
+
+
+def judge_class(kind: str):
+    if kind == "pointwise":
+        from .pointwise import PointwiseJudge
+        return PointwiseJudge
+    if kind == "listwise":
+        from .listwise import ListwiseJudge
+        return ListwiseJudge
+    if kind == "groupwise":
+        from .groupwise import GroupwiseJudge
+        return GroupwiseJudge
+    raise UserError(f"unknown judge kind {kind!r}")
+
+
+def endpoint_for(cfg, spec):
+    if not cfg.llm.endpoints:
+        raise UserError(f"judge {spec.id!r} (kind {spec.kind}) needs an LLM endpoint, but llm.endpoints is "
+                        "empty; add one (base_url, model) or use the local judge (kind: local)")
+    if spec.endpoint is None:
+        return cfg.llm.endpoints[0]
+    try:
+        return cfg.endpoint(spec.endpoint)
+    except KeyError as e:
+        raise UserError(str(e).strip('"')) from None
+
+
+def cache_path(cfg) -> Path:
+    return Path(cfg.llm.cache_path) if cfg.llm.cache_path else cfg.work_path / "llm_cache.sqlite"
+
+
+def check_specs(cfg) -> None:
+    ids = [s.id for s in cfg.judges.judges]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise UserError(f"judge ids must be unique, repeated: {dup}")
+    if not ids:
+        raise UserError("judges.judges is empty")
+    for s in cfg.judges.judges:
+        if s.kind in LLM_KINDS:
+            endpoint_for(cfg, s)
+
+
+def make_local_scorer(pool: JudgePool, spec, background: dict[str, str] | None = None, cfg=None):
+    from .local import LocalScorer
+    rc = cfg.retrieval if cfg is not None else None
+    bm25 = {"k1": rc.bm25_k1, "b": rc.bm25_b, "method": rc.bm25_method} if rc is not None else None
+    cache = (cfg.work_path / "local_judge_embeddings.sqlite") if cfg is not None else None
+    return LocalScorer(background if background is not None else pool.docs, use_e5=spec.local_e5,
+                       bm25_params=bm25, embed_cache=cache)
+
+
+def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None,
+               only: list[str] | None = None, progress: Callable[[str, int, int], None] | None = None,
+               api_keys: dict[str, str] | None = None) -> tuple[list[dict], dict]:
+    """Run every configured judge (or those in `only`) on the pool. Returns (rows, usage) with
+    usage[judge_id] = the LLM client's usage report (calls, tokens, cost, errors) or, for the
+    local judge, {"pairs": n}. `background`: doc_id -> text for the local judge's BM25 statistics
+    (default: the pool's documents; pass the whole collection when you have it).
+    `api_keys`: endpoint name -> key (e.g. from a Prefect Secret); default: the env variable."""
+    check_specs(cfg)
+    rows: list[dict] = []
+    usage: dict[str, dict] = {}
+    for spec in cfg.judges.judges:
+        if only is not None and spec.id not in only:
+            continue
+        cb = (lambda d, n, _id=spec.id: progress(_id, d, n)) if progress else None
+        if spec.kind == "local":
+            from .local import LocalJudge
+            judge = LocalJudge(spec, make_local_scorer(pool, spec, background, cfg), progress=cb)
+            r = judge.run(pool)
+            usage[spec.id] = {"kind": "local", "model": judge.scorer.model_id, "pairs": len(r), "calls": 0,
+                              "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+        else:
+            from grouprank.llm import LLMClient
+            ep = endpoint_for(cfg, spec)
+            key = (api_keys or {}).get(ep.name)
+            client = LLMClient(ep, cache_path=cache_path(cfg), stage="judges", judge_id=spec.id, api_key=key)
+            try:
+                judge = judge_class(spec.kind)(spec, client, progress=cb)
+                r = judge.run(pool)
+                u = client.usage()
+                u.pop("per_tag", None)
+                usage[spec.id] = {"kind": spec.kind, **u}
+            finally:
+                client.close()
+        check_complete(r, pool, spec.id, spec.passes if spec.kind == "groupwise" else 1)
+        n_failed = sum(1 for x in r if x["status"] == "failed")
+        usage[spec.id]["pairs_ok"] = len(r) - n_failed
+        usage[spec.id]["pairs_failed"] = n_failed
+        usage[spec.id]["injection_flags"] = sum(1 for x in r if x["injection_flag"])
+        log.info("judge %s: %d rows, %d failed", spec.id, len(r), n_failed)
+        rows.extend(r)
+    return rows, usage
+
+
+def judgments_table(rows: list[dict]):
+    return table_from_rows(rows)
+
+
+def dry_run(cfg, pool: JudgePool, *, tokenizer=None) -> dict:
+    """Estimate calls, prompt tokens and cost per judge before any call (nothing is sent).
+    Requests already answered in the LLM cache are counted apart (they cost nothing)."""
+    from grouprank.llm import estimate
+    check_specs(cfg)
+    out: dict[str, dict] = {}
+    cp = cache_path(cfg)
+    for spec in cfg.judges.judges:
+        if spec.kind == "local":
+            out[spec.id] = {"kind": "local", "model": "local (not an LLM)", "pairs": pool.n_pairs, "calls": 0,
+                            "prompt_tokens": 0, "completion_tokens": 0, "est_cost_usd": 0.0}
+            continue
+        ep = endpoint_for(cfg, spec)
+
+        class _Stub:  # plan() only needs the endpoint
+            endpoint = ep
+        judge = judge_class(spec.kind)(spec, _Stub())
+        reqs = judge.plan(pool)
+        est = estimate(reqs, ep, tokenizer, cache_path=cp)
+        est.pop("per_tag", None)
+        out[spec.id] = {"kind": spec.kind, "pairs": pool.n_pairs * (spec.passes if spec.kind == "groupwise" else 1),
+                        **est}
+    total = {k: sum(v.get(k, 0) for v in out.values())
+             for k in ("calls", "prompt_tokens", "completion_tokens", "est_cost_usd")}
+    return {"judges": out, "total": total}

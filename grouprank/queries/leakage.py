@@ -1,0 +1,104 @@
+"""Leakage guard: flag mined or generated queries that copy an evaluation query.
+
+A query leaks when, for some evaluation query,
+- ``exact``: the normalised texts are equal (NFKC, casefold, punctuation and whitespace collapsed);
+- ``embedding``: the embedding cosine is >= `threshold` (default 0.90);
+- ``lexical``: max(normalised edit similarity, token Jaccard) of the normalised texts is >=
+  `lexical_threshold` (default 0.85), both texts having >= `min_tokens` tokens. This catches
+  lightly edited copies (typos, a word added or dropped, words reordered) even where the
+  embeddings drift apart, and one-word edits whose embeddings sit just under the threshold.
+
+Negations count as leakage. "X lacks inductive properties" and "X shows inductive properties" are
+a one-word edit of each other: the guard flags them (lexically, or by embedding, which barely
+sees a negation). For retrieval data that is the right call: both claims need the same evidence
+documents, so training on one teaches the query->document mapping the evaluation tests. On
+SciFact, where train and test claims were written from the same cited papers, 128 of the 129
+train claims within cosine 0.90 of a test claim share an evidence document with it.
+
+Candidates: the `k` nearest evaluation queries by embedding and the `k` nearest by character
+3-gram TF-IDF; exact similarities are computed on those only, so the guard scales with
+(mined + eval) * k, not mined * eval.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .textsim import char_ngram_neighbors, dense_neighbors, lexical_similarity, normalize
+
+
+@dataclass(frozen=True)
+class EvalQuery:
+    query_id: str
+    text: str
+    eval_set: str  # e.g. "scifact/test" or a file name
+
+
+@dataclass(frozen=True)
+class Leak:
+    eval_id: str
+    eval_set: str
+    via: str            # exact | embedding | lexical
+    cosine: float | None
+    lexical: float | None
+    lexical_kind: str | None
+
+    def detail(self) -> str:
+        parts = [f"eval={self.eval_id}", f"set={self.eval_set}", f"via={self.via}"]
+        if self.cosine is not None:
+            parts.append(f"cos={self.cosine:.3f}")
+        if self.lexical is not None:
+            parts.append(f"lex={self.lexical:.3f}({self.lexical_kind})")
+        return " ".join(parts)
+
+
+def find_leaks(texts: Sequence[str], evals: Sequence[EvalQuery], embed: Callable[[Sequence[str]], np.ndarray] | None,
+               *, threshold: float = 0.90, lexical_threshold: float = 0.85, min_tokens: int = 3,
+               k: int = 5) -> list[Leak | None]:
+    """For each text, the evaluation query it leaks (or None). `embed` maps texts to normalised
+    vectors (None: exact + lexical checks only)."""
+    n = len(texts)
+    out: list[Leak | None] = [None] * n
+    if n == 0 or not evals:
+        return out
+    norm_t = [normalize(t) for t in texts]
+    norm_e = [normalize(e.text) for e in evals]
+    exact: dict[str, int] = {}
+    for j, s in enumerate(norm_e):
+        exact.setdefault(s, j)
+    ci, _ = char_ngram_neighbors(norm_t, norm_e, k=k)
+    if embed is not None:
+        et = embed(list(texts))
+        ee = embed([e.text for e in evals])
+        di, _ = dense_neighbors(et, ee, k=k)
+    for i in range(n):
+        j = exact.get(norm_t[i])
+        if j is not None:
+            e = evals[j]
+            out[i] = Leak(e.query_id, e.eval_set, "exact", 1.0 if embed is not None else None, 1.0, "exact")
+            continue
+        cands = set(ci[i].tolist())
+        if embed is not None:
+            cands |= set(di[i].tolist())
+        ti = len(norm_t[i].split())
+        best: tuple | None = None
+        for j in sorted(cands):
+            cos = float(et[i] @ ee[j]) if embed is not None else None
+            lex = lk = None
+            if ti >= min_tokens and len(norm_e[j].split()) >= min_tokens:
+                lex, lk = lexical_similarity(norm_t[i], norm_e[j], normalized=True)
+            hit_e = cos is not None and cos >= threshold
+            hit_l = lex is not None and lex >= lexical_threshold
+            if not (hit_e or hit_l):
+                continue
+            # strongest evidence first: margin over its own threshold
+            margin = max((cos - threshold) if hit_e else -1.0, (lex - lexical_threshold) if hit_l else -1.0)
+            if best is None or margin > best[0]:
+                best = (margin, j, "embedding" if hit_e else "lexical", cos, lex, lk)
+        if best is not None:
+            _, j, via, cos, lex, lk = best
+            e = evals[j]
+            out[i] = Leak(e.query_id, e.eval_set, via, cos, lex, lk)
+    return out

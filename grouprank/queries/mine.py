@@ -1,0 +1,262 @@
+"""The query-mining stage's logic, on in-memory tables (stage.py adds the Parquet I/O).
+
+    table, report = mine_queries(cfg, documents, queries, qrels)
+
+1. existing queries: the collection's `cfg.queries.splits` + `cfg.queries.files` (column mapping);
+2. generated queries (when `cfg.queries.generate`): sampled documents x query types through the
+   LLM client (parse failures recorded as parse_error / generation_failed);
+3. leakage guard against the evaluation sets (`leakage_eval_splits` of the collection +
+   `eval_files`): decision "leakage";
+4. round-trip filter on generated queries (hybrid retriever; rank recorded for all generated
+   queries with text): decision "roundtrip" when the source document ranks > k;
+5. exact then near-duplicate dedup among what is left: "duplicate" / "near_duplicate".
+
+Precedence: parse_error/generation_failed > leakage > roundtrip > duplicate > near_duplicate.
+Leakage comes first so that a leaking query can never be a dedup representative; round-trip
+comes before dedup so representatives are chosen among queries that passed it.
+Every query stays in the table with its decision; downstream stages use decision == "kept".
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any, Callable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data_schemas import QUERIES
+from grouprank.errors import UserError
+
+from . import mining
+from .dedup import exact_groups, near_groups
+from .leakage import EvalQuery, find_leaks
+from .roundtrip import rank_summary, source_ranks
+
+
+def eval_queries(cfg, queries: pa.Table | None, collection: str = "") -> list[EvalQuery]:
+    """The evaluation sets: the collection's `leakage_eval_splits` plus `eval_files`."""
+    qc = cfg.queries
+    out: list[EvalQuery] = []
+    if queries is not None and qc.leakage_eval_splits:
+        have = set(queries.column("split").to_pylist())
+        for split in qc.leakage_eval_splits:
+            if split not in have:
+                raise UserError(f"leakage eval split {split!r} not in the collection (it has {sorted(have)}); "
+                                "set queries.leakage_eval_splits")
+            t = queries.filter(pc.equal(queries["split"], split))
+            out += [EvalQuery(str(q), x, f"{collection}/{split}" if collection else split)
+                    for q, x in zip(t["query_id"].to_pylist(), t["text"].to_pylist())]
+    for src in qc.eval_files:
+        for r in mining.from_source(src):
+            out.append(EvalQuery(r["query_id"], r["text"], r["collection"] + "/" + r["split"]))
+    return out
+
+
+def existing_queries(cfg, queries: pa.Table | None, collection: str = "",
+                     quarantine: list | None = None) -> list[dict]:
+    qc = cfg.queries
+    out: list[dict] = []
+    if queries is not None and qc.splits:
+        recs = mining.from_table(queries, qc.splits, collection=collection or None)
+        for split in qc.splits:
+            part = [r for r in recs if r["split"] == split]
+            out += mining.cap(part, qc.max_queries, qc.seed)
+    for src in qc.files:
+        out += mining.cap(mining.from_source(src, quarantine), qc.max_queries, qc.seed)
+    return out
+
+
+def _llm_client(cfg):
+    from grouprank.llm import LLMClient
+    if not cfg.llm.endpoints:
+        raise UserError("queries.generate is on but llm.endpoints is empty: configure an "
+                        "OpenAI-compatible endpoint (base_url, model)")
+    ep = cfg.endpoint(cfg.queries.endpoint) if cfg.queries.endpoint else cfg.llm.endpoints[0]
+    cache = cfg.llm.cache_path or str(cfg.work_path / "llm_cache.sqlite")
+    return LLMClient(ep, cache_path=cache, stage="queries")
+
+
+def generate(cfg, documents: pa.Table, existing: Sequence[dict], qrels: pa.Table | None, evals: Sequence[EvalQuery],
+             client=None, collection: str = "") -> tuple[list[dict], dict]:
+    """Sample documents and generate queries (see generation.py). Returns (records, info)."""
+    from .generation import few_shot_examples, generate_queries, sample_documents
+    qc = cfg.queries
+    exclude: set[str] = set()
+    if qc.exclude_eval_docs:
+        if qrels is None:
+            raise UserError("queries.exclude_eval_docs needs qrels")
+        eval_ids = {e.query_id for e in evals}
+        exclude = {str(d) for q, d in zip(qrels["query_id"].to_pylist(), qrels["doc_id"].to_pylist())
+                   if q in eval_ids}
+    doc_ids = sample_documents(documents, qc.generate_docs, strategy=qc.sampling, seed=qc.seed,
+                               strata=qc.length_strata, min_chars=qc.min_doc_chars, exclude=exclude)
+    examples = few_shot_examples(existing, qrels, documents, qc.few_shot, qc.seed)
+    own = client is None
+    client = client or _llm_client(cfg)
+    try:
+        recs = generate_queries(documents, doc_ids, client, qc.query_types, collection=collection,
+                                templates=qc.templates, max_doc_chars=qc.max_doc_chars, examples=examples,
+                                temperature=qc.temperature, max_tokens=qc.max_tokens, seed=qc.seed)
+        usage = client.usage()
+    finally:
+        if own:
+            client.close()
+    info = {"sampled_docs": len(doc_ids), "excluded_eval_docs": len(exclude), "few_shot": len(examples),
+            "requests": len(recs), "llm_calls": usage.get("calls", 0), "llm_cached": usage.get("cached_calls", 0),
+            "llm_retries": usage.get("retries", 0), "llm_parse_retries": usage.get("parse_retries", 0),
+            "prompt_tokens": usage.get("prompt_tokens", 0), "completion_tokens": usage.get("completion_tokens", 0),
+            "cost_usd": usage.get("cost_usd", 0.0), "generator_model": client.endpoint.model}
+    return recs, info
+
+
+def apply_filters(records: list[dict], evals: Sequence[EvalQuery], *, embed: Callable | None,
+                  rank_fn: Callable | None, cfg) -> dict:
+    """Set decision / decision_detail / roundtrip_rank on `records` in place (priority order =
+    list order). Returns the filter report."""
+    qc = cfg.queries
+    t0 = time.perf_counter()
+    report: dict[str, Any] = {}
+    active = [i for i, r in enumerate(records) if r["decision"] == "kept"]
+
+    # --- leakage
+    leaks = find_leaks([records[i]["text"] for i in active], evals, embed, threshold=qc.leakage_threshold,
+                       lexical_threshold=qc.leakage_lexical_threshold, min_tokens=qc.leakage_min_tokens)
+    by_via: Counter = Counter()
+    by_source: Counter = Counter()
+    by_set: Counter = Counter()
+    for i, lk in zip(active, leaks):
+        if lk is not None:
+            records[i]["decision"] = "leakage"
+            records[i]["decision_detail"] = lk.detail()
+            by_via[lk.via] += 1
+            by_source[records[i]["source"]] += 1
+            by_set[lk.eval_set] += 1
+    report["leakage"] = {"eval_queries": len(evals), "flagged": sum(by_via.values()), "by_via": dict(by_via),
+                         "by_source": dict(by_source), "by_eval_set": dict(by_set),
+                         "threshold": qc.leakage_threshold, "lexical_threshold": qc.leakage_lexical_threshold}
+    t1 = time.perf_counter()
+
+    # --- round trip: rank for every generated query with text
+    gen = [i for i, r in enumerate(records) if r["source"] == "generated"
+           and r["decision"] not in ("parse_error", "generation_failed")]
+    rt: dict[str, Any] = {"enabled": bool(qc.roundtrip and rank_fn is not None), "k": qc.roundtrip_k}
+    if gen and qc.roundtrip and rank_fn is not None:
+        ranks = source_ranks([records[i]["text"] for i in gen], [records[i]["source_doc_id"] for i in gen],
+                             rank_fn, max(qc.roundtrip_depth, qc.roundtrip_k))
+        for i, r in zip(gen, ranks):
+            records[i]["roundtrip_rank"] = r
+            if records[i]["decision"] == "kept" and (r is None or r > qc.roundtrip_k):
+                records[i]["decision"] = "roundtrip"
+                records[i]["decision_detail"] = (f"source doc rank {r} > k={qc.roundtrip_k}" if r is not None
+                                                 else f"source doc not in top {max(qc.roundtrip_depth, qc.roundtrip_k)}")
+        rt.update(rank_summary(ranks, qc.roundtrip_k, max(qc.roundtrip_depth, qc.roundtrip_k)))
+        per_type: dict[str, list] = {}
+        for i, r in zip(gen, ranks):
+            per_type.setdefault(records[i]["query_type"] or "?", []).append(r)
+        rt["by_type"] = {t: rank_summary(v, qc.roundtrip_k, max(qc.roundtrip_depth, qc.roundtrip_k))
+                         for t, v in sorted(per_type.items())}
+        rt["dropped"] = sum(1 for i in gen if records[i]["decision"] == "roundtrip")
+    elif gen:
+        rt["skipped"] = "disabled" if not qc.roundtrip else "no retriever"
+    report["roundtrip"] = rt
+    t2 = time.perf_counter()
+
+    # --- exact dedup
+    alive = [i for i, r in enumerate(records) if r["decision"] == "kept"]
+    groups = exact_groups([records[i]["text"] for i in alive])
+    n_dup = 0
+    for pos, g in enumerate(groups):
+        if g is not None:
+            i, j = alive[pos], alive[g]
+            records[i]["decision"] = "duplicate"
+            records[i]["decision_detail"] = f"of={records[j]['query_id']}"
+            n_dup += 1
+
+    # --- near dedup
+    alive = [i for i, r in enumerate(records) if r["decision"] == "kept"]
+    n_near = 0
+    if embed is not None and len(alive) > 1:
+        existing = [records[i]["source"] == "existing" for i in alive]
+        if qc.dedup_existing == "near":
+            eligible = None
+        else:
+            def eligible(a: int, b: int) -> bool:
+                return not (existing[a] and existing[b])
+        if eligible is not None and all(existing):
+            near = [None] * len(alive)  # nothing eligible: skip the encoding
+        else:
+            near = near_groups(embed([records[i]["text"] for i in alive]), qc.dedup_threshold, eligible)
+        for pos, g in enumerate(near):
+            if g is not None:
+                i, j = alive[pos], alive[g[0]]
+                records[i]["decision"] = "near_duplicate"
+                records[i]["decision_detail"] = f"of={records[j]['query_id']} cos={g[1]:.3f}"
+                n_near += 1
+    report["dedup"] = {"duplicate": n_dup, "near_duplicate": n_near, "threshold": qc.dedup_threshold,
+                       "existing_among_themselves": qc.dedup_existing}
+    report["timings_s"] = {"leakage": round(t1 - t0, 3), "roundtrip": round(t2 - t1, 3),
+                           "dedup": round(time.perf_counter() - t2, 3)}
+    return report
+
+
+def summarize(records: Sequence[dict]) -> dict:
+    dec = Counter(r["decision"] for r in records)
+    by_src: dict[str, dict] = {}
+    for r in records:
+        by_src.setdefault(r["source"], Counter())[r["decision"]] += 1
+    return {"total": len(records), "kept": dec.get("kept", 0), "decisions": dict(sorted(dec.items())),
+            "by_source": {s: dict(sorted(c.items())) for s, c in sorted(by_src.items())}}
+
+
+def mine_queries(cfg, documents: pa.Table | None, queries: pa.Table | None, qrels: pa.Table | None = None, *,
+                 collection: str | None = None, embed: Callable | None = None, rank_fn: Callable | None = None,
+                 client=None, quarantine: list | None = None) -> tuple[pa.Table, dict]:
+    """The whole stage on in-memory tables -> (QUERIES table of every query with its decision, report).
+
+    `embed` (texts -> normalised vectors; default: the retrieval config's dense encoder, memoised),
+    `rank_fn` (texts, doc_ids, k -> ranks; default: the hybrid retriever over `documents`, built
+    only when there are generated queries) and `client` (an LLMClient; default: from
+    cfg.llm.endpoints) can be injected."""
+    qc = cfg.queries
+    t0 = time.perf_counter()
+    if collection is None:
+        cols = (documents if documents is not None else queries)
+        collection = ""
+        if cols is not None and "collection" in cols.column_names and cols.num_rows:
+            collection = str(cols.column("collection")[0].as_py())
+    existing = existing_queries(cfg, queries, collection, quarantine)
+    evals = eval_queries(cfg, queries, collection)
+    report: dict[str, Any] = {"collection": collection, "existing": len(existing)}
+    warnings = []
+    overlap = sorted(set(qc.splits) & set(qc.leakage_eval_splits))
+    if overlap:
+        warnings.append(f"split(s) {overlap} are mined and also the evaluation set: every query of them "
+                        "is flagged as leakage")
+    if qc.generate and qc.few_shot and qrels is None:
+        warnings.append("queries.few_shot needs qrels (the stage's qrels input): no examples used")
+    generated: list[dict] = []
+    if qc.generate:
+        if documents is None:
+            raise UserError("queries.generate needs the documents table")
+        generated, info = generate(cfg, documents, existing, qrels, evals, client=client, collection=collection)
+        report["generation"] = info
+    records = existing + generated
+    mining.check_unique_ids(records)
+    needs_embed = bool(records) and (bool(evals) or bool(generated) or qc.dedup_existing == "near")
+    if embed is None and needs_embed:
+        from .embed import default_embedder
+        embed = default_embedder(cfg, cache_dir=cfg.work_path / "models")
+    needs_rt = qc.roundtrip and any(r["source"] == "generated" and r["decision"] == "kept" for r in records)
+    if rank_fn is None and needs_rt:
+        from grouprank.retrieval.pipeline import get_hybrid_retriever
+        # the retrieval stage's retriever exactly as configured (cfg.retrieval), indexes persisted
+        # under <work_dir>/indexes and reused by the retrieve stage
+        rank_fn = get_hybrid_retriever(documents, cfg, cfg.work_path).rank_of
+    report["filters"] = apply_filters(records, evals, embed=embed, rank_fn=rank_fn, cfg=cfg)
+    report.update(summarize(records))
+    if warnings:
+        report["warnings"] = warnings
+    report["wall_s"] = round(time.perf_counter() - t0, 3)
+    table = QUERIES.from_records(records)
+    return table, report

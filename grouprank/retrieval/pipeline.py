@@ -1,0 +1,536 @@
+"""The retrieval stage: BM25 + dense candidates, fused, pooled.
+
+    result = retrieve(documents, queries, cfg, work_dir)     # fused top-`depth` per query
+    cands  = pool(result, cfg, run_path=work_dir / "candidates.trec")   # CANDIDATES table
+
+For each query both retrievers return their top `depth`; with `union_rescore` (default) every
+document of the union is then scored by *both* retrievers exactly (BM25 from the query's full score
+vector, which bm25s computes anyway; dense as a dot product with the stored embedding), so fusion
+never has to invent a score for a document one retriever did not return. The fused list is cut
+to `depth`. `bm25_rank` / `dense_rank` are the ranks in each retriever's own top-`depth` list
+(null outside it); `bm25_score` / `dense_score` are exact scores for every fused document.
+
+Indexes persist under `<work_dir>/indexes` (see `store`): reruns reuse them; a corpus, model or
+parameter change makes a new key.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from . import fusion as F
+from .store import IndexStore, corpus_fingerprint, document_texts, encode_resumable, stable_key
+
+RANKING_SCHEMA = pa.schema([
+    ("query_id", pa.string()), ("doc_id", pa.string()), ("rank", pa.int64()), ("fused_score", pa.float64()),
+    ("bm25_score", pa.float64()), ("bm25_rank", pa.int64()), ("dense_score", pa.float64()),
+    ("dense_rank", pa.int64()), ("fusion", pa.string()),
+])
+
+
+def _rcfg(cfg):
+    """Accept a RunConfig or a RetrievalConfig (or None for defaults)."""
+    from grouprank.config import RetrievalConfig
+    if cfg is None:
+        return RetrievalConfig()
+    return cfg.retrieval if hasattr(cfg, "retrieval") else cfg
+
+
+@dataclass
+class QueryCandidates:
+    """One query's candidate set U (union of both top-depth lists), aligned arrays."""
+    positions: np.ndarray   # corpus positions, int64
+    bm25: np.ndarray        # float64, NaN = no score (only without union rescoring)
+    dense: np.ndarray
+    bm25_rank: np.ndarray   # int64, rank in BM25's own top-depth list, 0 = not in it
+    dense_rank: np.ndarray
+
+
+class HybridRetriever:
+    """BM25 + dense retriever over one corpus, with persisted indexes.
+
+    Other stages use it directly: `search(texts, k)`, `rank_of(texts, doc_ids, k)` (e.g. the
+    query-mining round-trip filter), `candidates(texts)` for the per-retriever detail."""
+
+    def __init__(self, documents: pa.Table, cfg=None, work_dir: str | os.PathLike | None = None, *,
+                 encoder=None, show_progress: bool = False):
+        self.cfg = _rcfg(cfg)
+        self.work_dir = Path(work_dir) if work_dir is not None else None
+        self.show_progress = show_progress
+        self.timings: dict[str, float] = {}
+        self.reused: dict[str, bool] = {}
+        t = time.perf_counter()
+        self.doc_ids, self.texts = document_texts(documents, self.cfg.include_title)
+        if not self.doc_ids:
+            raise ValueError("empty corpus")
+        self.corpus_hash = corpus_fingerprint(self.doc_ids, self.texts)
+        self.timings["corpus_hash_s"] = time.perf_counter() - t
+        self.store = IndexStore(self.work_dir / "indexes") if self.work_dir is not None else None
+        if encoder is None:
+            from .dense import encoder_from_config
+            cache = (self.work_dir / "models") if self.work_dir is not None else None
+            encoder = encoder_from_config(self.cfg, cache_dir=cache)
+        self.encoder = encoder
+        self.keys: dict[str, str] = {}
+        self._pos: dict[str, int] | None = None
+        self._build_bm25()
+        self._build_dense()
+
+    # --- indexes --------------------------------------------------------------------------
+    def _build_bm25(self) -> None:
+        from .bm25 import BM25Retriever
+        c = self.cfg
+        bm = BM25Retriever(c.bm25_k1, c.bm25_b, c.bm25_method, c.bm25_stemmer, c.bm25_stopwords)
+        key = self.keys["bm25"] = stable_key("bm25", self.corpus_hash, bm.params())
+        t = time.perf_counter()
+        if self.store is not None and self.store.is_complete("bm25", key):
+            self.bm25 = BM25Retriever.load(self.store.path("bm25", key))
+            self.reused["bm25"] = True
+        else:
+            bm.index(self.doc_ids, self.texts, show_progress=self.show_progress)
+            if self.store is not None:
+                with self.store.building("bm25", key, {"kind": "bm25", "corpus": self.corpus_hash,
+                                                       "n_docs": len(self.doc_ids), **bm.params()}) as d:
+                    bm.save(d)
+            self.bm25 = bm
+            self.reused["bm25"] = False
+        self.timings["bm25_index_s"] = time.perf_counter() - t
+
+    def _build_dense(self) -> None:
+        from .ann import FaissIndex
+        enc = self.encoder
+        ekey = self.keys["embeddings"] = stable_key("emb", self.corpus_hash, enc.model_id)
+        t = time.perf_counter()
+        n_before = getattr(enc, "n_texts_encoded", 0)
+        if self.store is not None:
+            d = self.store.path("emb", ekey)
+            bar = None
+            if self.show_progress:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=len(self.texts), desc="Encoding documents", unit="doc")
+            try:
+                self.embeddings = encode_resumable(
+                    d, self.texts, lambda ts: enc.encode_documents(ts, show_progress=False), enc.dimension,
+                    self.cfg.shard_size, meta={"kind": "embeddings", "corpus": self.corpus_hash,
+                                               "model_id": enc.model_id},
+                    progress=bar.update if bar is not None else None)
+            finally:
+                if bar is not None:
+                    bar.close()
+        else:
+            self.embeddings = enc.encode_documents(self.texts, show_progress=self.show_progress)
+        n_encoded = getattr(enc, "n_texts_encoded", 0) - n_before
+        self.reused["embeddings"] = n_encoded == 0
+        self.timings["dense_encode_s"] = time.perf_counter() - t
+        self.timings["dense_docs_encoded"] = float(n_encoded)
+
+        t = time.perf_counter()
+        ann = FaissIndex.from_config(self.cfg)
+        fkey = self.keys["faiss"] = stable_key("faiss", ekey, ann.params())
+        if ann.persistent and self.store is not None and self.store.is_complete("faiss", fkey):
+            loaded = FaissIndex.load(self.store.path("faiss", fkey))
+            loaded.hnsw_ef_search, loaded.ivf_nprobe = ann.hnsw_ef_search, ann.ivf_nprobe  # search-time knobs
+            ann = loaded
+            self.reused["faiss"] = True
+        else:
+            ann.build(self.embeddings)
+            if ann.persistent and self.store is not None:
+                with self.store.building("faiss", fkey, {"kind": "faiss", "embeddings": ekey, **ann.params(),
+                                                         **ann.build_info}) as d:
+                    ann.save(d)
+            self.reused["faiss"] = False
+        self.ann = ann
+        self.timings["dense_index_s"] = time.perf_counter() - t
+
+    # --- retrieval ------------------------------------------------------------------------
+    def doc_position(self, doc_id: str) -> int | None:
+        if self._pos is None:
+            self._pos = {d: i for i, d in enumerate(self.doc_ids)}
+        return self._pos.get(doc_id)
+
+    def candidates(self, query_texts: Sequence[str], depth: int | None = None,
+                   timings: dict | None = None) -> list[QueryCandidates]:
+        from .bm25 import top_k
+        depth = int(depth or self.cfg.depth)
+        tm = timings if timings is not None else {}
+        texts = [str(q) for q in query_texts]
+        t = time.perf_counter()
+        qemb = self.encoder.encode_queries(texts, show_progress=False) if texts else np.zeros((0, 1), np.float32)
+        tm["query_encode_s"] = tm.get("query_encode_s", 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
+        if texts:
+            d_scores, d_ids = self.ann.search(qemb, depth)
+        tm["dense_search_s"] = tm.get("dense_search_s", 0.0) + time.perf_counter() - t
+        out: list[QueryCandidates] = []
+        t = time.perf_counter()
+        token_ids = self.bm25.query_token_ids(texts)
+        t_bm = time.perf_counter() - t
+        t_rest = 0.0
+        union = self.cfg.union_rescore
+        emb = self.embeddings
+        for qi, ids_q in enumerate(token_ids):
+            t0 = time.perf_counter()
+            s = self.bm25.scores_from_token_ids(ids_q)
+            b_idx, b_val = top_k(s, depth)
+            keep = b_val > 0
+            b_idx, b_val = b_idx[keep], b_val[keep]
+            t1 = time.perf_counter()
+            ids = d_ids[qi]
+            ok = ids >= 0
+            dd_idx, dd_val = ids[ok].astype(np.int64), d_scores[qi][ok]
+            U = np.union1d(b_idx, dd_idx)
+            n = U.shape[0]
+            b_in = np.searchsorted(U, b_idx)
+            d_in = np.searchsorted(U, dd_idx)
+            if union:
+                bm = s[U].astype(np.float64)
+                de = (np.asarray(emb[U], dtype=np.float32) @ qemb[qi]).astype(np.float64) if n else np.zeros(0)
+            else:
+                bm = np.full(n, np.nan)
+                bm[b_in] = b_val
+                de = np.full(n, np.nan)
+                de[d_in] = dd_val
+            b_rank = np.zeros(n, dtype=np.int64)
+            b_rank[b_in] = np.arange(1, b_in.shape[0] + 1)
+            d_rank = np.zeros(n, dtype=np.int64)
+            if d_in.shape[0]:
+                # the dense list's own order, by exact score when rescored (identical for flat)
+                sub = de[d_in]
+                d_rank[d_in[np.lexsort((U[d_in], -sub))]] = np.arange(1, d_in.shape[0] + 1)
+            out.append(QueryCandidates(U, bm, de, b_rank, d_rank))
+            t2 = time.perf_counter()
+            t_bm += t1 - t0
+            t_rest += t2 - t1
+        tm["bm25_search_s"] = tm.get("bm25_search_s", 0.0) + t_bm
+        tm["union_rescore_s"] = tm.get("union_rescore_s", 0.0) + t_rest
+        return out
+
+    def _fused_order(self, c: QueryCandidates, method: str, depth: int, cfg=None) -> tuple[np.ndarray, np.ndarray]:
+        cfg = cfg or self.cfg
+        fused = F.fuse(method, c.bm25, c.dense, c.positions, bm25_weight=cfg.bm25_weight, rrf_k=cfg.rrf_k)
+        o = F.order(fused, c.positions)
+        if method == "bm25" and not cfg.union_rescore:
+            o = o[c.bm25_rank[o] > 0]
+        elif method == "dense" and not cfg.union_rescore:
+            o = o[c.dense_rank[o] > 0]
+        return o[:depth], fused
+
+    def search(self, queries: Sequence[str], k: int | None = None, fusion: str | None = None) -> list[list[tuple[str, float]]]:
+        """Fused top-k per query: [(doc_id, fused_score), ...]."""
+        k = int(k or self.cfg.depth)
+        method = fusion or self.cfg.fusion
+        res = []
+        for c in self.candidates(queries, depth=max(k, 1)):
+            o, fused = self._fused_order(c, method, k)
+            res.append([(self.doc_ids[int(c.positions[i])], float(fused[i])) for i in o])
+        return res
+
+    def rank_of(self, queries: Sequence[str], doc_ids: Sequence[str], k: int | None = None,
+                fusion: str | None = None) -> list[int | None]:
+        """1-based rank of doc_ids[i] for queries[i] in the fused top-k (None if not in it)."""
+        if len(queries) != len(doc_ids):
+            raise ValueError("queries and doc_ids must align")
+        out: list[int | None] = []
+        for hits, d in zip(self.search(queries, k, fusion), doc_ids):
+            r = next((i + 1 for i, (h, _) in enumerate(hits) if h == d), None)
+            out.append(r)
+        return out
+
+    def ranking_table(self, query_ids: Sequence[str], cands: Sequence[QueryCandidates], method: str,
+                      depth: int | None = None, cfg=None) -> pa.Table:
+        """RANKING_SCHEMA rows: each query's candidates fused by `method` (fusion weights from
+        `cfg`, default this retriever's config), cut to `depth`."""
+        cfg = cfg or self.cfg
+        depth = int(depth or cfg.depth)
+        cols: dict[str, list] = {k: [] for k in RANKING_SCHEMA.names}
+        doc_arr = np.asarray(self.doc_ids, dtype=object)
+        for qid, c in zip(query_ids, cands):
+            o, fused = self._fused_order(c, method, depth, cfg)
+            m = o.shape[0]
+            cols["query_id"].append(np.full(m, str(qid), dtype=object))
+            cols["doc_id"].append(doc_arr[c.positions[o]])
+            cols["rank"].append(np.arange(1, m + 1, dtype=np.int64))
+            cols["fused_score"].append(fused[o])
+            cols["bm25_score"].append(c.bm25[o])
+            cols["bm25_rank"].append(c.bm25_rank[o])
+            cols["dense_score"].append(c.dense[o])
+            cols["dense_rank"].append(c.dense_rank[o])
+        def cat(name, dtype):
+            parts = cols[name]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+        qids, dids = cat("query_id", object), cat("doc_id", object)
+        n = len(qids)
+        br, dr = cat("bm25_rank", np.int64), cat("dense_rank", np.int64)
+        bs, ds = cat("bm25_score", np.float64), cat("dense_score", np.float64)
+        return pa.table({
+            "query_id": pa.array(qids, pa.string()), "doc_id": pa.array(dids, pa.string()),
+            "rank": pa.array(cat("rank", np.int64), pa.int64()),
+            "fused_score": pa.array(cat("fused_score", np.float64), pa.float64()),
+            "bm25_score": pa.array(bs, pa.float64(), mask=~np.isfinite(bs)),
+            "bm25_rank": pa.array(br, pa.int64(), mask=br == 0),
+            "dense_score": pa.array(ds, pa.float64(), mask=~np.isfinite(ds)),
+            "dense_rank": pa.array(dr, pa.int64(), mask=dr == 0),
+            "fusion": pa.array([method] * n, pa.string()),
+        }, schema=RANKING_SCHEMA)
+
+
+@dataclass
+class RetrievalResult:
+    """The fused top-`depth` ranking per query (`ranking`, RANKING_SCHEMA columns: query_id,
+    doc_id, rank, fused_score, bm25_score, bm25_rank, dense_score, dense_rank, fusion), plus the
+    candidate sets it came from, so other fusions can be computed without retrieving again."""
+    ranking: pa.Table
+    fusion: str
+    query_ids: list[str]
+    candidates: list[QueryCandidates] = field(repr=False)
+    retriever: HybridRetriever = field(repr=False)
+    timings: dict[str, float] = field(default_factory=dict)
+    reused: dict[str, bool] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def refuse(self, fusion: str, **overrides: Any) -> "RetrievalResult":
+        """The same candidates fused differently, e.g. refuse("rrf") or refuse("minmax", bm25_weight=0.3)."""
+        r = self.retriever
+        cfg = r.cfg.model_copy(update=overrides) if overrides else r.cfg
+        table = r.ranking_table(self.query_ids, self.candidates, fusion, cfg=cfg)
+        return replace(self, ranking=table, fusion=fusion)
+
+    def run(self, system: str | None = None):
+        """pandas DataFrame (query_id, doc_id, score) for evaluation: `system` None = this fusion,
+        or 'bm25' / 'dense' for a single retriever's own top-depth list."""
+        import pandas as pd
+        if system in (None, self.fusion):
+            t = self.ranking
+            return pd.DataFrame({"query_id": t["query_id"].to_pylist(), "doc_id": t["doc_id"].to_pylist(),
+                                 "score": t["fused_score"].to_numpy()})
+        if system not in ("bm25", "dense", "minmax", "rrf"):
+            raise ValueError(f"unknown system {system!r}")
+        if system in ("minmax", "rrf"):
+            return self.refuse(system).run()
+        q, d, s = [], [], []
+        for qid, c in zip(self.query_ids, self.candidates):
+            rk = c.bm25_rank if system == "bm25" else c.dense_rank
+            sc = c.bm25 if system == "bm25" else c.dense
+            sel = np.flatnonzero(rk > 0)
+            sel = sel[np.argsort(rk[sel])]
+            q.extend([qid] * sel.shape[0])
+            d.extend(self.retriever.doc_ids[int(p)] for p in c.positions[sel])
+            s.extend(sc[sel].tolist())
+        return pd.DataFrame({"query_id": q, "doc_id": d, "score": s})
+
+
+def _query_columns(queries) -> tuple[list[str], list[str]]:
+    if isinstance(queries, pa.Table):
+        return [str(x) for x in queries.column("query_id").to_pylist()], [str(x) for x in queries.column("text").to_pylist()]
+    if hasattr(queries, "columns"):  # pandas
+        return [str(x) for x in queries["query_id"]], [str(x) for x in queries["text"]]
+    raise TypeError("queries must be a pyarrow Table or DataFrame with query_id and text columns")
+
+
+def retrieve(documents: pa.Table, queries, cfg=None, work_dir: str | os.PathLike | None = None, *,
+             encoder=None, show_progress: bool = False, retriever: HybridRetriever | None = None) -> RetrievalResult:
+    """Fused top-`depth` ranking for every query (see module doc). `cfg`: RunConfig or
+    RetrievalConfig. `work_dir`: where `indexes/` persist (None = nothing persisted)."""
+    t0 = time.perf_counter()
+    rcfg = _rcfg(cfg)
+    if retriever is None:
+        retriever = HybridRetriever(documents, rcfg, work_dir, encoder=encoder, show_progress=show_progress)
+    qids, qtexts = _query_columns(queries)
+    if len(set(qids)) != len(qids):
+        raise ValueError("duplicate query_id in queries")
+    timings = dict(retriever.timings)
+    t = time.perf_counter()
+    cands = retriever.candidates(qtexts, rcfg.depth, timings)
+    timings["search_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    table = retriever.ranking_table(qids, cands, rcfg.fusion)
+    timings["fusion_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    return RetrievalResult(table, rcfg.fusion, qids, cands, retriever, timings, dict(retriever.reused),
+                           dict(retriever.keys))
+
+
+def pool(result: RetrievalResult | pa.Table, cfg=None, *, top: int | None = None, sampled: int | None = None,
+         sample_from: tuple[int, int] | None = None, seed: int | None = None,
+         run_path: str | os.PathLike | None = None, run_name: str = "grouprank-pool") -> pa.Table:
+    """The CANDIDATES table: per query the top `top` of the fused ranking (pool='top') plus
+    `sampled` drawn from ranks `sample_from` (pool='sampled'); sizes default to the config
+    (10 + 40 from 11-200). To keep the whole ranking use `top=depth, sampled=0` (pool='all').
+    Optionally writes the pool as a TREC run (fused rank and score) to `run_path`."""
+    from data_schemas import CANDIDATES
+    from .pooling import select_pool
+    rcfg = _rcfg(cfg)
+    top = rcfg.pool_top if top is None else top
+    sampled = rcfg.pool_sampled if sampled is None else sampled
+    sample_from = tuple(rcfg.pool_sample_from) if sample_from is None else tuple(sample_from)
+    seed = rcfg.seed if seed is None else seed
+    ranking = result.ranking if isinstance(result, RetrievalResult) else result
+    keep_all = sampled == 0 and top >= (max(ranking["rank"].to_pylist()) if ranking.num_rows else 0)
+    qcol = np.asarray(ranking["query_id"].to_pylist(), dtype=object)
+    ranks = ranking["rank"].to_numpy()
+    take, label = [], []
+    if ranking.num_rows:
+        # rows grouped by query (ranking_table emits them grouped, but don't rely on it)
+        order = np.lexsort((ranks, qcol.astype(str)))
+        qs = qcol[order]
+        bounds = np.flatnonzero(np.r_[True, qs[1:] != qs[:-1], True])
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            rows = order[a:b]
+            chosen, is_s = select_pool(ranks[rows], str(qs[a]), top=top, sampled=sampled,
+                                       sample_from=sample_from, seed=seed)
+            pos = {int(r): int(i) for r, i in zip(ranks[rows], rows)}
+            for r, s in zip(chosen, is_s):
+                take.append(pos[int(r)])
+                label.append("all" if keep_all else ("sampled" if s else "top"))
+    t = ranking.take(pa.array(take, pa.int64())).drop_columns([c for c in ranking.column_names
+                                                                 if c not in CANDIDATES.columns])
+    t = t.append_column("pool", pa.array(label, pa.string()))
+    t = t.select(CANDIDATES.columns).cast(CANDIDATES.arrow_schema())
+    CANDIDATES.validate_table(t, where="pool()")
+    if run_path is not None:
+        write_trec(t, run_path, run_name)
+    return t
+
+
+def write_trec(table: pa.Table, path: str | os.PathLike, run_name: str = "grouprank") -> Path:
+    """`qid Q0 docid rank score tag` lines from a ranking/CANDIDATES table (atomic write)."""
+    import tempfile
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    q = table["query_id"].to_pylist()
+    d = table["doc_id"].to_pylist()
+    r = table["rank"].to_pylist()
+    s = table["fused_score"].to_pylist()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            for row in sorted(zip(q, r, d, s)):
+                f.write(f"{row[0]} Q0 {row[2]} {row[1]} {row[3]:.8g} {run_name}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def store_embeddings(documents: pa.Table, cfg, work_dir: str | os.PathLike, model_id: str,
+                     embeddings: np.ndarray) -> Path:
+    """Put precomputed document embeddings (corpus order) into the store under the key a
+    HybridRetriever with an encoder of this `model_id` looks up, so it reuses them."""
+    from .store import ShardedEmbeddings
+    rcfg = _rcfg(cfg)
+    ids, texts = document_texts(documents, rcfg.include_title)
+    if embeddings.shape[0] != len(ids):
+        raise ValueError(f"{embeddings.shape[0]} embeddings for {len(ids)} documents")
+    ch = corpus_fingerprint(ids, texts)
+    d = IndexStore(Path(work_dir) / "indexes").path("emb", stable_key("emb", ch, model_id))
+    se = ShardedEmbeddings(d, len(ids), embeddings.shape[1], rcfg.shard_size,
+                           {"kind": "embeddings", "corpus": ch, "model_id": model_id}).open()
+    for i in range(se.n_shards):
+        lo, hi = se.shard_range(i)
+        se.put_shard(i, embeddings[lo:hi])
+    se.finalize()
+    return d
+
+
+# --- shared retrievers for other stages ---------------------------------------------------------
+
+_RETRIEVERS: dict[tuple, HybridRetriever] = {}
+
+
+def get_hybrid_retriever(documents: pa.Table, cfg=None, work_dir: str | os.PathLike | None = None, *,
+                         encoder=None) -> HybridRetriever:
+    """A per-process cached HybridRetriever for (corpus, retrieval config, work_dir). Keep the
+    returned object when calling it in a loop (the lookup hashes the corpus)."""
+    rcfg = _rcfg(cfg)
+    ids, texts = document_texts(documents, rcfg.include_title)
+    key = (corpus_fingerprint(ids, texts), rcfg.model_dump_json(), str(Path(work_dir).resolve()) if work_dir else None,
+           id(encoder) if encoder is not None else None)
+    r = _RETRIEVERS.get(key)
+    if r is None:
+        r = _RETRIEVERS[key] = HybridRetriever(documents, rcfg, work_dir, encoder=encoder)
+    return r
+
+
+def hybrid_search(documents: pa.Table, queries: Sequence[str], cfg=None, work_dir: str | os.PathLike | None = None,
+                  *, k: int | None = None, fusion: str | None = None, encoder=None) -> list[list[tuple[str, float]]]:
+    """Fused top-k [(doc_id, score)] per query text under the configured hybrid retriever."""
+    return get_hybrid_retriever(documents, cfg, work_dir, encoder=encoder).search(list(queries), k, fusion)
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+STAGE_DIR = "retrieve"
+
+
+def stage_queries(cfg, collection=None, queries: pa.Table | None = None) -> tuple[pa.Table, str]:
+    """Which queries the stage retrieves for: explicit (decision == 'kept' when the table has
+    decisions) > <work_dir>/mine_queries/mined_queries.parquet > the collection's queries of
+    cfg.queries.splits."""
+    import pyarrow.compute as pc
+    if queries is not None:
+        if "decision" in queries.column_names:
+            queries = queries.filter(pc.equal(queries["decision"], "kept"))
+        return queries, "argument"
+    mined = cfg.work_path / "mine_queries" / "mined_queries.parquet"
+    if mined.exists():
+        from data_schemas import QUERIES
+        q = QUERIES.read(mined)
+        return q.filter(pc.equal(q["decision"], "kept")), str(mined)
+    if collection is None:
+        from grouprank.collections import load_from_config
+        collection = load_from_config(cfg)
+    splits = list(cfg.queries.splits)
+    parts = [collection.queries_for(s) for s in splits]
+    q = pa.concat_tables(parts) if parts else collection.queries
+    return q, f"collection {collection.name} splits {splits}"
+
+
+def run_stage(cfg, queries: pa.Table | None = None, documents: pa.Table | None = None, collection=None, *,
+              show_progress: bool = False, encoder=None) -> dict[str, Any]:
+    """Retrieve + pool for a RunConfig. Writes under <work_dir>/retrieve/: candidates.parquet
+    (CANDIDATES), candidates.trec (the pool as a TREC run), run.trec (the full fused top-depth
+    ranking) and retrieval_report.json; indexes persist in <work_dir>/indexes. Returns
+    {"outputs": {name: path}, "stats": {plain numbers}}."""
+    from data_schemas import CANDIDATES
+    from grouprank.errors import UserError
+    t0 = time.perf_counter()
+    out = cfg.work_path / STAGE_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    if documents is None:
+        if collection is None:
+            from grouprank.collections import load_from_config
+            collection = load_from_config(cfg)
+        documents = collection.documents
+    q, source = stage_queries(cfg, collection, queries)
+    if q.num_rows == 0:
+        raise UserError(f"no queries to retrieve for (source: {source})")
+    if documents.num_rows == 0:
+        raise UserError("no documents to retrieve from")
+    res = retrieve(documents, q, cfg, cfg.work_path, encoder=encoder, show_progress=show_progress)
+    cands = pool(res, cfg, run_path=out / "candidates.trec")
+    rc = _rcfg(cfg)
+    report = {"queries": q.num_rows, "query_source": source, "documents": documents.num_rows,
+              "fusion": rc.fusion, "depth": rc.depth, "candidates": cands.num_rows, "reused": res.reused,
+              "keys": res.keys, "timings_s": {k: round(v, 3) for k, v in res.timings.items()}}
+    paths = {"candidates": out / "candidates.parquet", "pool_run": out / "candidates.trec",
+             "run": out / "run.trec", "report": out / "retrieval_report.json"}
+    CANDIDATES.write(cands, paths["candidates"],
+                     extra={"config_hash": cfg.section_hash("retrieval"), "report": report})
+    write_trec(res.ranking, paths["run"], f"grouprank-{rc.fusion}")
+    report["wall_s"] = round(time.perf_counter() - t0, 3)
+    tmp = paths["report"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(paths["report"])
+    stats = {"queries": report["queries"], "documents": report["documents"], "candidates": cands.num_rows,
+             "candidates_per_query": round(cands.num_rows / q.num_rows, 2), "fusion": rc.fusion,
+             **{f"reused.{k}": v for k, v in res.reused.items()},
+             **{f"time.{k}": v for k, v in report["timings_s"].items()}, "wall_s": report["wall_s"]}
+    return {"outputs": {k: str(v) for k, v in paths.items()}, "stats": stats}

@@ -1,0 +1,286 @@
+"""Content-addressed index store and resumable, memory-mapped sharded encoding.
+
+Layout under `<work_dir>/indexes/`:
+
+    bm25-<key>/        bm25s index + doc ids + params          key = corpus hash + BM25 params
+    emb-<key>/         embeddings.npy (float32 [n, d], memmap)  key = corpus hash + encoder.model_id
+                       layout.json, shards/NNNNNN.done, manifest.json (written last = complete)
+    faiss-<key>/       index.faiss (HNSW / IVF-PQ only; flat is    key = emb key + index params
+                       rebuilt from embeddings.npy, a memcpy)
+
+A directory is complete when its `manifest.json` exists; everything except the embeddings is built
+in a temporary sibling directory and renamed into place, so a crash never leaves a half-written
+index under a final name. Embeddings are the one artefact written in place, shard by shard, so an
+interrupted encode resumes at the first shard without a `.done` marker.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+
+
+# --- corpus text and fingerprints ----------------------------------------------------------
+
+def document_texts(documents, include_title: bool = True) -> tuple[list[str], list[str]]:
+    """(doc_ids, texts) from a DOCUMENTS-like table (columns doc_id, text, optional title).
+
+    With `include_title` the indexed text is `title + " " + text` (BEIR's convention for BM25 and
+    dense models), except when the text already starts with its title (some SMART collections,
+    e.g. Cranfield, repeat it), so a title is never counted twice."""
+    cols = documents.column_names
+    ids = [str(x) for x in documents.column("doc_id").to_pylist()]
+    texts = [x or "" for x in documents.column("text").to_pylist()]
+    if include_title and "title" in cols:
+        out = []
+        for title, text in zip(documents.column("title").to_pylist(), texts):
+            t = (title or "").strip()
+            if t and not text.lstrip().lower().startswith(t.lower()):
+                out.append(f"{t} {text}")
+            else:
+                out.append(text)
+        texts = out
+    return ids, texts
+
+
+def corpus_fingerprint(doc_ids: Sequence[str], texts: Sequence[str]) -> str:
+    """sha256 over the ordered (doc_id, text) pairs: positions in an index are corpus order, so
+    reordering the corpus is a different corpus."""
+    h = hashlib.sha256()
+    h.update(f"n={len(doc_ids)}\n".encode())
+    for d, t in zip(doc_ids, texts):
+        h.update(d.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1e")
+    return h.hexdigest()[:32]
+
+
+def stable_key(*parts: Any) -> str:
+    """Short hash of JSON-serialisable parts (order-sensitive, dict keys sorted)."""
+    payload = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+# --- the store -----------------------------------------------------------------------------
+
+class IndexStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / f"{kind}-{key}"
+
+    def is_complete(self, kind: str, key: str) -> bool:
+        return (self.path(kind, key) / MANIFEST).exists()
+
+    def manifest(self, kind: str, key: str) -> dict:
+        return json.loads((self.path(kind, key) / MANIFEST).read_text())
+
+    @contextmanager
+    def building(self, kind: str, key: str, manifest: dict) -> Iterator[Path]:
+        """Build into a temporary directory; on success write the manifest and rename it into
+        place (a concurrent builder that finished first wins; ours is discarded)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-{key}.", dir=self.root))
+        try:
+            yield tmp
+            (tmp / MANIFEST).write_text(json.dumps({**manifest, "created": time.time()}, indent=2, default=str))
+            final = self.path(kind, key)
+            if final.exists() and not (final / MANIFEST).exists():
+                shutil.rmtree(final)  # an incomplete leftover (never a complete one)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                if not (final / MANIFEST).exists():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- resumable sharded encoding --------------------------------------------------------------
+
+class ShardedEmbeddings:
+    """Embeddings of a corpus in a preallocated float32 `.npy` memmap, filled shard by shard.
+
+    Each shard is an independent unit of work (`encode_shard(i, encode_fn)`): a local loop runs
+    them in order, and an orchestrator can map them over workers (Prefect + Dask/Ray task runner)
+    because shards write disjoint row ranges and mark themselves done with their own file.
+    `finalize()` writes the manifest once every shard is done."""
+
+    def __init__(self, directory: str | os.PathLike, n: int, dim: int, shard_size: int, meta: dict | None = None):
+        self.dir = Path(directory)
+        self.n, self.dim, self.shard_size = int(n), int(dim), int(shard_size)
+        self.meta = dict(meta or {})
+        self.n_shards = max(1, -(-self.n // self.shard_size))
+        self._mm: np.memmap | None = None
+
+    @property
+    def array_path(self) -> Path:
+        return self.dir / "embeddings.npy"
+
+    @property
+    def complete(self) -> bool:
+        return (self.dir / MANIFEST).exists()
+
+    def _marker(self, i: int) -> Path:
+        return self.dir / "shards" / f"{i:06d}.done"
+
+    def _layout_ok(self, layout: dict) -> bool:
+        lpath = self.dir / "layout.json"
+        try:
+            return json.loads(lpath.read_text()) == layout and self.array_path.exists()
+        except (OSError, json.JSONDecodeError):
+            return False
+
+    def open(self, wait_s: float = 120.0) -> "ShardedEmbeddings":
+        """Create or reopen the memmap. A layout change (size, dim, shard size) restarts.
+        Safe for several worker processes opening at once: one creates (under an O_EXCL lock
+        file), the others wait for its layout.json and reopen."""
+        layout = {"n": self.n, "dim": self.dim, "shard_size": self.shard_size, "dtype": "float32"}
+        (self.dir / "shards").mkdir(parents=True, exist_ok=True)
+        lock = self.dir / ".create.lock"
+        deadline = time.time() + wait_s
+        while True:
+            if self._layout_ok(layout):
+                self._mm = np.lib.format.open_memmap(self.array_path, mode="r+")
+                return self
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if time.time() > deadline:  # a creator died holding the lock
+                    lock.unlink(missing_ok=True)
+                    deadline = time.time() + wait_s
+                time.sleep(0.2)
+                continue
+            try:
+                if self._layout_ok(layout):
+                    continue
+                for p in (self.dir / "shards").glob("*.done"):
+                    p.unlink()
+                (self.dir / MANIFEST).unlink(missing_ok=True)
+                (self.dir / "layout.json").unlink(missing_ok=True)
+                self._mm = np.lib.format.open_memmap(self.array_path, mode="w+", dtype=np.float32,
+                                                     shape=(self.n, self.dim))
+                (self.dir / "layout.json").write_text(json.dumps(layout))
+                return self
+            finally:
+                os.close(fd)
+                lock.unlink(missing_ok=True)
+
+    def shard_range(self, i: int) -> tuple[int, int]:
+        return i * self.shard_size, min(self.n, (i + 1) * self.shard_size)
+
+    def pending(self) -> list[int]:
+        return [i for i in range(self.n_shards) if not self._marker(i).exists()]
+
+    def encode_shard(self, i: int, texts: Sequence[str], encode_fn: Callable[[list[str]], np.ndarray]) -> None:
+        lo, hi = self.shard_range(i)
+        self.put_shard(i, encode_fn(list(texts[lo:hi])) if hi > lo else np.zeros((0, self.dim), np.float32))
+
+    def put_shard(self, i: int, emb: np.ndarray) -> None:
+        """Write shard i's rows, flush, then mark it done (a crash before the marker = redo)."""
+        lo, hi = self.shard_range(i)
+        emb = np.asarray(emb, dtype=np.float32)
+        if emb.shape != (hi - lo, self.dim):
+            raise ValueError(f"shard {i}: got embeddings of shape {emb.shape}, expected {(hi - lo, self.dim)}")
+        if hi > lo:
+            assert self._mm is not None, "call open() first"
+            self._mm[lo:hi] = emb
+            self._mm.flush()
+        self._marker(i).write_text("")
+
+    def finalize(self) -> np.ndarray:
+        missing = self.pending()
+        if missing:
+            raise RuntimeError(f"{len(missing)} shard(s) not encoded yet: {missing[:5]}")
+        if self._mm is not None:
+            self._mm.flush()
+            self._mm = None
+        (self.dir / MANIFEST).write_text(json.dumps({**self.meta, "n": self.n, "dim": self.dim,
+                                                     "shard_size": self.shard_size, "created": time.time()},
+                                                    indent=2, default=str))
+        return self.load(self.dir)
+
+    @staticmethod
+    def load(directory: str | os.PathLike) -> np.ndarray:
+        """Read-only memmap of completed embeddings."""
+        return np.load(Path(directory) / "embeddings.npy", mmap_mode="r")
+
+
+def encode_resumable(directory: str | os.PathLike, texts: Sequence[str], encode_fn: Callable[[list[str]], np.ndarray],
+                     dim: int, shard_size: int, meta: dict | None = None,
+                     progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Encode `texts` into `<directory>/embeddings.npy`, resuming completed shards; returns a
+    read-only memmap. `progress(n_done_texts)` is called after each shard."""
+    se = ShardedEmbeddings(directory, len(texts), dim, shard_size, meta)
+    if se.complete and se.array_path.exists():
+        arr = se.load(directory)
+        if arr.shape == (len(texts), dim):
+            return arr
+    se.open()
+    for i in se.pending():
+        se.encode_shard(i, texts, encode_fn)
+        if progress:
+            lo, hi = se.shard_range(i)
+            progress(hi - lo)
+    return se.finalize()
+
+
+def encode_shards(directory: str | os.PathLike, texts: Sequence[str], encode_fn: Callable[[list[str]], np.ndarray],
+                  dim: int, shard_size: int, shards: Sequence[int] | None = None, meta: dict | None = None,
+                  progress: Callable[[int], None] | None = None, claim_stale_s: float = 6 * 3600) -> bool:
+    """Worker entry point for distributed encoding: encode the given shards (default all) that
+    are neither done nor claimed by another worker (`shards/NNNNNN.claim`, O_EXCL), then finalize
+    if no shard is pending any more. Several workers (processes on one host, or an orchestrator's
+    tasks) may run this concurrently, on disjoint or overlapping shard lists. Returns True when
+    the embeddings are complete."""
+    se = ShardedEmbeddings(directory, len(texts), dim, shard_size, meta)
+    if se.complete:
+        return True
+    se.open()
+    wanted = range(se.n_shards) if shards is None else sorted(set(shards))
+    for i in wanted:
+        if se._marker(i).exists() or not _claim(se, i, claim_stale_s):
+            continue  # done, or another worker is on it
+        try:
+            se.encode_shard(i, texts, encode_fn)
+        finally:
+            (se.dir / "shards" / f"{i:06d}.claim").unlink(missing_ok=True)
+        if progress:
+            lo, hi = se.shard_range(i)
+            progress(hi - lo)
+    if not se.pending() and not se.complete:
+        se.finalize()
+    return se.complete
+
+
+def _claim(se: ShardedEmbeddings, i: int, stale_s: float) -> bool:
+    """Claim shard i for this worker (O_EXCL file); a claim older than `stale_s` (its worker died)
+    is taken over."""
+    path = se.dir / "shards" / f"{i:06d}.claim"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - path.stat().st_mtime < stale_s:
+                    return False
+            except FileNotFoundError:
+                continue
+            path.unlink(missing_ok=True)
+    return False

@@ -1,0 +1,117 @@
+"""Shared pieces of the dataset builders: seeded per-query randomness, input tables, document text."""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pyarrow as pa
+
+
+def query_rng(seed: int, purpose: str, *key: object) -> random.Random:
+    """A `random.Random` that depends only on (seed, purpose, key): the draws for one query are the
+    same whatever other queries exist and in whatever order they are processed (no shared stream,
+    no Python `hash()` randomisation)."""
+    h = hashlib.sha256("\x1f".join([str(int(seed)), purpose, *map(str, key)]).encode("utf-8")).digest()
+    return random.Random(int.from_bytes(h[:8], "big"))
+
+
+def as_table(x: Any, table_def=None) -> pa.Table | None:
+    """Path (Parquet, read and schema-checked through `table_def`), pandas DataFrame or Arrow table."""
+    if x is None:
+        return None
+    if isinstance(x, pa.Table):
+        return x
+    if isinstance(x, (str, Path)):
+        if table_def is not None:
+            return table_def.read(x)
+        import pyarrow.parquet as pq
+        return pq.read_table(x)
+    import pandas as pd
+    if isinstance(x, pd.DataFrame):
+        return pa.Table.from_pandas(x, preserve_index=False)
+    raise TypeError(f"expected a Parquet path, an Arrow table or a DataFrame, got {type(x).__name__}")
+
+
+def doc_text(title: str | None, text: str | None) -> str:
+    """One string per document: 'title text' when there is a title (BEIR convention)."""
+    title = (title or "").strip()
+    text = text or ""
+    return f"{title} {text}" if title else text
+
+
+def kept_queries(queries: pa.Table) -> dict[str, str]:
+    """query_id -> text for queries whose `decision` is "kept" (all queries if no such column)."""
+    qids = [str(q) for q in queries.column("query_id").to_pylist()]
+    texts = queries.column("text").to_pylist()
+    if "decision" in queries.column_names:
+        dec = queries.column("decision").to_pylist()
+    else:
+        dec = ["kept"] * len(qids)
+    return {q: t for q, t, d in zip(qids, texts, dec) if d == "kept" and t}
+
+
+def document_texts(documents: pa.Table, needed: Iterable[str] | None = None) -> dict[str, str]:
+    keep = set(needed) if needed is not None else None
+    ids = [str(d) for d in documents.column("doc_id").to_pylist()]
+    titles = documents.column("title").to_pylist() if "title" in documents.column_names else [None] * len(ids)
+    texts = documents.column("text").to_pylist()
+    return {d: doc_text(t, x) for d, t, x in zip(ids, titles, texts) if keep is None or d in keep}
+
+
+@dataclass
+class QueryLabels:
+    """One query's labelled documents, in fused order (best first)."""
+
+    query_id: str
+    doc_ids: list[str]
+    grades: dict[str, int]
+    fused: dict[str, float]
+    fused_rank: dict[str, int]
+    extra: dict = field(default_factory=dict)
+
+    def norm_fused(self) -> dict[str, float]:
+        """Per-query min-max normalised fused score in [0, 1] (all equal -> all 0)."""
+        vals = list(self.fused.values())
+        lo, hi = min(vals), max(vals)
+        if hi <= lo:
+            return {d: 0.0 for d in self.fused}
+        return {d: (v - lo) / (hi - lo) for d, v in self.fused.items()}
+
+
+def labels_by_query(labels: pa.Table) -> dict[str, QueryLabels]:
+    """LABELS -> {query_id: QueryLabels}, documents ordered by (fused_rank, -fused_score, doc_id)."""
+    cols = {c: labels.column(c).to_pylist() for c in ("query_id", "doc_id", "grade", "fused_score", "fused_rank")}
+    per: dict[str, list[tuple]] = {}
+    for q, d, g, s, r in zip(cols["query_id"], cols["doc_id"], cols["grade"], cols["fused_score"], cols["fused_rank"]):
+        per.setdefault(str(q), []).append((int(r), -float(s), str(d), int(g), float(s)))
+    out: dict[str, QueryLabels] = {}
+    for q, rows in per.items():
+        rows.sort()
+        out[q] = QueryLabels(q, [r[2] for r in rows], {r[2]: r[3] for r in rows}, {r[2]: r[4] for r in rows},
+                             {r[2]: r[0] for r in rows})
+    return out
+
+
+def candidate_order(candidates: pa.Table | None) -> dict[str, list[str]]:
+    """query_id -> candidate doc ids in retrieval order (CANDIDATES.rank, then doc_id)."""
+    if candidates is None:
+        return {}
+    q = candidates.column("query_id").to_pylist()
+    d = candidates.column("doc_id").to_pylist()
+    r = candidates.column("rank").to_pylist()
+    per: dict[str, list[tuple[int, str]]] = {}
+    for qi, di, ri in zip(q, d, r):
+        per.setdefault(str(qi), []).append((int(ri), str(di)))
+    out = {}
+    for qi, rows in per.items():
+        rows.sort()
+        seen: set[str] = set()
+        out[qi] = [di for _, di in rows if not (di in seen or seen.add(di))]
+    return out
+
+
+def counter_add(stats: Mapping, key: str, n: int = 1) -> None:
+    stats[key] = stats.get(key, 0) + n  # type: ignore[index]

@@ -1,0 +1,152 @@
+"""Retriever examples: (query, positive, hard negatives) with a false-negative guard.
+
+Per kept query with labels:
+
+* positives: labelled documents with grade >= `positive_grade`, best fused rank first (capped at
+  `max_positives_per_query`); one example per positive;
+* negative pool: the query's retrieval candidates in retrieval order (CANDIDATES.rank: the hybrid
+  BM25 + dense ranking, so the first survivors are the documents the retrievers rank highest). Without
+  a candidates table the labelled documents in fused order are used (and the card says so);
+* the guard removes, in this order, and counts per rule (`guard_<rule>`: candidate documents
+  removed for the query; the margin rule is per positive and counts (positive, candidate) pairs):
+    1. `unlabelled`            — no fused grade: nobody judged it, so it may be relevant;
+    2. `grade_at_or_above_positive` — grade >= positive_grade: a positive, never a negative;
+    3. `grade_above_negative_max`  — negative_max_grade < grade < positive_grade: ambiguous middle grades;
+    4. `duplicate_text`        — same text (whitespace/case-normalised) as one of the query's positives;
+    5. `fused_margin` (pairs)  — normalised fused score >= the positive's − margin (scores min-max
+       normalised per query over its labelled documents, since fusion methods differ in scale):
+       the judges barely separate it from the positive;
+* the first `negatives_per_example` survivors are the example's hard negatives.
+
+Invariant (property-tested): no emitted negative has grade >= positive_grade or is unlabelled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import pyarrow as pa
+
+from data_schemas import RETRIEVER_EXAMPLES
+
+from .common import QueryLabels, counter_add
+
+RULES = ("unlabelled", "grade_at_or_above_positive", "grade_above_negative_max", "duplicate_text")
+
+
+@dataclass(frozen=True)
+class GuardSpec:
+    positive_grade: int = 2
+    negative_max_grade: int = 0
+    margin: float = 0.05
+    negatives: int = 4
+    max_positives: int | None = None
+
+    @classmethod
+    def from_config(cls, dc) -> "GuardSpec":
+        if dc.negative_max_grade >= dc.positive_grade:
+            raise ValueError(f"negative_max_grade {dc.negative_max_grade} must be below positive_grade "
+                             f"{dc.positive_grade}")
+        return cls(dc.positive_grade, dc.negative_max_grade, dc.false_negative_margin,
+                   dc.negatives_per_example, dc.max_positives_per_query)
+
+
+def _norm_text(t: str) -> str:
+    return " ".join(t.lower().split())
+
+
+def select_negatives(ql: QueryLabels, pool: list[str], positive: str, spec: GuardSpec,
+                     texts: Mapping[str, str] | None = None, stats: dict | None = None,
+                     positives: list[str] | None = None) -> list[str]:
+    """Hard negatives for one (query, positive): pool filtered by the guard, first `spec.negatives`.
+    `stats` gets per-rule counts (candidates) when given; use `guard_pool` once per query for the
+    query-level rules and this for a single positive."""
+    eligible = guard_pool(ql, pool, spec, texts, positives if positives is not None else [positive], stats)
+    return margin_filter(ql, eligible, positive, spec, stats)[: spec.negatives]
+
+
+def guard_pool(ql: QueryLabels, pool: list[str], spec: GuardSpec, texts: Mapping[str, str] | None,
+               positives: list[str], stats: dict | None = None) -> list[str]:
+    """Rules 1–4 (independent of which positive): the query's eligible negatives, pool order kept."""
+    stats = stats if stats is not None else {}
+    pos_texts = {_norm_text(texts[p]) for p in positives if texts and p in texts}
+    out: list[str] = []
+    for d in pool:
+        g = ql.grades.get(d)
+        if g is None:
+            counter_add(stats, "guard_unlabelled")
+            continue
+        if g >= spec.positive_grade:
+            counter_add(stats, "guard_grade_at_or_above_positive")
+            continue
+        if g > spec.negative_max_grade:
+            counter_add(stats, "guard_grade_above_negative_max")
+            continue
+        if texts is not None and d in texts and _norm_text(texts[d]) in pos_texts:
+            counter_add(stats, "guard_duplicate_text")
+            continue
+        out.append(d)
+    return out
+
+
+def margin_filter(ql: QueryLabels, eligible: list[str], positive: str, spec: GuardSpec,
+                  stats: dict | None = None, norm: Mapping[str, float] | None = None) -> list[str]:
+    """Rule 5 for one positive: drop negatives whose normalised fused score is within the margin."""
+    norm = norm if norm is not None else ql.norm_fused()
+    limit = norm[positive] - spec.margin
+    keep = [d for d in eligible if norm[d] < limit]
+    if stats is not None and len(keep) < len(eligible):
+        counter_add(stats, "guard_fused_margin_pairs", len(eligible) - len(keep))
+    return keep
+
+
+def build_retriever_examples(labels: dict[str, QueryLabels], queries: Mapping[str, str], docs: Mapping[str, str],
+                             candidates: Mapping[str, list[str]] | None, spec: GuardSpec,
+                             stats: dict | None = None) -> tuple[pa.Table, dict]:
+    """-> (RETRIEVER_EXAMPLES table, stats). `candidates`: query_id -> doc ids in retrieval order."""
+    stats = stats if stats is not None else {}
+    for r in RULES:
+        stats.setdefault(f"guard_{r}", 0)
+    stats.setdefault("guard_fused_margin_pairs", 0)
+    stats.setdefault("guard_fused_margin_docs", 0)
+    for k in ("negative_candidates_considered", "negative_candidates_eligible", "queries_without_positive",
+              "queries_without_candidates"):
+        stats.setdefault(k, 0)
+    stats["negative_order"] = "retrieval" if candidates else "fused_labels"
+    rows: list[dict] = []
+    n_full = 0
+    for qid in sorted(labels):
+        if qid not in queries:
+            continue
+        ql = labels[qid]
+        positives = [d for d in ql.doc_ids if ql.grades[d] >= spec.positive_grade and d in docs]
+        if spec.max_positives is not None:
+            positives = positives[: spec.max_positives]
+        if not positives:
+            counter_add(stats, "queries_without_positive")
+            continue
+        if candidates:
+            pool = candidates.get(qid, [])
+            if not pool:
+                counter_add(stats, "queries_without_candidates")
+        else:
+            pool = list(ql.doc_ids)
+        pool = [d for d in pool if d in docs]
+        counter_add(stats, "negative_candidates_considered", len(pool))
+        eligible = guard_pool(ql, pool, spec, docs, positives, stats)
+        counter_add(stats, "negative_candidates_eligible", len(eligible))
+        norm = ql.norm_fused()
+        margin_dropped: set[str] = set()
+        for p in positives:
+            keep = margin_filter(ql, eligible, p, spec, stats, norm)
+            margin_dropped |= set(eligible) - set(keep)
+            negs = keep[: spec.negatives]
+            n_full += len(negs) == spec.negatives
+            rows.append({"query_id": qid, "anchor": queries[qid], "positive_doc_id": p, "positive": docs[p],
+                         "positive_grade": ql.grades[p], "negative_doc_ids": negs,
+                         "negatives": [docs[d] for d in negs], "negative_grades": [ql.grades[d] for d in negs]})
+        counter_add(stats, "guard_fused_margin_docs", len(margin_dropped))
+    stats["retriever_examples"] = len(rows)
+    stats["retriever_queries"] = len({r["query_id"] for r in rows})
+    stats["retriever_examples_full_negatives"] = n_full
+    return RETRIEVER_EXAMPLES.from_records(rows), stats

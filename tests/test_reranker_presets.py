@@ -1,0 +1,60 @@
+"""GPU presets (issue 8) cannot run here: validate them against RunConfig and build the TRL /
+peft configs they produce, checking the paper's values."""
+from pathlib import Path
+
+import pytest
+
+from grouprank.config import RunConfig
+from grouprank.reranker.train import make_grpo_config, make_lora_config, make_sft_config
+
+PRESETS = sorted((Path(__file__).resolve().parent.parent / "configs" / "reranker").glob("*.yaml"))
+
+
+def test_presets_exist():
+    names = {p.name for p in PRESETS}
+    assert {"qwen2.5-7b-grouprank-train.yaml", "qwen2.5-7b-grouprank-rerank-vllm.yaml", "tiny-cpu.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_preset_validates_and_builds_trainer_configs(path, tmp_path):
+    cfg = RunConfig.load(path)
+    rc = cfg.reranker
+    sft = make_sft_config(rc, tmp_path / "sft", use_cpu=True)
+    grpo = make_grpo_config(rc, tmp_path / "grpo", use_cpu=True)
+    assert sft.learning_rate == rc.sft_lr and grpo.learning_rate == rc.grpo_lr
+    assert grpo.num_generations == rc.num_generations and grpo.beta == rc.beta_kl
+    assert grpo.generation_batch_size % grpo.num_generations == 0
+    if rc.backend == "llm" and rc.endpoint:
+        cfg.endpoint(rc.endpoint)  # names an existing endpoint
+
+
+def test_7b_training_preset_has_the_papers_values(tmp_path):
+    cfg = RunConfig.load(next(p for p in PRESETS if p.name == "qwen2.5-7b-grouprank-train.yaml"))
+    rc = cfg.reranker
+    assert rc.base_model == "Qwen/Qwen2.5-7B-Instruct"
+    grpo = make_grpo_config(rc, tmp_path, use_cpu=True)
+    assert (grpo.num_generations, grpo.beta, grpo.learning_rate, grpo.temperature) == (8, 0.001, 1e-5, 1.0)
+    assert grpo.use_vllm and grpo.vllm_mode == "colocate" and grpo.bf16
+    sft = make_sft_config(rc, tmp_path, use_cpu=True)
+    assert (sft.num_train_epochs, sft.learning_rate, sft.completion_only_loss) == (5, 3e-5, True)
+    lora = make_lora_config(rc)
+    assert lora.r == 32 and lora.lora_alpha == 64
+
+
+def test_rerank_preset_has_the_authors_inference_settings():
+    cfg = RunConfig.load(next(p for p in PRESETS if p.name == "qwen2.5-7b-grouprank-rerank-vllm.yaml"))
+    rc = cfg.reranker
+    assert (rc.mode, rc.top, rc.group_size, rc.alpha, rc.infer_temperature, rc.infer_top_p) == \
+        ("groupwise", 100, 20, 0.6, 0.3, 0.8)
+    assert cfg.endpoint(rc.endpoint).base_url.startswith("http://127.0.0.1")
+
+
+def test_bad_preset_values_are_rejected(tmp_path):
+    from pydantic import ValidationError
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reranker:\n  vllm_mode: sideways\n")
+    with pytest.raises(ValidationError):
+        RunConfig.load(bad)
+    bad.write_text("reranker:\n  num_generationz: 8\n")
+    with pytest.raises(ValidationError):
+        RunConfig.load(bad)

@@ -11,8 +11,9 @@ fused ranking), then:
 
   kappa_weighted            linear-weighted Cohen's kappa, judge grades vs human grades (all pairs)
   spearman, kendall         rank correlation of judge grades with human grades (all pairs pooled)
-  spearman_scores, kendall_scores   the same with the judge's continuous fused score (per query
-                            rank-based for listwise, so pooled values mostly reflect score judges)
+  spearman_scores, kendall_scores   the same with the fused score S = Σ w·(−log rank), which is
+                            relative to its query: pooled over queries these are low by construction
+  per_query_spearman_mean   Spearman of fused score vs human grade within each query, averaged
   ndcg@10_of_judge_ranking  nDCG@10 (ir-measures, linear gain) of each query's pool ranked by the
                             judge's fused score, against the human qrels
   calls, prompt_tokens      LLM calls and prompt tokens (0 for the local judge)

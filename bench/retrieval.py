@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     from grouprank.collections import load_collection
     from grouprank.config import RetrievalConfig
     from grouprank.retrieval.dense import DenseEncoder
-    from grouprank.retrieval.pipeline import HybridRetriever, pool, retrieve, store_embeddings
+    from grouprank.retrieval.pipeline import pool, retrieve, store_embeddings
     from grouprank.retrieval.store import document_texts
 
     work = Path(args.work_dir) / args.collection

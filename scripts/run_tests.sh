@@ -3,6 +3,14 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
+# Headless Chromium for the Prefect UI browser test (tests/test_flows_e2e.py): Debian's package,
+# installed once (only when /usr/bin/chromium is missing and apt-get is usable).
+if [[ ! -x /usr/bin/chromium ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "[tests] installing chromium (once) for the Prefect UI browser test"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; } \
+    || echo "[tests] could not install chromium: the browser test will be skipped" >&2
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-120}"
 cd "$ROOT"

@@ -10,7 +10,7 @@ import pytest
 
 from data_schemas import DOCUMENTS, JUDGMENTS, LABELS
 from grouprank.config import JudgeSpec, LLMEndpoint, RunConfig
-from grouprank.judges.base import JudgePool, _doc_text
+from grouprank.judges.base import JudgePool
 from grouprank.judges.fusion import fuse_labels
 from grouprank.judges.runner import dry_run, run_judges
 
@@ -165,6 +165,27 @@ def test_faults_every_pair_labelled_or_failed_with_reason(tmp_path, server, smal
     ok = sum(r["status"] == "ok" for r in rows)
     assert ok >= 0.8 * len(rows)   # retries recover almost everything at 20 %
     JUDGMENTS.validate_table(JUDGMENTS.from_records(rows))
+
+
+@pytest.mark.parametrize("kind", ["429", "500", "hang", "malformed", "truncated", "wrong_labels"])
+def test_each_fault_kind_at_20_percent(tmp_path, server, small_pool, kind):
+    """Each fault kind alone at 20 %: same invariants, and transport faults are fully recovered."""
+    pool, _ = small_pool
+    server.reset()
+    server.control(fault_rates={kind: 0.2})
+    specs = [JudgeSpec(id="p", kind="pointwise"), JudgeSpec(id="l", kind="listwise", window=4, stride=2,
+                                                            context_budget_tokens=50),
+             JudgeSpec(id="g", kind="groupwise", group_size=3)]
+    try:
+        cfg = make_cfg(tmp_path, server.base_url, timeout_s=1.0, specs=specs)
+        rows, usage = run_judges(cfg, pool)
+        st = server.stats(detail=False)
+    finally:
+        server.control(fault_rates={})
+    _check_every_pair_once(rows, pool, specs)
+    assert st["faults"].get(kind, 0) > 0 and st["prompts_ok_more_than_once"] == 0
+    if kind in ("429", "500", "hang", "malformed"):   # retried with backoff: nothing lost
+        assert all(r["status"] == "ok" for r in rows)
 
 
 def test_wrong_labels_are_retried_then_recorded_as_failed(tmp_path, server, small_pool):

@@ -1,6 +1,5 @@
 """DenseEncoder with the bundled all-MiniLM-L6-v2 (offline): torch and ONNX backends."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

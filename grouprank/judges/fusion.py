@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 

@@ -1,0 +1,199 @@
+"""Monitoring artifacts of a run (Prefect UI: the flow run's Artifacts tab, and the Artifacts page).
+
+Published at the end of every flow run (also when every stage came from the cache):
+
+| key (suffix: run name)          | type     | what                                               |
+|---------------------------------|----------|----------------------------------------------------|
+| grouprank-summary-<name>        | markdown | run summary: stage table, where the exports are    |
+| grouprank-stage-counts-<name>   | table    | per stage: state (ran / cached), seconds, numbers  |
+| grouprank-grade-distribution-.. | table    | fused label grades: count, share                   |
+| grouprank-judge-agreement-..    | table    | judge vs judge (Spearman) and fused vs human qrels |
+| grouprank-llm-usage-<name>      | table    | LLM calls, cached calls, tokens, cost              |
+| grouprank-grade-histogram-..    | markdown | the export's grade histogram PNG (data: URI)       |
+| grouprank-judge-progress-<name> | progress | created before judging, updated while it runs      |
+
+The Prefect UI shows an image artifact only from a URL, and the PNG is a local file: the histogram is
+embedded in a markdown artifact as a `data:image/png;base64,...` URI (the UI's markdown renderer
+allows data: image sources), with the file's path under it.
+
+The row builders are plain functions of stage results and tables (no Prefect), tested directly.
+"""
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+USAGE_WORDS = ("call", "token", "cost", "request", "cached", "retries", "failed")
+
+
+def slug(name: str) -> str:
+    s = re.sub(r"[^a-z0-9-]+", "-", str(name).lower()).strip("-")
+    return s or "run"
+
+
+def artifact_key(kind: str, run_name: str) -> str:
+    return f"grouprank-{kind}-{slug(run_name)}"[:200]
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:,.4g}"
+    return str(v)
+
+
+def numbers(stats: dict, limit: int = 8) -> str:
+    """The first numeric stats as `k=v` (for table cells)."""
+    out = []
+    for k, v in (stats or {}).items():
+        if k == "wall_s" or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        out.append(f"{k}={_num(v)}")
+        if len(out) >= limit:
+            break
+    return ", ".join(out)
+
+
+def stage_rows(records: list[dict]) -> list[dict]:
+    """records: [{"stage", "state", "seconds", "stats"}] -> table rows with identical columns."""
+    return [{"stage": r["stage"], "state": r["state"],
+             "seconds": round(float(r.get("seconds") or 0.0), 2),
+             "numbers": numbers(r.get("stats") or {})} for r in records]
+
+
+def grade_rows(labels_path: str | None) -> list[dict]:
+    if not labels_path or not Path(labels_path).exists():
+        return []
+    import pyarrow.parquet as pq
+    from grouprank.trainsets.card import grade_counts
+    counts = grade_counts(pq.read_table(labels_path, columns=["grade"]))
+    total = sum(counts.values()) or 1
+    return [{"grade": int(g), "count": int(n), "share": round(n / total, 4)} for g, n in counts.items()]
+
+
+def agreement_rows(judgments_path: str | None, labels_path: str | None, qrels_path: str | None) -> list[dict]:
+    """Judge-vs-judge mean per-query Spearman, and fused grades vs human qrels where they overlap."""
+    import pyarrow.parquet as pq
+    from grouprank.trainsets.card import human_agreement, judge_agreement
+    rows: list[dict] = []
+    if judgments_path and Path(judgments_path).exists():
+        for r in judge_agreement(pq.read_table(judgments_path)):
+            rows.append({"a": r["a"], "b": r["b"], "pairs_or_queries": r.get("queries"),
+                         "spearman": r.get("mean_spearman"), "kendall": None, "kappa_weighted": None})
+    if labels_path and qrels_path and Path(labels_path).exists() and Path(qrels_path).exists():
+        h = human_agreement(pq.read_table(labels_path), pq.read_table(qrels_path))
+        if h and h.get("n"):
+            rows.append({"a": "human qrels", "b": "fused labels", "pairs_or_queries": h.get("n"),
+                         "spearman": h.get("spearman"), "kendall": h.get("kendall"),
+                         "kappa_weighted": h.get("kappa_weighted")})
+    return rows
+
+
+def usage_rows(results: dict[str, dict], judgments_path: str | None = None) -> list[dict]:
+    """LLM calls / tokens / cost: every stage stat whose name says so, plus per-judge token sums."""
+    rows: list[dict] = []
+    for stage, res in results.items():
+        for k, v in (res.get("stats") or {}).items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if any(w in k.lower() for w in USAGE_WORDS):
+                rows.append({"scope": stage, "metric": k, "value": v})
+    if judgments_path and Path(judgments_path).exists():
+        import pyarrow.parquet as pq
+        from grouprank.trainsets.card import judges_summary
+        try:
+            summ = judges_summary(pq.read_table(judgments_path), None)
+        except Exception:  # a judgments table without the token columns: stage stats suffice
+            summ = []
+        for j in summ:
+            for m in ("rows_ok", "rows_failed", "prompt_tokens", "completion_tokens"):
+                if m in j:
+                    rows.append({"scope": f"judge {j['judge_id']} ({j.get('kind', '?')})", "metric": m,
+                                 "value": j[m]})
+    return rows
+
+
+def histogram_markdown(png: str | Path, max_bytes: int = 2_000_000) -> str | None:
+    p = Path(png)
+    if not p.is_file() or p.stat().st_size > max_bytes:
+        return None
+    b64 = base64.b64encode(p.read_bytes()).decode()
+    return (f"### Grade histogram\n\n![grade histogram](data:image/png;base64,{b64})\n\n"
+            f"File: `{p}`\n")
+
+
+def _md_table(rows: list[dict]) -> str:
+    if not rows:
+        return "_none_\n"
+    cols = list(rows[0])
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(_num(r.get(c, "")) if r.get(c) is not None else "" for c in cols) + " |")
+    return "\n".join(out) + "\n"
+
+
+def summary_markdown(summary: dict, stage_table: list[dict]) -> str:
+    ran = sum(1 for r in stage_table if r["state"] == "ran")
+    cached = sum(1 for r in stage_table if r["state"] == "cached")
+    lines = [
+        f"# GroupRank run `{summary.get('run')}`",
+        "",
+        "| item | value |",
+        "|---|---|",
+        f"| flow | {summary.get('flow')} |",
+        f"| collection | {summary.get('collection')} |",
+        f"| work dir | `{summary.get('work_dir')}` |",
+        f"| stages ran / cached | {ran} / {cached} |",
+        f"| wall time | {summary.get('wall_s')} s |",
+    ]
+    if summary.get("exports"):
+        lines.append(f"| exports | `{summary['exports']}` |")
+    if summary.get("summary_path"):
+        lines.append(f"| run summary | `{summary['summary_path']}` |")
+    if summary.get("skipped"):
+        lines.append(f"| not available in this checkout | {', '.join(summary['skipped'])} |")
+    lines += ["", "## Stages", "", _md_table(stage_table)]
+    return "\n".join(lines)
+
+
+def publish(summary: dict, stage_table: list[dict], results: dict[str, dict], qrels_path: str | None) -> dict[str, str]:
+    """Create the run's artifacts (call inside a flow run). Returns {key: artifact kind}."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    name = summary.get("run", "run")
+    out: dict[str, str] = {}
+
+    def md(kind: str, text: str, desc: str) -> None:
+        k = artifact_key(kind, name)
+        create_markdown_artifact(markdown=text, key=k, description=desc)
+        out[k] = "markdown"
+
+    def table(kind: str, rows: list[dict], desc: str) -> None:
+        if not rows:
+            return
+        k = artifact_key(kind, name)
+        create_table_artifact(table=rows, key=k, description=desc)
+        out[k] = "table"
+
+    md("summary", summary_markdown(summary, stage_table), "GroupRank run summary")
+    table("stage-counts", stage_table, "Per stage: ran or cached, seconds, numbers")
+    outs = lambda s, o: (results.get(s) or {}).get("outputs", {}).get(o)  # noqa: E731
+    labels = outs("fuse", "labels")
+    judgments = outs("judge", "judgments")
+    table("grade-distribution", grade_rows(labels), "Fused label grades")
+    try:
+        table("judge-agreement", agreement_rows(judgments, labels, qrels_path),
+              "Judge vs judge (mean per-query Spearman) and fused labels vs human qrels")
+    except Exception as e:  # monitoring must not fail the run
+        md("judge-agreement", f"agreement could not be computed: `{e}`", "judge agreement (error)")
+    table("llm-usage", usage_rows(results, judgments), "LLM calls, tokens and cost")
+    png = outs("export", "histogram")
+    if png:
+        text = histogram_markdown(png)
+        if text:
+            md("grade-histogram", text, "Grade histogram of the exported labels")
+    return out

@@ -1,0 +1,147 @@
+"""The body every flow shares: run the stages a flow targets (and the stages they need, from the
+cache when nothing changed), in waves of independent stages, then publish the artifacts and write
+the run summary.
+
+Resume: a finished stage's result is persisted with its cache key, so a rerun (after a crash, a
+cancel, or with the same configuration) skips it; a stage that crashed half-way reruns, and its LLM
+calls already answered come from the LLM client's own SQLite cache. A cached result whose output
+files no longer match what the stage wrote (deleted, or overwritten by a run with another
+configuration in the same work dir) is recomputed instead of trusted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.context import get_run_context
+
+from grouprank.config import RunConfig
+
+from flows import artifacts
+from flows.registry import levels, plan
+from flows.tasks import _library_logging, describe, ensure_llm_limit, stage_task, stale_outputs
+
+
+def _flow_run() -> tuple[str, str | None]:
+    try:
+        ctx = get_run_context()
+        return f"{ctx.flow.name}/{ctx.flow_run.name}", str(ctx.flow_run.id)
+    except Exception:
+        return "?", None
+
+
+def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: str,
+               summary_file: str | None = None) -> dict[str, Any]:
+    """Run `targets` (None: every stage) and their prerequisites; returns the run summary."""
+    log = get_run_logger()
+    _library_logging()
+    cfg = config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
+    t_all = time.time()
+    cfg.work_path.mkdir(parents=True, exist_ok=True)
+
+    wanted = plan(targets)
+    skipped: list[str] = []
+    todo = []
+    for st in wanted:
+        if not st.available() or any(u in skipped for u in st.upstream):
+            skipped.append(st.name)
+        else:
+            todo.append(st)
+    if skipped:
+        log.warning("stages not available in this checkout (skipped, with what depends on them): %s",
+                    ", ".join(skipped))
+    log.info("%s: %d stage(s) for run %r on collection %r in %s: %s", flow_label, len(todo), cfg.name,
+             cfg.data.collection, cfg.work_path, " -> ".join(
+                 "[" + ", ".join(s.name for s in w) + "]" for w in levels(todo)))
+
+    if any(st.uses_llm(cfg) for st in todo):
+        limit = ensure_llm_limit()
+        log.info("global concurrency limit %r: %d slots", "llm", limit)
+
+    progress_id = None
+    if any(st.name == "judge" for st in todo):
+        from prefect.artifacts import create_progress_artifact
+        progress_id = str(create_progress_artifact(
+            progress=0.0, key=artifacts.artifact_key("judge-progress", cfg.name),
+            description="judging: waiting for upstream stages"))
+
+    results: dict[str, dict] = {}
+    records: list[dict] = []
+    flow_name, flow_run_id = _flow_run()
+    summary: dict[str, Any] = {"run": cfg.name, "flow": flow_name, "flow_run_id": flow_run_id,
+                               "flow_pid": os.getpid(),
+                               "collection": cfg.data.collection,
+                               "work_dir": str(cfg.work_path), "stages": {}, "skipped": skipped}
+
+    def finish(failed: str | None = None) -> dict[str, Any]:
+        summary["wall_s"] = round(time.time() - t_all, 2)
+        exp = (results.get("export") or {}).get("outputs", {}).get("export")
+        if exp:
+            summary["exports"] = exp
+        path = cfg.work_path / (summary_file or f"flow_summary_{flow_label}.json")
+        summary["summary_path"] = str(path)
+        if failed:
+            summary["failed"] = failed
+        path.write_text(json.dumps(summary, indent=2, default=str))
+        table = artifacts.stage_rows(records)
+        qrels = (results.get("load") or {}).get("outputs", {}).get("qrels")
+        try:
+            summary["artifacts"] = artifacts.publish(summary, table, results, qrels)
+        except Exception as e:  # never hide the run's own outcome behind a monitoring error
+            log.warning("publishing artifacts failed: %s", e)
+        return summary
+
+    def submit(st, inputs, hashes, refresh=False):
+        return stage_task(st, cfg, refresh=refresh).submit(
+            st.name, cfg, inputs, hashes, progress_id if st.name == "judge" else None)
+
+    for wave in levels(todo):
+        futures = {}
+        for st in wave:
+            inputs = {k: results[s]["outputs"][o] for k, (s, o) in st.wiring.items()
+                      if s in results and o in results[s]["outputs"]}
+            hashes = {k: results[s]["fingerprints"].get(o, "?") for k, (s, o) in st.wiring.items()
+                      if s in results and o in results[s]["outputs"]}
+            futures[st.name] = (st, inputs, hashes, submit(st, inputs, hashes))
+        for name, (st, inputs, hashes, fut) in futures.items():
+            fut.wait()
+            state = fut.state
+            if not state.is_completed():
+                records.append({"stage": name, "state": state.name.lower(), "seconds": 0, "stats": {}})
+                summary["stages"][name] = {"state": state.name}
+                finish(failed=name)
+                fut.result()  # raises the stage's error: the flow run fails with it
+                raise RuntimeError(f"stage {name} ended {state.name}")
+            res = fut.result()
+            cached = state.name == "Cached"
+            if cached:
+                stale = stale_outputs(res)
+                if stale:
+                    log.warning("%s: cached result's outputs changed on disk (%s): recomputing",
+                                name, ", ".join(stale))
+                    fut = submit(st, inputs, hashes, refresh=True)
+                    res = fut.result()
+                    cached = False
+            results[name] = res
+            if cached:
+                log.info("%s: cached (skipped): %s", name, describe(res.get("stats", {})))
+            if name == "judge" and progress_id:
+                from prefect.artifacts import update_progress_artifact
+                update_progress_artifact(artifact_id=progress_id, progress=100.0,
+                                         description="judging: done (cached)" if cached else "judging: done")
+            records.append({"stage": name, "state": "cached" if cached else "ran",
+                            "seconds": 0.0 if cached else res.get("wall_s", 0.0), "stats": res.get("stats", {})})
+            summary["stages"][name] = {"state": "cached" if cached else "ran", "wall_s": res.get("wall_s"),
+                                       "executor": res.get("executor"),
+                                       "outputs": res.get("outputs", {}), "stats": res.get("stats", {})}
+    for name in skipped:
+        records.append({"stage": name, "state": "not available", "seconds": 0, "stats": {}})
+    out = finish()
+    log.info("%s finished in %.1f s: %d ran, %d cached%s. Run summary: %s", flow_label, out["wall_s"],
+             sum(r["state"] == "ran" for r in records), sum(r["state"] == "cached" for r in records),
+             f"; exports in {out['exports']}" if out.get("exports") else "", out["summary_path"])
+    return out

@@ -1,0 +1,417 @@
+"""Shared Prefect task wrappers: one generic task runs any library stage.
+
+- Cache key (`StageCachePolicy` + Prefect's `TASK_SOURCE`): the stage name, the hash of the config
+  sections the stage reads (plus the work dir), the content hashes of its input files, and the
+  hash of the stage's library source. Rerunning the same configuration therefore recomputes
+  nothing; changing only `judges` changes the judge key, the judge outputs, and so the keys of
+  everything downstream, while the stages before judging stay cached.
+- Results (a small JSON dict: output paths, stats, output fingerprints) are persisted under
+  `<work_dir>/_prefect/results`, so the cache survives processes, workers and servers.
+- Retries with exponential backoff (+ jitter) on transient errors only; a timeout per stage.
+- LLM-calling stages hold slots of the global concurrency limit `llm` (created if missing) while
+  they run, so several flow runs share one endpoint's budget.
+- The judge stage gets a progress callback that updates a Prefect progress artifact.
+"""
+from __future__ import annotations
+
+import contextvars
+import functools
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import TASK_SOURCE, CachePolicy
+from prefect.context import TaskRunContext
+from prefect.tasks import exponential_backoff
+from prefect.utilities.hashing import hash_objects
+
+from grouprank.config import RunConfig
+
+from flows.registry import Stage, stages
+
+LLM_LIMIT = "llm"
+DEFAULT_LLM_LIMIT = int(os.environ.get("GROUPRANK_LLM_CONCURRENCY", "16"))
+RETRY_BACKOFF_S = float(os.environ.get("GROUPRANK_RETRY_BACKOFF_S", "30"))
+
+
+# ------------------------------------------------------------------------------------------
+# content fingerprints
+# ------------------------------------------------------------------------------------------
+_HASH_MEMO: dict[tuple, str] = {}
+_MEMO_LOCK = threading.Lock()
+
+
+def _file_sha(p: Path) -> str:
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    with _MEMO_LOCK:
+        if key in _HASH_MEMO:
+            return _HASH_MEMO[key]
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    d = h.hexdigest()
+    with _MEMO_LOCK:
+        _HASH_MEMO[key] = d
+    return d
+
+
+def fingerprint(path: str | os.PathLike | None) -> str:
+    """sha256 of a file's bytes; for a folder, of its files' relative names and bytes;
+    "absent" when the path does not exist."""
+    if path is None:
+        return "absent"
+    p = Path(path)
+    if p.is_file():
+        return _file_sha(p)
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(x for x in p.rglob("*") if x.is_file() and not x.name.endswith(".tmp")):
+            h.update(str(f.relative_to(p)).encode() + b"\0" + _file_sha(f).encode())
+        return "dir:" + h.hexdigest()
+    return "absent"
+
+
+def fingerprints(outputs: dict[str, Any]) -> dict[str, str]:
+    return {k: fingerprint(v) if isinstance(v, (str, os.PathLike)) else "value"
+            for k, v in (outputs or {}).items()}
+
+
+def stale_outputs(result: dict) -> list[str]:
+    """Names of recorded outputs whose files no longer match what the stage wrote (deleted,
+    overwritten by a run with another configuration, ...): the cached result cannot be reused."""
+    recorded = result.get("fingerprints") or {}
+    now = fingerprints(result.get("outputs") or {})
+    return [k for k, v in recorded.items() if now.get(k) != v]
+
+
+# ------------------------------------------------------------------------------------------
+# cache policy
+# ------------------------------------------------------------------------------------------
+@dataclass
+class StageCachePolicy(CachePolicy):
+    """Key = stage + config sections it reads + input content hashes + library source.
+    Ignores the other task arguments (the RunConfig object itself, the progress artifact id)."""
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
+                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        name = inputs["stage"]
+        cfg = inputs["config"]
+        if not isinstance(cfg, RunConfig):
+            cfg = RunConfig.model_validate(cfg)
+        st = stages()[name]
+        return hash_objects({
+            "stage": name,
+            "target": st.target,
+            "config": st.config_key(cfg),
+            "inputs": dict(sorted((inputs.get("input_hashes") or {}).items())),
+            "source": st.source_key(),
+        }, raise_on_failure=True)
+
+
+STAGE_CACHE_POLICY = TASK_SOURCE + StageCachePolicy()
+
+
+def stage_cache_key(stage: str, cfg: RunConfig, input_hashes: dict[str, str]) -> str:
+    """The StageCachePolicy part of a stage's key (for tests and for humans)."""
+    return StageCachePolicy().compute_key(None, {"stage": stage, "config": cfg,
+                                                 "input_hashes": input_hashes}, {})
+
+
+# ------------------------------------------------------------------------------------------
+# retries
+# ------------------------------------------------------------------------------------------
+_PERMANENT = (ValueError, TypeError, KeyError, AttributeError, ImportError, NotImplementedError,
+              AssertionError, FileNotFoundError, PermissionError)
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Retry connection problems, timeouts, rate limits, server errors; not programming or
+    configuration errors (they would fail the same way again)."""
+    if exc is None:
+        return True
+    try:
+        from data_schemas import SchemaError
+        from grouprank.errors import UserError
+        if isinstance(exc, (UserError, SchemaError)):
+            return False
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    if isinstance(exc, _PERMANENT):
+        return False
+    return True
+
+
+def retry_condition(task, task_run, state) -> bool:
+    if state.name == "TimedOut":  # the abandoned attempt may still run: do not start a second one
+        return False
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception as e:  # the result itself could not be read: retrying is the safe bet
+        exc = e
+    return is_transient(exc if isinstance(exc, BaseException) else None)
+
+
+# ------------------------------------------------------------------------------------------
+# LLM concurrency
+# ------------------------------------------------------------------------------------------
+def ensure_llm_limit(default: int = DEFAULT_LLM_LIMIT) -> int:
+    """Create the global concurrency limit `llm` if it does not exist; return its size."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    with get_client(sync_client=True) as client:
+        try:
+            return int(client.read_global_concurrency_limit_by_name(LLM_LIMIT).limit)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=LLM_LIMIT, limit=default, active=True))
+                logging.getLogger("grouprank.flows").info(
+                    "created global concurrency limit %r with %d slots", LLM_LIMIT, default)
+            except ObjectAlreadyExists:  # created by a concurrent run
+                pass
+            return int(client.read_global_concurrency_limit_by_name(LLM_LIMIT).limit)
+
+
+def llm_slots(cfg: RunConfig, limit: int) -> int:
+    """Slots an LLM stage holds: the request concurrency its endpoints allow, capped by the limit."""
+    want = max((e.max_concurrency for e in cfg.llm.endpoints), default=1)
+    return max(1, min(int(limit), int(want)))
+
+
+# ------------------------------------------------------------------------------------------
+# progress artifact
+# ------------------------------------------------------------------------------------------
+class ProgressReporter:
+    """A progress callback for library code; a background thread pushes the latest value to a
+    Prefect progress artifact at most every `interval` seconds (the callback itself never blocks on
+    the API, whatever thread or event loop calls it).
+
+    Accepts `progress(done, total)` (LLMClient.map) and `progress(part, done, total)` (the judges'
+    runner: part = judge id). With `parts` parts (e.g. the number of judges) the percentage is the
+    mean of the parts' fractions, parts not started counting 0."""
+
+    def __init__(self, artifact_id: str, label: str, interval: float = 1.0, parts: int = 1):
+        self.artifact_id = artifact_id
+        self.label = label
+        self.interval = interval
+        self.parts = max(1, int(parts))
+        self.state: dict[str, tuple[int, int]] = {}
+        self.current = ""
+        self.version = 0
+        self.sent_version = 0
+        self.updates = 0
+        self._stop = threading.Event()
+        ctx = contextvars.copy_context()
+        self._thread = threading.Thread(target=ctx.run, args=(self._loop,), daemon=True,
+                                        name="grouprank-progress")
+        self._thread.start()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        if args and isinstance(args[0], str):
+            part, rest = args[0], args[1:]
+        else:
+            part, rest = "", args
+        if not rest:
+            return
+        done = int(rest[0])
+        total = int(rest[1]) if len(rest) > 1 and rest[1] is not None else done
+        self.state[part] = (done, total)
+        self.current = part
+        self.version += 1
+
+    def percent(self) -> float:
+        fr = [min(1.0, d / t) if t else 1.0 for d, t in self.state.values()]
+        return 100.0 * sum(fr) / max(self.parts, len(fr))
+
+    def describe(self) -> str:
+        done, total = self.state.get(self.current, (0, 0))
+        who = f" {self.current}" if self.current else ""
+        return f"{self.label}{who}: {done}/{total} ({len(self.state)}/{max(self.parts, len(self.state))})"
+
+    def _push(self) -> None:
+        if self.version == self.sent_version:
+            return
+        v = self.version
+        from prefect.artifacts import update_progress_artifact
+        try:
+            update_progress_artifact(artifact_id=self.artifact_id, progress=min(100.0, self.percent()),
+                                     description=self.describe(), _sync=True)
+            self.sent_version = v
+            self.updates += 1
+        except Exception as e:  # monitoring must never break the stage
+            logging.getLogger("grouprank.flows").warning("progress update failed: %s", e)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._push()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._push()
+
+
+# ------------------------------------------------------------------------------------------
+# the stage task
+# ------------------------------------------------------------------------------------------
+def _plain(x: Any) -> Any:
+    def default(o: Any) -> Any:
+        if hasattr(o, "item"):
+            return o.item()
+        if isinstance(o, (set, tuple)):
+            return list(o)
+        return str(o)
+    v = json.loads(json.dumps(x, default=default))
+    return v
+
+
+class _InRunOnly(logging.Filter):
+    """Records logged outside a flow/task run context (e.g. from the library's own helper threads)
+    are not sent to the API (Prefect would warn about each)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from prefect.context import FlowRunContext, TaskRunContext
+        return bool(TaskRunContext.get() or FlowRunContext.get())
+
+
+def _library_logging() -> None:
+    """Send the library's `grouprank.*` log records to the Prefect run logs too."""
+    from prefect.logging.handlers import APILogHandler
+    lg = logging.getLogger("grouprank")
+    if not any(isinstance(h, APILogHandler) for h in lg.handlers):
+        h = APILogHandler()
+        h.setLevel(logging.INFO)
+        h.addFilter(_InRunOnly())
+        lg.addHandler(h)
+    if lg.level == logging.NOTSET or lg.level > logging.INFO:
+        lg.setLevel(logging.INFO)
+
+
+def describe(stats: dict) -> str:
+    """`k=v` for the numbers of a stage's stats (what the logs say)."""
+    parts = []
+    for k, v in (stats or {}).items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        parts.append(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v:,.4g}")
+    return ", ".join(parts)
+
+
+def secret_api_keys(cfg: RunConfig) -> dict[str, str]:
+    """endpoint name -> key, for endpoints whose key lives in a Prefect Secret block
+    (`llm.endpoints[].api_key_secret`); the others use their environment variable."""
+    keys: dict[str, str] = {}
+    for ep in cfg.llm.endpoints:
+        if ep.api_key_secret:
+            from prefect.blocks.system import Secret
+            keys[ep.name] = str(Secret.load(ep.api_key_secret, _sync=True).get())
+    return keys
+
+
+def call_stage(st: Stage, cfg: RunConfig, inputs: dict[str, str], progress=None) -> dict:
+    """Call the library function with the inputs, plus a progress callback and API keys from
+    Prefect Secret blocks when it takes them."""
+    fn = getattr(importlib.import_module(st.module), st.function)
+    kwargs: dict[str, Any] = {k: Path(v) for k, v in inputs.items()}
+    params = inspect.signature(fn).parameters
+    if progress is not None:
+        for name in ("progress", "progress_callback", "on_progress"):
+            if name in params:
+                kwargs[name] = progress
+                break
+    if "api_keys" in params:
+        keys = secret_api_keys(cfg)
+        if keys:
+            kwargs["api_keys"] = keys
+    res = fn(cfg, **kwargs)
+    if "outputs" not in res and "paths" in res:  # older load-stage shape
+        res = {**res, "outputs": res["paths"]}
+    return res
+
+
+def executor() -> str:
+    """Where this code runs: "dask-worker <address> pid N" inside a Dask worker, else "pid N"."""
+    try:
+        from distributed import get_worker
+        return f"dask-worker {get_worker().address} pid {os.getpid()}"
+    except (ImportError, ValueError):
+        return f"pid {os.getpid()}"
+
+
+def _run_stage_sync(st: Stage, config: RunConfig, inputs: dict[str, str],
+                    progress_artifact_id: str | None) -> dict:
+    log = get_run_logger()
+    t0 = time.time()
+    reporter = ProgressReporter(progress_artifact_id, st.options.title or st.name,
+                                parts=len(config.judges.judges) if st.name == "judge" else 1) \
+        if progress_artifact_id else None
+    log.info("%s: starting with inputs %s", st.name,
+             ", ".join(f"{k}={Path(v).name}" for k, v in inputs.items()) or "-")
+    try:
+        res = call_stage(st, config, inputs, reporter)
+    finally:
+        if reporter is not None:
+            reporter.close()
+    wall = round(time.time() - t0, 2)
+    outputs = {k: str(v) for k, v in (res.get("outputs") or {}).items()}
+    stats = _plain(res.get("stats") or {})
+    log.info("%s: done in %.1f s: %s", st.name, wall, describe(stats) or "(no numeric stats)")
+    return {"stage": st.name, "outputs": outputs, "stats": stats, "fingerprints": fingerprints(outputs),
+            "wall_s": wall, "executor": executor()}
+
+
+@task(cache_policy=STAGE_CACHE_POLICY, persist_result=True, result_serializer="json",
+      retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S),
+      retry_jitter_factor=0.5, retry_condition_fn=retry_condition, log_prints=True)
+async def run_stage(stage: str, config: RunConfig, inputs: dict[str, str], input_hashes: dict[str, str],
+                    progress_artifact_id: str | None = None) -> dict:
+    """Run one library stage; returns {"outputs", "stats", "fingerprints", "wall_s"}.
+
+    The (blocking) library call runs in a worker thread that this coroutine awaits, so the task's
+    timeout really ends the task run (state TimedOut; the abandoned thread finishes in the
+    background, Python cannot kill it). LLM stages hold their `llm` slots around that await."""
+    import anyio
+    _library_logging()
+    st = stages()[stage]
+    call = functools.partial(contextvars.copy_context().run, _run_stage_sync, st, config, inputs,
+                             progress_artifact_id)
+    if st.uses_llm(config):
+        from prefect.concurrency.asyncio import concurrency
+        log = get_run_logger()
+        limit = await anyio.to_thread.run_sync(contextvars.copy_context().run, ensure_llm_limit)
+        slots = llm_slots(config, limit)
+        log.info("%s: waiting for %d slot(s) of global concurrency limit %r (%d)", stage, slots, LLM_LIMIT, limit)
+        async with concurrency(LLM_LIMIT, occupy=slots, strict=False):
+            log.info("%s: holding %d %r slot(s)", stage, slots, LLM_LIMIT)
+            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+    return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+
+
+def stage_task(st: Stage, cfg: RunConfig, *, refresh: bool = False):
+    """The generic task configured for one stage of one run (name, storage, timeout, retries)."""
+    storage = cfg.work_path / "_prefect" / "results"  # a Path: Prefect's LocalFileSystem there
+    return run_stage.with_options(
+        name=f"stage-{st.name.replace('_', '-')}",
+        task_run_name=st.name,
+        result_storage=storage,
+        timeout_seconds=st.options.timeout_s,
+        retries=st.options.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S),
+        refresh_cache=True if refresh else None,
+        tags=["grouprank", f"stage:{st.name}"] + (["uses-llm"] if st.uses_llm(cfg) else []),
+    )

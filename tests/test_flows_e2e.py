@@ -1,0 +1,265 @@
+"""End to end on real components: `prefect server start` on a free 127.0.0.1 port (own PREFECT_HOME),
+the `process` pool, `prefect deploy --all` from prefect.yaml and a `prefect worker`, all started by
+scripts/prefect_local.sh; the local OpenAI-compatible server answers the LLM judge.
+
+1. the nightly (end-to-end) deployment, triggered with a small configuration, runs to COMPLETED
+   on the worker; the API shows every stage's task run and the artifacts;
+2. the same configuration again: every task run Cached, zero requests reach the LLM server;
+3. headless Chromium opens the flow run's page, waits for the artifacts and reads the summary table;
+4. the same flow with the Dask task runner (2-worker local cluster) after changing only the judges:
+   the stages before judging are Cached, judging and everything after it run (on Dask workers).
+
+The tests of this module run in order and share one server, one worker and one work dir.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows_support import CHROMIUM, REPO, Chromium, LocalPrefect, small_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+ARTIFACT_KINDS = {"summary": "markdown", "stage-counts": "table", "grade-distribution": "table",
+                  "judge-agreement": "table", "llm-usage": "table", "judge-progress": "progress",
+                  "grade-histogram": "markdown"}
+
+
+def _expected_stages() -> list[str]:
+    from flows.registry import plan
+    out: list[str] = []
+    for st in plan(None):
+        if st.available() and all(u in out for u in st.upstream):
+            out.append(st.name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    base = tmp_path_factory.mktemp("flows_e2e")
+    from grouprank.llm.local_server import start_local_server
+    llm = start_local_server(responder="grouprank.judges.local_responder:respond",
+                             env={"GROUPRANK_JUDGE_CORPUS": "cranfield", "GROUPRANK_LOCAL_E5": "0"},
+                             log_path=base / "llm_server.log")
+    pf = LocalPrefect(base / "prefect_home")
+    t0 = time.time()
+    try:
+        pf.start()
+    except Exception:
+        llm.stop()
+        raise
+    info = {"base": base, "llm": llm, "pf": pf, "start_s": round(time.time() - t0, 1),
+            "work": base / "work", "runs": {}}
+    yield info
+    times = {"server_start_and_deploy_s": info["start_s"],
+             **{k: v.get("wall_s") for k, v in info["runs"].items()}}
+    (base / "timings.json").write_text(json.dumps(times, indent=2))
+    print(f"\n[flows e2e] wall times (s): {json.dumps(times)}; files in {base}")
+    t_stop = time.time()
+    out = pf.stop()
+    print(f"[flows e2e] stop ({time.time() - t_stop:.1f} s):\n{out}")
+    llm.stop()
+    # the worker is stopped before the server
+    assert out.index("stopping worker") < out.index("stopping server"), out
+    assert "server: stopped" in pf.script("status").stdout
+
+
+def _cfg(env, **judge):
+    return small_config(env["work"], env["llm"].base_url, judge_kind=judge.get("kind", "pointwise"))
+
+
+def _llm_requests(llm) -> int:
+    return int(llm.stats(detail=False)["requests"])
+
+
+def _trigger(env, key: str, cfg: dict) -> dict:
+    pf = env["pf"]
+    before = _llm_requests(env["llm"])
+    t0 = time.time()
+    fr_id = pf.run_deployment("synthesize/nightly", {"config": cfg})
+    fr = pf.wait_flow_run(fr_id, timeout=800)
+    run = {"id": fr_id, "flow_run": fr, "wall_s": round(time.time() - t0, 1),
+           "llm_requests": _llm_requests(env["llm"]) - before,
+           "task_runs": pf.task_runs(fr_id), "artifacts": pf.artifacts(fr_id)}
+    env["runs"][key] = run
+    if fr["state"]["type"] != "COMPLETED":
+        logs = "\n".join(f"{l['level']} {l['message']}" for l in pf.logs(fr_id))
+        pytest.fail(f"flow run ended {fr['state']['type']}: {fr['state'].get('message')}\n{logs[-6000:]}\n"
+                    f"--- worker log ---\n{pf.log('worker')[-3000:]}")
+    return run
+
+
+def _data(artifact: dict):
+    d = artifact["data"]
+    return json.loads(d) if isinstance(d, str) else d
+
+
+def test_deployments_from_prefect_yaml(env):
+    pf = env["pf"]
+    for name in ("synthesize/nightly", "judge/judge-only", "train-retriever/train-retriever",
+                 "train-reranker/train-reranker", "evaluate/evaluate"):
+        dep = pf.deployment(name)
+        assert dep["work_pool_name"] == "process", name
+        assert list(dep["parameter_openapi_schema"]["properties"]) == ["config"], name
+        dirs = [s["prefect.deployments.steps.set_working_directory"]["directory"]
+                for s in dep.get("pull_steps") or [] if "prefect.deployments.steps.set_working_directory" in s]
+        assert [Path(d).resolve() for d in dirs] == [REPO.resolve()], (name, dep.get("pull_steps"))
+    nightly = pf.deployment("synthesize/nightly")
+    crons = [s["schedule"].get("cron") for s in nightly["schedules"]]
+    assert crons == ["0 2 * * *"]
+    pools = pf.call("POST", "/work_pools/filter", {})
+    assert [p["type"] for p in pools if p["name"] == "process"] == ["process"]
+    gcl = pf.call("GET", "/v2/concurrency_limits/llm")
+    assert gcl["limit"] >= 1
+
+
+def test_end_to_end_deployment_run(env):
+    cfg = _cfg(env)
+    env["pf"].call("DELETE", "/v2/concurrency_limits/llm")  # the flow must create it when missing
+    run = _trigger(env, "first", cfg)
+    stages = _expected_stages()
+    by_name = {t["name"]: t for t in run["task_runs"]}
+    assert set(stages) <= set(by_name), (stages, sorted(by_name))
+    for s in stages:
+        assert by_name[s]["state"]["type"] == "COMPLETED", (s, by_name[s]["state"])
+        assert by_name[s]["state"]["name"] == "Completed", (s, by_name[s]["state"]["name"])
+    keys = {a["key"]: a for a in run["artifacts"] if a.get("key")}
+    want = {f"grouprank-{k}-flowtest" for k in ARTIFACT_KINDS}
+    if "export" not in stages:
+        want.discard("grouprank-grade-histogram-flowtest")
+    if "fuse" not in stages:
+        want -= {"grouprank-grade-distribution-flowtest", "grouprank-judge-agreement-flowtest"}
+    if "judge" not in stages:
+        want -= {"grouprank-judge-progress-flowtest", "grouprank-llm-usage-flowtest"}
+    assert want <= set(keys), sorted(set(keys))
+    for k, kind in ARTIFACT_KINDS.items():
+        key = f"grouprank-{k}-flowtest"
+        if key in keys:
+            assert keys[key]["type"] == kind, (key, keys[key]["type"])
+    summary_md = keys["grouprank-summary-flowtest"]["data"]
+    for s in stages:
+        assert f"| {s} | ran |" in summary_md
+    counts = _data(keys["grouprank-stage-counts-flowtest"])
+    counts = [r for r in counts if r["state"] != "not available"]
+    assert [r["stage"] for r in counts] == stages and {r["state"] for r in counts} == {"ran"}
+    summary = json.loads((env["work"] / "run_summary.json").read_text())
+    assert summary["flow_run_id"] == run["id"]
+    assert [s for s in summary["stages"]] == stages
+    if "judge" in stages:
+        assert run["llm_requests"] > 0, "the LLM judge never called the local server"
+        assert float(keys["grouprank-judge-progress-flowtest"]["data"]) == 100.0
+        logs = " ".join(l["message"] for l in env["pf"].logs(run["id"]))
+        assert "judge: done in" in logs and "holding" in logs  # numbers logged; `llm` slots taken
+        assert env["pf"].call("GET", "/v2/concurrency_limits/llm")["limit"] == 16  # re-created by the flow
+    if "export" in stages:
+        export = Path(summary["exports"])
+        assert list(export.rglob("*.parquet")) and (export / "grade_histogram.png").exists()
+        assert "data:image/png;base64," in keys["grouprank-grade-histogram-flowtest"]["data"]
+    if "fuse" in stages:
+        grades = _data(keys["grouprank-grade-distribution-flowtest"])
+        assert sum(r["count"] for r in grades) == summary["stages"]["fuse"]["stats"]["labelled"] > 0
+        agree = _data(keys["grouprank-judge-agreement-flowtest"])
+        pairs = {(r["a"], r["b"]) for r in agree}
+        assert {frozenset(p) for p in pairs} == {frozenset(("local", "llm")),
+                                                 frozenset(("human qrels", "fused labels"))}, agree
+    if "judge" in stages:
+        usage = {(r["scope"], r["metric"]): r["value"] for r in _data(keys["grouprank-llm-usage-flowtest"])}
+        assert usage[("judge", "llm.calls")] == run["llm_requests"] and ("judge", "llm.prompt_tokens") in usage
+
+
+def test_second_run_is_all_cached_and_calls_no_llm(env):
+    if "first" not in env["runs"]:
+        pytest.skip("first run failed")
+    run = _trigger(env, "second", _cfg(env))
+    stages = _expected_stages()
+    states = {t["name"]: t["state"]["name"] for t in run["task_runs"]}
+    assert states == {s: "Cached" for s in stages}, states
+    assert run["llm_requests"] == 0
+    summary = json.loads((env["work"] / "run_summary.json").read_text())
+    assert {v["state"] for v in summary["stages"].values()} == {"cached"}
+    keys = {a["key"] for a in run["artifacts"] if a.get("key")}
+    assert "grouprank-summary-flowtest" in keys and "grouprank-stage-counts-flowtest" in keys
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (scripts/run_tests.sh installs it)")
+def test_browser_shows_the_run_and_its_artifacts(env, tmp_path):
+    run = env["runs"].get("first")
+    if run is None:
+        pytest.skip("no completed run")
+    pf = env["pf"]
+    shots = env["base"] / "screenshots"
+    shots.mkdir(exist_ok=True)
+    b = Chromium(tmp_path / "chromium-profile")
+    try:
+        b.goto(f"{pf.ui}/v2/runs/flow-run/{run['id']}?tab=Artifacts")
+        page = b.wait_text(["grouprank-summary-flowtest", "grouprank-stage-counts-flowtest", "Completed"],
+                           timeout=120)
+        assert run["flow_run"]["name"] in page
+        b.screenshot(shots / "flow_run_artifacts.png")
+        href = b.eval("(() => { const a = [...document.querySelectorAll('a')].find("
+                      "e => (e.innerText || '').includes('grouprank-summary-flowtest')); return a && a.href })()")
+        assert href and "/artifacts/artifact/" in href, href
+        b.goto(href)
+        stages = _expected_stages()
+        text = b.wait_text(["GroupRank run", "stages ran / cached", "cranfield", f"{len(stages)} / 0"] + stages,
+                           timeout=90)
+        assert "Stages" in text
+        shot = b.screenshot(shots / "summary_artifact.png")
+        assert shot.stat().st_size > 10_000
+        hist = [a for a in run["artifacts"] if a.get("key") == "grouprank-grade-histogram-flowtest"]
+        if hist:  # the PNG embedded as a data: URI renders as an image in the UI
+            b.goto(f"{pf.ui}/v2/artifacts/artifact/{hist[0]['id']}")
+            b.wait_text(["Grade histogram"], timeout=60)
+            w = 0
+            for _ in range(30):
+                w = b.eval("(() => { const i = [...document.images].find(i => i.src.startsWith('data:image/png'));"
+                           " return i ? i.naturalWidth : 0 })()") or 0
+                if w:
+                    break
+                time.sleep(1)
+            assert w > 100
+            b.screenshot(shots / "grade_histogram_artifact.png")
+    finally:
+        b.close()
+    print(f"screenshots in {shots}")
+
+
+def test_judge_change_reruns_from_judging_on_dask(env):
+    """Only the judge configuration changes; the run goes through the Dask task runner (local
+    cluster, 2 worker processes) in this test's own process tree, reporting to the same server."""
+    if "first" not in env["runs"]:
+        pytest.skip("first run failed")
+    stages = _expected_stages()
+    if "judge" not in stages:
+        pytest.skip("judge stage not in this checkout yet")
+    cfg = _cfg(env, kind="listwise")
+    cfg_path = env["base"] / "judge_changed.json"
+    cfg_path.write_text(json.dumps(cfg))
+    before = _llm_requests(env["llm"])
+    child_env = dict(env["pf"].env)
+    child_env["GROUPRANK_TASK_RUNNER"] = "dask"
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "flows", "synthesize", "--config", str(cfg_path), "--json"],
+                       cwd=str(REPO), env=child_env, capture_output=True, text=True, timeout=800)
+    wall = time.time() - t0
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-6000:])
+    assert "LocalCluster" in r.stdout + r.stderr
+    summary = json.loads((env["work"] / "run_summary.json").read_text())
+    states = {k: v["state"] for k, v in summary["stages"].items()}
+    upstream = [s for s in ("load", "mine_queries", "retrieve") if s in stages]
+    downstream = stages[stages.index("judge"):]
+    assert all(states[s] == "cached" for s in upstream), states
+    assert all(states[s] == "ran" for s in downstream), states
+    for s in downstream:
+        ex = summary["stages"][s]["executor"]
+        assert ex.startswith("dask-worker ") and f"pid {summary['flow_pid']}" not in ex, (s, ex)
+    assert _llm_requests(env["llm"]) - before > 0  # the new judge asked the LLM
+    api = {t["name"]: t["state"]["name"] for t in env["pf"].task_runs(summary["flow_run_id"])}
+    assert all(api[s] == "Cached" for s in upstream) and all(api[s] == "Completed" for s in downstream), api
+    env["runs"]["dask"] = {"wall_s": round(wall, 1)}

@@ -1,0 +1,263 @@
+"""Unit tests of the Prefect glue that need no Prefect server: stage registry and wiring, cache
+keys, fingerprints, retry classification, task runners, artifact builders, prefect.yaml, flow
+parameter schema."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grouprank.config import JudgeSpec, RunConfig
+
+from flows import artifacts, registry
+from flows.runners import make_task_runner
+from flows.tasks import (fingerprint, fingerprints, is_transient, llm_slots, retry_condition,
+                         run_stage, stage_cache_key, stage_task, stale_outputs)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------ registry
+def test_every_library_stage_has_orchestration_options():
+    from grouprank.pipeline import STAGES
+    names = [s[0] for s in STAGES]
+    assert names[0] == "load"
+    missing = [n for n in names if n not in registry.ORCHESTRATION]
+    assert not missing, f"add orchestration options for {missing} in flows/registry.py"
+    # wiring refers only to earlier stages (pipeline order is topological)
+    seen: set[str] = set()
+    for name, _, wiring in STAGES:
+        assert {s for s, _ in wiring.values()} <= seen, name
+        seen.add(name)
+    # with the flows' fallback wiring for stages the library does not list yet, still topological
+    seen = set()
+    for name, st in registry.stages().items():
+        assert set(st.upstream) <= seen, name
+        assert name in registry.ORCHESTRATION, name
+        seen.add(name)
+
+
+def test_plan_and_levels_follow_the_wiring():
+    every = registry.stages()
+    if "judge" in every:
+        names = [s.name for s in registry.plan(["judge"])]
+        assert names[:4] == ["load", "mine_queries", "retrieve", "judge"]
+        assert "build_datasets" not in names
+    waves = registry.levels(registry.plan(None))
+    assert [s.name for s in waves[0]] == ["load"]
+    pos = {s.name: i for i, w in enumerate(waves) for s in w}
+    for s in registry.plan(None):
+        for up in s.upstream:
+            assert pos[up] < pos[s.name]
+    if {"export", "train_retriever", "train_reranker"} <= set(pos):
+        assert pos["export"] == pos["train_retriever"] == pos["train_reranker"]
+    with pytest.raises(KeyError):
+        registry.plan(["no_such_stage"])
+
+
+def test_config_keys_change_only_with_the_sections_a_stage_reads(tmp_path):
+    every = registry.stages()
+    base = RunConfig(work_dir=str(tmp_path))
+    new_judge = base.model_copy(deep=True)
+    new_judge.judges.judges = [JudgeSpec(id="pw", kind="pointwise")]
+    new_beta = base.model_copy(deep=True)
+    new_beta.judges.beta = 0.3
+    new_ds = base.model_copy(deep=True)
+    new_ds.datasets.groups_per_query = 7
+    other_dir = base.model_copy(update={"work_dir": str(tmp_path / "other")})
+
+    def key(stage, cfg):
+        return registry.Stage(stage, "x:y", {}, registry.ORCHESTRATION[stage]).config_key(cfg)
+
+    for up in ("load", "mine_queries", "retrieve"):
+        assert key(up, new_judge) == key(up, base) == key(up, new_beta) == key(up, new_ds)
+    assert key("judge", new_judge) != key("judge", base)
+    assert key("judge", new_beta) == key("judge", base)          # fusion-only field
+    assert key("fuse", new_beta) != key("fuse", base)
+    assert key("build_datasets", new_ds) != key("build_datasets", base)
+    assert key("judge", new_ds) == key("judge", base)
+    assert key("load", other_dir) != key("load", base)            # outputs live in the work dir
+    if "judge" in every:
+        assert every["judge"].uses_llm(new_judge) and not every["judge"].uses_llm(base)
+
+
+def test_stage_cache_key_depends_on_input_content_and_config(tmp_path):
+    cfg = RunConfig(work_dir=str(tmp_path))
+    k1 = stage_cache_key("retrieve", cfg, {"documents": "a", "queries": "b"})
+    assert k1 == stage_cache_key("retrieve", cfg, {"queries": "b", "documents": "a"})
+    assert k1 != stage_cache_key("retrieve", cfg, {"documents": "a", "queries": "c"})
+    cfg2 = cfg.model_copy(deep=True)
+    cfg2.retrieval.depth = 77
+    assert k1 != stage_cache_key("retrieve", cfg2, {"documents": "a", "queries": "b"})
+    cfg3 = cfg.model_copy(deep=True)
+    cfg3.datasets.seed = 99
+    assert k1 == stage_cache_key("retrieve", cfg3, {"documents": "a", "queries": "b"})
+
+
+def test_fingerprints_and_stale_outputs(tmp_path):
+    f = tmp_path / "t.parquet"
+    f.write_bytes(b"one")
+    d = tmp_path / "dir"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "x.txt").write_text("x")
+    assert fingerprint(tmp_path / "missing") == "absent"
+    assert fingerprint(d).startswith("dir:")
+    res = {"outputs": {"t": str(f), "d": str(d), "gone": str(tmp_path / "never")}}
+    res["fingerprints"] = fingerprints(res["outputs"])
+    assert stale_outputs(res) == []
+    f.write_bytes(b"two")
+    (d / "sub" / "x.txt").write_text("y")
+    assert sorted(stale_outputs(res)) == ["d", "t"]
+
+
+# ------------------------------------------------------------------------------ resilience
+class _State:
+    def __init__(self, name, exc):
+        self.name, self.exc = name, exc
+
+    def result(self, raise_on_failure=False):
+        return self.exc
+
+
+def test_retry_only_transient_failures():
+    from data_schemas import SchemaError
+    from grouprank.errors import UserError
+    assert is_transient(ConnectionError("reset"))
+    assert is_transient(TimeoutError())
+    assert is_transient(RuntimeError("HTTP 503"))
+    assert is_transient(OSError("disk hiccup"))
+    for exc in (UserError("bad config"), SchemaError("bad table"), ValueError("x"), KeyError("k"),
+                FileNotFoundError("f")):
+        assert not is_transient(exc), exc
+    assert retry_condition(None, None, _State("Failed", ConnectionError()))
+    assert not retry_condition(None, None, _State("Failed", ValueError()))
+    assert not retry_condition(None, None, _State("TimedOut", TimeoutError()))
+
+
+def test_stage_task_options(tmp_path):
+    cfg = RunConfig(work_dir=str(tmp_path))
+    st = registry.stages()["load"]
+    t = stage_task(st, cfg)
+    assert t.task_run_name == "load"
+    assert t.timeout_seconds == st.options.timeout_s
+    assert t.retries == st.options.retries
+    delays = t.retry_delay_seconds
+    assert len(delays) == t.retries and all(b == 2 * a for a, b in zip(delays, delays[1:]))
+    assert t.retry_jitter_factor == 0.5 and t.retry_condition_fn is retry_condition
+    assert t.persist_result is True
+    assert Path(t.result_storage) == tmp_path / "_prefect" / "results"
+    assert stage_task(st, cfg, refresh=True).refresh_cache is True
+    assert run_stage.cache_policy is not None
+
+
+def test_llm_slots_capped_by_limit():
+    cfg = RunConfig.model_validate({"llm": {"endpoints": [{"name": "a", "max_concurrency": 8}]}})
+    assert llm_slots(cfg, 16) == 8
+    assert llm_slots(cfg, 3) == 3
+    assert llm_slots(RunConfig(), 16) == 1
+
+
+def test_task_runner_factory(monkeypatch):
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+    assert isinstance(make_task_runner("thread"), ThreadPoolTaskRunner)
+    monkeypatch.setenv("GROUPRANK_TASK_RUNNER", "dask")
+    r = make_task_runner()
+    assert isinstance(r, DaskTaskRunner)
+    assert r.cluster_kwargs["n_workers"] == 2 and r.cluster_kwargs["host"] == "127.0.0.1"
+    r = make_task_runner("dask://10.0.0.5:8786")
+    assert isinstance(r, DaskTaskRunner) and r.address == "tcp://10.0.0.5:8786"
+    with pytest.raises(ValueError):
+        make_task_runner("slurm")
+
+
+# ------------------------------------------------------------------------------ artifacts
+def test_artifact_builders(tmp_path):
+    from data_schemas import LABELS
+    records = [{"stage": "load", "state": "cached", "seconds": 0, "stats": {"documents": 1400, "name": "x"}},
+               {"stage": "judge", "state": "ran", "seconds": 3.21, "stats": {"llm_calls": 12, "cost_usd": 0.5}}]
+    rows = artifacts.stage_rows(records)
+    assert rows[0] == {"stage": "load", "state": "cached", "seconds": 0.0, "numbers": "documents=1,400"}
+    assert [set(r) for r in rows] == [set(rows[0])] * 2
+    md = artifacts.summary_markdown({"run": "r1", "flow": "synthesize/x", "collection": "cranfield",
+                                     "work_dir": "/w", "wall_s": 1.0, "exports": "/w/export"}, rows)
+    assert "# GroupRank run `r1`" in md and "| stages ran / cached | 1 / 1 |" in md
+    assert "| judge | ran | 3.21 | llm_calls=12, cost_usd=0.5 |" in md
+    usage = artifacts.usage_rows({"judge": {"stats": {"llm_calls": 12, "cost_usd": 0.5, "pairs": 9}}})
+    assert {(u["metric"], u["value"]) for u in usage} == {("llm_calls", 12), ("cost_usd", 0.5)}
+    assert artifacts.artifact_key("summary", "My Run_1") == "grouprank-summary-my-run-1"
+
+    labels = [{"query_id": "q1", "doc_id": f"d{i}", "grade": g, "fused_score": float(i), "fused_rank": i + 1,
+               "method": "single", "judge_scores": "{}", "n_judges": 1}
+              for i, g in enumerate([0, 0, 1, 3])]
+    path = LABELS.write(LABELS.from_records(labels), tmp_path / "labels.parquet")
+    g = artifacts.grade_rows(str(path))
+    assert g == [{"grade": 0, "count": 2, "share": 0.5}, {"grade": 1, "count": 1, "share": 0.25},
+                 {"grade": 3, "count": 1, "share": 0.25}]
+
+
+def test_histogram_is_embedded_as_data_uri(tmp_path):
+    import base64
+    png = tmp_path / "h.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    md = artifacts.histogram_markdown(png)
+    assert "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() in md
+    assert artifacts.histogram_markdown(tmp_path / "none.png") is None
+
+
+# ------------------------------------------------------------------------------ deployments
+def test_prefect_yaml_deployments():
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    deps = {d["name"]: d for d in spec["deployments"]}
+    assert set(deps) == {"nightly", "judge-only", "train-retriever", "train-reranker", "evaluate"}
+    assert deps["nightly"]["entrypoint"] == "flows/synthesize.py:synthesize"
+    assert deps["nightly"]["schedules"][0]["cron"] == "0 2 * * *"
+    for d in deps.values():
+        assert d["work_pool"]["name"] == "process"
+        path, fn = d["entrypoint"].split(":")
+        assert (REPO / path).exists()
+        RunConfig.model_validate(d["parameters"]["config"])
+    assert "pull" not in spec  # prefect deploy records the repository root as working directory
+
+
+def test_flow_parameters_are_the_run_config():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.__main__ import FLOWS, get_flow
+    from flows.synthesize import synthesize
+    schema = parameter_schema(synthesize).model_dump()
+    assert list(schema["properties"]) == ["config"]
+    defs = json.dumps(schema.get("definitions", {}))
+    for section in ("DataConfig", "JudgesConfig", "RetrievalConfig", "RerankerConfig"):
+        assert section in defs
+    params = synthesize.validate_parameters({"config": {"data": {"collection": "cranfield"},
+                                                        "judges": {"beta": 0.25}}})
+    assert isinstance(params["config"], RunConfig) and params["config"].judges.beta == 0.25
+    with pytest.raises(Exception):
+        synthesize.validate_parameters({"config": {"judges": {"beta": 7}}})
+    with pytest.raises(Exception):
+        synthesize.validate_parameters({"config": {"no_such_section": {}}})
+    names = {get_flow(n).name for n in FLOWS}
+    assert names == set(FLOWS)
+
+
+def test_progress_reporter_accepts_both_callback_shapes(monkeypatch):
+    import prefect.artifacts as pa
+
+    from flows.tasks import ProgressReporter
+    calls = []
+    monkeypatch.setattr(pa, "update_progress_artifact",
+                        lambda artifact_id, progress, description=None, **kw: calls.append((progress, description)))
+    r = ProgressReporter("id-1", "LLM judges", interval=0.05, parts=2)
+    r("local", 10, 10)          # judges' runner shape: (judge id, done, total)
+    r("llm", 5, 10)
+    r.close()
+    assert calls and calls[-1][0] == pytest.approx(75.0)
+    assert "llm: 5/10" in calls[-1][1]
+    n = len(calls)
+    r2 = ProgressReporter("id-2", "x", interval=0.05)
+    r2(3, 4)                    # LLMClient.map shape: (done, total)
+    r2.close()
+    assert calls[n:][-1][0] == pytest.approx(75.0)

@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# README command 1: set up (idempotent) and run the main job end to end on the default collection.
+# README command 1: set up (idempotent) and run the main job end to end on the default collection
+# (SciFact from ../shared/data): the Prefect `synthesize` flow in ephemeral mode (no server needed),
+# offline (local models, the offline local judge). Extra arguments go to `python -m flows synthesize`,
+# e.g. --set data.collection=cranfield, --config run.yaml, --task-runner dask.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+# A fresh Prefect database takes longer than the ephemeral server's default 20 s start-up limit.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-120}"
+# Keep Prefect's state (ephemeral SQLite database) inside the project folder unless told otherwise.
+export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
 cd "$ROOT"
-exec "$ROOT/.venv/bin/grouprank" run "$@"
+exec "$ROOT/.venv/bin/python" -m flows synthesize "$@"

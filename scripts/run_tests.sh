@@ -12,6 +12,8 @@ if [[ ! -x /usr/bin/chromium ]] && command -v apt-get >/dev/null 2>&1; then
     || echo "[tests] could not install chromium: the browser test will be skipped" >&2
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# OpenMP threads that spin while waiting slow torch 100x on a busy 2-core machine.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-120}"
 cd "$ROOT"
 set +e

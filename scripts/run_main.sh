@@ -8,6 +8,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+# No outside network here: keep Prefect from trying to send telemetry.
+export PREFECT_SERVER_ANALYTICS_ENABLED="${PREFECT_SERVER_ANALYTICS_ENABLED:-false}"
 # A fresh Prefect database takes longer than the ephemeral server's default 20 s start-up limit.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-120}"
 # Keep Prefect's state (ephemeral SQLite database) inside the project folder unless told otherwise.

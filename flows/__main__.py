@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run summary: {summary['summary_path']}")
     if summary.get("exports"):
         print(f"Parquet exports: {summary['exports']}")
+    ev = (summary.get("stages", {}).get("evaluate") or {})
+    if ev.get("outputs", {}).get("report"):
+        print(f"evaluation: {ev['outputs']['report']}")
+        for k, v in sorted((ev.get("stats") or {}).items()):
+            if k.endswith(".nDCG@10"):
+                print(f"  nDCG@10 {k[:-len('.nDCG@10')]:40s} {v:.4f}")
     return 0
 
 

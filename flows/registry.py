@@ -57,7 +57,8 @@ ORCHESTRATION: dict[str, StageOptions] = {
                                  retries=3, title="mine queries"),
     "retrieve": StageOptions(sections=("data", "retrieval"), timeout_s=24 * HOUR,
                              title="retrieve candidates"),
-    "judge": StageOptions(sections=("data", ("judges", FUSION_FIELDS), "llm"), uses_llm=_any_llm_judge,
+    # the local judge reads retrieval's BM25 parameters and encoder backend
+    "judge": StageOptions(sections=("data", ("judges", FUSION_FIELDS), "llm", "retrieval"), uses_llm=_any_llm_judge,
                           timeout_s=48 * HOUR, retries=3, title="LLM judges"),
     "fuse": StageOptions(sections=("data", "judges"), timeout_s=2 * HOUR, title="fuse labels"),
     "build_datasets": StageOptions(sections=("data", "datasets"), timeout_s=6 * HOUR,
@@ -67,7 +68,7 @@ ORCHESTRATION: dict[str, StageOptions] = {
                                     retries=1, title="train retriever"),
     "train_reranker": StageOptions(sections=("data", "reranker"), timeout_s=72 * HOUR, retries=1,
                                    title="train reranker"),
-    "evaluate": StageOptions(sections=("data", "retrieval", "retriever", "reranker", "llm"),
+    "evaluate": StageOptions(sections=("data", "retrieval", "reranker", "llm", "evaluation"),
                              uses_llm=_llm_reranker, timeout_s=24 * HOUR, retries=2, title="evaluate"),
 }
 
@@ -137,24 +138,11 @@ def _source_hash(paths: tuple[str, ...]) -> str:
     return h.hexdigest()[:24]
 
 
-# Stages whose package exists but that `grouprank.pipeline.STAGES` does not list yet: the flows
-# wire them like this until the library's list has them (the library's entry always wins).
-# Same format as STAGES: (name, "module:function", {input: (producing stage, output)}).
-FALLBACK_STAGES: list[tuple[str, str, dict]] = [
-    ("train_retriever", "grouprank.retriever.stage:run",
-     {"retriever_examples": ("build_datasets", "retriever_examples"), "documents": ("load", "documents"),
-      "queries": ("load", "queries"), "qrels": ("load", "qrels"), "labels": ("fuse", "labels")}),
-]
-
-
 def stages() -> dict[str, Stage]:
-    """All stages the library declares (plus FALLBACK_STAGES it does not list yet), in pipeline
-    order."""
+    """All stages the library declares, in pipeline order."""
     from grouprank.pipeline import STAGES
     out: dict[str, Stage] = {}
-    listed = [tuple(s) for s in STAGES]
-    names = {s[0] for s in listed}
-    for name, target, wiring in listed + [s for s in FALLBACK_STAGES if s[0] not in names]:
+    for name, target, wiring in STAGES:
         out[name] = Stage(name, target, dict(wiring), ORCHESTRATION.get(name, StageOptions(title=name)))
     return out
 

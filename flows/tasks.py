@@ -375,9 +375,12 @@ def _run_stage_sync(st: Stage, config: RunConfig, inputs: dict[str, str],
             "wall_s": wall, "executor": executor()}
 
 
+# log_prints off: library stages report through `logging` (forwarded to the run logs); Prefect's
+# print patching would also swallow what dill captures from stdout while `datasets` hashes the
+# trainers' functions, dumping bytecode disassembly into the run logs.
 @task(cache_policy=STAGE_CACHE_POLICY, persist_result=True, result_serializer="json",
       retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S),
-      retry_jitter_factor=0.5, retry_condition_fn=retry_condition, log_prints=True)
+      retry_jitter_factor=0.5, retry_condition_fn=retry_condition, log_prints=False)
 async def run_stage(stage: str, config: RunConfig, inputs: dict[str, str], input_hashes: dict[str, str],
                     progress_artifact_id: str | None = None) -> dict:
     """Run one library stage; returns {"outputs", "stats", "fingerprints", "wall_s"}.

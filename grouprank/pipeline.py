@@ -45,6 +45,15 @@ STAGES: list[tuple[str, str, dict[str, tuple[str, str]]]] = [
       "reranker_sft": ("build_datasets", "reranker_sft"),
       "retriever_examples": ("build_datasets", "retriever_examples"),
       "judgments": ("judge", "judgments")}),
+    ("train_retriever", "grouprank.retriever.stage:run",
+     {"retriever_examples": ("build_datasets", "retriever_examples"), "documents": ("load", "documents"),
+      "queries": ("load", "queries"), "qrels": ("load", "qrels"), "labels": ("fuse", "labels")}),
+    ("train_reranker", "grouprank.reranker.stage:run",
+     {"reranker_sft": ("build_datasets", "reranker_sft"), "reranker_rl": ("build_datasets", "reranker_rl")}),
+    ("evaluate", "grouprank.evaluation.stage:run",
+     {"documents": ("load", "documents"), "queries": ("load", "queries"), "qrels": ("load", "qrels"),
+      "mined_queries": ("mine_queries", "mined_queries"), "retriever_model": ("train_retriever", "model"),
+      "reranker_model": ("train_reranker", "model")}),
 ]
 
 

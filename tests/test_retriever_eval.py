@@ -101,7 +101,7 @@ def test_evaluator_reuses_retrieval_stage_embeddings(small, tmp_path):
     from grouprank.config import RetrievalConfig
     from grouprank.retrieval.pipeline import HybridRetriever
     docs, queries, qrels = small
-    rc = RetrievalConfig(max_seq_length=64)
+    rc = RetrievalConfig(max_seq_length=64, dense_backend="torch")  # the evaluator's default backend
     hr = HybridRetriever(docs, rc, tmp_path)
     assert hr.reused["embeddings"] is False
     ev = DenseEvaluator(docs, queries, qrels, max_seq_length=64, store_root=tmp_path / "indexes")

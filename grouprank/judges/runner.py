@@ -69,8 +69,10 @@ def make_local_scorer(pool: JudgePool, spec, background: dict[str, str] | None =
     rc = cfg.retrieval if cfg is not None else None
     bm25 = {"k1": rc.bm25_k1, "b": rc.bm25_b, "method": rc.bm25_method} if rc is not None else None
     cache = (cfg.work_path / "local_judge_embeddings.sqlite") if cfg is not None else None
+    # the retrieval stage's encoder backend (onnx by default: the same vectors as torch, faster on CPU)
+    backend = rc.dense_backend if rc is not None else "torch"
     return LocalScorer(background if background is not None else pool.docs, use_e5=spec.local_e5,
-                       bm25_params=bm25, embed_cache=cache)
+                       bm25_params=bm25, embed_cache=cache, dense_backend=backend)
 
 
 def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None,

@@ -193,9 +193,10 @@ def run(cfg, **inputs: Any) -> dict:
 
     coll = cfg.data.collection
     if metrics:
+        split = ("heldout" if inputs.get("eval_qrels") is not None else
+                 rc.eval_split if inputs.get("qrels") is not None else "holdout")
         mt = [metrics_table(v, system=("base" if k == "before" else "finetuned"), collection=coll,
-                            split=rc.eval_split if inputs.get("qrels") is not None or inputs.get("eval_qrels") is not None
-                            else "holdout", n_queries=evaluator.n_queries) for k, v in metrics.items()]
+                            split=split, n_queries=evaluator.n_queries) for k, v in metrics.items()]
         import pyarrow as pa
         outputs["metrics"] = str(METRICS.write(pa.concat_tables(mt), out / "metrics.parquet"))
 

@@ -1,0 +1,154 @@
+"""Stage `train_reranker` (stage contract, ARCHITECTURE.md): the groupwise reranker trained on the
+synthesized example tables, SFT warm start then GRPO (TRL), as `grouprank train-reranker` does.
+
+    run(cfg, reranker_sft=<reranker_sft.parquet>, reranker_rl=<reranker_rl.parquet>)
+      -> {"outputs": {"model": ".../train_reranker/final", "summary": ".../train_reranker/summary.json"},
+          "stats": {...plain numbers...}}
+
+A seeded `reranker.heldout_fraction` of the RL view's queries is kept out of both views; after
+training, the stage generates greedily for those held-out groups and reports strict format
+validity and the GroupRank reward against the synthesized grades.
+
+With `reranker.base_model` None the policy is the tiny CPU model (`grouprank.reranker.tiny`):
+it proves the loop runs on this run's data in minutes, it is not a useful reranker. Its
+`tiny_*` limits (group size, document length, examples, steps) replace the paper settings, and
+every example left out by them is counted in the stats. Real training: set `base_model` (GPU
+presets in configs/reranker/).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STAGE_DIR = "train_reranker"
+_DOC_BLOCK = re.compile(r'(<document id="\[\d+\]">\n)(.*?)(\n</document>)', re.S)
+
+
+def shorten_documents(messages: list[dict], max_chars: int) -> list[dict]:
+    """The same messages with every `<document>` body in user turns cut to `max_chars` (bodies are
+    single-line, already cleaned by `prompt.clean_doc`, so the cut keeps the prompt's format)."""
+    def cut(m: re.Match) -> str:
+        body = m.group(2)
+        return m.group(1) + (body[:max_chars].rstrip() if len(body) > max_chars else body) + m.group(3)
+    return [{"role": m["role"], "content": _DOC_BLOCK.sub(cut, m["content"]) if m["role"] == "user" else m["content"]}
+            for m in messages]
+
+
+def split_queries(rows: list[dict], fraction: float, seed: int) -> set[str]:
+    """Seeded set of held-out query ids (at least one when fraction > 0 and there are >= 2 queries)."""
+    qids = sorted({str(r["query_id"]) for r in rows})
+    if fraction <= 0 or len(qids) < 2:
+        return set()
+    random.Random(seed).shuffle(qids)
+    n = min(len(qids) - 1, max(1, round(fraction * len(qids))))
+    return set(qids[:n])
+
+
+def sample(rows: list[dict], k: int | None, seed: int) -> list[dict]:
+    if k is None or len(rows) <= k:
+        return list(rows)
+    idx = sorted(random.Random(seed).sample(range(len(rows)), k))
+    return [rows[i] for i in idx]
+
+
+def heldout_eval(model_path: str | Path, rows: list[dict], max_new_tokens: int, batch_size: int = 8) -> dict:
+    """Greedy generation on held-out RL rows: strict/lenient format validity and mean reward."""
+    from grouprank.reranker.inference import GenRequest, TransformersBackend
+    from grouprank.reranker.prompt import TEMPLATE_VERSION, parse_output
+    from grouprank.reranker.reward import reward_one
+    be = TransformersBackend.from_path(str(model_path), max_new_tokens=max_new_tokens, batch_size=batch_size)
+    gens = be.generate([GenRequest(r["prompt"], TEMPLATE_VERSION) for r in rows])
+    n = max(1, len(rows))
+    strict = sum(parse_output(g.text or "", len(r["gold_grades"]), strict=True).status == "ok"
+                 for g, r in zip(gens, rows))
+    lenient = sum(parse_output(g.text or "", len(r["gold_grades"])).status == "ok" for g, r in zip(gens, rows))
+    rewards = [reward_one(g.text or "", r["gold_grades"], r.get("gold_scores")).reward for g, r in zip(gens, rows)]
+    return {"heldout_examples": len(rows), "heldout_format_valid": round(strict / n, 4),
+            "heldout_format_valid_lenient": round(lenient / n, 4),
+            "heldout_greedy_reward": round(sum(rewards) / n, 4),
+            "heldout_example_output": (gens[0].text or "")[:500] if gens else ""}
+
+
+def run(cfg, reranker_sft: str | Path | None = None, reranker_rl: str | Path | None = None, *,
+        output_dir: str | Path | None = None, **_: Any) -> dict[str, Any]:
+    from .train import read_rows, train_reranker
+
+    t0 = time.perf_counter()
+    rc = cfg.reranker
+    out = Path(output_dir or (cfg.work_path / STAGE_DIR))
+    out.mkdir(parents=True, exist_ok=True)
+    if not rc.train:
+        (out / "summary.json").write_text(json.dumps({"skipped": "reranker.train is false"}))
+        return {"outputs": {"summary": str(out / "summary.json")}, "stats": {"skipped": 1}}
+    if reranker_sft is None and reranker_rl is None:
+        raise TypeError("missing input: reranker_sft and/or reranker_rl")
+    sft = read_rows(reranker_sft) if reranker_sft else []
+    rl = read_rows(reranker_rl) if reranker_rl else []
+    stats: dict[str, Any] = {"sft_rows_in": len(sft), "rl_rows_in": len(rl)}
+
+    held = split_queries(rl or sft, rc.heldout_fraction, rc.seed)
+    held_rl = [r for r in rl if str(r["query_id"]) in held]
+    sft = [r for r in sft if str(r["query_id"]) not in held]
+    rl = [r for r in rl if str(r["query_id"]) not in held]
+    stats.update({"heldout_queries": len(held), "heldout_rl_rows": len(held_rl)})
+
+    tiny = rc.base_model is None
+    run_cfg = cfg
+    if tiny:
+        fits = lambda r: int(r["group_size"]) <= rc.tiny_max_group  # noqa: E731
+        stats["sft_rows_over_tiny_max_group"] = sum(not fits(r) for r in sft)
+        stats["rl_rows_over_tiny_max_group"] = sum(not fits(r) for r in rl)
+        sft = [dict(r, messages=shorten_documents(r["messages"], rc.tiny_doc_chars)) for r in sft if fits(r)]
+        rl = [dict(r, prompt=shorten_documents(r["prompt"], rc.tiny_doc_chars)) for r in rl if fits(r)]
+        held_rl = [dict(r, prompt=shorten_documents(r["prompt"], rc.tiny_doc_chars)) for r in held_rl if fits(r)]
+        limit = rc.tiny_max_examples
+        run_cfg = cfg.model_copy(deep=True)
+        run_cfg.reranker = rc.model_copy(update={
+            "sft_epochs": rc.tiny_sft_epochs, "sft_lr": rc.tiny_sft_lr, "sft_max_length": 2048,
+            "grpo_steps": rc.tiny_grpo_steps, "grpo_lr": rc.tiny_grpo_lr,
+            "num_generations": rc.tiny_num_generations, "max_completion_length": rc.tiny_max_completion_length,
+            "per_device_batch_size": 2 * rc.tiny_num_generations, "use_lora": False, "use_vllm": False,
+            "bf16": False, "sft_args": {"logging_steps": 1, **rc.sft_args}})
+    else:
+        limit = rc.max_train_examples
+    if rc.max_train_examples is not None:
+        limit = min(limit, rc.max_train_examples) if limit is not None else rc.max_train_examples
+    sft, rl = sample(sft, limit, rc.seed), sample(rl, limit, rc.seed + 1)
+    held_rl = sample(held_rl, 32, rc.seed + 2)
+    if not sft and not rl:
+        from grouprank.errors import UserError
+        raise UserError(f"train_reranker: no training examples left (inputs {stats}); "
+                        "with the tiny CPU policy raise reranker.tiny_max_group")
+    stats.update({"policy": "tiny-cpu-proof" if tiny else rc.base_model,
+                  "sft_rows_trained": len(sft), "rl_rows_trained": len(rl)})
+    log.info("train_reranker: %s, %d SFT and %d RL examples (%d queries held out)",
+             stats["policy"], len(sft), len(rl), len(held))
+
+    t = time.perf_counter()
+    summary = train_reranker(run_cfg, sft or None, rl or None, out)
+    stats["train_s"] = round(time.perf_counter() - t, 2)
+    losses, rewards = summary.get("sft_loss") or [], summary.get("grpo_reward") or []
+    if losses:
+        stats.update({"sft_loss_first": round(losses[0], 4), "sft_loss_last": round(losses[-1], 4)})
+    if rewards:
+        k = max(1, min(5, len(rewards) // 2))
+        stats.update({"grpo_steps": len(rewards), "grpo_reward_first": round(sum(rewards[:k]) / k, 4),
+                      "grpo_reward_last": round(sum(rewards[-k:]) / k, 4)})
+    detail: dict[str, Any] = {}
+    if held_rl:
+        t = time.perf_counter()
+        detail = heldout_eval(summary["model_path"], held_rl, run_cfg.reranker.max_completion_length)
+        stats.update({k: v for k, v in detail.items() if isinstance(v, (int, float))})
+        stats["heldout_eval_s"] = round(time.perf_counter() - t, 2)
+    stats["wall_s"] = round(time.perf_counter() - t0, 2)
+    path = out / "summary.json"
+    path.write_text(json.dumps({"stats": stats, "train": summary, "heldout": detail,
+                                "reranker_config": run_cfg.reranker.model_dump(mode="json")}, indent=2, default=str))
+    return {"outputs": {"model": str(summary["model_path"]), "summary": str(path)}, "stats": stats}

@@ -1,0 +1,82 @@
+"""The `train_reranker` stage: tiny CPU policy, SFT then GRPO (TRL) on example tables, held-out
+queries kept out of training and scored after it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from grouprank.collections import load_collection
+from grouprank.config import RunConfig
+from grouprank.reranker.data import groups_from_qrels
+from grouprank.reranker.prompt import parse_output
+from grouprank.reranker.stage import shorten_documents, split_queries
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rr_tables")
+    coll = load_collection("cranfield")
+    qids = sorted(set(coll.qrels["query_id"].to_pylist()))[:10]
+    rl, sft = groups_from_qrels(coll, group_sizes=(4, 12), groups_per_query=2, max_doc_chars=400,
+                                query_ids=qids, seed=3)
+    pa_rl, pa_sft = d / "rl.parquet", d / "sft.parquet"
+    import pyarrow.parquet as pq
+    pq.write_table(pa.Table.from_pylist(rl), pa_rl)
+    pq.write_table(pa.Table.from_pylist(sft), pa_sft)
+    return pa_sft, pa_rl, rl, sft
+
+
+def test_shorten_documents_keeps_the_prompt_format():
+    from grouprank.reranker.prompt import build_messages
+    msgs = build_messages("wing flutter", ["a " * 300, "short doc", "b" * 50], max_doc_chars=3000)
+    cut = shorten_documents(msgs, 20)
+    assert cut[0] == msgs[0]
+    user = cut[1]["content"]
+    assert user.count("<document id=") == 3 and "short doc" in user and "b" * 20 in user and "b" * 21 not in user
+    assert len(user) < len(msgs[1]["content"]) - 500
+    # the answer skeleton (keys [1]..[3]) is unchanged
+    assert user.split("</document>")[-1] == msgs[1]["content"].split("</document>")[-1]
+
+
+def test_split_queries_is_seeded_and_never_takes_all():
+    rows = [{"query_id": str(i)} for i in range(10)]
+    a, b = split_queries(rows, 0.2, 1), split_queries(rows, 0.2, 1)
+    assert a == b and len(a) == 2
+    assert len(split_queries(rows[:2], 0.9, 1)) == 1 and split_queries(rows, 0.0, 1) == set()
+
+
+def test_train_reranker_stage_tiny_policy(tmp_path, tables):
+    from grouprank.reranker.stage import run
+    sft_path, rl_path, rl, sft = tables
+    cfg = RunConfig.load(None, {"work_dir": str(tmp_path / "work"), "reranker.heldout_fraction": 0.2,
+                                "reranker.tiny_max_group": 5, "reranker.tiny_max_examples": 6,
+                                "reranker.tiny_sft_epochs": 1.0, "reranker.tiny_grpo_steps": 2,
+                                "reranker.tiny_num_generations": 2, "reranker.tiny_max_completion_length": 24})
+    res = run(cfg, reranker_sft=str(sft_path), reranker_rl=str(rl_path))
+    st = res["stats"]
+    assert st["policy"] == "tiny-cpu-proof"
+    assert st["heldout_queries"] == 2 and st["heldout_rl_rows"] == 4
+    # groups of 12 are over the tiny limit: counted, not trained
+    n_big_sft = sum(r["group_size"] > 5 for r in sft)
+    assert 0 < st["sft_rows_over_tiny_max_group"] <= n_big_sft
+    assert st["sft_rows_trained"] == 6 and st["rl_rows_trained"] == 6
+    assert st["grpo_steps"] == 2 and st["sft_loss_first"] > 0
+    assert 0.0 <= st["heldout_format_valid"] <= 1.0 and st["heldout_examples"] >= 1
+    model = Path(res["outputs"]["model"])
+    assert (model / "config.json").exists() and (model / "tokenizer.json").exists()
+    summary = json.loads(Path(res["outputs"]["summary"]).read_text())
+    assert summary["reranker_config"]["grpo_steps"] == 2 and summary["reranker_config"]["use_lora"] is False
+    # the held-out output is what the model generated; the strict parser judged it
+    out = summary["heldout"]["heldout_example_output"]
+    assert isinstance(out, str)
+    assert parse_output(out, 4).status in {"ok", "bad_json", "bad_tags"}
+
+
+def test_train_reranker_stage_can_be_switched_off(tmp_path, tables):
+    from grouprank.reranker.stage import run
+    cfg = RunConfig.load(None, {"work_dir": str(tmp_path), "reranker.train": False})
+    res = run(cfg, reranker_sft=str(tables[0]), reranker_rl=str(tables[1]))
+    assert res["stats"] == {"skipped": 1} and "model" not in res["outputs"]

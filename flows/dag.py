@@ -145,3 +145,20 @@ def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: s
              sum(r["state"] == "ran" for r in records), sum(r["state"] == "cached" for r in records),
              f"; exports in {out['exports']}" if out.get("exports") else "", out["summary_path"])
     return out
+
+
+def stage_flow(name: str, targets: tuple[str, ...], description: str, module: str):
+    """The Prefect flow `name` that runs `targets` and the stages they need (each skipped when its
+    cached result is still valid). `module`: where the flow object lives (the deployment entrypoint)."""
+    from prefect import flow
+
+    from flows.runners import make_task_runner
+
+    def body(config: RunConfig = RunConfig()) -> dict:
+        return run_stages(config, targets, targets[0])
+
+    body.__name__ = body.__qualname__ = name.replace("-", "_") + "_flow"
+    body.__module__ = module
+    body.__doc__ = f"{description}\n\nEarlier stages come from the cache when nothing they depend on changed."
+    return flow(name=name, task_runner=make_task_runner(), log_prints=True)(body)
+

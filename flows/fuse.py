@@ -1,23 +1,9 @@
 """Prefect flow `fuse-labels`: Fuse the judges' judgments into graded labels (rank or score fusion).
 
-Thin glue: the stage itself is `grouprank.pipeline.STAGES` -> 'fuse'; the stages it needs run
-first, each skipped when its cached result is still valid (same inputs, config section and code).
+Thin glue over `grouprank.pipeline.STAGES` (see `flows.dag.stage_flow`).
 """
-from __future__ import annotations
-
-from prefect import flow
-
-from grouprank.config import RunConfig
-
-from flows.dag import run_stages
-from flows.runners import make_task_runner
+from flows.dag import stage_flow
 
 TARGETS = ('fuse',)
 
-
-@flow(name='fuse-labels', task_runner=make_task_runner(), log_prints=True)
-def fuse_flow(config: RunConfig = RunConfig()) -> dict:
-    """Fuse the judges' judgments into graded labels (rank or score fusion).
-
-    Earlier stages come from the cache when nothing they depend on changed."""
-    return run_stages(config, TARGETS, 'fuse')
+fuse_flow = stage_flow('fuse-labels', TARGETS, "Fuse the judges' judgments into graded labels (rank or score fusion).", __name__)

@@ -1,24 +1,10 @@
 """Prefect flow `judge`: Judge the candidate pools with the configured judges (LLM or local) and fuse the
+judgments into graded labels.
 
-Thin glue: the stage itself is `grouprank.pipeline.STAGES` -> 'judge'; the stages it needs run
-first, each skipped when its cached result is still valid (same inputs, config section and code).
+Thin glue over `grouprank.pipeline.STAGES` (see `flows.dag.stage_flow`).
 """
-from __future__ import annotations
-
-from prefect import flow
-
-from grouprank.config import RunConfig
-
-from flows.dag import run_stages
-from flows.runners import make_task_runner
+from flows.dag import stage_flow
 
 TARGETS = ('judge', 'fuse')
 
-
-@flow(name='judge', task_runner=make_task_runner(), log_prints=True)
-def judge_flow(config: RunConfig = RunConfig()) -> dict:
-    """Judge the candidate pools with the configured judges (LLM or local) and fuse the
-    judgments into graded labels. The judge-only deployment runs this flow.
-
-    Earlier stages come from the cache when nothing they depend on changed."""
-    return run_stages(config, TARGETS, 'judge')
+judge_flow = stage_flow('judge', TARGETS, 'Judge the candidate pools with the configured judges (LLM or local) and fuse the judgments into graded labels. The judge-only deployment runs this flow.', __name__)

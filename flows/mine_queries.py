@@ -1,23 +1,9 @@
 """Prefect flow `mine-queries`: Mine (and optionally generate) training queries from the collection.
 
-Thin glue: the stage itself is `grouprank.pipeline.STAGES` -> 'mine_queries'; the stages it needs run
-first, each skipped when its cached result is still valid (same inputs, config section and code).
+Thin glue over `grouprank.pipeline.STAGES` (see `flows.dag.stage_flow`).
 """
-from __future__ import annotations
-
-from prefect import flow
-
-from grouprank.config import RunConfig
-
-from flows.dag import run_stages
-from flows.runners import make_task_runner
+from flows.dag import stage_flow
 
 TARGETS = ('mine_queries',)
 
-
-@flow(name='mine-queries', task_runner=make_task_runner(), log_prints=True)
-def mine_queries_flow(config: RunConfig = RunConfig()) -> dict:
-    """Mine (and optionally generate) training queries from the collection.
-
-    Earlier stages come from the cache when nothing they depend on changed."""
-    return run_stages(config, TARGETS, 'mine_queries')
+mine_queries_flow = stage_flow('mine-queries', TARGETS, 'Mine (and optionally generate) training queries from the collection.', __name__)

@@ -66,7 +66,7 @@ def _rerank(cfg, hybrid_run, texts: dict[str, str], documents) -> tuple[Any, dic
     """The hybrid run reranked by the configured reranker, or None (with the reason logged)."""
     import pandas as pd
 
-    from grouprank.reranker.inference import LLMBackend, TransformersBackend, rerank
+    from grouprank.reranker.inference import LLMBackend, TransformersBackend, document_texts, rerank
     rc, ec = cfg.reranker, cfg.evaluation
     if ec.rerank == "off":
         return None
@@ -91,10 +91,7 @@ def _rerank(cfg, hybrid_run, texts: dict[str, str], documents) -> tuple[Any, dic
     sub = hybrid_run[hybrid_run["query_id"].isin(set(qids))]
     for q, d, s in zip(sub["query_id"], sub["doc_id"], sub["score"]):
         cands.setdefault(str(q), []).append((str(d), float(s)))
-    titles = documents["title"].to_pylist() if "title" in documents.column_names else [None] * documents.num_rows
-    doc_text = {d: ((t + ". ") if t else "") + x for d, t, x in
-                zip(documents["doc_id"].to_pylist(), titles, documents["text"].to_pylist())}
-    res = rerank(rc.mode, cands, texts, doc_text, backend, top=rc.top, group_size=rc.group_size,
+    res = rerank(rc.mode, cands, texts, document_texts(documents), backend, top=rc.top, group_size=rc.group_size,
                  passes=rc.passes, alpha=rc.alpha, seed=rc.seed, max_doc_chars=rc.max_doc_chars,
                  window=rc.window, stride=rc.stride, system=f"hybrid+{rc.mode}-rerank")
     run = pd.DataFrame(res.run, columns=["query_id", "doc_id", "score", "rank", "system"])

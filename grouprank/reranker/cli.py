@@ -66,7 +66,8 @@ def cmd_rerank(args) -> int:
     from grouprank.cli import config_from_args
     from grouprank.collections import load_collection, read_trec_run, run_table, write_trec_run
     from grouprank.errors import UserError
-    from grouprank.reranker.inference import LLMBackend, TransformersBackend, candidates_from_table, rerank
+    from grouprank.reranker.inference import (LLMBackend, TransformersBackend, candidates_from_table,
+                                              document_texts, rerank)
 
     cfg = config_from_args(args)
     rc = cfg.reranker
@@ -92,10 +93,7 @@ def cmd_rerank(args) -> int:
     cands = {q: c for q, c in cands.items() if q in queries}
     if args.queries:
         cands = dict(list(sorted(cands.items()))[:args.queries])
-    docs = coll.documents
-    titles = docs["title"].to_pylist()
-    doc_text = {d: ((t + ". ") if t else "") + x for d, t, x in zip(docs["doc_id"].to_pylist(), titles,
-                                                                  docs["text"].to_pylist())}
+    doc_text = document_texts(coll.documents)
     if backend_kind == "llm":
         ep = _endpoint(cfg, args)
         cache = cfg.llm.cache_path or str(cfg.work_path / "llm_cache.sqlite")

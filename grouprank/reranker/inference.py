@@ -392,6 +392,13 @@ def rerank(mode: str, candidates, queries, doc_text, backend, **kw) -> RerankRes
     return RERANKERS[mode](candidates, queries, doc_text, backend, **kw)
 
 
+def document_texts(documents) -> dict[str, str]:
+    """{doc_id: "title. text"} from a DOCUMENTS table: the text a reranker prompt shows."""
+    titles = documents["title"].to_pylist() if "title" in documents.column_names else [None] * documents.num_rows
+    return {d: ((t + ". ") if t else "") + x for d, t, x in
+            zip(documents["doc_id"].to_pylist(), titles, documents["text"].to_pylist())}
+
+
 def candidates_from_table(table) -> dict[str, list[tuple[str, float]]]:
     """RUNS (query_id, doc_id, score) or CANDIDATES (fused_score) table -> {qid: [(doc, score)]}."""
     cols = table.column_names

@@ -194,7 +194,7 @@ def main(argv=None) -> int:
     candidates = str(work / "retrieve" / "candidates.parquet")
     if not have("retrieve", "retrieve/candidates.parquet"):
         with T("retrieve"):
-            from grouprank.retrieval import stage as rstage
+            from grouprank.first_stage import stage as rstage
             rr = rstage.run(cfg, documents=documents, queries=mined)
         candidates = rr["outputs"]["candidates"]
         report["retrieve"] = {k: v for k, v in rr["stats"].items() if isinstance(v, (int, float, bool))}
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
         print(json.dumps(out, indent=2, default=str))
         return 0
 
-    from grouprank.retriever import stage as rtstage
+    from grouprank.retriever_training import stage as rtstage
     result = {"base": None, "synthetic": None, "human": None}
     if not args.skip_synthetic:
         with T("train_eval_synthetic"):
@@ -250,7 +250,7 @@ def main(argv=None) -> int:
 
     if not args.skip_human:
         from data_schemas import RETRIEVER_EXAMPLES
-        from grouprank.retriever.data import human_examples
+        from grouprank.retriever_training.data import human_examples
         with T("build_human"):
             hex_, hstats = human_examples(qrels, candidates, documents, mined, cfg.datasets, split="train")
             hdir = work / "human"

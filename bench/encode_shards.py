@@ -1,5 +1,5 @@
 """Encode a collection's corpus into the retrieval index store with several worker processes
-(the resumable sharded path of grouprank.retrieval.store.encode_shards), so a later
+(the resumable sharded path of grouprank.first_stage.store.encode_shards), so a later
 `retrieve()` / bench run over the same work dir reuses the embeddings.
 
     .venv/bin/python bench/encode_shards.py --collection scifact --backend torch --worker 0 --workers 2 &
@@ -35,8 +35,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from grouprank.collections import load_collection
     from grouprank.config import RetrievalConfig
-    from grouprank.retrieval.dense import DenseEncoder
-    from grouprank.retrieval.store import IndexStore, corpus_fingerprint, document_texts, encode_shards, stable_key
+    from grouprank.first_stage.dense import DenseEncoder
+    from grouprank.first_stage.store import IndexStore, corpus_fingerprint, document_texts, encode_shards, stable_key
     work = Path(args.work_dir) / args.collection
     rcfg = RetrievalConfig()
     ids, texts = document_texts(load_collection(args.collection).documents, rcfg.include_title)

@@ -21,7 +21,7 @@ fused ranking), then:
 Local judge calibration: the shipped calibration was fitted on DL19, so on the collection it was
 fitted on the script cross-fits by query (2 folds; each fold's labels come from a calibration
 fitted only on the other fold's queries) unless `--calibration shipped` is given.
-`--via-server` starts the local OpenAI-compatible server (grouprank.llm.local_server) with the
+`--via-server` starts the local OpenAI-compatible server (tests.support.fake_openai_server) with the
 local responder (the local judge rendered in the prompt's format) and runs the LLM judge through
 the full HTTP path (client, cache, parsing).
 """
@@ -221,13 +221,13 @@ def main(argv=None) -> int:
         server = None
         try:
             if a.via_server:
-                from grouprank.llm.local_server import start_local_server
+                from tests.support.fake_openai_server import start_local_server
                 env = {"GROUPRANK_JUDGE_CORPUS": a.collection, "GROUPRANK_LOCAL_E5": "1" if a.e5 else "0"}
                 if cals[i] is not None:
                     cp = work / f"calibration_fold{i}.json"
                     cp.write_text(cals[i].to_json())
                     env["GROUPRANK_LOCAL_CALIBRATION"] = str(cp)
-                server = start_local_server("grouprank.judges.local_responder:respond", env=env,
+                server = start_local_server("tests.support.judge_responder:respond", env=env,
                                             log_path=work / "server.log", startup_timeout=300)
                 base_url, model = server.base_url, "local-responder"
             else:
@@ -256,7 +256,7 @@ def main(argv=None) -> int:
     result.update({"calls": calls, "prompt_tokens": prompt_tokens, "via_server": bool(a.via_server),
                    "usage": usage_all, "wall_s": round(time.perf_counter() - t0, 1)})
     if a.judge != "local":
-        result["endpoint"] = "local server + grouprank.judges.local_responder" if a.via_server else a.base_url
+        result["endpoint"] = "local server + tests.support.judge_responder" if a.via_server else a.base_url
         result["model"] = "local-responder (local judge, not an LLM)" if a.via_server else a.model
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1, default=str))

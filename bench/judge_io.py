@@ -2,7 +2,7 @@
 
     python bench/judge_io.py --latency-ms 100 --concurrency 64 --pairs 5000 --out judge_io.json
 
-Starts `grouprank.llm.local_server` in a subprocess with a fixed latency per request, then judges
+Starts `tests.support.fake_openai_server` in a subprocess with a fixed latency per request, then judges
 `--pairs` (query, document) pairs pointwise (1 pair per call) through `LLMClient` twice:
   pass 1: every prompt goes over HTTP -> pairs_per_s, compared with
           ideal_pairs_per_s = concurrency / latency * pairs_per_call;
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from grouprank.config import LLMEndpoint  # noqa: E402
 from grouprank.llm import LLMClient, LLMRequest, ParseError, extract_json, extract_tag  # noqa: E402
-from grouprank.llm.local_server import start_local_server  # noqa: E402
+from tests.support.fake_openai_server import start_local_server  # noqa: E402
 
 SYSTEM = ("You are a relevance judge. Rate how useful the document is for answering the query on a "
           "0-10 scale. Reply with <answer>{\"score\": N}</answer>.")

@@ -4,7 +4,7 @@ round-trip keep rate of generated queries over the full corpus.
     python bench/queries_mining.py --out bench/results/queries_mining.json [--docs 100] [--corpus-limit N]
 
 Generation runs through the real HTTP path (LLMClient -> local OpenAI-compatible server with fault
-injection -> grouprank.queries.local_responder, a deterministic *extractive stand-in*, not an LLM):
+injection -> tests.support.query_responder, a deterministic *extractive stand-in*, not an LLM):
 its keep rate says how the filter behaves, not how good LLM queries are. The hybrid index is
 persisted under --work-dir, so a rerun only pays for the queries.
 """
@@ -55,10 +55,10 @@ def leakage_numbers(c, work: Path, embed) -> dict:
 
 def generation_numbers(c, work: Path, embed, n_docs: int, corpus_limit: int | None, seed: int) -> dict:
     from grouprank.config import RunConfig
-    from grouprank.llm.local_server import start_local_server
+    from tests.support.fake_openai_server import start_local_server
     from grouprank.queries.mine import mine_queries
     docs = c.documents if corpus_limit is None else c.documents.slice(0, corpus_limit)
-    with start_local_server("grouprank.queries.local_responder:respond", seed=seed,
+    with start_local_server("tests.support.query_responder:respond", seed=seed,
                             faults={"malformed": 0.05, "truncated": 0.05, "500": 0.05}) as srv:
         cfg = RunConfig.model_validate({
             "work_dir": str(work / "gen"),

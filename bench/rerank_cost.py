@@ -1,6 +1,6 @@
 """Cost of reranking the BM25 top-N: groupwise vs pointwise vs listwise (issue 8).
 
-First stage: BM25 (grouprank.retrieval.bm25) over the collection (default TREC DL19 passage,
+First stage: BM25 (grouprank.first_stage.bm25) over the collection (default TREC DL19 passage,
 its 43 judged queries). For each mode the exact prompts the reranker would send are built by the
 reranker itself (`grouprank.reranker.inference`, through a recording backend, nothing sent) and
 their prompt tokens are counted with a real tokenizer: the WordPiece tokenizer of
@@ -41,7 +41,7 @@ def wordpiece_counter():
 
 
 def bm25_candidates(coll, top: int, qids: list[str]) -> dict[str, list[tuple[str, float]]]:
-    from grouprank.retrieval.bm25 import BM25Retriever
+    from grouprank.first_stage.bm25 import BM25Retriever
     docs = coll.documents
     ids, titles, texts = docs["doc_id"].to_pylist(), docs["title"].to_pylist(), docs["text"].to_pylist()
     r = BM25Retriever().index(ids, [((t + " ") if t else "") + x for t, x in zip(titles, texts)])
@@ -94,19 +94,19 @@ def main(argv=None) -> int:
     if args.serve:
         from grouprank.config import LLMEndpoint
         from grouprank.evaluation.metrics import evaluate
-        from grouprank.llm.local_server import start_local_server
+        from tests.support.fake_openai_server import start_local_server
         from grouprank.reranker.inference import LLMBackend
         sq = qids[:args.serve_queries] if args.serve_queries else qids
         sub = {q: cands[q] for q in sq}
         qrels = coll.qrels.to_pandas()
         qrels = qrels[qrels["query_id"].isin(sq)][["query_id", "doc_id", "grade"]]
         first = run_table([{"query_id": q, "doc_id": d, "score": s, "system": "bm25"} for q in sub for d, s in sub[q]])
-        served = {"queries": len(sq), "backend": "local OpenAI-compatible server + grouprank.judges.local_responder "
+        served = {"queries": len(sq), "backend": "local OpenAI-compatible server + tests.support.judge_responder "
                                                   "(local judge, not an LLM; token counts = chars/4 by the server)",
                   "bm25": {"nDCG@10": evaluate(first.to_pandas(), qrels, measures=("nDCG@10",))["nDCG@10"]}}
         import tempfile
         work = Path(tempfile.mkdtemp(prefix="rerank_cost_"))
-        with start_local_server("grouprank.judges.local_responder:respond", responder_threads=2,
+        with start_local_server("tests.support.judge_responder:respond", responder_threads=2,
                                 env={"GROUPRANK_JUDGE_CORPUS": args.collection},
                                 log_path=work / "server.log", startup_timeout=300) as srv:
             ep = LLMEndpoint(name="local", base_url=srv.base_url, max_concurrency=8, timeout_s=600)

@@ -140,9 +140,9 @@ def main(argv=None) -> int:
 
     from grouprank.collections import load_collection
     from grouprank.config import RetrievalConfig
-    from grouprank.retrieval.dense import DenseEncoder
-    from grouprank.retrieval.pipeline import pool, retrieve, store_embeddings
-    from grouprank.retrieval.store import document_texts
+    from grouprank.first_stage.dense import DenseEncoder
+    from grouprank.first_stage.hybrid import pool, retrieve, store_embeddings
+    from grouprank.first_stage.store import document_texts
 
     work = Path(args.work_dir) / args.collection
     work.mkdir(parents=True, exist_ok=True)
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
                               "stage_s": [round(x, 2) for x in stage_t], "stage_breakdown_s": stage_detail[-1]}
 
     if args.wait_store:
-        from grouprank.retrieval.store import IndexStore, corpus_fingerprint, stable_key
+        from grouprank.first_stage.store import IndexStore, corpus_fingerprint, stable_key
         ch = corpus_fingerprint(ids, texts)
         st = IndexStore(work / "indexes")
         need = (fast_enc,) if args.quality_backend != "torch" else (torch_enc, fast_enc)
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
         log(f"    store complete: {[st.is_complete('emb', k) for k in keys]}")
 
     # BM25 indexing of the full corpus (cheap; the stage may reuse a persisted index below)
-    from grouprank.retrieval.bm25 import BM25Retriever
+    from grouprank.first_stage.bm25 import BM25Retriever
     t = time.perf_counter()
     BM25Retriever(rcfg.bm25_k1, rcfg.bm25_b, rcfg.bm25_method, rcfg.bm25_stemmer, rcfg.bm25_stopwords).index(ids, texts)
     timing["bm25_index_s"] = round(time.perf_counter() - t, 3)

@@ -53,8 +53,8 @@ def main(argv=None) -> int:
     import pyarrow.compute as pc
     from data_schemas import QRELS, QUERIES, RETRIEVER_EXAMPLES
     from grouprank.config import RunConfig
-    from grouprank.retriever import stage as rtstage
-    from grouprank.retriever.data import human_examples
+    from grouprank.retriever_training import stage as rtstage
+    from grouprank.retriever_training.data import human_examples
     from grouprank.trainsets.stage import build_datasets
 
     work = Path(args.work_dir).resolve()

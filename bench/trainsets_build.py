@@ -33,7 +33,7 @@ def main() -> None:
     from data_schemas import CANDIDATES, QRELS
     from grouprank.collections import load_collection
     from grouprank.config import RunConfig
-    from grouprank.retrieval.bm25 import BM25Retriever
+    from grouprank.first_stage.bm25 import BM25Retriever
     from grouprank.trainsets.human import labels_from_qrels
     from grouprank.trainsets.stage import build_datasets, export_datasets
 

@@ -13,11 +13,11 @@ import sys
 STAGE_CLIS = [
     "grouprank.collections.cli",
     "grouprank.queries.cli",
-    "grouprank.retrieval.cli",
+    "grouprank.first_stage.cli",
     "grouprank.judges.cli",
     "grouprank.trainsets.cli",
     "grouprank.reranker.cli",
-    "grouprank.retriever.cli",
+    "grouprank.retriever_training.cli",
     "grouprank.evaluation.cli",
     "grouprank.pipeline_cli",
 ]

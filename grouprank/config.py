@@ -90,7 +90,7 @@ class QueryMiningConfig(_Section):
 
 
 class RetrievalConfig(_Section):
-    """Candidate retrieval (grouprank.retrieval): BM25 + dense, fused, pooled.
+    """Candidate retrieval (grouprank.first_stage): BM25 + dense, fused, pooled.
     See ARCHITECTURE.md "Retrieval and scale"."""
     bm25_k1: float = 1.5
     bm25_b: float = 0.75
@@ -131,7 +131,7 @@ class RetrievalConfig(_Section):
 
 class LLMEndpoint(_Section):
     """One OpenAI-compatible endpoint as used by grouprank.llm.LLMClient (OpenAI, vLLM, SGLang,
-    Ollama, llama.cpp server, or grouprank.llm.local_server)."""
+    Ollama, llama.cpp server, or tests.support.fake_openai_server)."""
     name: str = "default"
     base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     model: str = "local"
@@ -294,7 +294,7 @@ class RerankerConfig(_Section):
 
 
 class RetrieverTrainConfig(_Section):
-    """Dense retriever contrastive fine-tuning (grouprank.retriever, issue 9):
+    """Dense retriever contrastive fine-tuning (grouprank.retriever_training, issue 9):
     sentence-transformers' SentenceTransformerTrainer, MultipleNegativesRankingLoss (or the cached
     GradCache variant), no-duplicates batches, hard negatives from retriever_examples."""
     base_model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or path; "

@@ -28,13 +28,13 @@ def _cfg(work, endpoints=()):
 
 def test_evaluate_stage_systems_exclusion_and_llm_rerank(tmp_path, cran):
     from grouprank.evaluation.stage import run
-    from grouprank.llm.local_server import start_local_server
-    from grouprank.retrieval.dense import default_model_path
+    from tests.support.fake_openai_server import start_local_server
+    from grouprank.first_stage.dense import default_model_path
 
     # three test queries were "mined" for training: the evaluation leaves them out
     mined = cran.queries_for("test").slice(0, 3)
     mined_path = QUERIES.write(mined, tmp_path / "mined.parquet")
-    with start_local_server(responder="grouprank.judges.local_responder:respond",
+    with start_local_server(responder="tests.support.judge_responder:respond",
                             env={"GROUPRANK_JUDGE_CORPUS": "cranfield", "GROUPRANK_LOCAL_E5": "0"}) as srv:
         cfg = _cfg(tmp_path / "work", [{"name": "local", "base_url": srv.base_url, "model": "local",
                                         "max_concurrency": 4, "timeout_s": 30}])

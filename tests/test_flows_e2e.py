@@ -43,8 +43,8 @@ def _expected_stages() -> list[str]:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     base = tmp_path_factory.mktemp("flows_e2e")
-    from grouprank.llm.local_server import start_local_server
-    llm = start_local_server(responder="grouprank.judges.local_responder:respond",
+    from tests.support.fake_openai_server import start_local_server
+    llm = start_local_server(responder="tests.support.judge_responder:respond",
                              env={"GROUPRANK_JUDGE_CORPUS": "cranfield", "GROUPRANK_LOCAL_E5": "0"},
                              log_path=base / "llm_server.log")
     pf = LocalPrefect(base / "prefect_home")

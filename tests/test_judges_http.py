@@ -1,6 +1,6 @@
 """Pointwise, listwise and groupwise judges end to end through the real HTTP path: the LLM client
 against the local OpenAI-compatible server (a subprocess on 127.0.0.1) answering with the local
-judge's scores via grouprank.judges.local_responder. Small DL19 pools."""
+judge's scores via tests.support.judge_responder. Small DL19 pools."""
 from __future__ import annotations
 
 import json
@@ -38,13 +38,13 @@ def small_pool():
 
 @pytest.fixture(scope="module")
 def server(small_pool, tmp_path_factory):
-    from grouprank.llm.local_server import start_local_server
+    from tests.support.fake_openai_server import start_local_server
     pool, _ = small_pool
     d = tmp_path_factory.mktemp("srv")
     docs = DOCUMENTS.from_records([{"doc_id": k, "title": None, "text": v, "collection": "t"}
                                    for k, v in pool.docs.items()])
     DOCUMENTS.write(docs, d / "bg.parquet")
-    h = start_local_server("grouprank.judges.local_responder:respond", seed=3, log_path=d / "server.log",
+    h = start_local_server("tests.support.judge_responder:respond", seed=3, log_path=d / "server.log",
                            env={"GROUPRANK_JUDGE_CORPUS": str(d / "bg.parquet")}, startup_timeout=120)
     yield h
     h.stop()
@@ -149,7 +149,7 @@ def test_faults_every_pair_labelled_or_failed_with_reason(tmp_path, server, smal
     """20 % injected faults spread over every kind (429, 500, hang, malformed, truncated,
     wrong labels): every pair ends ok or failed-with-reason, exactly once, and the server never
     answered a prompt successfully twice."""
-    from grouprank.llm.local_server import FAULT_KINDS
+    from tests.support.fake_openai_server import FAULT_KINDS
     pool, _ = small_pool
     server.reset()
     server.control(fault_rates={k: 0.2 / len(FAULT_KINDS) for k in FAULT_KINDS})

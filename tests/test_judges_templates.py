@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from grouprank.judges import local_responder as R
+from tests.support import judge_responder as R
 from grouprank.judges.groupwise import shuffled_groups, split_groups
 from grouprank.judges.listwise import plan_windows
 from grouprank.judges.templates import groupwise as GW

@@ -1,6 +1,6 @@
 """LLMClient against the real local OpenAI-compatible HTTP server (subprocess on 127.0.0.1).
 
-No mocked HTTP: every request goes over a socket to `grouprank.llm.local_server`.
+No mocked HTTP: every request goes over a socket to `tests.support.fake_openai_server`.
 """
 import asyncio
 import json
@@ -14,8 +14,8 @@ import pytest
 from grouprank.config import LLMEndpoint
 from grouprank.llm import (LLMClient, LLMRequest, ParseError, estimate, extract_json, extract_tag,
                            usage_report)
-from grouprank.llm.local_server import FAULT_KINDS, prompt_hash, start_local_server
-from grouprank.llm.responders import labels as labels_responder
+from tests.support.fake_openai_server import FAULT_KINDS, prompt_hash, start_local_server
+from tests.support.responders import labels as labels_responder
 
 
 def endpoint(base_url, **kw):

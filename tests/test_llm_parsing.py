@@ -2,7 +2,7 @@
 import pytest
 
 from grouprank.llm import ParseError, extract_json, extract_tag, json_validator
-from grouprank.llm.local_server import mutate_labels, parse_fault_rates, prompt_hash
+from tests.support.fake_openai_server import mutate_labels, parse_fault_rates, prompt_hash
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -21,8 +21,8 @@ from pathlib import Path
 from grouprank.config import LLMEndpoint
 from grouprank.errors import UserError
 from grouprank.llm import LLMClient, LLMRequest, ParseError, extract_json, extract_tag
-from grouprank.llm.local_server import start_local_server
-from grouprank.llm.responders import labels as labels_responder
+from tests.support.fake_openai_server import start_local_server
+from tests.support.responders import labels as labels_responder
 
 REPO = Path(__file__).resolve().parents[1]
 

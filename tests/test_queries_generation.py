@@ -1,5 +1,5 @@
 """LLM query generation end to end through the real HTTP path: LLMClient -> the local
-OpenAI-compatible server (fault injection on) -> grouprank.queries.local_responder; then the
+OpenAI-compatible server (fault injection on) -> tests.support.query_responder; then the
 round-trip filter with the real hybrid retriever over a SciFact subset."""
 import pyarrow as pa
 import pytest
@@ -7,7 +7,7 @@ import pytest
 from data_schemas import QUERIES
 from grouprank.config import RunConfig
 from grouprank.errors import UserError
-from grouprank.llm.local_server import start_local_server
+from tests.support.fake_openai_server import start_local_server
 from grouprank.queries.embed import default_embedder
 from grouprank.queries.leakage import EvalQuery
 from grouprank.queries.mine import apply_filters, mine_queries
@@ -19,7 +19,7 @@ MODEL = "extractive-standin?garbage=0.08&copy=0.15"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("srv") / "server.log"
-    with start_local_server("grouprank.queries.local_responder:respond", seed=11, log_path=log,
+    with start_local_server("tests.support.query_responder:respond", seed=11, log_path=log,
                             faults={"malformed": 0.1, "truncated": 0.1, "500": 0.05, "429": 0.05}) as srv:
         yield srv
 
@@ -29,7 +29,7 @@ def corpus(load):
     """A SciFact subset: the evidence documents of the 20 train claims that max_queries=20 samples
     (so few-shot examples exist) plus the first documents of the corpus, N_CORPUS in all."""
     import pyarrow.compute as pc
-    from grouprank.queries.mining import cap, from_collection
+    from grouprank.queries.sources import cap, from_collection
     c = load("scifact")
     train = [r["query_id"] for r in cap(from_collection(c, ["train"]), 20, seed=13)]
     ev = c.qrels.filter(pc.is_in(c.qrels["query_id"], pa.array(train)))["doc_id"].to_pylist()
@@ -145,8 +145,8 @@ def test_decision_precedence_with_fake_retriever(tmp_path):
 
 
 def test_registered_with_the_judges_responder():
-    from grouprank.judges.local_responder import respond as combined
-    from grouprank.queries import local_responder as qr
+    from tests.support.judge_responder import respond as combined
+    from tests.support import query_responder as qr
     from grouprank.queries import templates as T
     msgs = T.get("question").messages("Vitamin D and relapses in multiple sclerosis",
                                       "Low vitamin D levels predicted relapses of multiple sclerosis.")
@@ -162,7 +162,7 @@ def test_endpoint_failures_are_recorded_as_generation_failed(load, tmp_path):
     from grouprank.llm import LLMClient
     from grouprank.queries.generation import generate_queries
     docs = load("scifact").documents.slice(0, 2)
-    with start_local_server("grouprank.queries.local_responder:respond", faults={"500": 1.0}) as srv:
+    with start_local_server("tests.support.query_responder:respond", faults={"500": 1.0}) as srv:
         ep = LLMEndpoint(name="down", base_url=srv.base_url, model="m", max_retries=1, backoff_base_s=0.01)
         with LLMClient(ep, cache_path=tmp_path / "c.sqlite", stage="queries") as client:
             recs = generate_queries(docs, docs["doc_id"].to_pylist(), client, ["keyword"], collection="scifact")

@@ -26,7 +26,7 @@ def run_file(tmp_path_factory):
 
 @pytest.mark.parametrize("mode,calls", [("groupwise", 2), ("pointwise", 12), ("listwise", 1)])
 def test_rerank_cli_through_local_server(run_file, tmp_path, mode, calls):
-    from grouprank.llm.local_server import start_local_server
+    from tests.support.fake_openai_server import start_local_server
     path, qids = run_file
     here = str(Path(__file__).resolve().parent)
     out, rep = tmp_path / "out.trec", tmp_path / "rep.json"

@@ -136,7 +136,7 @@ def test_groupwise_through_llm_client_and_faulty_local_server(tmp_path):
     from pathlib import Path
 
     from grouprank.config import LLMEndpoint
-    from grouprank.llm.local_server import start_local_server
+    from tests.support.fake_openai_server import start_local_server
     here = str(Path(__file__).resolve().parent)
     with start_local_server("test_reranker_inference:respond", pythonpath=[here], fault_rate=0.5,
                             fault_kinds=["malformed", "truncated", "wrong_labels"], seed=3) as srv:

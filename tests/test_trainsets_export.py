@@ -25,7 +25,7 @@ N_QUERIES = 6
 def inputs(load, tmp_path_factory):
     """Parquet inputs as earlier stages would write them: DL19 documents/queries/qrels, BM25
     candidates (top 100) for 6 judged queries, and LABELS from the human qrels."""
-    from grouprank.retrieval.bm25 import BM25Retriever
+    from grouprank.first_stage.bm25 import BM25Retriever
     c = load("trec_dl19_passage")
     qids = sorted(set(c.qrels["query_id"].to_pylist()))[-N_QUERIES:]
     qtext = dict(zip(c.queries["query_id"].to_pylist(), c.queries["text"].to_pylist()))

@@ -31,7 +31,7 @@ N_QUERIES = 8
 @pytest.fixture(scope="module")
 def dl19(load):
     """(documents, queries, candidates, labels) for 8 judged DL19 queries; candidates = BM25 top 100."""
-    from grouprank.retrieval.bm25 import BM25Retriever
+    from grouprank.first_stage.bm25 import BM25Retriever
     c = load("trec_dl19_passage")
     qids = sorted(set(c.qrels["query_id"].to_pylist()))[:N_QUERIES]
     qtext = dict(zip(c.queries["query_id"].to_pylist(), c.queries["text"].to_pylist()))
@@ -191,7 +191,7 @@ def test_teacher_targets_verbatim_or_scores_only(dl19):
 
 # --------------------------------------------------------------------------- retriever + guard
 
-def test_retriever_examples_on_dl19(dl19):
+def test_retriever_training_examples_on_dl19(dl19):
     docs, queries, cand, labels = dl19
     _, _, ret, stats = build_datasets(_dc(), documents=docs, queries=queries, labels=labels, candidates=cand)
     grade = {(q, d): g for q, d, g in zip(labels["query_id"].to_pylist(), labels["doc_id"].to_pylist(),

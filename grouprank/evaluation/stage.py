@@ -108,7 +108,7 @@ def run(cfg, documents=None, queries=None, qrels=None, mined_queries=None, retri
     from data_schemas import DOCUMENTS, METRICS, QRELS, QUERIES, RUNS
     from grouprank.errors import UserError
     from grouprank.evaluation.metrics import evaluate, metrics_table
-    from grouprank.retrieval.pipeline import retrieve
+    from grouprank.first_stage.hybrid import retrieve
 
     t0 = time.perf_counter()
     ec = cfg.evaluation

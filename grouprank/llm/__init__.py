@@ -17,7 +17,7 @@
   scrubbed from every recorded message.
 - `estimate()` is the dry run: calls, prompt tokens, cost, before anything is sent.
 - tolerant parsing helpers in `grouprank.llm.parsing` (extract_json, extract_tag).
-- `grouprank.llm.local_server`: a real local OpenAI-compatible HTTP server with fault injection.
+- `tests.support.fake_openai_server`: a real local OpenAI-compatible HTTP server with fault injection.
 
 This module imports no heavy dependency at import time (openai is imported on first call).
 """

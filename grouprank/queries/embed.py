@@ -1,7 +1,7 @@
 """Query embeddings for dedup and the leakage guard, memoised per text.
 
 `TextEmbedder(encoder)` wraps any object with `encode_queries(texts) -> np.ndarray` (normalised
-rows; e.g. `grouprank.retrieval.dense.DenseEncoder`) and remembers every text it has encoded, so
+rows; e.g. `grouprank.first_stage.dense.DenseEncoder`) and remembers every text it has encoded, so
 dedup and the leakage guard (and repeated runs in one process) never encode a text twice.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def default_embedder(cfg=None, cache_dir=None) -> TextEmbedder:
     shared encoder object the retrieval stage uses), so reruns in one process encode nothing
     twice. `cfg`: RunConfig or RetrievalConfig (None: defaults)."""
     from grouprank.config import RetrievalConfig
-    from grouprank.retrieval.dense import encoder_from_config
+    from grouprank.first_stage.dense import encoder_from_config
     rcfg = cfg.retrieval if cfg is not None and hasattr(cfg, "retrieval") else (cfg or RetrievalConfig())
     enc = encoder_from_config(rcfg, cache_dir=cache_dir)
     emb = _SHARED.get(id(enc))

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from data_schemas import QUERIES
 from grouprank.errors import UserError
 
-from . import mining
+from . import sources
 from .dedup import exact_groups, near_groups
 from .leakage import EvalQuery, find_leaks
 from .roundtrip import rank_summary, source_ranks
@@ -48,7 +48,7 @@ def eval_queries(cfg, queries: pa.Table | None, collection: str = "") -> list[Ev
             out += [EvalQuery(str(q), x, f"{collection}/{split}" if collection else split)
                     for q, x in zip(t["query_id"].to_pylist(), t["text"].to_pylist())]
     for src in qc.eval_files:
-        for r in mining.from_source(src):
+        for r in sources.from_source(src):
             out.append(EvalQuery(r["query_id"], r["text"], r["collection"] + "/" + r["split"]))
     return out
 
@@ -58,12 +58,12 @@ def existing_queries(cfg, queries: pa.Table | None, collection: str = "",
     qc = cfg.queries
     out: list[dict] = []
     if queries is not None and qc.splits:
-        recs = mining.from_table(queries, qc.splits, collection=collection or None)
+        recs = sources.from_table(queries, qc.splits, collection=collection or None)
         for split in qc.splits:
             part = [r for r in recs if r["split"] == split]
-            out += mining.cap(part, qc.max_queries, qc.seed)
+            out += sources.cap(part, qc.max_queries, qc.seed)
     for src in qc.files:
-        out += mining.cap(mining.from_source(src, quarantine), qc.max_queries, qc.seed)
+        out += sources.cap(sources.from_source(src, quarantine), qc.max_queries, qc.seed)
     return out
 
 
@@ -242,14 +242,14 @@ def mine_queries(cfg, documents: pa.Table | None, queries: pa.Table | None, qrel
         generated, info = generate(cfg, documents, existing, qrels, evals, client=client, collection=collection)
         report["generation"] = info
     records = existing + generated
-    mining.check_unique_ids(records)
+    sources.check_unique_ids(records)
     needs_embed = bool(records) and (bool(evals) or bool(generated) or qc.dedup_existing == "near")
     if embed is None and needs_embed:
         from .embed import default_embedder
         embed = default_embedder(cfg, cache_dir=cfg.work_path / "models")
     needs_rt = qc.roundtrip and any(r["source"] == "generated" and r["decision"] == "kept" for r in records)
     if rank_fn is None and needs_rt:
-        from grouprank.retrieval.pipeline import get_hybrid_retriever
+        from grouprank.first_stage.hybrid import get_hybrid_retriever
         # the retrieval stage's retriever exactly as configured (cfg.retrieval), indexes persisted
         # under <work_dir>/indexes and reused by the retrieve stage
         rank_fn = get_hybrid_retriever(documents, cfg, cfg.work_path).rank_of

@@ -23,7 +23,7 @@ def run(cfg, documents: str | Path | None = None, queries: str | Path | None = N
         show_progress: bool = False, encoder=None, **_: Any) -> dict[str, Any]:
     """`encoder`: an object with DenseEncoder's interface to use instead of the configured one."""
     from data_schemas import DOCUMENTS, QUERIES
-    from .pipeline import run_stage
+    from .hybrid import run_stage
     docs = DOCUMENTS.read(documents) if documents else None
     q = QUERIES.read(queries) if queries else None
     return run_stage(cfg, q, docs, show_progress=show_progress, encoder=encoder)

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 
 from grouprank.config import RetrievalConfig
-from grouprank.retrieval.pipeline import HybridRetriever, retrieve, store_embeddings
-from grouprank.retrieval.store import ShardedEmbeddings, corpus_fingerprint, document_texts, encode_resumable
-from grouprank.retrieval.testing import HashEncoder, toy_documents, toy_queries
+from grouprank.first_stage.hybrid import HybridRetriever, retrieve, store_embeddings
+from grouprank.first_stage.store import ShardedEmbeddings, corpus_fingerprint, document_texts, encode_resumable
+from tests.support.hash_encoder import HashEncoder, toy_documents, toy_queries
 
 CFG = RetrievalConfig(shard_size=64)
 
@@ -108,7 +108,7 @@ def test_store_embeddings_seeds_the_store(tmp_path):
 
 
 def test_workers_skip_claimed_shards_and_take_over_stale_claims(tmp_path):
-    from grouprank.retrieval.store import encode_shards
+    from grouprank.first_stage.store import encode_shards
     texts = [f"t{i}" for i in range(9)]
     seen = []
 

@@ -2,7 +2,7 @@
 
 The whole corpus is encoded once per model (the expensive part) and persisted in the retrieval
 stage's index store (`<work_dir>/indexes/emb-<key>`, key = corpus fingerprint + encoder model id,
-`grouprank.retrieval.store`), so the base model's embeddings made by the retrieval stage are
+`grouprank.first_stage.store`), so the base model's embeddings made by the retrieval stage are
 reused as they are, and a rerun of an evaluation encodes nothing. Search is exact inner product
 (numpy; the vectors are L2-normalised, so cosine), and the run is scored with the project's
 `grouprank.evaluation.metrics.evaluate` (ir-measures; nDCG with trec_eval's linear gain).
@@ -24,7 +24,7 @@ def _forget_cached(path: str) -> None:
     """Drop the retrieval module's per-process caches for a model *path* whose contents may have
     changed in this process (a model just trained and saved there): its fingerprint and any loaded
     backend, so the next encoder sees the new weights and gets a new index key."""
-    from grouprank.retrieval import dense
+    from grouprank.first_stage import dense
     with dense._LOCK:
         dense._FINGERPRINTS.pop(path, None)
         for k in [k for k in dense._MODELS if k and k[0] == path]:
@@ -71,7 +71,7 @@ class DenseEvaluator:
                  document_prompt: str | None = None, store_root: str | Path | None = None,
                  cache_dir: str | Path | None = None, shard_size: int = 8192):
         import pyarrow as pa
-        from grouprank.retrieval.store import corpus_fingerprint, document_texts
+        from grouprank.first_stage.store import corpus_fingerprint, document_texts
         if isinstance(documents, pd.DataFrame):
             documents = pa.Table.from_pandas(documents, preserve_index=False)
         self.doc_ids, self.texts = document_texts(documents, include_title)
@@ -100,7 +100,7 @@ class DenseEvaluator:
         return int(self.qrels["query_id"].nunique())
 
     def encoder(self, model: str, fresh: bool = False):
-        from grouprank.retrieval.dense import DenseEncoder, resolve_model
+        from grouprank.first_stage.dense import DenseEncoder, resolve_model
         if fresh:
             _forget_cached(resolve_model(model))
         return DenseEncoder(model, self.backend, query_prompt=self.query_prompt,
@@ -110,7 +110,7 @@ class DenseEvaluator:
     def corpus_embeddings(self, enc, st_model=None) -> tuple[np.ndarray, bool]:
         """(embeddings, reused). `st_model`: an in-memory SentenceTransformer with the same
         weights as `enc`'s model (saves loading it again; torch backend only)."""
-        from grouprank.retrieval.store import IndexStore, encode_resumable, stable_key
+        from grouprank.first_stage.store import IndexStore, encode_resumable, stable_key
         fn = (lambda ts: self._st_encode(st_model, ts, self.document_prompt)) \
             if (st_model is not None and self.backend == "torch") else \
             (lambda ts: enc.encode_documents(ts, show_progress=False))

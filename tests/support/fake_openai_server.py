@@ -1,7 +1,7 @@
 """A real local OpenAI-compatible HTTP server (aiohttp, async) for tests and offline trials.
 
-    python -m grouprank.llm.local_server --port 8008 \
-        --responder grouprank.judges.local_responder:respond --latency-ms 100 --fault-rate 0.2 --seed 1
+    python -m tests.support.fake_openai_server --port 8008 \
+        --responder tests.support.judge_responder:respond --latency-ms 100 --fault-rate 0.2 --seed 1
 
 Endpoints
   POST /v1/chat/completions   OpenAI-shaped chat completion (usage token counts = chars/4)
@@ -51,7 +51,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-log = logging.getLogger("grouprank.llm.local_server")
+log = logging.getLogger("tests.support.fake_openai_server")
 
 FAULT_KINDS = ("429", "500", "hang", "malformed", "truncated", "wrong_labels")
 EXTRA_FAULT_KINDS = ("401_echo", "auth_echo")
@@ -69,7 +69,7 @@ def load_responder(spec: str | Callable) -> Callable:
     if callable(spec):
         return spec
     if ":" not in spec:
-        spec = f"grouprank.llm.responders:{spec}"
+        spec = f"tests.support.responders:{spec}"
     mod_name, attr = spec.split(":", 1)
     obj: Any = importlib.import_module(mod_name)
     for part in attr.split("."):
@@ -362,7 +362,7 @@ async def serve(server: LocalLLMServer, host: str = "127.0.0.1", port: int = 0,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m grouprank.llm.local_server", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tests.support.fake_openai_server", description=__doc__.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8008, help="0 picks a free port (printed on stdout)")
     p.add_argument("--responder", default="echo", help="module:function (builtins: echo, labels)")
@@ -462,7 +462,7 @@ def start_local_server(responder: str | Callable = "echo", *, latency_ms: float 
     The child's stderr goes to `log_path` when given."""
     if callable(responder):
         responder = f"{responder.__module__}:{responder.__qualname__}"
-    cmd = [sys.executable, "-m", "grouprank.llm.local_server", "--port", "0", "--responder", responder,
+    cmd = [sys.executable, "-m", "tests.support.fake_openai_server", "--port", "0", "--responder", responder,
            "--latency-ms", str(latency_ms), "--seed", str(seed), "--retry-after-s", str(retry_after_s),
            "--hang-s", str(hang_s), "--model", model, "--responder-threads", str(responder_threads)]
     rates = parse_fault_rates(fault_rate, fault_kinds, faults)  # validate here, pass explicitly

@@ -4,8 +4,8 @@ import pyarrow as pa
 import pytest
 
 from data_schemas import CANDIDATES
-from grouprank.retrieval.pipeline import pool
-from grouprank.retrieval.pooling import select_pool
+from grouprank.first_stage.hybrid import pool
+from grouprank.first_stage.pooling import select_pool
 
 
 def _ranking(qids, depth=200):

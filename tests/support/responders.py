@@ -2,7 +2,7 @@
 
 A responder is `fn(messages: list[dict], body: dict) -> str`; it may also accept a keyword
 `fault` (None or "wrong_labels") to apply the wrong-labels fault itself. The judges' real
-responder is `grouprank.judges.local_responder:respond`.
+responder is `tests.support.judge_responder:respond`.
 """
 from __future__ import annotations
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from grouprank.config import RetrievalConfig
-from grouprank.retrieval.ann import FaissIndex
-from grouprank.retrieval.pipeline import retrieve
-from grouprank.retrieval.testing import HashEncoder, toy_documents, toy_queries
+from grouprank.first_stage.ann import FaissIndex
+from grouprank.first_stage.hybrid import retrieve
+from tests.support.hash_encoder import HashEncoder, toy_documents, toy_queries
 
 
 @pytest.fixture(scope="module")

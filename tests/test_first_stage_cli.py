@@ -5,7 +5,7 @@ import pytest
 
 from data_schemas import CANDIDATES
 from grouprank.cli import main
-from grouprank.retrieval.testing import toy_documents
+from tests.support.hash_encoder import toy_documents
 
 
 @pytest.fixture()
@@ -55,12 +55,12 @@ def test_retrieve_cli_smoke(tiny_beir, tmp_path, capsys):
 
 
 def test_stage_contract(tiny_beir, tmp_path):
-    """grouprank.retrieval.stage.run(cfg, documents=, queries=) on Parquet paths, with mined queries."""
+    """grouprank.first_stage.stage.run(cfg, documents=, queries=) on Parquet paths, with mined queries."""
     from data_schemas import DOCUMENTS, QUERIES
     from grouprank.collections import load_collection
     from grouprank.config import RunConfig
-    from grouprank.retrieval import stage
-    from grouprank.retrieval.testing import HashEncoder
+    from grouprank.first_stage import stage
+    from tests.support.hash_encoder import HashEncoder
     coll = load_collection("tiny", format="beir", path=str(tiny_beir))
     DOCUMENTS.write(coll.documents, tmp_path / "documents.parquet")
     q = coll.queries.to_pylist()

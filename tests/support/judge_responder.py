@@ -1,7 +1,7 @@
-"""Responder for the local OpenAI-compatible test server (`grouprank.llm.local_server`): answers the
+"""Responder for the local OpenAI-compatible test server (`tests.support.fake_openai_server`): answers the
 judge prompts with the offline local judge's scores (not an LLM), in the format each prompt asks.
 
-    start_local_server("grouprank.judges.local_responder:respond", env={
+    start_local_server("tests.support.judge_responder:respond", env={
         "GROUPRANK_JUDGE_CORPUS": "trec_dl19_passage"})     # or a DOCUMENTS .parquet path
 
 `respond(messages, body, fault=None) -> str` recognises the prompt (by its system prompt, exactly,
@@ -27,7 +27,7 @@ Environment (read once, in the server process):
 
 Extension hook: `register(name, matches, handler)` adds a responder for another prompt family;
 `matches(messages) -> bool`, `handler(messages, body, fault) -> str`. Registered responders are
-tried before the built-in judge ones. `grouprank.queries.local_responder` is imported
+tried before the built-in judge ones. `tests.support.query_responder` is imported
 automatically when it exists.
 """
 from __future__ import annotations
@@ -42,13 +42,13 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from .templates import listwise as LW
-from .templates import pointwise as PW
-from .templates.common import extract_query_and_docs
+from grouprank.judges.templates import listwise as LW
+from grouprank.judges.templates import pointwise as PW
+from grouprank.judges.templates.common import extract_query_and_docs
 
 __all__ = ["respond", "register", "unregister", "get_scorer", "set_scorer", "Responder"]
 
-_AUTO_PLUGINS = ("grouprank.queries.local_responder",)
+_AUTO_PLUGINS = ("tests.support.query_responder",)
 
 
 @dataclass
@@ -97,7 +97,7 @@ def _load_plugins() -> None:
 def _load_background(spec: str | None) -> dict[str, str]:
     if not spec:
         return {}
-    from .base import _doc_text
+    from grouprank.judges.base import _doc_text
     if spec.endswith(".parquet") and os.path.exists(spec):
         from data_schemas import DOCUMENTS
         t = DOCUMENTS.read(spec).to_pydict()
@@ -111,7 +111,7 @@ def get_scorer():
     global _SCORER
     with _LOCK:
         if _SCORER is None:
-            from .local import Calibration, LocalScorer
+            from grouprank.judges.local import Calibration, LocalScorer
             cal = None
             cal_path = os.environ.get("GROUPRANK_LOCAL_CALIBRATION")
             if cal_path:

@@ -4,10 +4,10 @@ import pytest
 
 from data_schemas import CANDIDATES
 from grouprank.config import RetrievalConfig
-from grouprank.retrieval import fusion as F
-from grouprank.retrieval.pipeline import (HybridRetriever, get_hybrid_retriever, hybrid_search, pool, retrieve,
+from grouprank.first_stage import fusion as F
+from grouprank.first_stage.hybrid import (HybridRetriever, get_hybrid_retriever, hybrid_search, pool, retrieve,
                                           write_trec)
-from grouprank.retrieval.testing import HashEncoder, toy_documents, toy_queries
+from tests.support.hash_encoder import HashEncoder, toy_documents, toy_queries
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from grouprank.retrieval.bm25 import BM25Retriever, top_k
+from grouprank.first_stage.bm25 import BM25Retriever, top_k
 
 DOCS = {
     "d1": "Cats purr when they are happy",

@@ -36,7 +36,7 @@ def _handler(args) -> int:
     if args.queries:
         from data_schemas import QUERIES
         queries = QUERIES.read(args.queries)
-    from grouprank.retrieval.pipeline import run_stage
+    from grouprank.first_stage.hybrid import run_stage
     summary = run_stage(cfg, queries, collection=collection, show_progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     return 0

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from grouprank.retrieval import dense
-from grouprank.retrieval.dense import DenseEncoder, default_model_path, get_encoder, resolve_model
+from grouprank.first_stage import dense
+from grouprank.first_stage.dense import DenseEncoder, default_model_path, get_encoder, resolve_model
 
 TEXTS = ["Protein folding is assisted by molecular chaperones.",
          "Myocardial infarction raises the risk of heart failure.",

@@ -1,4 +1,4 @@
-"""Retriever fine-tuning (grouprank.retriever): a few real SentenceTransformerTrainer steps on a tiny
+"""Retriever fine-tuning (grouprank.retriever_training): a few real SentenceTransformerTrainer steps on a tiny
 exported retriever dataset built from SciFact, the saved model and its card, before/after
 evaluation plumbing, the cached loss and a re-mining round.
 
@@ -30,7 +30,7 @@ def tiny(load, tmp_path_factory):
     """Tiny SciFact slice: documents, queries, qrels, candidates, retriever examples (table) and
     the exported sentence-transformers view (a folder with one shard)."""
     from data_schemas import QRELS, QUERIES, RETRIEVER_EXAMPLES
-    from grouprank.retriever.data import human_examples, human_labels
+    from grouprank.retriever_training.data import human_examples, human_labels
     from grouprank.trainsets.export import st_view
     c = load("scifact")
     rng = random.Random(3)
@@ -85,7 +85,7 @@ def _embed(model_dir, texts):
 
 def test_stage_trains_on_export_and_saves_model_with_card(tiny, tmp_path):
     from data_schemas import METRICS, RUNS
-    from grouprank.retriever.stage import run
+    from grouprank.retriever_training.stage import run
     cfg = _cfg(tmp_path)
     res = run(cfg, retriever_examples=str(tiny["export"]), documents=tiny["docs"], queries=tiny["queries"],
               qrels=tiny["qrels"])
@@ -105,7 +105,7 @@ def test_stage_trains_on_export_and_saves_model_with_card(tiny, tmp_path):
     # the model: loadable, weights changed, card names the data and the configuration
     model_dir = Path(out["model"])
     assert (model_dir / "model.safetensors").exists() or (model_dir / "pytorch_model.bin").exists()
-    from grouprank.retrieval.dense import default_model_path
+    from grouprank.first_stage.dense import default_model_path
     s = ["Vitamin D reduces the risk of fractures in older adults."]
     assert not np.allclose(_embed(model_dir, s), _embed(default_model_path(), s), atol=1e-5)
     card = (model_dir / "README.md").read_text()
@@ -120,7 +120,7 @@ def test_stage_trains_on_export_and_saves_model_with_card(tiny, tmp_path):
 def test_cached_loss_and_remining_round_keep_guard(tiny, tmp_path):
     """CachedMNRL with a re-mining round from the table form: the re-mined negatives come from the
     fine-tuned model's ranking and pass the false-negative guard (never a positive, never unlabelled)."""
-    from grouprank.retriever.stage import run
+    from grouprank.retriever_training.stage import run
     cfg = _cfg(tmp_path, loss="cached_mnrl", mini_batch_size=2, max_steps=1, remine_rounds=1,
                remine_range=(1, 20), eval_before=False)
     res = run(cfg, retriever_examples=str(tiny["table_path"]), documents=tiny["docs"], queries=tiny["queries"],
@@ -139,7 +139,7 @@ def test_remine_respects_guard_unit():
     unlabelled one is far enough below the positive)."""
     import pandas as pd
     from data_schemas import LABELS
-    from grouprank.retriever.remine import remine_negatives
+    from grouprank.retriever_training.remine import remine_negatives
     from grouprank.trainsets.retriever import GuardSpec
     doc_ids = ["pos", "alsopos", "unl_close", "neg1", "neg2", "unl_far", "neg3"]
     q = np.array([1.0, 0.0], np.float32)

@@ -2,7 +2,7 @@
 
 Other stages' tests can build a real `HybridRetriever` in milliseconds with them:
 
-    from grouprank.retrieval.testing import HashEncoder, toy_documents
+    from tests.support.hash_encoder import HashEncoder, toy_documents
     r = HybridRetriever(toy_documents(), cfg, tmp_path, encoder=HashEncoder())
 """
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Fusion math on hand-computed examples (grouprank.retrieval.fusion)."""
+"""Fusion math on hand-computed examples (grouprank.first_stage.fusion)."""
 import math
 
 import numpy as np
 import pytest
 
-from grouprank.retrieval import fusion as F
+from grouprank.first_stage import fusion as F
 
 
 def test_minmax_hand_example():

@@ -61,8 +61,8 @@ def setup(load, tmp_path_factory):
 
 def test_planted_test_claims_never_reach_retriever_examples(setup, tmp_path):
     from grouprank.queries.stage import run_tables
-    from grouprank.retriever.data import human_examples, normalise_examples, to_training_frame
-    from grouprank.retriever.stage import drop_eval_overlap
+    from grouprank.retriever_training.data import human_examples, normalise_examples, to_training_frame
+    from grouprank.retriever_training.stage import drop_eval_overlap
     from data_schemas import QUERIES
     c, queries, qrels, cands, planted, test_q = setup
     cfg = RunConfig.model_validate({"work_dir": str(tmp_path), "datasets": {"negatives_per_example": 2}})

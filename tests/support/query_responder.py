@@ -7,7 +7,7 @@ compatible server -> this function) in tests and offline smoke runs, and so that
 filter has queries that are plausibly (not perfectly) retrievable. Numbers measured with it say
 nothing about the quality of LLM-generated queries.
 
-    python -m grouprank.llm.local_server --responder grouprank.queries.local_responder:respond
+    python -m tests.support.fake_openai_server --responder tests.support.query_responder:respond
 
 Per query type (read from the prompt's ``Query type: <type>`` line; the document is the block
 between ``<document>`` and ``</document>`` lines):
@@ -157,16 +157,16 @@ def respond(messages: list[dict], body: dict) -> str:
 
 def matches(messages: list[dict]) -> bool:
     """Is this a query-generation prompt (grouprank.queries.templates)?"""
-    from .templates import SYSTEM
+    from grouprank.queries.templates import SYSTEM
     sys_msg = next((m.get("content") for m in messages if m.get("role") == "system"), None)
     user = _last_user(messages)
     return sys_msg == SYSTEM or (bool(_TYPE.search(user)) and bool(_DOC.search(user)))
 
 
 # one server for judges and query generation: register with the judges' responder registry
-# (grouprank.judges.local_responder imports this module on first use; importing it here is cheap)
+# (tests.support.judge_responder imports this module on first use; importing it here is cheap)
 try:
-    from grouprank.judges.local_responder import register as _register
+    from tests.support.judge_responder import register as _register
 except ImportError:  # pragma: no cover - judges package absent
     pass
 else:

@@ -1,12 +1,12 @@
-"""Evaluation plumbing and data handling of grouprank.retriever (no training here)."""
+"""Evaluation plumbing and data handling of grouprank.retriever_training (no training here)."""
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-from grouprank.retriever.data import (holdout_split, normalise_examples, qrels_from_examples, select_examples,
+from grouprank.retriever_training.data import (holdout_split, normalise_examples, qrels_from_examples, select_examples,
                                       to_training_frame)
-from grouprank.retriever.evaluate import DenseEvaluator, exact_search
+from grouprank.retriever_training.evaluate import DenseEvaluator, exact_search
 
 
 def test_exact_search_matches_bruteforce():
@@ -76,7 +76,7 @@ def test_exported_view_normalises():
 
 
 def test_drop_eval_overlap():
-    from grouprank.retriever.stage import drop_eval_overlap
+    from grouprank.retriever_training.stage import drop_eval_overlap
     df = _examples()
     out, n = drop_eval_overlap(df, {"q1": "something", "zz": "  QUERY 2 "})
     assert n == 4 and not ({"q1", "q2"} & set(out["query_id"]))
@@ -99,7 +99,7 @@ def test_evaluator_reuses_retrieval_stage_embeddings(small, tmp_path):
     """The retrieval stage's persisted corpus embeddings are found (same key) and used as they
     are; the metrics equal a second, independent evaluation without persistence."""
     from grouprank.config import RetrievalConfig
-    from grouprank.retrieval.pipeline import HybridRetriever
+    from grouprank.first_stage.hybrid import HybridRetriever
     docs, queries, qrels = small
     rc = RetrievalConfig(max_seq_length=64, dense_backend="torch")  # the evaluator's default backend
     hr = HybridRetriever(docs, rc, tmp_path)

@@ -6,7 +6,7 @@ with batches larger than memory allows, computed in `mini_batch_size` chunks). B
 the no-duplicates sampler (`BatchSamplers.NO_DUPLICATES`), so a text never appears twice in a batch
 — a duplicate would be an in-batch "negative" identical to a positive.
 
-Everything runs offline: the base model resolves through `grouprank.retrieval.dense.resolve_model`
+Everything runs offline: the base model resolves through `grouprank.first_stage.dense.resolve_model`
 ("all-MiniLM-L6-v2" -> the bundled copy) and loads with `local_files_only=True`.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ def load_model(model: str, *, max_seq_length: int | None = 256, device: str | No
     for offline generation."""
     _offline()
     from sentence_transformers import SentenceTransformer, SentenceTransformerModelCardData
-    from grouprank.retrieval.dense import resolve_model
+    from grouprank.first_stage.dense import resolve_model
     path = resolve_model(model)
     card = SentenceTransformerModelCardData(
         language="en", local_files_only=True, generate_widget_examples=False,

@@ -1,0 +1,87 @@
+"""Primitives every stage shares, written once: a document's text, a query's normal form, exact top-k.
+
+The judge, the candidate retrievers, the reranker and the exports all call `document_text`, so
+they see the same string for the same document (tests/test_text.py checks it through each of them).
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+from typing import Iterable
+
+import numpy as np
+
+_WS = re.compile(r"\s+")
+
+
+def document_text(title: str | None, text: str | None, include_title: bool = True) -> str:
+    """`title + " " + text` (BEIR's convention for BM25 and dense models), or the text alone when
+    there is no title, when `include_title` is false, or when the text already starts with its
+    title (Cranfield repeats it), so a title is never counted twice."""
+    text = text or ""
+    t = (title or "").strip()
+    if include_title and t and not text.lstrip().lower().startswith(t.lower()):
+        return f"{t} {text}"
+    return text
+
+
+def document_texts(documents, include_title: bool = True) -> tuple[list[str], list[str]]:
+    """(doc_ids, texts) in table order from a DOCUMENTS-like Arrow table (doc_id, text, optional title)."""
+    ids = [str(x) for x in documents.column("doc_id").to_pylist()]
+    texts = documents.column("text").to_pylist()
+    titles = (documents.column("title").to_pylist() if "title" in documents.column_names
+              else [None] * len(ids))
+    return ids, [document_text(ti, x, include_title) for ti, x in zip(titles, texts)]
+
+
+def document_text_map(documents, needed: Iterable[str] | None = None,
+                      include_title: bool = True) -> dict[str, str]:
+    """{doc_id: document_text} for the documents of a table (only `needed` ids when given)."""
+    keep = set(map(str, needed)) if needed is not None else None
+    ids, texts = document_texts(documents, include_title)
+    return {d: t for d, t in zip(ids, texts) if keep is None or d in keep}
+
+
+@lru_cache(maxsize=1 << 16)
+def _is_punct(ch: str) -> bool:
+    return unicodedata.category(ch).startswith("P")
+
+
+def normalize_query(text: str | None) -> str:
+    """NFKC, casefold, punctuation -> space, whitespace collapsed and stripped: the form in which
+    two queries count as the same query (leakage guard, evaluation-overlap checks, dedup)."""
+    t = unicodedata.normalize("NFKC", text or "").casefold()
+    t = "".join(" " if _is_punct(c) else c for c in t)
+    return _WS.sub(" ", t).strip()
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the k largest of a 1-D score vector, descending, ties by ascending index."""
+    n = scores.shape[0]
+    k = min(k, n)
+    if k <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=scores.dtype)
+    if k < n:
+        # argpartition picks an arbitrary subset among ties at the boundary: take everything
+        # >= the k-th value, then order by (-score, index) and cut.
+        kth = np.partition(scores, n - k)[n - k]
+        cand = np.flatnonzero(scores >= kth)
+    else:
+        cand = np.arange(n)
+    order = np.lexsort((cand, -scores[cand]))[:k]
+    idx = cand[order]
+    return idx.astype(np.int64), scores[idx]
+
+
+def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-k of a 2-D score matrix: (indices [n, k], values [n, k]), best first, ties by
+    ascending index (exact; a tie at the cut may keep either document, the order is still stable)."""
+    k = int(min(k, scores.shape[1]))
+    if k <= 0:
+        return (np.zeros((scores.shape[0], 0), np.int64), np.zeros((scores.shape[0], 0), scores.dtype))
+    idx = (np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1]
+           else np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1)))
+    part = np.take_along_axis(scores, idx, axis=1)
+    order = np.lexsort((idx, -part), axis=1)
+    return np.take_along_axis(idx, order, axis=1).astype(np.int64), np.take_along_axis(part, order, axis=1)

@@ -3,7 +3,8 @@ does it get to human labels?
 
     .venv/bin/python bench/e2e_scifact.py --out bench/results/e2e_scifact.json [--fresh]
 
-One run, every stage through its `stage.run` (the pipeline contract):
+One run, every stage through the library's executor (`grouprank.executor`: the same stages, caching
+and resume as `grouprank run` and the Prefect flows):
 
   load            SciFact (5,183 abstracts; 809 train claims, 300 test claims)
   mine_queries    the 809 train claims, leakage guard against the 300 test claims
@@ -42,11 +43,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 log = logging.getLogger("bench.e2e_scifact")
 
@@ -86,8 +86,9 @@ def parse_args(argv=None):
     p.add_argument("--max-queries", type=int, default=None, help="mine at most this many train claims (smoke runs)")
     p.add_argument("--skip-human", action="store_true")
     p.add_argument("--skip-synthetic", action="store_true", help="only the human reference (and base)")
-    p.add_argument("--reuse", action="store_true", help="development: skip a data stage whose output already "
-                   "exists in the work dir (its time is then reported as null); never for timed runs")
+    p.add_argument("--reuse", action="store_true", help="development: reuse data stages whose finished outputs "
+                   "are still valid (the executor's resume; their time is then reported as null); never for "
+                   "timed runs")
     p.add_argument("--stop-after", choices=["build_datasets"], default=None,
                    help="stop after this stage (inspect the synthetic data on train claims only)")
     p.add_argument("--seed", type=int, default=13)
@@ -169,62 +170,51 @@ def main(argv=None) -> int:
                     "fresh": bool(args.fresh)}
     t0 = time.perf_counter()
 
-    with T("load"):
-        from grouprank.pipeline import stage_load
-        paths = stage_load(cfg)["outputs"]
-    documents, queries, qrels = paths["documents"], paths["queries"], paths["qrels"]
-
+    from grouprank import executor
+    from grouprank.stages import all_stages
+    stages = all_stages()
+    results: dict[str, dict] = {}
     reused: list[str] = []
 
-    def have(name: str, *rel: str) -> bool:
-        if args.reuse and all((work / r).exists() for r in rel):
+    def stage(name: str, cfg_=None, overrides: dict | None = None, out_dir=None) -> dict:
+        """Run one stage through the executor on its upstream records (resumed with --reuse)."""
+        st, c = stages[name], cfg_ or cfg
+        paths, hashes = executor.stage_inputs(st, results)
+        for k, v in (overrides or {}).items():
+            paths[k], hashes[k] = str(v), executor.fingerprint(v)
+        key = executor.cache_key(st, c, hashes)
+        rec = executor.load_record(c, st, key) if args.reuse and out_dir is None else None
+        if rec is not None:
             reused.append(name)
             T.stages[name] = None
-            return True
-        return False
+        else:
+            with T(name):
+                rec = executor.run_stage(st, c, paths, out_dir=out_dir)
+            if out_dir is None:
+                executor.save_record(c, st, key, rec)
+        results[name] = rec
+        return rec
 
-    mined = str(work / "mine_queries" / "mined_queries.parquet")
-    if not have("mine_queries", "mine_queries/mined_queries.parquet"):
-        with T("mine_queries"):
-            from grouprank.queries import stage as qstage
-            mq = qstage.run(cfg, documents=documents, queries=queries, qrels=qrels)
-        mined = mq["outputs"]["mined_queries"]
-        report["mine_queries"] = {k: v for k, v in mq["stats"].items() if isinstance(v, (int, float))}
+    paths = stage("load")["outputs"]
+    documents, queries, qrels = paths["documents"], paths["queries"], paths["qrels"]
+    mq = stage("mine_queries")
+    mined = mq["outputs"]["mined_queries"]
+    report["mine_queries"] = {k: v for k, v in mq["stats"].items() if isinstance(v, (int, float))}
+    rr = stage("retrieve")
+    candidates = rr["outputs"]["candidates"]
+    report["retrieve"] = {k: v for k, v in rr["stats"].items() if isinstance(v, (int, float, bool))}
 
-    candidates = str(work / "retrieve" / "candidates.parquet")
-    if not have("retrieve", "retrieve/candidates.parquet"):
-        with T("retrieve"):
-            from grouprank.first_stage import stage as rstage
-            rr = rstage.run(cfg, documents=documents, queries=mined)
-        candidates = rr["outputs"]["candidates"]
-        report["retrieve"] = {k: v for k, v in rr["stats"].items() if isinstance(v, (int, float, bool))}
-
-    labels = syn_examples = None
+    labels = None
     if not args.skip_synthetic:
-        from grouprank.judges import stage as jstage
-        judgments = str(work / "judge" / "judgments.parquet")
-        if not have("judge", "judge/judgments.parquet"):
-            with T("judge"):
-                jr = jstage.run(cfg, documents=documents, queries=mined, candidates=candidates)
-            judgments = jr["outputs"]["judgments"]
-            report["judge"] = {k: v for k, v in jr["stats"].items() if isinstance(v, (int, float))}
-
-        labels = str(work / "fuse" / "labels.parquet")
-        if not have("fuse", "fuse/labels.parquet"):
-            with T("fuse"):
-                fr = jstage.run_fuse(cfg, judgments=judgments)
-            labels = fr["outputs"]["labels"]
-            report["fuse"] = {k: v for k, v in fr["stats"].items() if isinstance(v, (int, float))}
+        jr = stage("judge")
+        report["judge"] = {k: v for k, v in jr["stats"].items() if isinstance(v, (int, float))}
+        fr = stage("fuse")
+        labels = fr["outputs"]["labels"]
+        report["fuse"] = {k: v for k, v in fr["stats"].items() if isinstance(v, (int, float))}
         report["labels_vs_human_train"] = positive_agreement(labels, qrels, cfg.datasets.positive_grade)
-
-        syn_examples = str(work / "build_datasets" / "retriever_examples.parquet")
-        if not have("build_datasets", "build_datasets/retriever_examples.parquet"):
-            with T("build_datasets"):
-                from grouprank.trainsets import stage as tstage
-                br = tstage.run(cfg, documents=documents, mined_queries=mined, candidates=candidates, labels=labels)
-            syn_examples = br["outputs"]["retriever_examples"]
-            report["build_datasets"] = {k: v for k, v in br["stats"].items()
-                                        if k.startswith(("retriever", "guard", "negative", "queries"))}
+        br = stage("build_datasets")
+        report["build_datasets"] = {k: v for k, v in br["stats"].items()
+                                    if k.startswith(("retriever", "guard", "negative", "queries"))}
     report["reused_stages"] = reused
 
     if args.stop_after == "build_datasets":
@@ -234,13 +224,10 @@ def main(argv=None) -> int:
         print(json.dumps(out, indent=2, default=str))
         return 0
 
-    from grouprank.retriever_training import stage as rtstage
     result = {"base": None, "synthetic": None, "human": None}
     if not args.skip_synthetic:
-        with T("train_eval_synthetic"):
-            sr = rtstage.run(cfg, retriever_examples=syn_examples, documents=documents, queries=queries,
-                             qrels=qrels, labels=labels, output_dir=work / "train_retriever_synthetic",
-                             data_source="synthetic")
+        sr = stage("train_retriever", out_dir=work / "train_retriever_synthetic")
+        T.stages["train_eval_synthetic"] = T.stages.pop("train_retriever")
         s = sr["stats"]
         T.stages["eval_base"] = s.get("eval_before_s")
         T.stages["train_synthetic"] = s.get("train_s")
@@ -260,9 +247,10 @@ def main(argv=None) -> int:
         hcfg = cfg.model_copy(deep=True)
         hcfg.retriever.max_positives_per_query = args.human_max_positives
         hcfg.retriever.eval_before = result["base"] is None
-        with T("train_eval_human"):
-            hr = rtstage.run(hcfg, retriever_examples=str(hpath), documents=documents, queries=queries,
-                             qrels=qrels, output_dir=work / "train_retriever_human", data_source="human")
+        hcfg.retriever.data_source = "human"
+        hr = stage("train_retriever", hcfg, overrides={"retriever_examples": hpath},
+                   out_dir=work / "train_retriever_human")
+        T.stages["train_eval_human"] = T.stages.pop("train_retriever")
         T.stages["train_human"] = hr["stats"].get("train_s")
         T.stages["eval_human"] = hr["stats"].get("eval_after_s")
         report["human_run"] = hr["stats"]

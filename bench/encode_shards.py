@@ -13,15 +13,13 @@ writes the manifest. A killed worker's shard is redone by the next worker once i
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, setup  # noqa: E402  (bench/_common.py)
+
+setup("encode_shards")
 
 
 def main(argv=None) -> int:
@@ -36,7 +34,8 @@ def main(argv=None) -> int:
     from grouprank.collections import load_collection
     from grouprank.config import RetrievalConfig
     from grouprank.first_stage.dense import DenseEncoder
-    from grouprank.first_stage.store import IndexStore, corpus_fingerprint, document_texts, encode_shards, stable_key
+    from grouprank.first_stage.store import IndexStore, corpus_fingerprint, encode_shards, stable_key
+    from grouprank.text import document_texts
     work = Path(args.work_dir) / args.collection
     rcfg = RetrievalConfig()
     ids, texts = document_texts(load_collection(args.collection).documents, rcfg.include_title)

@@ -16,15 +16,13 @@ GRPO reward over the first / last 10 steps), steps, wall_s (+ per-phase timings 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from _common import setup, write_report  # noqa: E402  (bench/_common.py)
+
+setup("grpo_cpu")
 
 
 def main(argv=None) -> int:
@@ -59,7 +57,7 @@ def main(argv=None) -> int:
     from grouprank.config import RerankerConfig
     from grouprank.reranker.data import groups_from_qrels
     from grouprank.reranker.inference import GenRequest, TransformersBackend
-    from grouprank.reranker.prompt import TEMPLATE_VERSION, parse_output
+    from grouprank.prompts.groupwise import TEMPLATE_VERSION, parse_output
     from grouprank.reranker.reward import GroupwiseReward, reward_one
     from grouprank.reranker.tiny import build_policy, train_tokenizer
     from grouprank.reranker.train import make_grpo_config, make_sft_config, run_grpo, run_sft, step_rewards
@@ -144,8 +142,7 @@ def main(argv=None) -> int:
         "wall_s": time.time() - t0, "data_s": t_data, "sft_s": t_sft, "eval_s": t_eval, "grpo_s": t_grpo,
         "example_after_sft": ev_sft["example"], "example_after_grpo": ev_grpo["example"],
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
+    write_report(args.out, res)
     for k in ("format_valid_after_sft", "format_valid_after_grpo", "heldout_greedy_reward_after_sft",
               "heldout_greedy_reward_after_grpo", "reward_first10", "reward_last10", "steps", "wall_s",
               "sft_s", "grpo_s"):

@@ -35,9 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from _common import setup, write_report  # noqa: E402  (bench/_common.py)
+
+setup("judge_agreement")
 
 
 def folds_of(qids: list[str], k: int = 2) -> list[list[str]]:
@@ -70,9 +70,9 @@ def judge_pool(collection, max_queries: int | None, max_docs: int | None, seed: 
 
 
 def background_of(collection) -> dict[str, str]:
-    from grouprank.judges.base import _doc_text
-    d = collection.documents.to_pydict()
-    return {str(i): _doc_text(t, x) for i, t, x in zip(d["doc_id"], d["title"], d["text"])}
+    """{doc_id: text} of the whole collection, as the judge stage builds it (grouprank.text)."""
+    from grouprank.text import document_text_map
+    return document_text_map(collection.documents)
 
 
 def fit_on(scorer, pool, qrels, qids, source: str):
@@ -258,8 +258,7 @@ def main(argv=None) -> int:
     if a.judge != "local":
         result["endpoint"] = "local server + tests.support.judge_responder" if a.via_server else a.base_url
         result["model"] = "local-responder (local judge, not an LLM)" if a.via_server else a.model
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=1, default=str))
+    write_report(a.out, result)
     keys = ("kappa_weighted", "spearman", "kendall", "ndcg@10_of_judge_ranking", "calls", "prompt_tokens")
     print(json.dumps({k: result[k] for k in keys}, indent=1))
     return 0

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from _common import setup, write_report  # noqa: E402  (bench/_common.py)
+
+setup("queries_mining")
 
 
 def leakage_numbers(c, work: Path, embed) -> dict:
@@ -101,8 +100,7 @@ def main() -> int:
         print(json.dumps(out["leakage_train_vs_test"], indent=2), flush=True)
     out["generation"] = generation_numbers(c, work, embed, a.docs, a.corpus_limit, a.seed)
     print(json.dumps(out["generation"], indent=2))
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
+    write_report(a.out, out)
     return 0
 
 

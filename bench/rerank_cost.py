@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from _common import setup, write_report  # noqa: E402  (bench/_common.py)
+
+setup("rerank_cost")
 
 
 def wordpiece_counter():
@@ -66,13 +65,14 @@ def main(argv=None) -> int:
 
     from grouprank.collections import load_collection, run_table
     from grouprank.reranker.inference import FunctionBackend, rerank
+    from grouprank.text import document_text_map
 
     t0 = time.time()
     coll = load_collection(args.collection)
     qids = sorted(set(coll.qrels["query_id"].to_pylist()))[:args.queries]
     cands = bm25_candidates(coll, args.top, qids)
     queries = dict(zip(coll.queries["query_id"].to_pylist(), coll.queries["text"].to_pylist()))
-    doc_text = dict(zip(coll.documents["doc_id"].to_pylist(), coll.documents["text"].to_pylist()))
+    doc_text = document_text_map(coll.documents)
     count, tok_name = wordpiece_counter()
     kw = dict(top=args.top, group_size=args.group_size, passes=args.passes, window=args.window, stride=args.stride)
 
@@ -124,8 +124,7 @@ def main(argv=None) -> int:
                 print(f"served {mode}: {served[mode]}", flush=True)
         res["served"] = served
     res["wall_s"] = time.time() - t0
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
+    write_report(args.out, res)
     for mode in ("pointwise", "listwise", "groupwise"):
         m = res[mode]
         print(f"{mode:10s} calls/query {m['calls']:7.1f}  rounds {m['sequential_rounds']:3d}  "

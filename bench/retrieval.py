@@ -245,15 +245,15 @@ def main(argv=None) -> int:
     systems = out["systems"]
     systems["bm25"] = evaluate(res.run("bm25"), qrels)
     systems["dense"] = evaluate(res.run("dense"), qrels)
-    systems["hybrid_minmax"] = evaluate(res.refuse("minmax").run(), qrels)
-    systems["hybrid_rrf"] = evaluate(res.refuse("rrf").run(), qrels)
+    systems["hybrid_minmax"] = evaluate(res.with_fusion("minmax").run(), qrels)
+    systems["hybrid_rrf"] = evaluate(res.with_fusion("rrf").run(), qrels)
     # the same fusions without union rescoring (missing score = min / no RRF term), for reference
     res_nu = retrieve(docs, queries, rcfg.model_copy(update={"union_rescore": False}), work, encoder=qenc)
     extra = out.setdefault("extra_systems", {})
-    extra["hybrid_minmax_no_union_rescore"] = evaluate(res_nu.refuse("minmax").run(), qrels)
-    extra["hybrid_rrf_no_union_rescore"] = evaluate(res_nu.refuse("rrf").run(), qrels)
+    extra["hybrid_minmax_no_union_rescore"] = evaluate(res_nu.with_fusion("minmax").run(), qrels)
+    extra["hybrid_rrf_no_union_rescore"] = evaluate(res_nu.with_fusion("rrf").run(), qrels)
     for w in (0.3, 0.4, 0.6):
-        extra[f"hybrid_minmax_w{w}"] = evaluate(res.refuse("minmax", bm25_weight=w).run(), qrels)
+        extra[f"hybrid_minmax_w{w}"] = evaluate(res.with_fusion("minmax", bm25_weight=w).run(), qrels)
     cands = pool(res, rcfg)
     out["pool"] = {"rows": cands.num_rows, "per_query": round(cands.num_rows / max(nq, 1), 2)}
     tm = res.timings

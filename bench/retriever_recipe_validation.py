@@ -19,18 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import random
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from _common import setup, write_report  # noqa: E402  (bench/_common.py)
+
+setup("retriever_recipe_validation")
 
 VARIANTS = {"A": (2, 0), "B": (2, 1), "C": (3, 2)}
 
@@ -104,7 +100,7 @@ def main(argv=None) -> int:
                               "train_rows": s["train_rows"], "dropped_heldout_rows": s["train_rows_dropped_eval_overlap"],
                               "train_loss": s["train_loss"], "wall_s": round(time.perf_counter() - t0, 1)}
         logging.info("variant %s: %s", v, out["variants"][v])
-        Path(args.out).write_text(json.dumps(out, indent=2))
+        write_report(args.out, out)  # after every arm: a long run leaves what it has
     print(json.dumps(out, indent=2))
     return 0
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import setup, write_report  # noqa: E402  (bench/_common.py)
+
+setup("trainsets_build")
 
 
 def main() -> None:
@@ -34,6 +33,7 @@ def main() -> None:
     from grouprank.collections import load_collection
     from grouprank.config import RunConfig
     from grouprank.first_stage.bm25 import BM25Retriever
+    from grouprank.text import document_texts
     from grouprank.trainsets.human import labels_from_qrels
     from grouprank.trainsets.stage import build_datasets, export_datasets
 
@@ -41,8 +41,7 @@ def main() -> None:
     c = load_collection(args.collection)
     queries = c.queries_for(args.split)
     qids = queries["query_id"].to_pylist()
-    texts = [((t + " ") if t else "") + x for t, x in zip(c.documents["title"].to_pylist(), c.documents["text"].to_pylist())]
-    r = BM25Retriever().index(c.documents["doc_id"].to_pylist(), texts)
+    r = BM25Retriever().index(*document_texts(c.documents))
     hits = r.search(queries["text"].to_pylist(), k=args.pool)
     t_retrieve = time.time() - t0
     rows, qrel_rows = [], []
@@ -79,10 +78,9 @@ def main() -> None:
         "export_bytes": res["stats"]["bytes"], "export_files": res["stats"]["files"],
         "wall_s": {"load_and_bm25": round(t_retrieve, 2), "build_datasets": round(t_build, 2),
                    "export": round(t_export, 2)},
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
     }
     print(json.dumps(out, indent=2))
-    Path(args.out).write_text(json.dumps(out, indent=2))
+    write_report(args.out, out)
 
 
 if __name__ == "__main__":

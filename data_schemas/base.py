@@ -235,8 +235,9 @@ class Table:
         return "\n".join(lines)
 
 
-def read_extra(path: str | os.PathLike) -> dict:
-    md = pq.read_schema(path).metadata or {}
+def read_extra(source: "str | os.PathLike | pa.Table") -> dict:
+    """The `extra` metadata stored with a table: from a Parquet file, or an Arrow table read from one."""
+    md = (source.schema.metadata if isinstance(source, pa.Table) else pq.read_schema(source).metadata) or {}
     raw = md.get(META_EXTRA)
     return json.loads(raw) if raw else {}
 

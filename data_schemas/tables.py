@@ -81,6 +81,13 @@ CANDIDATES = Table(
     key=("query_id", "doc_id"),
 )
 
+RANKING = Table(
+    "ranking", 1,
+    tuple(f for f in CANDIDATES.fields if f.name != "pool"),
+    doc="A fused first-stage ranking (in memory: every candidate, before pooling).",
+    key=("query_id", "doc_id"),
+)
+
 JUDGMENTS = Table(
     "judgments", 1,
     (
@@ -209,5 +216,5 @@ QUARANTINE = Table(
     doc="Input records rejected by a loader, with the reason (when quarantine is requested).",
 )
 
-ALL_TABLES = {t.name: t for t in (DOCUMENTS, QUERIES, QRELS, CANDIDATES, JUDGMENTS, LABELS, RERANKER_RL,
+ALL_TABLES = {t.name: t for t in (DOCUMENTS, QUERIES, QRELS, CANDIDATES, RANKING, JUDGMENTS, LABELS, RERANKER_RL,
                                   RERANKER_SFT, RETRIEVER_EXAMPLES, RUNS, METRICS, QUARANTINE)}

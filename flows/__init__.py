@@ -1,12 +1,11 @@
 """Prefect 3 orchestration for the GroupRank pipeline (thin glue over `grouprank`).
 
-- `flows.synthesize.synthesize`: the end-to-end flow; `flows.<stage>.<stage>_flow`: one flow per
-  stage (its prerequisites come from the cache).
+- `flows.synthesize.synthesize`: the end-to-end flow; `flows.stage_flows`: one flow per stage,
+  generated from the stage list (its prerequisites come from the cache).
 - `flows.tasks`: the one generic stage task (content cache key, persisted results, retries with
   exponential backoff, timeouts, the `llm` global concurrency limit, judge progress).
 - `flows.artifacts`: the run's markdown/table/progress/histogram artifacts.
 - `flows.runners`: thread / Dask / Ray task runners (GROUPRANK_TASK_RUNNER).
-- `flows.registry`: per-stage orchestration options over `grouprank.pipeline.STAGES`.
 
 Deployments: prefect.yaml; local server + worker: scripts/prefect_local.sh.
 """

@@ -2,39 +2,32 @@
 
 Runs one flow in this process: with PREFECT_API_URL set it reports to that server, without it
 Prefect starts an ephemeral server (on a fresh database set
-PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120). FLOW: synthesize, mine-queries, retrieve,
-judge, fuse-labels, build-datasets, export, train-retriever, train-reranker, evaluate.
+PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120). FLOW: synthesize, or a stage's command
+(the same names as `grouprank`'s stage commands: load, mine-queries, retrieve, judge, ...).
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 
-FLOWS = {
-    "synthesize": ("flows.synthesize", "synthesize"),
-    "mine-queries": ("flows.mine_queries", "mine_queries_flow"),
-    "retrieve": ("flows.retrieve", "retrieve_flow"),
-    "judge": ("flows.judge", "judge_flow"),
-    "fuse-labels": ("flows.fuse", "fuse_flow"),
-    "build-datasets": ("flows.build_datasets", "build_datasets_flow"),
-    "export": ("flows.export", "export_flow"),
-    "train-retriever": ("flows.train_retriever", "train_retriever_flow"),
-    "train-reranker": ("flows.train_reranker", "train_reranker_flow"),
-    "evaluate": ("flows.evaluate", "evaluate_flow"),
-}
+def flow_names() -> list[str]:
+    from grouprank.stages import all_stages
+    return ["synthesize"] + [s.cli_name for s in all_stages().values()]
 
 
 def get_flow(name: str):
-    mod, attr = FLOWS[name]
-    return getattr(importlib.import_module(mod), attr)
+    if name == "synthesize":
+        from flows.synthesize import synthesize
+        return synthesize
+    from flows.stage_flows import FLOWS
+    return FLOWS[name]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from grouprank.cli import add_config_args, config_from_args
+    from grouprank.config import add_config_args, config_from_args
     p = argparse.ArgumentParser(prog="python -m flows", description=__doc__.splitlines()[0])
-    p.add_argument("flow", choices=sorted(FLOWS))
+    p.add_argument("flow", choices=flow_names())
     add_config_args(p)
     p.add_argument("--task-runner", default=None,
                    help="thread (default) | dask | tcp://HOST:PORT | ray | ray://HOST:PORT")
@@ -52,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     if summary.get("exports"):
         print(f"Parquet exports: {summary['exports']}")
     ev = (summary.get("stages", {}).get("evaluate") or {})
-    if ev.get("outputs", {}).get("report"):
-        print(f"evaluation: {ev['outputs']['report']}")
+    if ev.get("outputs", {}).get("eval_report"):
+        print(f"evaluation: {ev['outputs']['eval_report']}")
         for k, v in sorted((ev.get("stats") or {}).items()):
             if k.endswith(".nDCG@10"):
                 print(f"  nDCG@10 {k[:-len('.nDCG@10')]:40s} {v:.4f}")

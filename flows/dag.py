@@ -21,9 +21,11 @@ from prefect.context import get_run_context
 
 from grouprank.config import RunConfig
 
+from grouprank.executor import stage_inputs, stale_outputs
+from grouprank.stages import levels, plan
+
 from flows import artifacts
-from flows.registry import levels, plan
-from flows.tasks import _library_logging, describe, ensure_llm_limit, stage_task, stale_outputs
+from flows.tasks import _library_logging, describe, ensure_llm_limit, stage_task
 
 
 def _flow_run() -> tuple[str, str | None]:
@@ -43,22 +45,12 @@ def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: s
     t_all = time.time()
     cfg.work_path.mkdir(parents=True, exist_ok=True)
 
-    wanted = plan(targets)
-    skipped: list[str] = []
-    todo = []
-    for st in wanted:
-        if not st.available() or any(u in skipped for u in st.upstream):
-            skipped.append(st.name)
-        else:
-            todo.append(st)
-    if skipped:
-        log.warning("stages not available in this checkout (skipped, with what depends on them): %s",
-                    ", ".join(skipped))
+    todo = plan(targets)
     log.info("%s: %d stage(s) for run %r on collection %r in %s: %s", flow_label, len(todo), cfg.name,
              cfg.data.collection, cfg.work_path, " -> ".join(
                  "[" + ", ".join(s.name for s in w) + "]" for w in levels(todo)))
 
-    if any(st.uses_llm(cfg) for st in todo):
+    if any(st.needs_llm(cfg) for st in todo):
         limit = ensure_llm_limit()
         log.info("global concurrency limit %r: %d slots", "llm", limit)
 
@@ -75,7 +67,7 @@ def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: s
     summary: dict[str, Any] = {"run": cfg.name, "flow": flow_name, "flow_run_id": flow_run_id,
                                "flow_pid": os.getpid(),
                                "collection": cfg.data.collection,
-                               "work_dir": str(cfg.work_path), "stages": {}, "skipped": skipped}
+                               "work_dir": str(cfg.work_path), "stages": {}}
 
     def finish(failed: str | None = None) -> dict[str, Any]:
         summary["wall_s"] = round(time.time() - t_all, 2)
@@ -102,10 +94,7 @@ def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: s
     for wave in levels(todo):
         futures = {}
         for st in wave:
-            inputs = {k: results[s]["outputs"][o] for k, (s, o) in st.wiring.items()
-                      if s in results and o in results[s]["outputs"]}
-            hashes = {k: results[s]["fingerprints"].get(o, "?") for k, (s, o) in st.wiring.items()
-                      if s in results and o in results[s]["outputs"]}
+            inputs, hashes = stage_inputs(st, results)
             futures[st.name] = (st, inputs, hashes, submit(st, inputs, hashes))
         for name, (st, inputs, hashes, fut) in futures.items():
             fut.wait()
@@ -138,8 +127,6 @@ def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: s
             summary["stages"][name] = {"state": "cached" if cached else "ran", "wall_s": res.get("wall_s"),
                                        "executor": res.get("executor"),
                                        "outputs": res.get("outputs", {}), "stats": res.get("stats", {})}
-    for name in skipped:
-        records.append({"stage": name, "state": "not available", "seconds": 0, "stats": {}})
     out = finish()
     log.info("%s finished in %.1f s: %d ran, %d cached%s. Run summary: %s", flow_label, out["wall_s"],
              sum(r["state"] == "ran" for r in records), sum(r["state"] == "cached" for r in records),
@@ -147,18 +134,20 @@ def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: s
     return out
 
 
-def stage_flow(name: str, targets: tuple[str, ...], description: str, module: str):
-    """The Prefect flow `name` that runs `targets` and the stages they need (each skipped when its
-    cached result is still valid). `module`: where the flow object lives (the deployment entrypoint)."""
+def stage_flow(stage, module: str):
+    """The Prefect flow for one stage: runs it and the stages it needs (each skipped when its cached
+    result is still valid). Named after the stage's command; `module`: where the flow object lives
+    (the deployment entrypoint)."""
     from prefect import flow
 
     from flows.runners import make_task_runner
+    name = stage.cli_name
 
     def body(config: RunConfig = RunConfig()) -> dict:
-        return run_stages(config, targets, targets[0])
+        return run_stages(config, (stage.name,), stage.name)
 
     body.__name__ = body.__qualname__ = name.replace("-", "_") + "_flow"
     body.__module__ = module
-    body.__doc__ = f"{description}\n\nEarlier stages come from the cache when nothing they depend on changed."
+    body.__doc__ = (f"{(stage.help or stage.title or stage.name).rstrip('.')}.\n\n"
+                    "Earlier stages come from the cache when nothing they depend on changed.")
     return flow(name=name, task_runner=make_task_runner(), log_prints=True)(body)
-

@@ -16,12 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import hashlib
-import importlib
-import inspect
-import json
 import logging
-import math
 import os
 import threading
 import time
@@ -35,65 +30,14 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 from prefect.utilities.hashing import hash_objects
 
+from grouprank import executor
 from grouprank.config import RunConfig
-
-from flows.registry import Stage, stages
+from grouprank.stage import Stage
+from grouprank.stages import all_stages
 
 LLM_LIMIT = "llm"
 DEFAULT_LLM_LIMIT = int(os.environ.get("GROUPRANK_LLM_CONCURRENCY", "16"))
 RETRY_BACKOFF_S = float(os.environ.get("GROUPRANK_RETRY_BACKOFF_S", "30"))
-
-
-# ------------------------------------------------------------------------------------------
-# content fingerprints
-# ------------------------------------------------------------------------------------------
-_HASH_MEMO: dict[tuple, str] = {}
-_MEMO_LOCK = threading.Lock()
-
-
-def _file_sha(p: Path) -> str:
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    with _MEMO_LOCK:
-        if key in _HASH_MEMO:
-            return _HASH_MEMO[key]
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    d = h.hexdigest()
-    with _MEMO_LOCK:
-        _HASH_MEMO[key] = d
-    return d
-
-
-def fingerprint(path: str | os.PathLike | None) -> str:
-    """sha256 of a file's bytes; for a folder, of its files' relative names and bytes;
-    "absent" when the path does not exist."""
-    if path is None:
-        return "absent"
-    p = Path(path)
-    if p.is_file():
-        return _file_sha(p)
-    if p.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(x for x in p.rglob("*") if x.is_file() and not x.name.endswith(".tmp")):
-            h.update(str(f.relative_to(p)).encode() + b"\0" + _file_sha(f).encode())
-        return "dir:" + h.hexdigest()
-    return "absent"
-
-
-def fingerprints(outputs: dict[str, Any]) -> dict[str, str]:
-    return {k: fingerprint(v) if isinstance(v, (str, os.PathLike)) else "value"
-            for k, v in (outputs or {}).items()}
-
-
-def stale_outputs(result: dict) -> list[str]:
-    """Names of recorded outputs whose files no longer match what the stage wrote (deleted,
-    overwritten by a run with another configuration, ...): the cached result cannot be reused."""
-    recorded = result.get("fingerprints") or {}
-    now = fingerprints(result.get("outputs") or {})
-    return [k for k, v in recorded.items() if now.get(k) != v]
 
 
 # ------------------------------------------------------------------------------------------
@@ -106,18 +50,12 @@ class StageCachePolicy(CachePolicy):
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
                     flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
-        name = inputs["stage"]
         cfg = inputs["config"]
         if not isinstance(cfg, RunConfig):
             cfg = RunConfig.model_validate(cfg)
-        st = stages()[name]
-        return hash_objects({
-            "stage": name,
-            "target": st.target,
-            "config": st.config_key(cfg),
-            "inputs": dict(sorted((inputs.get("input_hashes") or {}).items())),
-            "source": st.source_key(),
-        }, raise_on_failure=True)
+        st = all_stages()[inputs["stage"]]
+        return hash_objects({"key": executor.cache_key(st, cfg, inputs.get("input_hashes") or {})},
+                            raise_on_failure=True)
 
 
 STAGE_CACHE_POLICY = TASK_SOURCE + StageCachePolicy()
@@ -269,17 +207,6 @@ class ProgressReporter:
 # ------------------------------------------------------------------------------------------
 # the stage task
 # ------------------------------------------------------------------------------------------
-def _plain(x: Any) -> Any:
-    def default(o: Any) -> Any:
-        if hasattr(o, "item"):
-            return o.item()
-        if isinstance(o, (set, tuple)):
-            return list(o)
-        return str(o)
-    v = json.loads(json.dumps(x, default=default))
-    return v
-
-
 class _InRunOnly(logging.Filter):
     """Records logged outside a flow/task run context (e.g. from the library's own helper threads)
     are not sent to the API (Prefect would warn about each)."""
@@ -323,28 +250,7 @@ def secret_api_keys(cfg: RunConfig) -> dict[str, str]:
     return keys
 
 
-def call_stage(st: Stage, cfg: RunConfig, inputs: dict[str, str], progress=None) -> dict:
-    """Call the library function with the inputs, plus a progress callback and API keys from
-    Prefect Secret blocks when it takes them."""
-    fn = getattr(importlib.import_module(st.module), st.function)
-    kwargs: dict[str, Any] = {k: Path(v) for k, v in inputs.items()}
-    params = inspect.signature(fn).parameters
-    if progress is not None:
-        for name in ("progress", "progress_callback", "on_progress"):
-            if name in params:
-                kwargs[name] = progress
-                break
-    if "api_keys" in params:
-        keys = secret_api_keys(cfg)
-        if keys:
-            kwargs["api_keys"] = keys
-    res = fn(cfg, **kwargs)
-    if "outputs" not in res and "paths" in res:  # older load-stage shape
-        res = {**res, "outputs": res["paths"]}
-    return res
-
-
-def executor() -> str:
+def where() -> str:
     """Where this code runs: "dask-worker <address> pid N" inside a Dask worker, else "pid N"."""
     try:
         from distributed import get_worker
@@ -356,23 +262,18 @@ def executor() -> str:
 def _run_stage_sync(st: Stage, config: RunConfig, inputs: dict[str, str],
                     progress_artifact_id: str | None) -> dict:
     log = get_run_logger()
-    t0 = time.time()
-    reporter = ProgressReporter(progress_artifact_id, st.options.title or st.name,
-                                parts=len(config.judges.judges) if st.name == "judge" else 1) \
+    parts = st.progress_parts(config) if st.progress_parts else 1
+    reporter = ProgressReporter(progress_artifact_id, st.title or st.name, parts=parts) \
         if progress_artifact_id else None
     log.info("%s: starting with inputs %s", st.name,
              ", ".join(f"{k}={Path(v).name}" for k, v in inputs.items()) or "-")
     try:
-        res = call_stage(st, config, inputs, reporter)
+        rec = executor.run_stage(st, config, inputs, progress=reporter, api_keys=secret_api_keys(config) or None)
     finally:
         if reporter is not None:
             reporter.close()
-    wall = round(time.time() - t0, 2)
-    outputs = {k: str(v) for k, v in (res.get("outputs") or {}).items()}
-    stats = _plain(res.get("stats") or {})
-    log.info("%s: done in %.1f s: %s", st.name, wall, describe(stats) or "(no numeric stats)")
-    return {"stage": st.name, "outputs": outputs, "stats": stats, "fingerprints": fingerprints(outputs),
-            "wall_s": wall, "executor": executor()}
+    log.info("%s: done in %.1f s: %s", st.name, rec["wall_s"], describe(rec["stats"]) or "(no numeric stats)")
+    return {**rec, "executor": where()}
 
 
 # log_prints off: library stages report through `logging` (forwarded to the run logs); Prefect's
@@ -390,10 +291,10 @@ async def run_stage(stage: str, config: RunConfig, inputs: dict[str, str], input
     background, Python cannot kill it). LLM stages hold their `llm` slots around that await."""
     import anyio
     _library_logging()
-    st = stages()[stage]
+    st = all_stages()[stage]
     call = functools.partial(contextvars.copy_context().run, _run_stage_sync, st, config, inputs,
                              progress_artifact_id)
-    if st.uses_llm(config):
+    if st.needs_llm(config):
         from prefect.concurrency.asyncio import concurrency
         log = get_run_logger()
         limit = await anyio.to_thread.run_sync(contextvars.copy_context().run, ensure_llm_limit)
@@ -412,9 +313,9 @@ def stage_task(st: Stage, cfg: RunConfig, *, refresh: bool = False):
         name=f"stage-{st.name.replace('_', '-')}",
         task_run_name=st.name,
         result_storage=storage,
-        timeout_seconds=st.options.timeout_s,
-        retries=st.options.retries,
+        timeout_seconds=st.timeout_s,
+        retries=st.retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S),
         refresh_cache=True if refresh else None,
-        tags=["grouprank", f"stage:{st.name}"] + (["uses-llm"] if st.uses_llm(cfg) else []),
+        tags=["grouprank", f"stage:{st.name}"] + (["uses-llm"] if st.needs_llm(cfg) else []),
     )

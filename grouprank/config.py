@@ -321,6 +321,8 @@ class RetrieverTrainConfig(_Section):
                                              "max_seq_length); shorter trains faster on CPU")
     fp16: bool = False
     bf16: bool = False
+    data_source: str = Field("synthetic", description="what the training examples are, for the model card "
+                             "(e.g. synthetic, human)")
     eval_split: str = Field("test", description="held-out query split evaluated before/after training "
                             "when qrels are given")
     holdout_fraction: float = Field(0.1, ge=0, lt=1, description="without qrels: fraction of example "
@@ -426,3 +428,20 @@ def parse_override(s: str) -> tuple[str, Any]:
         return k, json.loads(v)
     except json.JSONDecodeError:
         return k, v
+
+
+def add_config_args(p) -> None:
+    """Every command builds its RunConfig the same way: --config FILE plus --set KEY=VALUE."""
+    p.add_argument("--config", help="run configuration (YAML or JSON)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set retrieval.depth=100 (repeatable)")
+    p.add_argument("--work-dir", help="shortcut for --set work_dir=PATH")
+
+
+def config_from_args(args, extra: dict | None = None) -> RunConfig:
+    """RunConfig from --config, then --set, then `extra` overrides ({"section.key": value})."""
+    overrides = dict(parse_override(s) for s in getattr(args, "overrides", []) or [])
+    if getattr(args, "work_dir", None):
+        overrides["work_dir"] = args.work_dir
+    overrides.update(extra or {})
+    return RunConfig.load(getattr(args, "config", None), overrides)

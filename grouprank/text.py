@@ -76,12 +76,22 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top-k of a 2-D score matrix: (indices [n, k], values [n, k]), best first, ties by
-    ascending index (exact; a tie at the cut may keep either document, the order is still stable)."""
-    k = int(min(k, scores.shape[1]))
+    ascending index (exact, also for a tie at the cut: the lowest indices are kept, as in `top_k`)."""
+    n, m = scores.shape
+    k = int(min(k, m))
     if k <= 0:
-        return (np.zeros((scores.shape[0], 0), np.int64), np.zeros((scores.shape[0], 0), scores.dtype))
-    idx = (np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1]
-           else np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1)))
+        return (np.zeros((n, 0), np.int64), np.zeros((n, 0), scores.dtype))
+    if k < m:
+        idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(scores, idx, axis=1).min(axis=1, keepdims=True)
+        amb = np.flatnonzero((scores >= kth).sum(axis=1) > k)  # rows with a tie at the cut
+        if amb.size:  # keep the lowest indices among the tied, as top_k does
+            s, t = scores[amb], kth[amb]
+            tied = s == t
+            keep = (s > t) | (tied & (np.cumsum(tied, axis=1) <= k - (s > t).sum(axis=1, keepdims=True)))
+            idx[amb] = np.nonzero(keep)[1].reshape(amb.size, k)
+    else:
+        idx = np.tile(np.arange(m), (n, 1))
     part = np.take_along_axis(scores, idx, axis=1)
     order = np.lexsort((idx, -part), axis=1)
     return np.take_along_axis(idx, order, axis=1).astype(np.int64), np.take_along_axis(part, order, axis=1)

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from grouprank.text import document_text_map
+
 
 def _stats(name):
     out = subprocess.run([sys.executable, "-m", "grouprank.cli", "collections", "stats", name, "--json"],
@@ -33,7 +35,7 @@ def test_scifact_splits(load):
 
 def test_scifact_abstract_parsed_from_numpy_repr(load):
     c = load("scifact")
-    docs = c.doc_text()
+    docs = document_text_map(c.documents, include_title=False)
     text = docs["4983"]
     assert text.startswith("Alterations of the architecture of cerebral white matter")
     assert "['" not in text and "'\n" not in text

@@ -5,6 +5,7 @@ import pytest
 
 from grouprank.evaluation.agreement import agreement, weighted_kappa
 from grouprank.evaluation.metrics import evaluate
+from grouprank.text import document_text_map
 
 
 def test_ndcg_hand_computed():
@@ -28,7 +29,7 @@ def test_matches_ir_measures_on_real_run(load):
     import ir_measures
     c = load("trec_dl19_passage")
     q = c.qrels.to_pandas()
-    lens = {d: len(t) for d, t in c.doc_text().items()}
+    lens = {d: len(t) for d, t in document_text_map(c.documents).items()}
     q["score"] = q["doc_id"].map(lens).astype(float)
     run = q[["query_id", "doc_id", "score"]]
     ours = evaluate(run, q, ["nDCG@10", "R@100", "AP"], rel=2)

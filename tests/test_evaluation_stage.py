@@ -6,15 +6,23 @@ import json
 
 import pytest
 
-from data_schemas import METRICS, QUERIES, RUNS
+from data_schemas import DOCUMENTS, METRICS, QRELS, QUERIES, RUNS
 from grouprank.collections import load_collection
 from grouprank.config import RunConfig
 from grouprank.evaluation.metrics import evaluate
+from grouprank.evaluation.stage import STAGE
+from grouprank.executor import run_stage
 
 
 @pytest.fixture(scope="module")
 def cran():
     return load_collection("cranfield")
+
+
+def _collection_files(cran, d):
+    return {"documents": DOCUMENTS.write(cran.documents, d / "documents.parquet"),
+            "queries": QUERIES.write(cran.queries, d / "queries.parquet"),
+            "qrels": QRELS.write(cran.qrels, d / "qrels.parquet")}
 
 
 def _cfg(work, endpoints=()):
@@ -27,9 +35,8 @@ def _cfg(work, endpoints=()):
 
 
 def test_evaluate_stage_systems_exclusion_and_llm_rerank(tmp_path, cran):
-    from grouprank.evaluation.stage import run
-    from tests.support.fake_openai_server import start_local_server
     from grouprank.first_stage.dense import default_model_path
+    from tests.support.fake_openai_server import start_local_server
 
     # three test queries were "mined" for training: the evaluation leaves them out
     mined = cran.queries_for("test").slice(0, 3)
@@ -38,7 +45,8 @@ def test_evaluate_stage_systems_exclusion_and_llm_rerank(tmp_path, cran):
                             env={"GROUPRANK_JUDGE_CORPUS": "cranfield", "GROUPRANK_LOCAL_E5": "0"}) as srv:
         cfg = _cfg(tmp_path / "work", [{"name": "local", "base_url": srv.base_url, "model": "local",
                                         "max_concurrency": 4, "timeout_s": 30}])
-        res = run(cfg, mined_queries=str(mined_path), retriever_model=str(default_model_path()))
+        res = run_stage(STAGE, cfg, {**_collection_files(cran, tmp_path), "mined_queries": mined_path,
+                                     "retriever_model": default_model_path()})
         requests = srv.stats(detail=False)["requests"]
 
     st = res["stats"]
@@ -64,14 +72,13 @@ def test_evaluate_stage_systems_exclusion_and_llm_rerank(tmp_path, cran):
     assert st["rerank.calls"] == 6 == requests and st["rerank.failed"] == 0
     rr = runs[runs["system"] == "hybrid-minmax+groupwise-rerank"]
     assert rr["query_id"].nunique() == 3 and len(rr) == 30
-    report = json.loads(open(res["outputs"]["report"]).read())
+    report = json.loads(open(res["outputs"]["eval_report"]).read())
     assert report["rerank"]["reranker"] == "llm:local" and report["split"] == "test"
 
 
-def test_evaluate_stage_refuses_a_split_without_judged_queries(tmp_path):
+def test_evaluate_stage_refuses_a_split_without_judged_queries(tmp_path, cran):
     from grouprank.errors import UserError
-    from grouprank.evaluation.stage import run
     cfg = _cfg(tmp_path)
     cfg.evaluation.split = "train"  # Cranfield has test queries only
     with pytest.raises(UserError, match="no judged queries in split 'train'"):
-        run(cfg)
+        run_stage(STAGE, cfg, _collection_files(cran, tmp_path))

@@ -30,7 +30,7 @@ def test_retrieve_cli_smoke(tiny_beir, tmp_path, capsys):
     args = ["retrieve", "--work-dir", str(wd), "--set", "data.collection=tiny", "--set", "data.format=beir",
             "--set", f"data.path={tiny_beir}", "--set", "retrieval.depth=20", "--set", "retrieval.pool_top=5",
             "--set", "retrieval.pool_sampled=5", "--set", "retrieval.pool_sample_from=[6,20]",
-            "--split", "test", "--no-progress"]
+            "--split", "test"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     stats = summary["stats"]
@@ -47,32 +47,36 @@ def test_retrieve_cli_smoke(tiny_beir, tmp_path, capsys):
     assert len(run) == 60 and run[0].split()[1] == "Q0"
     assert len((out / "candidates.trec").read_text().splitlines()) == 30
     assert json.loads((out / "retrieval_report.json").read_text())["queries"] == 3
-    # the rerun reuses every persisted index and writes the same candidates
+    # unchanged: the finished stage is reused as it is
     assert main(args) == 0
-    again = json.loads(capsys.readouterr().out)["stats"]
-    assert again["reused.bm25"] and again["reused.embeddings"]
+    assert json.loads(capsys.readouterr().out)["state"] == "cached"
+    # forced rerun: every persisted index is reused and the same candidates are written
+    assert main(args + ["--refresh"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["state"] == "ran"
+    assert again["stats"]["reused.bm25"] and again["stats"]["reused.embeddings"]
     assert CANDIDATES.read(out / "candidates.parquet").to_pandas().equals(cands)
 
 
-def test_stage_contract(tiny_beir, tmp_path):
-    """grouprank.first_stage.stage.run(cfg, documents=, queries=) on Parquet paths, with mined queries."""
-    from data_schemas import DOCUMENTS, QUERIES
+def test_stage_retrieves_for_kept_queries_only(tiny_beir, tmp_path):
+    """The retrieve stage's logic on tables: only mined queries with decision "kept" are retrieved for."""
+    from data_schemas import QUERIES
     from grouprank.collections import load_collection
     from grouprank.config import RunConfig
-    from grouprank.first_stage import stage
+    from grouprank.first_stage.stage import kept, retrieve_and_pool
     from tests.support.hash_encoder import HashEncoder
     coll = load_collection("tiny", format="beir", path=str(tiny_beir))
-    DOCUMENTS.write(coll.documents, tmp_path / "documents.parquet")
     q = coll.queries.to_pylist()
     q[1]["decision"] = "duplicate"        # dropped by mining: not retrieved for
-    QUERIES.write(QUERIES.from_records(q), tmp_path / "mined.parquet")
     cfg = RunConfig(work_dir=str(tmp_path / "w"), retrieval={"depth": 15})
-    res = stage.run(cfg, documents=tmp_path / "documents.parquet", queries=tmp_path / "mined.parquet",
-                    encoder=HashEncoder())
-    assert set(res["outputs"]) == {"candidates", "pool_run", "run", "report"}
-    c = CANDIDATES.read(res["outputs"]["candidates"])
+    (tmp_path / "out").mkdir()
+    res = retrieve_and_pool(cfg, coll.documents, kept(QUERIES.from_records(q)), tmp_path / "out",
+                            encoder=HashEncoder())
+    assert set(res.outputs) == {"candidates", "pool_run", "run", "retrieval_report"}
+    c = res.outputs["candidates"].table
     assert sorted(set(c["query_id"].to_pylist())) == ["q1", "q3"]
-    assert res["stats"]["queries"] == 2 and res["stats"]["candidates"] == 2 * 15
+    assert res.stats["queries"] == 2 and res.stats["candidates"] == 2 * 15
+    assert "timings_s" not in res.outputs["candidates"].extra["report"]  # reruns write identical bytes
 
 
 def test_retrieve_cli_help():

@@ -1,12 +1,15 @@
-"""retrieve / pool / hybrid_search on a toy corpus with the hashing encoder (no model)."""
+"""retrieve / pool / HybridRetriever.search on a toy corpus with the hashing encoder (no model)."""
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
 import pytest
 
 from data_schemas import CANDIDATES
 from grouprank.config import RetrievalConfig
 from grouprank.first_stage import fusion as F
-from grouprank.first_stage.hybrid import (HybridRetriever, get_hybrid_retriever, hybrid_search, pool, retrieve,
-                                          write_trec)
+from grouprank.collections.formats import write_trec_run
+from grouprank.first_stage.hybrid import HybridRetriever, retrieve
+from grouprank.first_stage.pooling import pool
 from tests.support.hash_encoder import HashEncoder, toy_documents, toy_queries
 
 
@@ -57,7 +60,7 @@ def test_without_union_rescoring_missing_scores_are_null(docs, tmp_path):
 
 
 def test_refuse_and_single_systems(result):
-    rrf = result.refuse("rrf")
+    rrf = result.with_fusion("rrf")
     assert rrf.fusion == "rrf" and set(rrf.ranking["fusion"].to_pylist()) == {"rrf"}
     assert rrf.ranking.num_rows == result.ranking.num_rows
     assert result.ranking["fusion"].to_pylist()[0] == "minmax"  # the original is unchanged
@@ -67,7 +70,7 @@ def test_refuse_and_single_systems(result):
     assert (de.groupby("query_id").size() == 200).all()
     for q, g in bm.groupby("query_id"):
         assert list(g["score"]) == sorted(g["score"], reverse=True)
-    w = result.refuse("minmax", bm25_weight=1.0).ranking.to_pandas()
+    w = result.with_fusion("minmax", bm25_weight=1.0).ranking.to_pandas()
     assert list(w[w["query_id"] == "q-heart"]["doc_id"][:20]) == list(bm[bm["query_id"] == "q-heart"]["doc_id"][:20])
 
 
@@ -80,18 +83,25 @@ def test_pool_from_result(result, tmp_path):
     assert again.equals(cands)
     other_seed = pool(result, RetrievalConfig(seed=99))
     assert not other_seed.equals(cands)
-    write_trec(result.ranking, tmp_path / "run.trec", "x")
-    assert len((tmp_path / "run.trec").read_text().splitlines()) == 800
+    write_trec_run(result.ranking, tmp_path / "run.trec", "x")
+    lines = (tmp_path / "run.trec").read_text().splitlines()
+    assert len(lines) == 800
+    q, q0, d, rank, score, tag = lines[0].split()
+    first = result.ranking.filter(pa.compute.equal(result.ranking["rank"], 1)).to_pylist()
+    best = min(first, key=lambda r: r["query_id"])
+    assert (q, q0, d, rank, tag) == (best["query_id"], "Q0", best["doc_id"], "1", "x")
+    assert float(score) == pytest.approx(best["fused_score"], rel=1e-7)
 
 
 def test_hybrid_search_and_rank_of(docs, tmp_path):
     enc = HashEncoder()
     cfg = RetrievalConfig(depth=50)
-    hits = hybrid_search(docs, ["vitamin calcium bone"], cfg, tmp_path, k=5, encoder=enc)
+    r = HybridRetriever(docs, cfg, tmp_path, encoder=enc)
+    hits = r.search(["vitamin calcium bone"], k=5)
     assert len(hits) == 1 and len(hits[0]) == 5
     top_doc = hits[0][0][0]
-    r = get_hybrid_retriever(docs, cfg, tmp_path, encoder=enc)
-    assert r is get_hybrid_retriever(docs, cfg, tmp_path, encoder=enc)       # cached per process
+    again = HybridRetriever(docs, cfg, tmp_path, encoder=enc).reused  # persisted indexes found
+    assert again["bm25"] and again["embeddings"]
     assert r.rank_of(["vitamin calcium bone", "vitamin calcium bone"], [top_doc, hits[0][3][0]], k=5) == [1, 4]
     assert r.rank_of(["vitamin calcium bone"], ["d0000"], k=5) == [None]     # a protein doc
     assert r.search(["vitamin calcium bone"], k=5, fusion="rrf")[0][0][0] == top_doc

@@ -4,8 +4,7 @@ import pyarrow as pa
 import pytest
 
 from data_schemas import CANDIDATES
-from grouprank.first_stage.hybrid import pool
-from grouprank.first_stage.pooling import select_pool
+from grouprank.first_stage.pooling import pool, select_pool
 
 
 def _ranking(qids, depth=200):

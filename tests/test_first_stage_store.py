@@ -8,7 +8,8 @@ import pytest
 
 from grouprank.config import RetrievalConfig
 from grouprank.first_stage.hybrid import HybridRetriever, retrieve, store_embeddings
-from grouprank.first_stage.store import ShardedEmbeddings, corpus_fingerprint, document_texts, encode_resumable
+from grouprank.first_stage.store import ShardedEmbeddings, corpus_fingerprint, encode_resumable
+from grouprank.text import document_texts
 from tests.support.hash_encoder import HashEncoder, toy_documents, toy_queries
 
 CFG = RetrievalConfig(shard_size=64)
@@ -61,13 +62,6 @@ def test_title_setting_is_part_of_the_corpus_key(tmp_path):
     a = HybridRetriever(docs, CFG, tmp_path, encoder=HashEncoder())
     b = HybridRetriever(docs, CFG.model_copy(update={"include_title": False}), tmp_path, encoder=HashEncoder())
     assert a.corpus_hash != b.corpus_hash and not b.reused["embeddings"]
-
-
-def test_document_texts_title_rules():
-    t = pa.table({"doc_id": ["a", "b", "c"], "title": ["Wing flow", None, "Repeat"],
-                  "text": ["at mach 2", "no title", "repeat title already here"]})
-    assert document_texts(t)[1] == ["Wing flow at mach 2", "no title", "repeat title already here"]
-    assert document_texts(t, include_title=False)[1] == ["at mach 2", "no title", "repeat title already here"]
 
 
 def test_interrupted_encoding_resumes(tmp_path):

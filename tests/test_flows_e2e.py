@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from flows_support import CHROMIUM, REPO, Chromium, LocalPrefect, small_config
+from tests.support.prefect_local import CHROMIUM, REPO, Chromium, LocalPrefect, small_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -32,12 +32,8 @@ ARTIFACT_KINDS = {"summary": "markdown", "stage-counts": "table", "grade-distrib
 
 
 def _expected_stages() -> list[str]:
-    from flows.registry import plan
-    out: list[str] = []
-    for st in plan(None):
-        if st.available() and all(u in out for u in st.upstream):
-            out.append(st.name)
-    return out
+    from grouprank.stages import all_stages
+    return list(all_stages())
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +98,7 @@ def _data(artifact: dict):
 
 def test_deployments_from_prefect_yaml(env):
     pf = env["pf"]
-    for name in ("synthesize/nightly", "judge/judge-only", "train-retriever/train-retriever",
+    for name in ("synthesize/nightly", "fuse-labels/judge-only", "train-retriever/train-retriever",
                  "train-reranker/train-reranker", "evaluate/evaluate"):
         dep = pf.deployment(name)
         assert dep["work_pool_name"] == "process", name

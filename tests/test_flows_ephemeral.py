@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from flows_support import REPO
+from tests.support.prefect_local import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -11,105 +11,13 @@ import yaml
 
 from grouprank.config import JudgeSpec, RunConfig
 
-from flows import artifacts, registry
+from grouprank.stages import all_stages
+
+from flows import artifacts
 from flows.runners import make_task_runner
-from flows.tasks import (fingerprint, fingerprints, is_transient, llm_slots, retry_condition,
-                         run_stage, stage_cache_key, stage_task, stale_outputs)
+from flows.tasks import StageCachePolicy, is_transient, llm_slots, retry_condition, run_stage, stage_task
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-# ------------------------------------------------------------------------------ registry
-def test_every_library_stage_has_orchestration_options():
-    from grouprank.pipeline import STAGES
-    names = [s[0] for s in STAGES]
-    assert names[0] == "load"
-    missing = [n for n in names if n not in registry.ORCHESTRATION]
-    assert not missing, f"add orchestration options for {missing} in flows/registry.py"
-    # wiring refers only to earlier stages (pipeline order is topological)
-    seen: set[str] = set()
-    for name, _, wiring in STAGES:
-        assert {s for s, _ in wiring.values()} <= seen, name
-        seen.add(name)
-    # with the flows' fallback wiring for stages the library does not list yet, still topological
-    seen = set()
-    for name, st in registry.stages().items():
-        assert set(st.upstream) <= seen, name
-        assert name in registry.ORCHESTRATION, name
-        seen.add(name)
-
-
-def test_plan_and_levels_follow_the_wiring():
-    every = registry.stages()
-    if "judge" in every:
-        names = [s.name for s in registry.plan(["judge"])]
-        assert names[:4] == ["load", "mine_queries", "retrieve", "judge"]
-        assert "build_datasets" not in names
-    waves = registry.levels(registry.plan(None))
-    assert [s.name for s in waves[0]] == ["load"]
-    pos = {s.name: i for i, w in enumerate(waves) for s in w}
-    for s in registry.plan(None):
-        for up in s.upstream:
-            assert pos[up] < pos[s.name]
-    if {"export", "train_retriever", "train_reranker"} <= set(pos):
-        assert pos["export"] == pos["train_retriever"] == pos["train_reranker"]
-    with pytest.raises(KeyError):
-        registry.plan(["no_such_stage"])
-
-
-def test_config_keys_change_only_with_the_sections_a_stage_reads(tmp_path):
-    every = registry.stages()
-    base = RunConfig(work_dir=str(tmp_path))
-    new_judge = base.model_copy(deep=True)
-    new_judge.judges.judges = [JudgeSpec(id="pw", kind="pointwise")]
-    new_beta = base.model_copy(deep=True)
-    new_beta.judges.beta = 0.3
-    new_ds = base.model_copy(deep=True)
-    new_ds.datasets.groups_per_query = 7
-    other_dir = base.model_copy(update={"work_dir": str(tmp_path / "other")})
-
-    def key(stage, cfg):
-        return registry.Stage(stage, "x:y", {}, registry.ORCHESTRATION[stage]).config_key(cfg)
-
-    for up in ("load", "mine_queries", "retrieve"):
-        assert key(up, new_judge) == key(up, base) == key(up, new_beta) == key(up, new_ds)
-    assert key("judge", new_judge) != key("judge", base)
-    assert key("judge", new_beta) == key("judge", base)          # fusion-only field
-    assert key("fuse", new_beta) != key("fuse", base)
-    assert key("build_datasets", new_ds) != key("build_datasets", base)
-    assert key("judge", new_ds) == key("judge", base)
-    assert key("load", other_dir) != key("load", base)            # outputs live in the work dir
-    if "judge" in every:
-        assert every["judge"].uses_llm(new_judge) and not every["judge"].uses_llm(base)
-
-
-def test_stage_cache_key_depends_on_input_content_and_config(tmp_path):
-    cfg = RunConfig(work_dir=str(tmp_path))
-    k1 = stage_cache_key("retrieve", cfg, {"documents": "a", "queries": "b"})
-    assert k1 == stage_cache_key("retrieve", cfg, {"queries": "b", "documents": "a"})
-    assert k1 != stage_cache_key("retrieve", cfg, {"documents": "a", "queries": "c"})
-    cfg2 = cfg.model_copy(deep=True)
-    cfg2.retrieval.depth = 77
-    assert k1 != stage_cache_key("retrieve", cfg2, {"documents": "a", "queries": "b"})
-    cfg3 = cfg.model_copy(deep=True)
-    cfg3.datasets.seed = 99
-    assert k1 == stage_cache_key("retrieve", cfg3, {"documents": "a", "queries": "b"})
-
-
-def test_fingerprints_and_stale_outputs(tmp_path):
-    f = tmp_path / "t.parquet"
-    f.write_bytes(b"one")
-    d = tmp_path / "dir"
-    (d / "sub").mkdir(parents=True)
-    (d / "sub" / "x.txt").write_text("x")
-    assert fingerprint(tmp_path / "missing") == "absent"
-    assert fingerprint(d).startswith("dir:")
-    res = {"outputs": {"t": str(f), "d": str(d), "gone": str(tmp_path / "never")}}
-    res["fingerprints"] = fingerprints(res["outputs"])
-    assert stale_outputs(res) == []
-    f.write_bytes(b"two")
-    (d / "sub" / "x.txt").write_text("y")
-    assert sorted(stale_outputs(res)) == ["d", "t"]
 
 
 # ------------------------------------------------------------------------------ resilience
@@ -138,11 +46,11 @@ def test_retry_only_transient_failures():
 
 def test_stage_task_options(tmp_path):
     cfg = RunConfig(work_dir=str(tmp_path))
-    st = registry.stages()["load"]
+    st = all_stages()["load"]
     t = stage_task(st, cfg)
     assert t.task_run_name == "load"
-    assert t.timeout_seconds == st.options.timeout_s
-    assert t.retries == st.options.retries
+    assert t.timeout_seconds == st.timeout_s
+    assert t.retries == st.retries
     delays = t.retry_delay_seconds
     assert len(delays) == t.retries and all(b == 2 * a for a, b in zip(delays, delays[1:]))
     assert t.retry_jitter_factor == 0.5 and t.retry_condition_fn is retry_condition
@@ -150,6 +58,18 @@ def test_stage_task_options(tmp_path):
     assert Path(t.result_storage) == tmp_path / "_prefect" / "results"
     assert stage_task(st, cfg, refresh=True).refresh_cache is True
     assert run_stage.cache_policy is not None
+
+
+def test_prefect_cache_key_follows_the_executor_key(tmp_path):
+    cfg = RunConfig(work_dir=str(tmp_path))
+    key = lambda c, h: StageCachePolicy().compute_key(None, {"stage": "retrieve", "config": c,  # noqa: E731
+                                                             "input_hashes": h}, {})
+    k1 = key(cfg, {"documents": "a", "mined_queries": "b"})
+    assert k1 == key(cfg.model_dump(mode="json"), {"mined_queries": "b", "documents": "a"})
+    assert k1 != key(cfg, {"documents": "a", "mined_queries": "c"})
+    cfg2 = cfg.model_copy(deep=True)
+    cfg2.retrieval.depth = 77
+    assert k1 != key(cfg2, {"documents": "a", "mined_queries": "b"})
 
 
 def test_llm_slots_capped_by_limit():
@@ -218,14 +138,18 @@ def test_prefect_yaml_deployments():
         assert d["work_pool"]["name"] == "process"
         path, fn = d["entrypoint"].split(":")
         assert (REPO / path).exists()
+        import importlib
+        flow = getattr(importlib.import_module(path[:-3].replace("/", ".")), fn)
+        assert hasattr(flow, "fn"), d["entrypoint"]  # a Prefect flow object at the entrypoint
         RunConfig.model_validate(d["parameters"]["config"])
+    assert deps["judge-only"]["entrypoint"].endswith(":fuse_labels_flow")  # judge, then fuse
     assert "pull" not in spec  # prefect deploy records the repository root as working directory
 
 
 def test_flow_parameters_are_the_run_config():
     from prefect.utilities.callables import parameter_schema
 
-    from flows.__main__ import FLOWS, get_flow
+    from flows.__main__ import flow_names, get_flow
     from flows.synthesize import synthesize
     schema = parameter_schema(synthesize).model_dump()
     assert list(schema["properties"]) == ["config"]
@@ -239,8 +163,8 @@ def test_flow_parameters_are_the_run_config():
         synthesize.validate_parameters({"config": {"judges": {"beta": 7}}})
     with pytest.raises(Exception):
         synthesize.validate_parameters({"config": {"no_such_section": {}}})
-    names = {get_flow(n).name for n in FLOWS}
-    assert names == set(FLOWS)
+    names = [get_flow(n).name for n in flow_names()]
+    assert names == flow_names() == ["synthesize"] + [s.cli_name for s in all_stages().values()]
 
 
 def test_progress_reporter_accepts_both_callback_shapes(monkeypatch):

@@ -108,7 +108,7 @@ def test_three_judges_end_to_end(tmp_path, server, small_pool):
     gw = by_judge(rows, "gw")
     assert {r["pass_index"] for r in gw} == {0, 1}
     # the HTTP path scores the same as the local scorer (the pointwise answer is its rounded score)
-    from grouprank.judges.local import LocalScorer
+    from grouprank.judges.local_scorer import LocalScorer
     sc = LocalScorer(dict(pool.docs))
     for q, dids in pool.pools.items():
         direct = sc.score_ids(pool.queries[q], dids)
@@ -226,49 +226,9 @@ def test_wrong_labels_are_retried_then_recorded_as_failed(tmp_path, server, smal
     assert rep.partially_judged > 0
 
 
-def test_cli_dry_run_judge_and_fuse(tmp_path, server, small_pool, capsys):
-    """`grouprank judge --dry-run`, `grouprank judge`, `grouprank fuse-labels` on a work dir."""
-    from data_schemas import CANDIDATES
-    from grouprank.cli import main
-    pool, _ = small_pool
-    recs = []
-    for q, dids in pool.pools.items():
-        for i, d in enumerate(dids, 1):
-            recs.append({"query_id": q, "doc_id": d, "rank": i, "fused_score": 1.0 / i, "bm25_score": None,
-                         "bm25_rank": None, "dense_score": None, "dense_rank": None, "fusion": "minmax",
-                         "pool": "top"})
-    CANDIDATES.write(CANDIDATES.from_records(recs), tmp_path / "candidates.parquet")
-    cfg = make_cfg(tmp_path, server.base_url, specs=[JudgeSpec(id="pw", kind="pointwise"),
-                                                     JudgeSpec(id="lw", kind="listwise")])
-    cfg.data.collection = "trec_dl19_passage"
-    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
-    server.reset()
-    assert main(["judge", "--config", str(tmp_path / "cfg.json"), "--dry-run"]) == 0
-    est = json.loads(capsys.readouterr().out)
-    assert est["judges"]["pw"]["calls"] == 24 and est["judges"]["lw"]["calls"] == 3
-    assert est["total"]["prompt_tokens"] > 0 and server.stats(detail=False)["requests"] == 0
-    assert main(["judge", "--config", str(tmp_path / "cfg.json")]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["rows"] == 48 and out["usage"]["pw"]["pairs_failed"] == 0
-    J = JUDGMENTS.read(tmp_path / "judge" / "judgments.parquet")
-    assert J.num_rows == 48
-    assert main(["fuse-labels", "--config", str(tmp_path / "cfg.json")]) == 0
-    rep = json.loads(capsys.readouterr().out)
-    assert rep["labelled"] == 24 and rep["method"] == "rank"
-    assert rep["weights"] == {"pw": 0.5, "lw": 0.5}
-    L = LABELS.read(tmp_path / "fuse" / "labels.parquet")
-    assert sorted(set(L.column("grade").to_pylist())) <= [0, 1, 2, 3]
-    # a second dry run sees the answers in the cache: nothing left to pay for
-    assert main(["judge", "--config", str(tmp_path / "cfg.json"), "--dry-run"]) == 0
-    est2 = json.loads(capsys.readouterr().out)
-    assert est2["total"]["calls"] == 0
-
-
-def test_stage_contract_judge_and_fuse(tmp_path, server, small_pool):
-    """grouprank.judges.stage.run / run_fuse: Parquet in, Parquet out, plain-number stats."""
+def _stage_inputs(tmp_path, pool) -> dict[str, str]:
+    """The judge stage's inputs as files: candidates (pool order), documents, mined queries."""
     from data_schemas import CANDIDATES, QUERIES
-    from grouprank.judges import stage
-    pool, _ = small_pool
     recs = [{"query_id": q, "doc_id": d, "rank": i, "fused_score": 1.0 / i, "bm25_score": None, "bm25_rank": None,
              "dense_score": None, "dense_rank": None, "fusion": "minmax", "pool": "top"}
             for q, dids in pool.pools.items() for i, d in enumerate(dids, 1)]
@@ -278,17 +238,56 @@ def test_stage_contract_judge_and_fuse(tmp_path, server, small_pool):
     QUERIES.write(QUERIES.from_records([{"query_id": q, "text": t, "collection": "t", "split": "test",
                                          "source": "existing", "decision": "kept"} for q, t in pool.queries.items()]),
                   tmp_path / "queries.parquet")
+    return {"candidates": str(tmp_path / "cand.parquet"), "documents": str(tmp_path / "docs.parquet"),
+            "mined_queries": str(tmp_path / "queries.parquet")}
+
+
+def test_cli_dry_run_judge_and_fuse(tmp_path, server, small_pool, capsys):
+    """`grouprank judge --dry-run`, `grouprank judge`, `grouprank fuse-labels`, fed from files."""
+    from grouprank.cli import main
+    pool, _ = small_pool
+    inputs = _stage_inputs(tmp_path, pool)
+    feed = [a for k, v in inputs.items() for a in (f"--{k.replace('_', '-')}", v)]
+    cfg = make_cfg(tmp_path, server.base_url, specs=[JudgeSpec(id="pw", kind="pointwise"),
+                                                     JudgeSpec(id="lw", kind="listwise")])
+    conf = str(tmp_path / "cfg.json")
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    server.reset()
+    assert main(["judge", "--config", conf, *feed, "--dry-run"]) == 0
+    est = json.loads(open(json.loads(capsys.readouterr().out)["outputs"]["estimate"]).read())
+    assert est["judges"]["pw"]["calls"] == 24 and est["judges"]["lw"]["calls"] == 3
+    assert est["total"]["prompt_tokens"] > 0 and server.stats(detail=False)["requests"] == 0
+    assert main(["judge", "--config", conf, *feed]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["stats"]["rows"] == 48 and out["stats"]["pw.pairs_failed"] == 0
+    J = JUDGMENTS.read(out["outputs"]["judgments"])
+    assert J.num_rows == 48
+    assert main(["fuse-labels", "--config", conf, "--judgments", out["outputs"]["judgments"]]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["stats"]["labelled"] == 24 and rep["stats"]["method"] == "rank"
+    assert rep["stats"]["weight.pw"] == rep["stats"]["weight.lw"] == 0.5
+    L = LABELS.read(rep["outputs"]["labels"])
+    assert sorted(set(L.column("grade").to_pylist())) <= [0, 1, 2, 3]
+    # a second dry run sees the answers in the cache: nothing left to pay for
+    assert main(["judge", "--config", conf, *feed, "--dry-run", "--refresh"]) == 0
+    est2 = json.loads(open(json.loads(capsys.readouterr().out)["outputs"]["estimate"]).read())
+    assert est2["total"]["calls"] == 0
+
+
+def test_stage_contract_judge_and_fuse(tmp_path, server, small_pool):
+    """The `judge` and `fuse` stages run by the executor: Parquet in, Parquet out, plain-number stats."""
+    from grouprank.executor import run_stage, stage
+    pool, _ = small_pool
+    inputs = _stage_inputs(tmp_path, pool)
     cfg = make_cfg(tmp_path, server.base_url, specs=[JudgeSpec(id="gw", kind="groupwise", group_size=4)])
-    inputs = dict(documents=tmp_path / "docs.parquet", queries=tmp_path / "queries.parquet",
-                  candidates=tmp_path / "cand.parquet")
     cfg.judges.dry_run = True
-    est = stage.run(cfg, **inputs)
-    assert est["stats"]["gw.est_calls"] == 6 and "estimate" in est["outputs"]
+    est = run_stage(stage("judge"), cfg, inputs)
+    assert est["stats"]["gw.est_calls"] == 6 and set(est["outputs"]) == {"estimate"}
     cfg.judges.dry_run = False
     seen = []
-    res = stage.run(cfg, **inputs, progress=lambda part, done, total: seen.append((part, done, total)))
-    assert res["stats"]["rows"] == 24 and res["stats"]["failed"] == 0 and seen[-1] == ("gw", 6, 6)  # progress in requests
+    res = run_stage(stage("judge"), cfg, inputs, progress=lambda part, done, total: seen.append((part, done, total)))
+    assert res["stats"]["rows"] == 24 and res["stats"]["failed"] == 0 and seen[-1] == ("gw", 6, 6)  # in requests
     assert all(isinstance(v, (int, float, str)) for v in res["stats"].values())
-    fz = stage.run_fuse(cfg, judgments=res["outputs"]["judgments"])
+    fz = run_stage(stage("fuse"), cfg, {"judgments": res["outputs"]["judgments"]})
     assert fz["stats"]["labelled"] == 24 and fz["stats"]["method"] == "single"
     assert LABELS.read(fz["outputs"]["labels"]).num_rows == 24

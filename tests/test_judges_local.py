@@ -6,8 +6,9 @@ import pytest
 
 from grouprank.config import JudgeSpec
 from grouprank.judges.base import JudgePool, check_complete
-from grouprank.judges.local import (FEATURES_BASE, Calibration, LocalJudge, LocalScorer, default_calibration,
-                                    e5_available, fit_calibration)
+from grouprank.judges.local_calibration import FEATURES_BASE, Calibration, default_calibration, fit_calibration
+from grouprank.judges.local_judge import LocalJudge
+from grouprank.judges.local_scorer import LocalScorer, e5_available
 
 
 def test_fit_calibration_recovers_an_ordinal_model():

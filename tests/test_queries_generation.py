@@ -102,16 +102,16 @@ def test_generation_end_to_end_with_faults_and_roundtrip(load, server, corpus, w
 
 
 def test_stage_generates_with_existing_queries_and_few_shot(load, server, corpus, work):
-    from grouprank.queries.stage import run_tables
+    from grouprank.queries.mine import mine_queries
+    from grouprank.queries.stage import stats_of
     c = load("scifact")
     docs = corpus
     cfg = _cfg(work, server.base_url, splits=["train"], max_queries=20, few_shot=2, generate_docs=6,
                query_types=["keyword", "question"], sampling="random")
-    res = run_tables(cfg, docs, c.queries, c.qrels, collection="scifact", embed=default_embedder())
-    t = QUERIES.read(res["outputs"]["mined_queries"])
+    t, report = mine_queries(cfg, docs, c.queries, c.qrels, collection="scifact", embed=default_embedder())
     src = t["source"].to_pylist()
     assert src.count("existing") == 20 and src.count("generated") == 12
-    s = res["stats"]
+    s = stats_of(report)
     assert s["generation.few_shot"] == 2 and "roundtrip.keep_rate" in s
 
 

@@ -9,7 +9,7 @@ import pytest
 from data_schemas import QUERIES
 from grouprank.config import RunConfig
 from grouprank.errors import InputError, UserError
-from grouprank.queries import mining
+from grouprank.queries import sources
 from grouprank.queries.mine import mine_queries
 
 ROWS = [{"qid": 1, "question": "what causes scurvy"}, {"qid": 2, "question": "symptoms of scurvy"},
@@ -30,7 +30,7 @@ def _write(path, fmt):
 def test_query_file_with_column_mapping(tmp_path, fmt):
     p = tmp_path / f"my_queries.{fmt}"
     _write(p, fmt)
-    recs = mining.from_file(p, id_column="qid", text_column="question", split="dev", id_prefix="f:")
+    recs = sources.from_file(p, id_column="qid", text_column="question", split="dev", id_prefix="f:")
     assert [r["query_id"] for r in recs] == ["f:1", "f:2", "f:x3"]
     assert recs[2]["text"] == "vitamin c sources"
     assert all(r["source"] == "existing" and r["split"] == "dev" and r["collection"] == "my_queries"
@@ -44,8 +44,8 @@ def test_hf_dataset_on_disk(tmp_path):
                                "validation": datasets.Dataset.from_list([{"qid": 9, "question": "q nine"}])})
     dd.save_to_disk(str(tmp_path / "hfq"))
     with pytest.raises(InputError, match="say which one with hf_split"):
-        mining.from_file(tmp_path / "hfq", id_column="qid", text_column="question")
-    recs = mining.from_file(tmp_path / "hfq", id_column="qid", text_column="question", hf_split="validation")
+        sources.from_file(tmp_path / "hfq", id_column="qid", text_column="question")
+    recs = sources.from_file(tmp_path / "hfq", id_column="qid", text_column="question", hf_split="validation")
     assert [(r["query_id"], r["text"], r["collection"]) for r in recs] == [("9", "q nine", "hfq")]
 
 
@@ -54,9 +54,9 @@ def test_bad_query_records_are_named_or_quarantined(tmp_path):
     p.write_text('{"qid": 1, "question": "ok"}\n{"qid": 2}\n{"qid": 1, "question": "dup"}\nnot json\n'
                  '{"qid": 4, "question": 5}\n')
     with pytest.raises(InputError, match=r"q.jsonl, line 2, field 'question': missing field"):
-        mining.from_file(p, id_column="qid", text_column="question")
+        sources.from_file(p, id_column="qid", text_column="question")
     quarantine: list = []
-    recs = mining.from_file(p, id_column="qid", text_column="question", quarantine=quarantine)
+    recs = sources.from_file(p, id_column="qid", text_column="question", quarantine=quarantine)
     assert [r["query_id"] for r in recs] == ["1"]
     reasons = sorted(q["reason"] for q in quarantine)
     assert len(quarantine) == 4 and any("duplicate id" in r for r in reasons)
@@ -66,14 +66,14 @@ def test_bad_query_records_are_named_or_quarantined(tmp_path):
 def test_id_clash_between_sources_is_an_error(tmp_path):
     p = tmp_path / "q.jsonl"
     _write(p, "jsonl")
-    a = mining.from_file(p, id_column="qid", text_column="question")
+    a = sources.from_file(p, id_column="qid", text_column="question")
     with pytest.raises(UserError, match="appears twice.*id_prefix"):
-        mining.check_unique_ids(a + a)
+        sources.check_unique_ids(a + a)
 
 
 def test_unknown_split_is_named(load):
     with pytest.raises(UserError, match=r"\['dev'\] not in the collection"):
-        mining.from_collection(load("scifact"), ["dev"])
+        sources.from_collection(load("scifact"), ["dev"])
 
 
 def test_scifact_train_split_yields_809_queries_with_provenance(load, tmp_path):
@@ -98,12 +98,13 @@ def test_scifact_train_split_yields_809_queries_with_provenance(load, tmp_path):
 def test_stage_contract_and_cli(load, tmp_path):
     from grouprank.cli import main
     from grouprank.collections.export import export_collection
-    from grouprank.queries.stage import run
+    from grouprank.executor import run_stage
+    from grouprank.queries.stage import STAGE
     c = load("scifact")
     paths = export_collection(c, tmp_path / "collection")
     cfg = RunConfig.model_validate({"work_dir": str(tmp_path / "w"),
                                     "queries": {"leakage_eval_splits": [], "max_queries": 100}})
-    res = run(cfg, documents=paths["documents"], queries=paths["queries"], qrels=paths["qrels"])
+    res = run_stage(STAGE, cfg, {k: paths[k] for k in ("documents", "queries", "qrels")})
     out = res["outputs"]["mined_queries"]
     assert out.endswith("mine_queries/mined_queries.parquet")
     t = QUERIES.read(out)

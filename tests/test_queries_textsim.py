@@ -1,11 +1,13 @@
-"""Normalisation, edit distance and candidate search used by dedup and the leakage guard."""
+"""Edit distance, lexical similarity and candidate search used by dedup and the leakage guard
+(the query normal form itself is tested in test_text.py)."""
 import random
 
 import numpy as np
 import pytest
 
 from grouprank.queries.textsim import (char_ngram_neighbors, dense_neighbors, edit_similarity, jaccard,
-                                       levenshtein, lexical_similarity, normalize)
+                                       levenshtein, lexical_similarity)
+from grouprank.text import normalize_query
 
 
 def _dp(a, b):
@@ -31,18 +33,11 @@ def test_levenshtein_matches_dynamic_programming():
     assert levenshtein(a, b) == _dp(a, b) == 30
 
 
-def test_normalize():
-    assert normalize("  Ｈello,  WORLD! — “quoted”\tText ") == "hello world quoted text"
-    assert normalize("Obesity decreases life quality.") == normalize("obesity decreases life quality")
-    assert normalize("up to $5 billion") != normalize("up to 5 billion")  # symbols are kept
-    assert normalize("ﬁne") == "fine"  # NFKC ligature
-
-
 def test_lexical_similarity():
     a = "TNFAIP3 is a glioblastoma tumor suppressor."
     b = "TNFAIP3 is a tumor suppressor in glioblastoma."
     s, kind = lexical_similarity(a, b)
-    assert kind == "jaccard" and s == pytest.approx(jaccard(normalize(a).split(), normalize(b).split()))
+    assert kind == "jaccard" and s == pytest.approx(jaccard(normalize_query(a).split(), normalize_query(b).split()))
     s2, kind2 = lexical_similarity("Headaches are correlated with cognitive impairment.",
                                    "Headaches are corelated with cognitive impairmnet")
     assert kind2 == "edit" and s2 > 0.9

@@ -1,4 +1,4 @@
-"""`grouprank rerank` end to end (issue 8): a TREC run of real DL19 queries, reranked through the
+"""`grouprank rerank` end to end: a TREC run of real DL19 queries, reranked through the
 project's LLM client against the local OpenAI-compatible server, written as a TREC run, with the
 per-query cost report and nDCG@10."""
 import json

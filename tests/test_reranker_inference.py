@@ -1,16 +1,15 @@
-"""Groupwise / pointwise / listwise reranking (issue 8): grouping, passes, fusion, accounting,
+"""Groupwise / pointwise / listwise reranking: grouping, passes, fusion, accounting,
 and the documented fallback — a malformed or partial answer never crashes inference and the
 documents of that group get group score 0."""
-import json
 import math
-import re
 
 import pytest
 
-from grouprank.judges.templates.common import extract_query_and_docs
-from grouprank.reranker.inference import (FunctionBackend, LLMBackend, listwise_windows, rerank, rerank_groupwise,
-                                          rerank_listwise, rerank_pointwise, split_groups)
-from grouprank.reranker.prompt import SYSTEM_PROMPT, render_target
+from grouprank.prompts.common import extract_query_and_docs
+from grouprank.prompts.groupwise import SYSTEM_PROMPT, render_target
+from grouprank.reranker.inference import (FunctionBackend, LLMBackend, rerank_groupwise, rerank_listwise,
+                                          rerank_pointwise)
+from grouprank.scoring.windows import sliding_windows
 
 N = 30
 DOCS = {f"d{i:02d}": (f"doc {i} " + ("GOOD " * (i % 3 == 0)) + ("POISON" * (i == 7))) for i in range(N)}
@@ -38,15 +37,6 @@ def minmax_first():
     vals = [float(N - i) for i in range(N)]
     lo, hi = min(vals), max(vals)
     return {d: (v - lo) / (hi - lo) for d, v in zip(sorted(DOCS), vals)}
-
-
-def test_split_groups_near_equal_and_disjoint():
-    for n, c in [(100, 20), (95, 20), (21, 20), (5, 20), (41, 20)]:
-        groups = split_groups(list(range(n)), c)
-        assert len(groups) == math.ceil(n / c)
-        assert sorted(x for g in groups for x in g) == list(range(n))
-        sizes = [len(g) for g in groups]
-        assert max(sizes) - min(sizes) <= 1 and max(sizes) <= c
 
 
 def test_groupwise_scores_fusion_fallback_and_accounting():
@@ -117,10 +107,9 @@ def test_pointwise_and_listwise_costs_and_orders():
     top = [r["doc_id"] for r in pw.run if r["query_id"] == "q1"][:10]
     assert all("GOOD" in DOCS[d] for d in top)
     lw = rerank_listwise(CANDS, QUERIES, DOCS, FunctionBackend(respond), window=10, stride=5)
-    assert lw.per_query["q1"]["rounds"] == len(listwise_windows(N, 10, 5)) == 5
+    assert lw.per_query["q1"]["rounds"] == len(sliding_windows(N, 10, 5)) == 5
     top = [r["doc_id"] for r in lw.run if r["query_id"] == "q1"][:5]   # a window carries up stride docs
     assert all("GOOD" in DOCS[d] for d in top)
-    assert listwise_windows(100, 20, 10)[0] == (80, 100) and len(listwise_windows(100, 20, 10)) == 9
 
 
 def test_listwise_unparsable_keeps_window_order():

@@ -1,4 +1,4 @@
-"""GPU presets (issue 8) cannot run here: validate them against RunConfig and build the TRL /
+"""GPU presets cannot run here: validate them against RunConfig and build the TRL /
 peft configs they produce, checking the paper's values."""
 from pathlib import Path
 

@@ -1,10 +1,10 @@
-"""GroupRank reward (issue 8): hand-computed values for each term and each penalty, and the
+"""GroupRank reward: hand-computed values for each term and each penalty, and the
 grouping of TRL's flat generation batch by num_generations."""
 import math
 
 import pytest
 
-from grouprank.reranker.prompt import render_target
+from grouprank.prompts.groupwise import render_target
 from grouprank.reranker.reward import (PENALTY_BAD_JSON, PENALTY_BAD_TAGS, GroupwiseReward, group_indices,
                                        groupwise_reward, js_divergence, ndcg_at_k, recall_at_k, reward_one,
                                        to_distribution)

@@ -10,27 +10,29 @@ import pytest
 
 from grouprank.collections import load_collection
 from grouprank.config import RunConfig
+from grouprank.prompts.groupwise import parse_output
 from grouprank.reranker.data import groups_from_qrels
-from grouprank.reranker.prompt import parse_output
 from grouprank.reranker.stage import shorten_documents, split_queries
+from grouprank.stage import StageContext
 
 
 @pytest.fixture(scope="module")
-def tables(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rr_tables")
+def tables():
     coll = load_collection("cranfield")
     qids = sorted(set(coll.qrels["query_id"].to_pylist()))[:10]
     rl, sft = groups_from_qrels(coll, group_sizes=(4, 12), groups_per_query=2, max_doc_chars=400,
                                 query_ids=qids, seed=3)
-    pa_rl, pa_sft = d / "rl.parquet", d / "sft.parquet"
-    import pyarrow.parquet as pq
-    pq.write_table(pa.Table.from_pylist(rl), pa_rl)
-    pq.write_table(pa.Table.from_pylist(sft), pa_sft)
-    return pa_sft, pa_rl, rl, sft
+    return pa.Table.from_pylist(sft), pa.Table.from_pylist(rl), rl, sft
+
+
+def _ctx(cfg) -> StageContext:
+    out = cfg.work_path / "train_reranker"
+    out.mkdir(parents=True, exist_ok=True)
+    return StageContext(out_dir=out, work_dir=cfg.work_path)
 
 
 def test_shorten_documents_keeps_the_prompt_format():
-    from grouprank.reranker.prompt import build_messages
+    from grouprank.prompts.groupwise import build_messages
     msgs = build_messages("wing flutter", ["a " * 300, "short doc", "b" * 50], max_doc_chars=3000)
     cut = shorten_documents(msgs, 20)
     assert cut[0] == msgs[0]
@@ -50,13 +52,13 @@ def test_split_queries_is_seeded_and_never_takes_all():
 
 def test_train_reranker_stage_tiny_policy(tmp_path, tables):
     from grouprank.reranker.stage import run
-    sft_path, rl_path, rl, sft = tables
+    sft_table, rl_table, rl, sft = tables
     cfg = RunConfig.load(None, {"work_dir": str(tmp_path / "work"), "reranker.heldout_fraction": 0.2,
                                 "reranker.tiny_max_group": 5, "reranker.tiny_max_examples": 6,
                                 "reranker.tiny_sft_epochs": 1.0, "reranker.tiny_grpo_steps": 2,
                                 "reranker.tiny_num_generations": 2, "reranker.tiny_max_completion_length": 24})
-    res = run(cfg, reranker_sft=str(sft_path), reranker_rl=str(rl_path))
-    st = res["stats"]
+    res = run({"reranker_sft": sft_table, "reranker_rl": rl_table}, cfg, _ctx(cfg))
+    st = res.stats
     assert st["policy"] == "tiny-cpu-proof"
     assert st["heldout_queries"] == 2 and st["heldout_rl_rows"] == 4
     # groups of 12 are over the tiny limit: counted, not trained
@@ -65,9 +67,9 @@ def test_train_reranker_stage_tiny_policy(tmp_path, tables):
     assert st["sft_rows_trained"] == 6 and st["rl_rows_trained"] == 6
     assert st["grpo_steps"] == 2 and st["sft_loss_first"] > 0
     assert 0.0 <= st["heldout_format_valid"] <= 1.0 and st["heldout_examples"] >= 1
-    model = Path(res["outputs"]["model"])
+    model = Path(res.outputs["reranker_model"])
     assert (model / "config.json").exists() and (model / "tokenizer.json").exists()
-    summary = json.loads(Path(res["outputs"]["summary"]).read_text())
+    summary = json.loads(Path(res.outputs["reranker_summary"]).read_text())
     assert summary["reranker_config"]["grpo_steps"] == 2 and summary["reranker_config"]["use_lora"] is False
     # the held-out output is what the model generated; the strict parser judged it
     out = summary["heldout"]["heldout_example_output"]
@@ -78,5 +80,5 @@ def test_train_reranker_stage_tiny_policy(tmp_path, tables):
 def test_train_reranker_stage_can_be_switched_off(tmp_path, tables):
     from grouprank.reranker.stage import run
     cfg = RunConfig.load(None, {"work_dir": str(tmp_path), "reranker.train": False})
-    res = run(cfg, reranker_sft=str(tables[0]), reranker_rl=str(tables[1]))
-    assert res["stats"] == {"skipped": 1} and "model" not in res["outputs"]
+    res = run({"reranker_sft": tables[0], "reranker_rl": tables[1]}, cfg, _ctx(cfg))
+    assert res.stats == {"skipped": 1} and "reranker_model" not in res.outputs

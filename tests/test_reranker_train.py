@@ -1,4 +1,4 @@
-"""Training smoke (issue 8): SFTTrainer then GRPOTrainer for 2 steps on the tiny Qwen2 policy with a
+"""Training smoke: SFTTrainer then GRPOTrainer for 2 steps on the tiny Qwen2 policy with a
 locally trained tokenizer (nothing from a hub), on groupwise examples from real DL19 qrels; the
 reward function receives the flat batch and groups it by num_generations."""
 import os
@@ -21,7 +21,7 @@ def examples():
 
 def test_examples_from_qrels_have_the_table_shapes(examples):
     from data_schemas import RERANKER_RL, RERANKER_SFT
-    from grouprank.reranker.prompt import parse_output
+    from grouprank.prompts.groupwise import parse_output
     _, rl, sft = examples
     RERANKER_RL.from_records(rl)      # validates against the table definitions
     RERANKER_SFT.from_records(sft)

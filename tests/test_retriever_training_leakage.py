@@ -60,14 +60,12 @@ def setup(load, tmp_path_factory):
 
 
 def test_planted_test_claims_never_reach_retriever_examples(setup, tmp_path):
-    from grouprank.queries.stage import run_tables
+    from grouprank.queries.mine import mine_queries
     from grouprank.retriever_training.data import human_examples, normalise_examples, to_training_frame
     from grouprank.retriever_training.stage import drop_eval_overlap
-    from data_schemas import QUERIES
     c, queries, qrels, cands, planted, test_q = setup
     cfg = RunConfig.model_validate({"work_dir": str(tmp_path), "datasets": {"negatives_per_example": 2}})
-    res = run_tables(cfg, c.documents, queries, qrels)
-    mined = QUERIES.read(res["outputs"]["mined_queries"])
+    mined, _ = mine_queries(cfg, c.documents, queries, qrels)
     dec = dict(zip(mined.column("query_id").to_pylist(), mined.column("decision").to_pylist()))
     planted_ids = {p["query_id"] for p in planted}
     assert all(dec[p] == "leakage" for p in planted_ids), {p: dec[p] for p in planted_ids if dec[p] != "leakage"}

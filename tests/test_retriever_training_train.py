@@ -64,9 +64,21 @@ def tiny(load, tmp_path_factory):
     (d / "export" / "retriever").mkdir(parents=True)
     pq.write_table(view, d / "export" / "retriever" / "train-00000-of-00001.parquet")
     labels = human_labels(qrels, cands)
+    from data_schemas import DOCUMENTS, LABELS
+    files = {"documents": DOCUMENTS.write(docs, d / "documents.parquet"),
+             "queries": QUERIES.write(queries, d / "queries.parquet"),
+             "qrels": QRELS.write(qrels, d / "qrels.parquet"), "labels": LABELS.write(labels, d / "labels.parquet")}
     return {"docs": docs, "queries": queries, "qrels": qrels, "examples": ex, "labels": labels,
             "export": d / "export" / "retriever", "table_path": d / "retriever_examples.parquet",
-            "test_q": test_q, "train_q": train_q}
+            "test_q": test_q, "train_q": train_q, "files": files}
+
+
+def _train(cfg, tiny, examples, *, labels: bool = False) -> dict:
+    """The train_retriever stage through the executor, on files."""
+    from grouprank.executor import run_stage
+    from grouprank.retriever_training.stage import STAGE
+    inputs = {k: v for k, v in tiny["files"].items() if k != "labels" or labels}
+    return run_stage(STAGE, cfg, {**inputs, "retriever_examples": examples})
 
 
 def _cfg(tmp_path, **retriever):
@@ -85,10 +97,8 @@ def _embed(model_dir, texts):
 
 def test_stage_trains_on_export_and_saves_model_with_card(tiny, tmp_path):
     from data_schemas import METRICS, RUNS
-    from grouprank.retriever_training.stage import run
     cfg = _cfg(tmp_path)
-    res = run(cfg, retriever_examples=str(tiny["export"]), documents=tiny["docs"], queries=tiny["queries"],
-              qrels=tiny["qrels"])
+    res = _train(cfg, tiny, tiny["export"])  # the exported sentence-transformers view (a folder)
     st, out = res["stats"], res["outputs"]
     # trained on the exported view as-is: all rows, both negatives, exactly max_steps steps
     assert st["train_rows"] == tiny["examples"].num_rows and st["n_negatives"] == 2
@@ -99,11 +109,11 @@ def test_stage_trains_on_export_and_saves_model_with_card(tiny, tmp_path):
         assert 0.0 <= st[k] <= 1.0, k
     assert st["delta_nDCG@10"] == pytest.approx(st["after_nDCG@10"] - st["before_nDCG@10"], abs=1e-4)
     assert st["train_rows_dropped_eval_overlap"] == 0
-    m = METRICS.read(out["metrics"]).to_pylist()
+    m = METRICS.read(out["retriever_metrics"]).to_pylist()
     assert {r["system"] for r in m} == {"base", "finetuned"} and {r["split"] for r in m} == {"test"}
     assert RUNS.read(out["run_after"]).num_rows == N_TEST_Q * min(100, tiny["docs"].num_rows)
     # the model: loadable, weights changed, card names the data and the configuration
-    model_dir = Path(out["model"])
+    model_dir = Path(out["retriever_model"])
     assert (model_dir / "model.safetensors").exists() or (model_dir / "pytorch_model.bin").exists()
     from grouprank.first_stage.dense import default_model_path
     s = ["Vitamin D reduces the risk of fractures in older adults."]
@@ -120,17 +130,16 @@ def test_stage_trains_on_export_and_saves_model_with_card(tiny, tmp_path):
 def test_cached_loss_and_remining_round_keep_guard(tiny, tmp_path):
     """CachedMNRL with a re-mining round from the table form: the re-mined negatives come from the
     fine-tuned model's ranking and pass the false-negative guard (never a positive, never unlabelled)."""
-    from grouprank.retriever_training.stage import run
     cfg = _cfg(tmp_path, loss="cached_mnrl", mini_batch_size=2, max_steps=1, remine_rounds=1,
                remine_range=(1, 20), eval_before=False)
-    res = run(cfg, retriever_examples=str(tiny["table_path"]), documents=tiny["docs"], queries=tiny["queries"],
-              qrels=tiny["qrels"], labels=tiny["labels"])
+    res = _train(cfg, tiny, tiny["table_path"], labels=True)
     st = res["stats"]
     assert st["rounds"] == 2 and "after_nDCG@10" in st and "before_nDCG@10" not in st
-    info = json.loads((Path(res["outputs"]["model"]) / "grouprank_training.json").read_text())
+    info = json.loads((Path(res["outputs"]["retriever_model"]) / "grouprank_training.json").read_text())
     r1 = info["rounds"][1]
     assert r1["remine_rows"] == tiny["examples"].num_rows and r1["steps"] == 1
-    assert '"loss": "cached_mnrl"' in (Path(res["outputs"]["model"]) / "README.md").read_text()
+    assert '"loss": "cached_mnrl"' in (Path(res["outputs"]["retriever_model"]) / "README.md").read_text()
+    assert info["data"][0]["path"] == str(tiny["table_path"])  # provenance: the file the table came from
 
 
 def test_remine_respects_guard_unit():
@@ -174,6 +183,6 @@ def test_cli_registered_and_missing_examples_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["train-retriever", "--help"])
     assert e.value.code == 0
-    assert "--examples" in capsys.readouterr().out
-    rc = main(["train-retriever", "--work-dir", str(tmp_path)])
-    assert rc == 2 and "no retriever examples" in capsys.readouterr().err
+    assert "--retriever-examples" in capsys.readouterr().out
+    rc = main(["train-retriever", "--work-dir", str(tmp_path), "--retriever-examples", str(tmp_path / "none")])
+    assert rc == 2 and "none does not exist" in capsys.readouterr().err

@@ -16,7 +16,9 @@ from data_schemas import CANDIDATES, DOCUMENTS, LABELS, QRELS, QUERIES
 from data_schemas.base import read_extra
 from grouprank.config import RunConfig
 from grouprank.trainsets.human import labels_from_qrels
-from grouprank.trainsets.stage import VIEWS, run, run_export
+from grouprank.executor import run_stage
+from grouprank.stages import all_stages
+from grouprank.trainsets.export_stage import VIEWS
 
 N_QUERIES = 6
 
@@ -51,12 +53,17 @@ def _cfg(work: Path, **datasets) -> RunConfig:
     return RunConfig(work_dir=str(work), data={"collection": "trec_dl19_passage"}, datasets=datasets)
 
 
+def _build(cfg: RunConfig, inputs: dict) -> dict:
+    return run_stage(all_stages()["build_datasets"], cfg, {
+        "documents": inputs["documents"], "mined_queries": inputs["queries"], "candidates": inputs["candidates"],
+        "labels": inputs["labels"]})
+
+
 def _build_and_export(cfg: RunConfig, inputs: dict) -> tuple[dict, dict]:
-    b = run(cfg, documents=inputs["documents"], queries=inputs["queries"], candidates=inputs["candidates"],
-            labels=inputs["labels"])
-    e = run_export(cfg, documents=inputs["documents"], queries=inputs["queries"], labels=inputs["labels"],
-                   qrels=inputs["qrels"], **{k: b["outputs"][k] for k in ("reranker_rl", "reranker_sft",
-                                                                         "retriever_examples")})
+    b = _build(cfg, inputs)
+    e = run_stage(all_stages()["export"], cfg, {
+        "documents": inputs["documents"], "mined_queries": inputs["queries"], "labels": inputs["labels"],
+        "qrels": inputs["qrels"], **{k: b["outputs"][k] for k in ("reranker_rl", "reranker_sft", "retriever_examples")}})
     return b, e
 
 
@@ -129,8 +136,7 @@ def test_rerun_with_same_seed_is_byte_identical(exported, inputs, tmp_path):
         assert (out1 / f).read_bytes() == (out2 / f).read_bytes(), f
     # a different seed changes the sampled groups
     cfg3 = _cfg(tmp_path / "run3", shard_max_rows=200, seed=14)
-    b3 = run(cfg3, documents=inputs["documents"], queries=inputs["queries"], candidates=inputs["candidates"],
-             labels=inputs["labels"])
+    b3 = _build(cfg3, inputs)
     assert Path(b3["outputs"]["reranker_rl"]).read_bytes() != Path(b1["outputs"]["reranker_rl"]).read_bytes()
 
 
@@ -139,13 +145,13 @@ def test_beir_and_trec_qrels_load_back(exported, inputs):
     _, _, e = exported
     labels = LABELS.read(inputs["labels"])
     want = sorted(zip(labels["query_id"].to_pylist(), labels["doc_id"].to_pylist(), labels["grade"].to_pylist()))
-    beir = load_beir(e["outputs"]["beir"])
+    beir = load_beir(Path(e["outputs"]["export"]) / "beir")
     assert beir.documents.num_rows == DOCUMENTS.read(inputs["documents"]).num_rows
     assert beir.queries.num_rows == N_QUERIES
     got = sorted(zip(beir.qrels["query_id"].to_pylist(), beir.qrels["doc_id"].to_pylist(),
                      beir.qrels["grade"].to_pylist()))
     assert got == want
-    trec = read_trec_qrels(e["outputs"]["trec_qrels"], split="train")
+    trec = read_trec_qrels(Path(e["outputs"]["export"]) / "qrels.train.trec", split="train")
     assert sorted(zip(trec["query_id"].to_pylist(), trec["doc_id"].to_pylist(), trec["grade"].to_pylist())) == want
 
 
@@ -168,18 +174,26 @@ def test_cli_build_and_export(inputs, tmp_path, capsys):
     work = tmp_path / "w"
     args = ["--work-dir", str(work), "--set", "data.collection=trec_dl19_passage",
             "--set", "datasets.negatives_per_example=2", "--documents", str(inputs["documents"]),
-            "--queries", str(inputs["queries"])]
+            "--mined-queries", str(inputs["queries"])]
     assert main(["build-datasets", *args, "--candidates", str(inputs["candidates"]),
                  "--labels", str(inputs["labels"])]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["stats"]["rl_examples"] == 3 * N_QUERIES
-    assert main(["export", *args, "--labels", str(inputs["labels"])]) == 0  # build outputs found in work dir
+    # the build outputs are found in the work dir: build-datasets is up to date on its files
+    assert main(["export", *args, "--labels", str(inputs["labels"])]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["outputs"]["export"] == str(work.resolve() / "export")
     st = pq.read_table(work / "export" / "retriever")
     assert st.column_names == ["anchor", "positive", "negative_1", "negative_2"]
-    assert main(["export", "--work-dir", str(tmp_path / "empty")]) == 2  # missing inputs: one clear error
-    assert "no documents table" in capsys.readouterr().err
+    states = json.loads((work / "summary_export.json").read_text())["stages"]
+    assert {k: v["state"] for k, v in states.items()} == {"build_datasets": "cached", "export": "ran"}
+    # a changed input file makes the stage that read it out of date: it reruns from its files
+    LABELS.write(LABELS.read(inputs["labels"]).slice(0, 40), tmp_path / "fewer_labels.parquet")
+    assert main(["build-datasets", *args, "--candidates", str(inputs["candidates"]),
+                 "--labels", str(tmp_path / "fewer_labels.parquet")]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "ran"
+    assert main(["export", "--work-dir", str(tmp_path / "empty"), "--labels", str(tmp_path / "nope.parquet")]) == 2
+    assert "nope.parquet does not exist" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the trainers, as is

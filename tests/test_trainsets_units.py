@@ -106,7 +106,8 @@ def test_groups_per_query_do_not_depend_on_other_queries(dl19):
 
 
 def test_prompt_order_matches_gold_and_targets_score_perfectly(dl19):
-    from grouprank.reranker.prompt import SYSTEM_PROMPT, TEMPLATE_VERSION, clean_doc, parse_output
+    from grouprank.prompts.common import clean_text as clean_doc
+    from grouprank.prompts.groupwise import SYSTEM_PROMPT, TEMPLATE_VERSION, parse_output
     from grouprank.reranker.reward import reward_one
     docs, queries, cand, labels = dl19
     rl, sft, ret, stats = build_datasets(_dc(), documents=docs, queries=queries, labels=labels, candidates=cand)
@@ -152,7 +153,7 @@ def _judgment(q, d, pos, score, *, group="g0", reason="[1] is best.", status="ok
 
 
 def test_teacher_targets_verbatim_or_scores_only(dl19):
-    from grouprank.reranker.prompt import render_target
+    from grouprank.prompts.groupwise import render_target
     docs, queries, cand, labels = dl19
     labs = labels_by_query(labels)
     q1, q2, q3 = sorted(labs)[:3]
@@ -323,7 +324,7 @@ def _two_judges(labels: pa.Table) -> pa.Table:
 def test_real_fused_labels_guard_and_card_judges(dl19, tmp_path):
     from grouprank.config import RunConfig
     from grouprank.judges.fusion import fuse_labels
-    from grouprank.trainsets.stage import export_datasets
+    from grouprank.trainsets.export_stage import export_datasets
     docs, queries, cand, human = dl19
     judg = _two_judges(human)
     labels = fuse_labels(judg, method="rank", beta=0.5, grade_scale=3)

@@ -46,9 +46,6 @@ class Collection:
     def splits(self) -> list[str]:
         return sorted(set(self.queries["split"].to_pylist()) | set(self.qrels["split"].to_pylist()))
 
-    def doc_text(self) -> dict[str, str]:
-        return dict(zip(self.documents["doc_id"].to_pylist(), self.documents["text"].to_pylist()))
-
     def stats(self) -> dict[str, Any]:
         def block(q: pa.Table, r: pa.Table) -> dict[str, Any]:
             grades: dict[int, int] = {}

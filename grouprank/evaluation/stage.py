@@ -1,10 +1,4 @@
-"""Stage `evaluate` (stage contract, ARCHITECTURE.md): what the run's products do on judged queries.
-
-    run(cfg, documents=..., queries=..., qrels=..., mined_queries=..., retriever_model=..., reranker_model=...)
-      -> {"outputs": {"metrics": ".../evaluate/metrics.parquet",   METRICS table (aggregates)
-                      "runs": ".../evaluate/runs.parquet",         RUNS table, every system
-                      "report": ".../evaluate/eval_report.json"},
-          "stats": {"<system>.<measure>": value, ...}}
+"""Stage `evaluate`: what the run's products do on judged queries.
 
 Systems, each scored with ir-measures on the queries of `evaluation.split` that have qrels:
   bm25, dense (retrieval.dense_model), hybrid (retrieval.fusion): the first stage as configured;
@@ -16,19 +10,15 @@ out and counted, so a training query never scores its own model.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
+from data_schemas import DOCUMENTS, METRICS, QRELS, QUERIES, RUNS
+from grouprank.stage import Stage, StageContext, StageResult, file, folder, table
+from grouprank.text import normalize_query
+
 log = logging.getLogger(__name__)
-
-STAGE_DIR = "evaluate"
-
-
-def _norm(text: str) -> str:
-    return " ".join(str(text).lower().split())
 
 
 def eval_queries(cfg, queries, qrels, mined=None) -> tuple[dict[str, str], Any, dict]:
@@ -47,8 +37,8 @@ def eval_queries(cfg, queries, qrels, mined=None) -> tuple[dict[str, str], Any, 
         if "decision" in m.column_names:
             m = m.filter(pc.equal(m["decision"], "kept"))
         ids = set(map(str, m["query_id"].to_pylist()))
-        norm = {_norm(t) for t in m["text"].to_pylist()}
-        drop = {i for i, t in texts.items() if i in ids or _norm(t) in norm}
+        norm = {normalize_query(t) for t in m["text"].to_pylist()}
+        drop = {i for i, t in texts.items() if i in ids or normalize_query(t) in norm}
         texts = {i: t for i, t in texts.items() if i not in drop}
         info["excluded_training_queries"] = len(drop)
     qr = qr[qr["query_id"].astype(str).isin(set(texts))][["query_id", "doc_id", "grade"]]
@@ -56,17 +46,12 @@ def eval_queries(cfg, queries, qrels, mined=None) -> tuple[dict[str, str], Any, 
     return texts, qr, info
 
 
-def _frame(ranking) -> Any:
-    import pandas as pd
-    return pd.DataFrame({"query_id": ranking["query_id"].to_pylist(), "doc_id": ranking["doc_id"].to_pylist(),
-                         "score": ranking["fused_score"].to_numpy()})
-
-
 def _rerank(cfg, hybrid_run, texts: dict[str, str], documents) -> tuple[Any, dict] | None:
     """The hybrid run reranked by the configured reranker, or None (with the reason logged)."""
     import pandas as pd
 
-    from grouprank.reranker.inference import LLMBackend, TransformersBackend, document_texts, rerank
+    from grouprank.reranker.inference import LLMBackend, TransformersBackend, rerank
+    from grouprank.text import document_text_map
     rc, ec = cfg.reranker, cfg.evaluation
     if ec.rerank == "off":
         return None
@@ -91,7 +76,7 @@ def _rerank(cfg, hybrid_run, texts: dict[str, str], documents) -> tuple[Any, dic
     sub = hybrid_run[hybrid_run["query_id"].isin(set(qids))]
     for q, d, s in zip(sub["query_id"], sub["doc_id"], sub["score"]):
         cands.setdefault(str(q), []).append((str(d), float(s)))
-    res = rerank(rc.mode, cands, texts, document_texts(documents), backend, top=rc.top, group_size=rc.group_size,
+    res = rerank(rc.mode, cands, texts, document_text_map(documents), backend, top=rc.top, group_size=rc.group_size,
                  passes=rc.passes, alpha=rc.alpha, seed=rc.seed, max_doc_chars=rc.max_doc_chars,
                  window=rc.window, stride=rc.stride, system=f"hybrid+{rc.mode}-rerank")
     run = pd.DataFrame(res.run, columns=["query_id", "doc_id", "score", "rank", "system"])
@@ -100,28 +85,19 @@ def _rerank(cfg, hybrid_run, texts: dict[str, str], documents) -> tuple[Any, dic
     return run[["query_id", "doc_id", "score"]], info
 
 
-def run(cfg, documents=None, queries=None, qrels=None, mined_queries=None, retriever_model=None,
-        reranker_model=None, **_: Any) -> dict[str, Any]:
+def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     import pandas as pd
     import pyarrow as pa
 
-    from data_schemas import DOCUMENTS, METRICS, QRELS, QUERIES, RUNS
     from grouprank.errors import UserError
     from grouprank.evaluation.metrics import evaluate, metrics_table
     from grouprank.first_stage.hybrid import retrieve
 
     t0 = time.perf_counter()
     ec = cfg.evaluation
-    out = cfg.work_path / STAGE_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    if documents is None or queries is None or qrels is None:
-        from grouprank.collections import load_from_config
-        coll = load_from_config(cfg)
-        docs, qs, qr = coll.documents, coll.queries, coll.qrels
-    else:
-        docs, qs, qr = DOCUMENTS.read(documents), QUERIES.read(queries), QRELS.read(qrels)
-    mined = QUERIES.read(mined_queries) if mined_queries else None
-    texts, qrels_df, info = eval_queries(cfg, qs, qr, mined)
+    docs, qs, qr = inputs["documents"], inputs["queries"], inputs["qrels"]
+    retriever_model, reranker_model = inputs.get("retriever_model"), inputs.get("reranker_model")
+    texts, qrels_df, info = eval_queries(cfg, qs, qr, inputs.get("mined_queries"))
     report: dict[str, Any] = {"collection": cfg.data.collection, **info, "measures": list(ec.measures),
                               "systems": {}, "timings_s": {}}
     if not texts:
@@ -179,12 +155,26 @@ def run(cfg, documents=None, queries=None, qrels=None, mined_queries=None, retri
         f["rank"] = f.groupby("query_id").cumcount() + 1
         f["system"] = system
         rtables.append(RUNS.from_pandas(f[["query_id", "doc_id", "rank", "score", "system"]], validate=False))
-    paths = {"metrics": out / "metrics.parquet", "runs": out / "runs.parquet", "report": out / "eval_report.json"}
-    METRICS.write(pa.concat_tables(mtables), paths["metrics"])
-    RUNS.write(pa.concat_tables(rtables), paths["runs"])
     report["wall_s"] = round(time.perf_counter() - t0, 2)
-    paths["report"].write_text(json.dumps(report, indent=2, default=str))
+    rpath = ctx.write_json("eval_report.json", report)
     stats["wall_s"] = report["wall_s"]
     for system, vals in report["systems"].items():
         log.info("evaluate %s: %s", system, ", ".join(f"{k} {v:.4f}" for k, v in vals.items()))
-    return {"outputs": {k: str(v) for k, v in paths.items()}, "stats": stats}
+    return StageResult({"metrics": pa.concat_tables(mtables), "runs": pa.concat_tables(rtables),
+                        "eval_report": rpath}, stats)
+
+
+def _llm_reranker(cfg) -> bool:
+    return cfg.reranker.backend == "llm" and bool(cfg.llm.endpoints)
+
+
+STAGE = Stage(
+    name="evaluate", title="evaluate", run=run,
+    help="score the first stage, the fine-tuned retriever and reranking on judged queries (ir-measures)",
+    inputs=(table("documents", DOCUMENTS), table("queries", QUERIES), table("qrels", QRELS),
+            table("mined_queries", QUERIES, optional=True), folder("retriever_model", optional=True),
+            folder("reranker_model", optional=True)),
+    outputs=(table("metrics", METRICS), table("runs", RUNS), file("eval_report", "eval_report.json")),
+    sections=("data", "retrieval", "reranker", "llm", "evaluation"), uses_llm=_llm_reranker,
+    timeout_s=24 * 3600,
+)

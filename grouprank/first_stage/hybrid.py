@@ -25,14 +25,13 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from . import fusion as F
-from .store import IndexStore, corpus_fingerprint, document_texts, encode_resumable, stable_key
+from data_schemas import RANKING
 
-RANKING_SCHEMA = pa.schema([
-    ("query_id", pa.string()), ("doc_id", pa.string()), ("rank", pa.int64()), ("fused_score", pa.float64()),
-    ("bm25_score", pa.float64()), ("bm25_rank", pa.int64()), ("dense_score", pa.float64()),
-    ("dense_rank", pa.int64()), ("fusion", pa.string()),
-])
+from . import fusion as F
+from grouprank.text import document_texts, top_k
+
+from .store import IndexStore, corpus_fingerprint, encode_resumable, stable_key
+
 
 
 def _rcfg(cfg):
@@ -157,7 +156,6 @@ class HybridRetriever:
 
     def candidates(self, query_texts: Sequence[str], depth: int | None = None,
                    timings: dict | None = None) -> list[QueryCandidates]:
-        from .bm25 import top_k
         depth = int(depth or self.cfg.depth)
         tm = timings if timings is not None else {}
         texts = [str(q) for q in query_texts]
@@ -245,11 +243,11 @@ class HybridRetriever:
 
     def ranking_table(self, query_ids: Sequence[str], cands: Sequence[QueryCandidates], method: str,
                       depth: int | None = None, cfg=None) -> pa.Table:
-        """RANKING_SCHEMA rows: each query's candidates fused by `method` (fusion weights from
+        """RANKING rows: each query's candidates fused by `method` (fusion weights from
         `cfg`, default this retriever's config), cut to `depth`."""
         cfg = cfg or self.cfg
         depth = int(depth or cfg.depth)
-        cols: dict[str, list] = {k: [] for k in RANKING_SCHEMA.names}
+        cols: dict[str, list] = {k: [] for k in RANKING.columns}
         doc_arr = np.asarray(self.doc_ids, dtype=object)
         for qid, c in zip(query_ids, cands):
             o, fused = self._fused_order(c, method, depth, cfg)
@@ -278,12 +276,12 @@ class HybridRetriever:
             "dense_score": pa.array(ds, pa.float64(), mask=~np.isfinite(ds)),
             "dense_rank": pa.array(dr, pa.int64(), mask=dr == 0),
             "fusion": pa.array([method] * n, pa.string()),
-        }, schema=RANKING_SCHEMA)
+        }, schema=RANKING.arrow_schema())
 
 
 @dataclass
 class RetrievalResult:
-    """The fused top-`depth` ranking per query (`ranking`, RANKING_SCHEMA columns: query_id,
+    """The fused top-`depth` ranking per query (`ranking`, RANKING columns: query_id,
     doc_id, rank, fused_score, bm25_score, bm25_rank, dense_score, dense_rank, fusion), plus the
     candidate sets it came from, so other fusions can be computed without retrieving again."""
     ranking: pa.Table
@@ -295,8 +293,8 @@ class RetrievalResult:
     reused: dict[str, bool] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
 
-    def refuse(self, fusion: str, **overrides: Any) -> "RetrievalResult":
-        """The same candidates fused differently, e.g. refuse("rrf") or refuse("minmax", bm25_weight=0.3)."""
+    def with_fusion(self, fusion: str, **overrides: Any) -> "RetrievalResult":
+        """The same candidates fused differently, e.g. with_fusion("rrf") or with_fusion("minmax", bm25_weight=0.3)."""
         r = self.retriever
         cfg = r.cfg.model_copy(update=overrides) if overrides else r.cfg
         table = r.ranking_table(self.query_ids, self.candidates, fusion, cfg=cfg)
@@ -313,7 +311,7 @@ class RetrievalResult:
         if system not in ("bm25", "dense", "minmax", "rrf"):
             raise ValueError(f"unknown system {system!r}")
         if system in ("minmax", "rrf"):
-            return self.refuse(system).run()
+            return self.with_fusion(system).run()
         q, d, s = [], [], []
         for qid, c in zip(self.query_ids, self.candidates):
             rk = c.bm25_rank if system == "bm25" else c.dense_rank
@@ -357,69 +355,6 @@ def retrieve(documents: pa.Table, queries, cfg=None, work_dir: str | os.PathLike
                            dict(retriever.keys))
 
 
-def pool(result: RetrievalResult | pa.Table, cfg=None, *, top: int | None = None, sampled: int | None = None,
-         sample_from: tuple[int, int] | None = None, seed: int | None = None,
-         run_path: str | os.PathLike | None = None, run_name: str = "grouprank-pool") -> pa.Table:
-    """The CANDIDATES table: per query the top `top` of the fused ranking (pool='top') plus
-    `sampled` drawn from ranks `sample_from` (pool='sampled'); sizes default to the config
-    (10 + 40 from 11-200). To keep the whole ranking use `top=depth, sampled=0` (pool='all').
-    Optionally writes the pool as a TREC run (fused rank and score) to `run_path`."""
-    from data_schemas import CANDIDATES
-    from .pooling import select_pool
-    rcfg = _rcfg(cfg)
-    top = rcfg.pool_top if top is None else top
-    sampled = rcfg.pool_sampled if sampled is None else sampled
-    sample_from = tuple(rcfg.pool_sample_from) if sample_from is None else tuple(sample_from)
-    seed = rcfg.seed if seed is None else seed
-    ranking = result.ranking if isinstance(result, RetrievalResult) else result
-    keep_all = sampled == 0 and top >= (max(ranking["rank"].to_pylist()) if ranking.num_rows else 0)
-    qcol = np.asarray(ranking["query_id"].to_pylist(), dtype=object)
-    ranks = ranking["rank"].to_numpy()
-    take, label = [], []
-    if ranking.num_rows:
-        # rows grouped by query (ranking_table emits them grouped, but don't rely on it)
-        order = np.lexsort((ranks, qcol.astype(str)))
-        qs = qcol[order]
-        bounds = np.flatnonzero(np.r_[True, qs[1:] != qs[:-1], True])
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            rows = order[a:b]
-            chosen, is_s = select_pool(ranks[rows], str(qs[a]), top=top, sampled=sampled,
-                                       sample_from=sample_from, seed=seed)
-            pos = {int(r): int(i) for r, i in zip(ranks[rows], rows)}
-            for r, s in zip(chosen, is_s):
-                take.append(pos[int(r)])
-                label.append("all" if keep_all else ("sampled" if s else "top"))
-    t = ranking.take(pa.array(take, pa.int64())).drop_columns([c for c in ranking.column_names
-                                                                 if c not in CANDIDATES.columns])
-    t = t.append_column("pool", pa.array(label, pa.string()))
-    t = t.select(CANDIDATES.columns).cast(CANDIDATES.arrow_schema())
-    CANDIDATES.validate_table(t, where="pool()")
-    if run_path is not None:
-        write_trec(t, run_path, run_name)
-    return t
-
-
-def write_trec(table: pa.Table, path: str | os.PathLike, run_name: str = "grouprank") -> Path:
-    """`qid Q0 docid rank score tag` lines from a ranking/CANDIDATES table (atomic write)."""
-    import tempfile
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    q = table["query_id"].to_pylist()
-    d = table["doc_id"].to_pylist()
-    r = table["rank"].to_pylist()
-    s = table["fused_score"].to_pylist()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            for row in sorted(zip(q, r, d, s)):
-                f.write(f"{row[0]} Q0 {row[2]} {row[1]} {row[3]:.8g} {run_name}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def store_embeddings(documents: pa.Table, cfg, work_dir: str | os.PathLike, model_id: str,
                      embeddings: np.ndarray) -> Path:
     """Put precomputed document embeddings (corpus order) into the store under the key a
@@ -440,97 +375,3 @@ def store_embeddings(documents: pa.Table, cfg, work_dir: str | os.PathLike, mode
     return d
 
 
-# --- shared retrievers for other stages ---------------------------------------------------------
-
-_RETRIEVERS: dict[tuple, HybridRetriever] = {}
-
-
-def get_hybrid_retriever(documents: pa.Table, cfg=None, work_dir: str | os.PathLike | None = None, *,
-                         encoder=None) -> HybridRetriever:
-    """A per-process cached HybridRetriever for (corpus, retrieval config, work_dir). Keep the
-    returned object when calling it in a loop (the lookup hashes the corpus)."""
-    rcfg = _rcfg(cfg)
-    ids, texts = document_texts(documents, rcfg.include_title)
-    key = (corpus_fingerprint(ids, texts), rcfg.model_dump_json(), str(Path(work_dir).resolve()) if work_dir else None,
-           id(encoder) if encoder is not None else None)
-    r = _RETRIEVERS.get(key)
-    if r is None:
-        r = _RETRIEVERS[key] = HybridRetriever(documents, rcfg, work_dir, encoder=encoder)
-    return r
-
-
-def hybrid_search(documents: pa.Table, queries: Sequence[str], cfg=None, work_dir: str | os.PathLike | None = None,
-                  *, k: int | None = None, fusion: str | None = None, encoder=None) -> list[list[tuple[str, float]]]:
-    """Fused top-k [(doc_id, score)] per query text under the configured hybrid retriever."""
-    return get_hybrid_retriever(documents, cfg, work_dir, encoder=encoder).search(list(queries), k, fusion)
-
-
-# --- the stage ---------------------------------------------------------------------------------
-
-STAGE_DIR = "retrieve"
-
-
-def stage_queries(cfg, collection=None, queries: pa.Table | None = None) -> tuple[pa.Table, str]:
-    """Which queries the stage retrieves for: explicit (decision == 'kept' when the table has
-    decisions) > <work_dir>/mine_queries/mined_queries.parquet > the collection's queries of
-    cfg.queries.splits."""
-    import pyarrow.compute as pc
-    if queries is not None:
-        if "decision" in queries.column_names:
-            queries = queries.filter(pc.equal(queries["decision"], "kept"))
-        return queries, "argument"
-    mined = cfg.work_path / "mine_queries" / "mined_queries.parquet"
-    if mined.exists():
-        from data_schemas import QUERIES
-        q = QUERIES.read(mined)
-        return q.filter(pc.equal(q["decision"], "kept")), str(mined)
-    if collection is None:
-        from grouprank.collections import load_from_config
-        collection = load_from_config(cfg)
-    splits = list(cfg.queries.splits)
-    parts = [collection.queries_for(s) for s in splits]
-    q = pa.concat_tables(parts) if parts else collection.queries
-    return q, f"collection {collection.name} splits {splits}"
-
-
-def run_stage(cfg, queries: pa.Table | None = None, documents: pa.Table | None = None, collection=None, *,
-              show_progress: bool = False, encoder=None) -> dict[str, Any]:
-    """Retrieve + pool for a RunConfig. Writes under <work_dir>/retrieve/: candidates.parquet
-    (CANDIDATES), candidates.trec (the pool as a TREC run), run.trec (the full fused top-depth
-    ranking) and retrieval_report.json; indexes persist in <work_dir>/indexes. Returns
-    {"outputs": {name: path}, "stats": {plain numbers}}."""
-    from data_schemas import CANDIDATES
-    from grouprank.errors import UserError
-    t0 = time.perf_counter()
-    out = cfg.work_path / STAGE_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    if documents is None:
-        if collection is None:
-            from grouprank.collections import load_from_config
-            collection = load_from_config(cfg)
-        documents = collection.documents
-    q, source = stage_queries(cfg, collection, queries)
-    if q.num_rows == 0:
-        raise UserError(f"no queries to retrieve for (source: {source})")
-    if documents.num_rows == 0:
-        raise UserError("no documents to retrieve from")
-    res = retrieve(documents, q, cfg, cfg.work_path, encoder=encoder, show_progress=show_progress)
-    cands = pool(res, cfg, run_path=out / "candidates.trec")
-    rc = _rcfg(cfg)
-    report = {"queries": q.num_rows, "query_source": source, "documents": documents.num_rows,
-              "fusion": rc.fusion, "depth": rc.depth, "candidates": cands.num_rows, "reused": res.reused,
-              "keys": res.keys, "timings_s": {k: round(v, 3) for k, v in res.timings.items()}}
-    paths = {"candidates": out / "candidates.parquet", "pool_run": out / "candidates.trec",
-             "run": out / "run.trec", "report": out / "retrieval_report.json"}
-    CANDIDATES.write(cands, paths["candidates"],
-                     extra={"config_hash": cfg.section_hash("retrieval"), "report": report})
-    write_trec(res.ranking, paths["run"], f"grouprank-{rc.fusion}")
-    report["wall_s"] = round(time.perf_counter() - t0, 3)
-    tmp = paths["report"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(paths["report"])
-    stats = {"queries": report["queries"], "documents": report["documents"], "candidates": cands.num_rows,
-             "candidates_per_query": round(cands.num_rows / q.num_rows, 2), "fusion": rc.fusion,
-             **{f"reused.{k}": v for k, v in res.reused.items()},
-             **{f"time.{k}": v for k, v in report["timings_s"].items()}, "wall_s": report["wall_s"]}
-    return {"outputs": {k: str(v) for k, v in paths.items()}, "stats": stats}

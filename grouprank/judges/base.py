@@ -14,23 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable
+
+from grouprank.text import document_text_map
 
 from .injection import detect
 
 __all__ = ["JudgePool", "JudgeInfo", "RowBuilder", "apportion", "check_complete", "local_hash"]
 
 
-def _doc_text(title, text) -> str:
-    title = (title or "").strip()
-    text = text or ""
-    return f"{title}\n{text}" if title else text
-
-
 @dataclass
 class JudgePool:
     """Queries, document texts and, per query, the candidate doc ids to judge (in the
-    candidates' rank order)."""
+    candidates' rank order). A document's text is `grouprank.text.document_text(title, text)`,
+    the string the retrievers and the reranker see too."""
 
     queries: dict[str, str]
     docs: dict[str, str]
@@ -43,7 +40,6 @@ class JudgePool:
         """candidates: CANDIDATES (or any table with query_id, doc_id and optionally rank);
         documents: DOCUMENTS; queries: QUERIES. Arrow tables or pandas DataFrames."""
         cand = candidates.to_pandas() if hasattr(candidates, "to_pandas") else candidates
-        docs = documents.to_pandas() if hasattr(documents, "to_pandas") else documents
         qs = queries.to_pandas() if hasattr(queries, "to_pandas") else queries
         if "rank" in cand.columns:
             cand = cand.sort_values(["query_id", "rank", "doc_id"], kind="mergesort")
@@ -58,10 +54,11 @@ class JudgePool:
             if did not in lst and (max_per_query is None or len(lst) < max_per_query):
                 lst.append(did)
         qtext = dict(zip(qs["query_id"].astype(str), qs["text"].astype(str)))
-        titles = docs["title"] if "title" in docs.columns else [None] * len(docs)
         needed = {d for lst in pools.values() for d in lst}
-        dtext = {str(d): _doc_text(t, x) for d, t, x in zip(docs["doc_id"], titles, docs["text"])
-                 if str(d) in needed}
+        if not hasattr(documents, "column_names"):  # pandas
+            import pyarrow as pa
+            documents = pa.Table.from_pandas(documents, preserve_index=False)
+        dtext = document_text_map(documents, needed)
         from grouprank.errors import UserError
         missing_q = [q for q in pools if q not in qtext]
         if missing_q:
@@ -167,10 +164,3 @@ def table_from_rows(rows: list[dict]):
     from data_schemas import JUDGMENTS
     rows = sorted(rows, key=lambda r: (r["judge_id"], r["query_id"], r["pass_index"], r["doc_id"]))
     return JUDGMENTS.from_records(rows)
-
-
-def merge_rows(*row_lists: Iterable[Mapping]) -> list[dict]:
-    out: list[dict] = []
-    for lst in row_lists:
-        out.extend(dict(r) for r in lst)
-    return out

@@ -1,4 +1,4 @@
-"""Groupwise LLM judge (GroupRank format, `grouprank.reranker.prompt`).
+"""Groupwise LLM judge (GroupRank format, prompt `grouprank.prompts.groupwise`).
 
 Per query and pass: shuffle the pool (seeded by judge seed, query id and pass), cut it into
 ceil(N/c) disjoint groups of near-equal size (sizes differ by at most one, so no tiny last group),
@@ -11,32 +11,19 @@ e.g. all but a mislabelled one) keep them, and the others are recorded as failed
 """
 from __future__ import annotations
 
-import math
 import random
+
+from grouprank.prompts import groupwise as T
+from grouprank.scoring.groups import shuffled_groups
 
 from .base import JudgePool, RowBuilder
 from .llm_base import LLMJudge, add_group_rows
-from .templates import groupwise as T
 
 
-def split_groups(doc_ids: list[str], c: int) -> list[list[str]]:
-    n = len(doc_ids)
-    if n == 0:
-        return []
-    k = math.ceil(n / max(1, c))
-    base, rem = divmod(n, k)
-    out, i = [], 0
-    for g in range(k):
-        size = base + (1 if g < rem else 0)
-        out.append(doc_ids[i:i + size])
-        i += size
-    return out
-
-
-def shuffled_groups(doc_ids: list[str], c: int, seed: int, query_id: str, pass_index: int) -> list[list[str]]:
-    ids = list(doc_ids)
-    random.Random(f"{seed}|{query_id}|{pass_index}").shuffle(ids)
-    return split_groups(ids, c)
+def judge_groups(doc_ids: list[str], c: int, seed: int, query_id: str, pass_index: int) -> list[list[str]]:
+    """The judge's groups of one query and pass: `shuffled_groups` seeded by
+    "seed|query_id|pass_index"."""
+    return shuffled_groups(doc_ids, c, random.Random(f"{seed}|{query_id}|{pass_index}"))
 
 
 class GroupwiseJudge(LLMJudge):
@@ -46,7 +33,7 @@ class GroupwiseJudge(LLMJudge):
     def _groups(self, pool: JudgePool):
         for p in range(self.spec.passes):
             for qid, dids in pool.pools.items():
-                for gi, grp in enumerate(shuffled_groups(dids, self.spec.group_size, self.spec.seed, qid, p)):
+                for gi, grp in enumerate(judge_groups(dids, self.spec.group_size, self.spec.seed, qid, p)):
                     yield p, qid, gi, grp
 
     def plan(self, pool: JudgePool):

@@ -1,7 +1,8 @@
 """Prompt-injection flags for documents shown to an LLM judge.
 
-Every judge prompt delimits documents (see `delimit`) and tells the judge that the text between
-the delimiters is data, not instructions. That lowers the risk; it does not remove it. This
+Every scoring prompt delimits documents, defuses the format's tags inside them
+(`grouprank.prompts.common`) and tells the judge that the text between the delimiters is data,
+not instructions. That lowers the risk; it does not remove it. This
 module *flags* documents that carry text aimed at the judge, so that the flag travels with the
 judgment (`judgments.injection_flag`) and a dataset builder can drop or down-weight such pairs.
 
@@ -33,8 +34,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["InjectionResult", "detect", "is_injection", "delimit", "DOC_OPEN", "DOC_CLOSE",
-           "DETECTOR_VERSION"]
+__all__ = ["InjectionResult", "detect", "is_injection", "DETECTOR_VERSION"]
 
 DETECTOR_VERSION = "injection@1"
 
@@ -109,22 +109,3 @@ def detect(text: str | None) -> InjectionResult:
 
 def is_injection(text: str | None) -> bool:
     return detect(text).flagged
-
-
-# --- delimiting -------------------------------------------------------------------------
-DOC_OPEN = "<document id=\"{label}\">"
-DOC_CLOSE = "</document>"
-
-_ESCAPE = re.compile(r"<\s*(/?)\s*(document|answer|reason)\b", re.IGNORECASE)
-
-
-def neutralise(text: str) -> str:
-    """Defuse the delimiters and answer tags inside document text (`<document>` -> `‹document>`),
-    so a document cannot close its own delimiter or pre-fill an answer. The injection flag is
-    computed on the original text."""
-    return _ESCAPE.sub(lambda m: "\u2039" + m.group(1) + m.group(2), text)
-
-
-def delimit(label: str, text: str) -> str:
-    """Wrap a document for a prompt: `<document id="[3]">…</document>` with its tags defused."""
-    return f"{DOC_OPEN.format(label=label)}\n{neutralise(text)}\n{DOC_CLOSE}"

@@ -1,8 +1,9 @@
-"""Listwise LLM judge (RankGPT style): rank the whole pool in one request when its prompt fits
-`context_budget_tokens` (estimated as characters/4), else a sliding window of `window` documents
-moved bottom-up by `stride` (the last window is the top of the list), each window re-ordering its
-slice of the running list. Queries advance in lock-step, one window per step, so a step's windows
-are sent together under the client's concurrency bound.
+"""Listwise LLM judge (RankGPT style, prompt `grouprank.prompts.listwise`): rank the whole pool in
+one request when its prompt fits `context_budget_tokens` (estimated as characters/4), else a
+sliding window of `window` documents moved bottom-up by `stride` (`grouprank.scoring.windows`;
+the last window is the top of the list), each window re-ordering its slice of the running list.
+Queries advance in lock-step, one window per step, so a step's windows are sent together under
+the client's concurrency bound.
 
 Rows: one per (query, document) with `rank` = position in the final list among the documents
 that some answer placed (1 = most relevant).
@@ -16,24 +17,11 @@ failed window only leaves it where the earlier one put it).
 """
 from __future__ import annotations
 
+from grouprank.prompts import listwise as T
+from grouprank.scoring.windows import sliding_windows
+
 from .base import JudgePool, RowBuilder, apportion
 from .llm_base import LLMJudge
-from .templates import listwise as T
-
-
-def plan_windows(n: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """[start, end) slices, bottom-up: [(n-w, n), (n-w-s, n-s), …, (0, ·)]."""
-    if n <= window:
-        return [(0, n)]
-    out = []
-    end = n
-    while True:
-        start = max(0, end - window)
-        out.append((start, end))
-        if start == 0:
-            break
-        end -= stride
-    return out
 
 
 class ListwiseJudge(LLMJudge):
@@ -47,7 +35,7 @@ class ListwiseJudge(LLMJudge):
         est = sum(len(m["content"]) for m in msgs) // 4
         if est <= self.spec.context_budget_tokens:
             return [(0, n)]
-        return plan_windows(n, self.spec.window, self.spec.stride)
+        return sliding_windows(n, self.spec.window, self.spec.stride)
 
     def _req(self, pool: JudgePool, qid: str, doc_ids: list[str], meta):
         msgs = T.build_messages(pool.queries[qid], [pool.docs[d] for d in doc_ids], self.spec.max_doc_chars)

@@ -56,11 +56,6 @@ class LLMJudge:
         return self.client.map(reqs, cb)
 
 
-def fail_reason(res: LLMResult, what: str = "") -> str:
-    r = res.error or "failed"
-    return f"{what}: {r}" if what else r
-
-
 def add_group_rows(rb: RowBuilder, res: LLMResult, qid: str, doc_ids: list[str], scores: list,
                    *, pass_index: int, group_id: str, rationale: str | None, missing_reason: str) -> None:
     pts = apportion(res.prompt_tokens, len(doc_ids))

@@ -1,10 +1,11 @@
 """Pointwise LLM judge: one request per (query, document), a 0–10 score and a rationale
-(template `templates/pointwise.py`)."""
+(prompt `grouprank.prompts.pointwise`)."""
 from __future__ import annotations
+
+from grouprank.prompts import pointwise as T
 
 from .base import JudgePool, RowBuilder
 from .llm_base import LLMJudge
-from .templates import pointwise as T
 
 
 class PointwiseJudge(LLMJudge):
@@ -16,7 +17,7 @@ class PointwiseJudge(LLMJudge):
         for qid, dids in pool.pools.items():
             for did in dids:
                 msgs = T.build_messages(pool.queries[qid], pool.docs[did], self.spec.max_doc_chars)
-                reqs.append(self.request(msgs, T.validate, (qid, did), T.RESPONSE_SCHEMA))
+                reqs.append(self.request(msgs, T.parse, (qid, did), T.RESPONSE_SCHEMA))
         return reqs
 
     def run(self, pool: JudgePool) -> list[dict]:

@@ -65,7 +65,7 @@ def check_specs(cfg) -> None:
 
 
 def make_local_scorer(pool: JudgePool, spec, background: dict[str, str] | None = None, cfg=None):
-    from .local import LocalScorer
+    from .local_scorer import LocalScorer
     rc = cfg.retrieval if cfg is not None else None
     bm25 = {"k1": rc.bm25_k1, "b": rc.bm25_b, "method": rc.bm25_method} if rc is not None else None
     cache = (cfg.work_path / "local_judge_embeddings.sqlite") if cfg is not None else None
@@ -91,7 +91,7 @@ def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None
             continue
         cb = (lambda d, n, _id=spec.id: progress(_id, d, n)) if progress else None
         if spec.kind == "local":
-            from .local import LocalJudge
+            from .local_judge import LocalJudge
             judge = LocalJudge(spec, make_local_scorer(pool, spec, background, cfg), progress=cb)
             r = judge.run(pool)
             usage[spec.id] = {"kind": "local", "model": judge.scorer.model_id, "pairs": len(r), "calls": 0,

@@ -19,6 +19,10 @@
 - tolerant parsing helpers in `grouprank.llm.parsing` (extract_json, extract_tag).
 - `tests.support.fake_openai_server`: a real local OpenAI-compatible HTTP server with fault injection.
 
+Modules: `client` (LLMClient), `keys` (request_hash: the cache key), `cache` (SQLite answers),
+`transport` (connection pools per event loop, one HTTP attempt), `retry` (what is retried, backoff),
+`usage` (accounting, usage_report), `dry_run` (estimate), `parsing`, `types`.
+
 This module imports no heavy dependency at import time (openai is imported on first call).
 """
 from __future__ import annotations
@@ -28,15 +32,17 @@ from .parsing import extract_json, extract_tag, json_validator
 
 __all__ = [
     "LLMRequest", "LLMResult", "ParseError", "LLMClient", "estimate", "usage_report",
-    "request_hash", "extract_json", "extract_tag", "json_validator", "LLMCache",
+    "request_hash", "sampling_params", "extract_json", "extract_tag", "json_validator", "LLMCache",
 ]
 
+# name -> module (lazy: keep `import grouprank.llm` light)
+_LAZY = {"LLMClient": "client", "estimate": "dry_run", "usage_report": "usage",
+         "request_hash": "keys", "sampling_params": "keys", "LLMCache": "cache"}
 
-def __getattr__(name):  # lazy: keep `import grouprank.llm` light
-    if name in ("LLMClient", "estimate", "usage_report", "request_hash"):
-        from . import client
-        return getattr(client, name)
-    if name == "LLMCache":
-        from .cache import LLMCache
-        return LLMCache
-    raise AttributeError(name)
+
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(name)
+    import importlib
+    return getattr(importlib.import_module(f"{__name__}.{mod}"), name)

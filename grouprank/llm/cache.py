@@ -1,6 +1,6 @@
 """Persistent content-addressed answer cache: SQLite in WAL mode.
 
-One row per request hash (see `client.request_hash`), holding only answers that passed
+One row per request hash (see `keys.request_hash`), holding only answers that passed
 validation. Each answer is committed as it arrives (one short write transaction), so a process
 killed with SIGKILL loses at most the answers it had not yet received; a restarted run finds the
 rest and sends only the unanswered prompts. Several processes may share the file: WAL lets

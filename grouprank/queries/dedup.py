@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .textsim import normalize
+from grouprank.text import normalize_query
 
 
 def exact_groups(texts: Sequence[str]) -> list[int | None]:
@@ -25,7 +25,7 @@ def exact_groups(texts: Sequence[str]) -> list[int | None]:
     first: dict[str, int] = {}
     out: list[int | None] = []
     for i, t in enumerate(texts):
-        k = normalize(t)
+        k = normalize_query(t)
         j = first.setdefault(k, i)
         out.append(None if j == i else j)
     return out

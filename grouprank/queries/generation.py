@@ -27,9 +27,9 @@ import pyarrow as pa
 
 from grouprank.llm.parsing import extract_json
 from grouprank.llm.types import LLMRequest, ParseError
+from grouprank.text import normalize_query
 
 from . import templates as T
-from .textsim import normalize
 
 _THINK = re.compile(r"<think(?:ing)?>.*?</think(?:ing)?>", re.S | re.I)
 _LABEL_LINE = re.compile(r"(?im)^[ \t>*_#-]*(?:generated\s+|search\s+)?(query|question|post|keywords?)"
@@ -116,12 +116,12 @@ def extract_query(text: str) -> tuple[str, str]:
 
 
 def _copied_run(query: str, doc_tokens_ngrams: set, n: int) -> bool:
-    toks = normalize(query).split()
+    toks = normalize_query(query).split()
     return any(tuple(toks[i:i + n]) in doc_tokens_ngrams for i in range(len(toks) - n + 1))
 
 
 def doc_ngrams(doc_text: str, n: int) -> set:
-    toks = normalize(doc_text).split()
+    toks = normalize_query(doc_text).split()
     return {tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)}
 
 

@@ -26,7 +26,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .textsim import char_ngram_neighbors, dense_neighbors, lexical_similarity, normalize
+from grouprank.text import normalize_query
+
+from .textsim import char_ngram_neighbors, dense_neighbors, lexical_similarity
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,8 @@ def find_leaks(texts: Sequence[str], evals: Sequence[EvalQuery], embed: Callable
     out: list[Leak | None] = [None] * n
     if n == 0 or not evals:
         return out
-    norm_t = [normalize(t) for t in texts]
-    norm_e = [normalize(e.text) for e in evals]
+    norm_t = [normalize_query(t) for t in texts]
+    norm_e = [normalize_query(e.text) for e in evals]
     exact: dict[str, int] = {}
     for j, s in enumerate(norm_e):
         exact.setdefault(s, j)

@@ -249,10 +249,10 @@ def mine_queries(cfg, documents: pa.Table | None, queries: pa.Table | None, qrel
         embed = default_embedder(cfg, cache_dir=cfg.work_path / "models")
     needs_rt = qc.roundtrip and any(r["source"] == "generated" and r["decision"] == "kept" for r in records)
     if rank_fn is None and needs_rt:
-        from grouprank.first_stage.hybrid import get_hybrid_retriever
-        # the retrieval stage's retriever exactly as configured (cfg.retrieval), indexes persisted
-        # under <work_dir>/indexes and reused by the retrieve stage
-        rank_fn = get_hybrid_retriever(documents, cfg, cfg.work_path).rank_of
+        from grouprank.first_stage.hybrid import HybridRetriever
+        # the retrieval stage's retriever exactly as configured (cfg.retrieval); its indexes persist
+        # in the content-addressed store under <work_dir>/indexes, where the retrieve stage finds them
+        rank_fn = HybridRetriever(documents, cfg, cfg.work_path).rank_of
     report["filters"] = apply_filters(records, evals, embed=embed, rank_fn=rank_fn, cfg=cfg)
     report.update(summarize(records))
     if warnings:

@@ -1,20 +1,14 @@
-"""Stage `mine_queries` (stage contract, HELPERS.md): Parquet in, Parquet out.
+"""Stage `mine_queries`: existing and generated queries, filtered (see `mine`).
 
-    run(cfg, documents=<documents.parquet>, queries=<queries.parquet>[, qrels=<qrels.parquet>])
-      -> {"outputs": {"mined_queries": ".../mine_queries/mined_queries.parquet",
-                      "report": ".../mine_queries/mine_queries_report.json"},
-          "stats": {...plain numbers...}}
-
-mined_queries.parquet is a QUERIES table holding every query with its decision (downstream
-stages use decision == "kept"); its Parquet metadata carries the config hash and the report.
+`mined_queries` is a QUERIES table holding every query with its decision (downstream stages use
+decision == "kept"); its Parquet metadata carries the config hash and the report.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-STAGE = "mine_queries"
+from data_schemas import DOCUMENTS, QRELS, QUERIES
+from grouprank.stage import Stage, StageContext, StageResult, TableOut, file, table
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -50,32 +44,58 @@ def stats_of(report: dict) -> dict[str, Any]:
     return s
 
 
-def write_outputs(cfg, table, report: dict) -> dict[str, str]:
-    from data_schemas import QUERIES
-    out = cfg.work_path / STAGE
-    out.mkdir(parents=True, exist_ok=True)
-    path = QUERIES.write(table, out / "mined_queries.parquet",
-                         extra={"config_hash": cfg.section_hash("queries", "retrieval", "llm"),
-                                "report": report})
-    rpath = out / "mine_queries_report.json"
-    tmp = rpath.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    tmp.replace(rpath)
-    return {"mined_queries": str(path), "report": str(rpath)}
-
-
-def run_tables(cfg, documents, queries, qrels=None, **kwargs) -> dict[str, Any]:
-    """The stage on in-memory tables (the CLI uses this with a loaded collection)."""
+def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     from .mine import mine_queries
-    table, report = mine_queries(cfg, documents, queries, qrels, **kwargs)
-    return {"outputs": write_outputs(cfg, table, report), "stats": stats_of(report)}
+    table, report = mine_queries(cfg, inputs["documents"], inputs["queries"], inputs.get("qrels"))
+    rpath = ctx.write_json("mine_queries_report.json", report)
+    extra = {"config_hash": cfg.section_hash("queries", "retrieval", "llm"), "report": report}
+    return StageResult({"mined_queries": TableOut(table, extra), "mine_report": rpath}, stats_of(report))
 
 
-def run(cfg, documents: str | Path | None = None, queries: str | Path | None = None,
-        qrels: str | Path | None = None, **_: Any) -> dict[str, Any]:
-    """Stage entry point: Parquet paths from the load stage (documents, queries[, qrels])."""
-    from data_schemas import DOCUMENTS, QRELS, QUERIES
-    docs = DOCUMENTS.read(documents) if documents else None
-    q = QUERIES.read(queries) if queries else None
-    r = QRELS.read(qrels) if qrels else None
-    return run_tables(cfg, docs, q, r)
+def _cli_args(p) -> None:
+    p.add_argument("--split", action="append", dest="splits", metavar="SPLIT",
+                   help="existing query split to mine (repeatable; default queries.splits)")
+    p.add_argument("--file", action="append", dest="files", metavar="PATH",
+                   help="query file (JSONL/CSV/TSV/Parquet) or saved HF dataset to mine (repeatable)")
+    p.add_argument("--id-column", default="query_id", help="id column of --file/--eval-file (default query_id)")
+    p.add_argument("--text-column", default="text", help="text column of --file/--eval-file (default text)")
+    p.add_argument("--eval-split", action="append", dest="eval_splits", metavar="SPLIT",
+                   help="evaluation split for the leakage guard (repeatable; default queries.leakage_eval_splits)")
+    p.add_argument("--eval-file", action="append", dest="eval_files", metavar="PATH",
+                   help="evaluation query file for the leakage guard (repeatable)")
+    p.add_argument("--no-eval", action="store_true", help="no leakage guard (no evaluation sets)")
+    p.add_argument("--generate", action="store_true", help="also generate queries (needs llm.endpoints)")
+    p.add_argument("--docs", type=int, help="documents to sample for generation (queries.generate_docs)")
+
+
+def _cli_overrides(args) -> dict:
+    o: dict = {}
+    if args.splits:
+        o["queries.splits"] = args.splits
+    src = lambda path, split: {"path": path, "id_column": args.id_column, "text_column": args.text_column,  # noqa: E731
+                               "split": split}
+    if args.files:
+        o["queries.files"] = [src(f, "train") for f in args.files]
+    if args.eval_splits:
+        o["queries.leakage_eval_splits"] = args.eval_splits
+    if args.eval_files:
+        o["queries.eval_files"] = [src(f, "eval") for f in args.eval_files]
+    if args.no_eval:
+        o["queries.leakage_eval_splits"] = []
+        o["queries.eval_files"] = []
+    if args.generate:
+        o["queries.generate"] = True
+    if args.docs is not None:
+        o["queries.generate_docs"] = args.docs
+    return o
+
+
+STAGE = Stage(
+    name="mine_queries", title="mine queries", run=run,
+    help="mine / generate queries with dedup, round-trip filter, leakage guard",
+    inputs=(table("documents", DOCUMENTS), table("queries", QUERIES), table("qrels", QRELS, optional=True)),
+    outputs=(table("mined_queries", QUERIES), file("mine_report", "mine_queries_report.json")),
+    # the round-trip filter uses the hybrid retriever: `retrieval` is in its key
+    sections=("data", "queries", "retrieval", "llm"), uses_llm=lambda c: bool(c.queries.generate),
+    timeout_s=12 * 3600, retries=3, cli_args=_cli_args, cli_overrides=_cli_overrides,
+)

@@ -1,9 +1,9 @@
-"""Text normalisation and the cheap lexical similarities used by dedup and the leakage guard.
+"""The cheap lexical similarities used by dedup and the leakage guard.
 
-`normalize` is the key of exact matching: Unicode NFKC, casefold, every punctuation character
-(Unicode category P*) replaced by a space, whitespace collapsed. Symbols (`$`, `+`, `<`, `°`) and
-digits are kept ("up to $5 billion" and "up to 5 billion" stay different); `%` and `#`
-are Unicode punctuation and become spaces.
+The key of exact matching is `grouprank.text.normalize_query`: Unicode NFKC, casefold, every
+punctuation character (Unicode category P*) replaced by a space, whitespace collapsed. Symbols
+(`$`, `+`, `<`, `°`) and digits are kept ("up to $5 billion" and "up to 5 billion" stay different);
+`%` and `#` are Unicode punctuation and become spaces.
 
 `levenshtein` is the bit-parallel edit distance of Myers (1999) in Hyyrö's formulation, on Python
 integers (no length limit): O(len(a) * ceil(len(b)/word)) machine operations, fast enough to
@@ -17,31 +17,16 @@ all pairs.
 """
 from __future__ import annotations
 
-import re
-import unicodedata
-from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 
-_WS = re.compile(r"\s+")
-
-
-@lru_cache(maxsize=1 << 16)
-def _is_punct(ch: str) -> bool:
-    return unicodedata.category(ch).startswith("P")
-
-
-def normalize(text: str) -> str:
-    """NFKC, casefold, punctuation -> space, whitespace collapsed and stripped."""
-    t = unicodedata.normalize("NFKC", text or "").casefold()
-    t = "".join(" " if _is_punct(c) else c for c in t)
-    return _WS.sub(" ", t).strip()
+from grouprank.text import normalize_query, top_k_rows
 
 
 def tokens(text: str) -> list[str]:
     """Tokens of the normalised text."""
-    return normalize(text).split()
+    return normalize_query(text).split()
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -92,7 +77,7 @@ def jaccard(a: Sequence[str], b: Sequence[str]) -> float:
 def lexical_similarity(a: str, b: str, *, normalized: bool = False) -> tuple[float, str]:
     """(similarity, which) with which in {"edit", "jaccard"}: the larger of the normalised edit
     similarity and the token Jaccard of the normalised texts."""
-    na, nb = (a, b) if normalized else (normalize(a), normalize(b))
+    na, nb = (a, b) if normalized else (normalize_query(a), normalize_query(b))
     e = edit_similarity(na, nb)
     j = jaccard(na.split(), nb.split())
     return (e, "edit") if e >= j else (j, "jaccard")
@@ -153,12 +138,7 @@ def char_ngram_neighbors(queries: Sequence[str], pool: Sequence[str], k: int = 5
     out_i = np.zeros((len(queries), kk), dtype=np.int64)
     out_s = np.zeros((len(queries), kk), dtype=np.float32)
     for s in range(0, len(queries), chunk):
-        S = (Q[s:s + chunk] @ PT).toarray()
-        idx = np.argpartition(-S, kk - 1, axis=1)[:, :kk] if kk < S.shape[1] else np.tile(np.arange(S.shape[1]), (S.shape[0], 1))
-        sc = np.take_along_axis(S, idx, axis=1)
-        order = np.lexsort((idx, -sc), axis=1)
-        out_i[s:s + chunk] = np.take_along_axis(idx, order, axis=1)
-        out_s[s:s + chunk] = np.take_along_axis(sc, order, axis=1)
+        out_i[s:s + chunk], out_s[s:s + chunk] = top_k_rows((Q[s:s + chunk] @ PT).toarray(), kk)
     return out_i, out_s
 
 
@@ -176,9 +156,5 @@ def dense_neighbors(q: np.ndarray, p: np.ndarray, k: int = 5, chunk: int = 1024,
         if exclude_self:
             r = np.arange(S.shape[0])
             S[r, r + s] = -np.inf
-        idx = np.argpartition(-S, kk - 1, axis=1)[:, :kk] if kk < S.shape[1] else np.tile(np.arange(S.shape[1]), (S.shape[0], 1))
-        sc = np.take_along_axis(S, idx, axis=1)
-        order = np.lexsort((idx, -sc), axis=1)
-        out_i[s:s + chunk] = np.take_along_axis(idx, order, axis=1)
-        out_s[s:s + chunk] = np.take_along_axis(sc, order, axis=1)
+        out_i[s:s + chunk], out_s[s:s + chunk] = top_k_rows(S, kk)
     return out_i, out_s

@@ -1,13 +1,7 @@
-"""Groupwise reranker (GroupRank): prompt and parser, the paper's reward, SFT + GRPO training
-with TRL, and groupwise / pointwise / listwise inference.
+"""Groupwise reranker (GroupRank): SFT + GRPO training with TRL (`train`, `tiny`, `data`), the
+paper's reward (`reward`), and groupwise / pointwise / listwise inference (`inference`).
 
-Light on import: torch/transformers/trl are imported inside the functions that need them.
+The prompts and parsers are `grouprank.prompts` (shared with the judges); a document's text is
+`grouprank.text.document_text`. Light on import: torch/transformers/trl are imported inside the
+functions that need them.
 """
-from grouprank.reranker.prompt import (  # noqa: F401
-    SYSTEM_PROMPT,
-    TEMPLATE_VERSION,
-    ParsedGroup,
-    build_messages,
-    parse_output,
-    render_target,
-)

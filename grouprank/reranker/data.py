@@ -19,7 +19,8 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
-from grouprank.reranker.prompt import build_messages, render_target
+from grouprank.prompts.groupwise import build_messages, render_target
+from grouprank.text import document_text_map
 
 
 def grade_to_score(grade: float, max_grade: float) -> int:
@@ -55,8 +56,7 @@ def groups_from_qrels(collection, *, split: str | None = None, group_sizes: tupl
     rng = random.Random(seed)
     qrels = collection.qrels_for(split).to_pylist()
     queries = {r["query_id"]: r["text"] for r in collection.queries_for(split).to_pylist()}
-    texts = collection.doc_text()
-    titles = dict(zip(collection.documents["doc_id"].to_pylist(), collection.documents["title"].to_pylist()))
+    texts = document_text_map(collection.documents)
     by_q: dict[str, dict[str, int]] = defaultdict(dict)
     for r in qrels:
         if r["doc_id"] in texts:
@@ -82,7 +82,7 @@ def groups_from_qrels(collection, *, split: str | None = None, group_sizes: tupl
                 chosen += rng.sample(rest, min(len(rest), size - len(chosen)))
             rng.shuffle(chosen)
             grades = [by_q[qid][d] for d in chosen]
-            docs = [((titles.get(d) + ". ") if titles.get(d) else "") + texts[d] for d in chosen]
+            docs = [texts[d] for d in chosen]
             msgs = build_messages(queries[qid], docs, max_doc_chars=max_doc_chars)
             scores = [grade_to_score(g, max_grade) for g in grades]
             ex_id = f"{prefix}{qid}-g{gi}"

@@ -1,9 +1,14 @@
 """Reranking with an LLM: groupwise (GroupRank), pointwise and listwise (sliding window).
 
+Prompts: `grouprank.prompts` (shared with the judges). Document texts: the caller passes
+{doc_id: text}, built with `grouprank.text.document_text_map(documents)` so the reranker sees the
+string the judges and the retrievers see.
+
 Groupwise (DESIGN §2, the authors' inference code):
   for each query take the top-N first-stage candidates (N = `top`, default 100); for each pass
   shuffle them (seeded per query and pass) and cut them into ceil(N/c) disjoint groups of
-  near-equal size (sizes differ by at most one, so no group of 1–2 stragglers); score every group
+  near-equal size (`grouprank.scoring.groups`: sizes differ by at most one, so no group of 1–2
+  stragglers); score every group
   of every query and pass concurrently (one backend batch: O(N/c) calls per query and pass, one
   sequential round); a document's group score is its 0–10 score / 10 averaged over the passes
   (test-time scaling).
@@ -16,9 +21,9 @@ Groupwise (DESIGN §2, the authors' inference code):
 Pointwise: the same groupwise template with a group of one document (so the comparison isolates
   the grouping): N calls per query, one round; fallback 0; same fusion with alpha.
 
-Listwise (RankGPT-style sliding window, the judges' listwise template `judge.listwise@1`):
+Listwise (RankGPT-style sliding window, the listwise prompt `judge.listwise@1` of the judges):
   windows of `window` documents moving from the bottom of the first-stage list to the top by
-  `stride`; each window is reordered by the model's permutation `[3] > [1] > …`; identifiers missing from the answer keep their
+  `stride` (`grouprank.scoring.windows`); each window is reordered by the model's permutation `[3] > [1] > …`; identifiers missing from the answer keep their
   relative order after the mentioned ones; an unparsable answer leaves the window unchanged.
   Windows of one query are sequential (ceil((N − window)/stride) + 1 rounds); queries run in
   parallel round by round. The final ranking is the permutation (score = (N − rank + 1) / N);
@@ -34,13 +39,16 @@ Every call is accounted: per query `calls`, `rounds`, `prompt_tokens`, `completi
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from grouprank.reranker.prompt import TEMPLATE_VERSION, build_messages, parse_output
+from grouprank.first_stage.fusion import minmax
+from grouprank.prompts import groupwise as GW
+from grouprank.prompts import listwise as LW
+from grouprank.scoring.groups import shuffled_groups
+from grouprank.scoring.windows import sliding_windows
 
 # --------------------------------------------------------------------------- backends
 
@@ -48,7 +56,8 @@ from grouprank.reranker.prompt import TEMPLATE_VERSION, build_messages, parse_ou
 class GenRequest:
     messages: list[dict]
     template_version: str
-    validate: Callable[[str], Any] | None = None   # raise on a bad answer (LLM backend retries once)
+    validate: Callable[[str], Any] | None = None   # raise grouprank.llm.ParseError on a bad answer
+    #                                                (the LLM backend asks once more); other backends ignore it
     tag: str = "rerank"
 
 
@@ -97,20 +106,9 @@ class LLMBackend:
         self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
-        from grouprank.llm import LLMRequest, ParseError
+        from grouprank.llm import LLMRequest
 
-        def wrap(v):
-            if v is None:
-                return None
-
-            def check(text):
-                try:
-                    return v(text)
-                except ValueError as e:
-                    raise ParseError(str(e)) from None
-            return check
-
-        reqs = [LLMRequest(messages=r.messages, template_version=r.template_version, validate=wrap(r.validate),
+        reqs = [LLMRequest(messages=r.messages, template_version=r.template_version, validate=r.validate,
                            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, tag=r.tag)
                 for r in requests]
         out = []
@@ -170,56 +168,10 @@ class TransformersBackend:
 
 # --------------------------------------------------------------------------- helpers
 
-def split_groups(items: Sequence, group_size: int) -> list[list]:
-    """ceil(N/c) disjoint groups of near-equal size (sizes differ by at most one)."""
-    n = len(items)
-    if n == 0:
-        return []
-    k = math.ceil(n / group_size)
-    base, extra = divmod(n, k)
-    out, i = [], 0
-    for g in range(k):
-        size = base + (1 if g < extra else 0)
-        out.append(list(items[i:i + size]))
-        i += size
-    return out
-
-
 def _rng(seed: int, *parts) -> random.Random:
+    """The reranker's shuffle seed per (seed, query, pass): sha256 of "seed|query|pass"."""
     h = hashlib.sha256(("|".join(map(str, (seed, *parts)))).encode()).hexdigest()
     return random.Random(int(h[:16], 16))
-
-
-def minmax(values: Sequence[float]) -> list[float]:
-    if not values:
-        return []
-    lo, hi = min(values), max(values)
-    if hi <= lo:
-        return [0.0] * len(values)
-    return [(v - lo) / (hi - lo) for v in values]
-
-
-def groupwise_validator(n: int) -> Callable[[str], Any]:
-    def validate(text: str):
-        p = parse_output(text, n)
-        if p.status != "ok":
-            raise ValueError(f"{p.status}: {p.error}")
-        return p
-    return validate
-
-
-def parse_permutation(text: str | None, n: int) -> list[int] | None:
-    """0-based permutation from a listwise answer (`[3] > [1] > …`, parsed tolerantly by the
-    judges' listwise template); unknown/duplicate ids dropped, missing ids appended in their
-    current order; None when no identifier could be read."""
-    from grouprank.judges.templates import listwise as LW
-    if not text:
-        return None
-    order, _ = LW.parse_partial(text, n)
-    if not order:
-        return None
-    seen = [i - 1 for i in order]
-    return seen + [i for i in range(n) if i not in seen]
 
 
 # --------------------------------------------------------------------------- reranking
@@ -264,18 +216,16 @@ def rerank_groupwise(candidates, queries: dict[str, str], doc_text: dict[str, st
     reqs, meta = [], []
     for qid, c in cands.items():
         for p in range(passes):
-            docs = [d for d, _ in c]
-            _rng(seed, qid, p).shuffle(docs)
-            for gi, group in enumerate(split_groups(docs, group_size)):
-                msgs = build_messages(queries[qid], [doc_text.get(d, "") for d in group], max_doc_chars)
-                reqs.append(GenRequest(msgs, TEMPLATE_VERSION, groupwise_validator(len(group)), tag="rerank.groupwise"))
+            for group in shuffled_groups([d for d, _ in c], group_size, _rng(seed, qid, p)):
+                msgs = GW.build_messages(queries[qid], [doc_text.get(d, "") for d in group], max_doc_chars)
+                reqs.append(GenRequest(msgs, GW.TEMPLATE_VERSION, GW.validator(len(group)), tag="rerank.groupwise"))
                 meta.append((qid, p, group))
     gens = backend.generate(reqs) if reqs else []
     per_q: dict[str, dict] = {}
     sums: dict[str, dict[str, float]] = {q: {} for q in cands}
     status_counts = {"ok": 0, "bad_json": 0, "bad_tags": 0, "call_failed": 0}
     for (qid, p, group), g in zip(meta, gens, strict=True):
-        parsed = parse_output(g.text, len(group)) if g.text is not None else None
+        parsed = GW.parse_output(g.text, len(group)) if g.text is not None else None
         ok = parsed is not None and parsed.status == "ok"
         status_counts["call_failed" if parsed is None else parsed.status] += 1
         _account(per_q, qid, g, not ok)
@@ -295,15 +245,15 @@ def rerank_pointwise(candidates, queries, doc_text, backend, *, alpha: float = 0
     reqs, meta = [], []
     for qid, c in cands.items():
         for d, _ in c:
-            reqs.append(GenRequest(build_messages(queries[qid], [doc_text.get(d, "")], max_doc_chars),
-                                   TEMPLATE_VERSION, groupwise_validator(1), tag="rerank.pointwise"))
+            reqs.append(GenRequest(GW.build_messages(queries[qid], [doc_text.get(d, "")], max_doc_chars),
+                                   GW.TEMPLATE_VERSION, GW.validator(1), tag="rerank.pointwise"))
             meta.append((qid, d))
     gens = backend.generate(reqs) if reqs else []
     per_q: dict[str, dict] = {}
     scores: dict[str, dict[str, float]] = {q: {} for q in cands}
     status_counts = {"ok": 0, "bad_json": 0, "bad_tags": 0, "call_failed": 0}
     for (qid, d), g in zip(meta, gens, strict=True):
-        parsed = parse_output(g.text, 1) if g.text is not None else None
+        parsed = GW.parse_output(g.text, 1) if g.text is not None else None
         ok = parsed is not None and parsed.status == "ok"
         status_counts["call_failed" if parsed is None else parsed.status] += 1
         _account(per_q, qid, g, not ok)
@@ -315,36 +265,11 @@ def rerank_pointwise(candidates, queries, doc_text, backend, *, alpha: float = 0
     return RerankResult(run, per_q, _summary(per_q, status_counts, "pointwise"))
 
 
-def _lw_validator(n: int) -> Callable[[str], Any]:
-    from grouprank.judges.templates import listwise as LW
-
-    def validate(text: str):
-        order, problems = LW.parse_partial(text, n)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return order
-    return validate
-
-
-def listwise_windows(n: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """(start, end) windows from the bottom to the top, RankGPT-style."""
-    if n <= window:
-        return [(0, n)]
-    out, end = [], n
-    while True:
-        start = max(0, end - window)
-        out.append((start, end))
-        if start == 0:
-            return out
-        end -= stride
-
-
 def rerank_listwise(candidates, queries, doc_text, backend, *, window: int = 20, stride: int = 10, top: int = 100,
                     max_doc_chars: int = 3000, system: str = "listwise", **_) -> RerankResult:
-    from grouprank.judges.templates import listwise as LW
     cands = _prepare(candidates, top)
     order = {q: [d for d, _ in c] for q, c in cands.items()}
-    wins = {q: listwise_windows(len(o), window, stride) for q, o in order.items()}
+    wins = {q: sliding_windows(len(o), window, stride) for q, o in order.items()}
     per_q: dict[str, dict] = {}
     status_counts = {"ok": 0, "unparsed": 0, "call_failed": 0}
     n_rounds = max((len(w) for w in wins.values()), default=0)
@@ -355,11 +280,11 @@ def rerank_listwise(candidates, queries, doc_text, backend, *, window: int = 20,
                 s, e = ws[r]
                 docs = order[qid][s:e]
                 reqs.append(GenRequest(LW.build_messages(queries[qid], [doc_text.get(d, "") for d in docs], max_doc_chars),
-                                       LW.TEMPLATE_VERSION, _lw_validator(len(docs)), tag="rerank.listwise"))
+                                       LW.TEMPLATE_VERSION, LW.validator(len(docs)), tag="rerank.listwise"))
                 meta.append((qid, s, e))
         gens = backend.generate(reqs)
         for (qid, s, e), g in zip(meta, gens, strict=True):
-            perm = parse_permutation(g.text, e - s)
+            perm = LW.parse_permutation(g.text, e - s)
             status_counts["call_failed" if g.text is None else ("ok" if perm else "unparsed")] += 1
             _account(per_q, qid, g, perm is None)
             per_q[qid]["rounds"] += 1
@@ -390,13 +315,6 @@ def rerank(mode: str, candidates, queries, doc_text, backend, **kw) -> RerankRes
     if mode not in RERANKERS:
         raise ValueError(f"unknown rerank mode {mode!r} ({', '.join(RERANKERS)})")
     return RERANKERS[mode](candidates, queries, doc_text, backend, **kw)
-
-
-def document_texts(documents) -> dict[str, str]:
-    """{doc_id: "title. text"} from a DOCUMENTS table: the text a reranker prompt shows."""
-    titles = documents["title"].to_pylist() if "title" in documents.column_names else [None] * documents.num_rows
-    return {d: ((t + ". ") if t else "") + x for d, t, x in
-            zip(documents["doc_id"].to_pylist(), titles, documents["text"].to_pylist())}
 
 
 def candidates_from_table(table) -> dict[str, list[tuple[str, float]]]:

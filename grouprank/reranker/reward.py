@@ -4,7 +4,7 @@
     R = −0.1                                                  when the tags are right but the JSON is not
     R = −0.5                                                  otherwise (tags wrong)
 
-Well formed / tags right / tags wrong is `prompt.parse_output(text, n, strict=True)` giving
+Well formed / tags right / tags wrong is `grouprank.prompts.groupwise.parse_output(text, n, strict=True)` giving
 "ok" / "bad_json" / "bad_tags" (strict: only whitespace outside the tag pairs).
 
 Choices the paper leaves open (all module constants / keyword arguments, all tested):
@@ -41,7 +41,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from grouprank.reranker.prompt import parse_output
+from grouprank.prompts.groupwise import parse_output
 
 W_RECALL = 0.2
 W_DIST = 0.1

@@ -1,9 +1,5 @@
-"""Stage `train_reranker` (stage contract, ARCHITECTURE.md): the groupwise reranker trained on the
-synthesized example tables, SFT warm start then GRPO (TRL), as `grouprank train-reranker` does.
-
-    run(cfg, reranker_sft=<reranker_sft.parquet>, reranker_rl=<reranker_rl.parquet>)
-      -> {"outputs": {"model": ".../train_reranker/final", "summary": ".../train_reranker/summary.json"},
-          "stats": {...plain numbers...}}
+"""Stage `train_reranker`: the groupwise reranker trained on the synthesized example tables, SFT
+warm start then GRPO (TRL).
 
 A seeded `reranker.heldout_fraction` of the RL view's queries is kept out of both views; after
 training, the stage generates greedily for those held-out groups and reports strict format
@@ -17,7 +13,6 @@ presets in configs/reranker/).
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -25,15 +20,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from data_schemas import RERANKER_RL, RERANKER_SFT
+from grouprank.stage import Stage, StageContext, StageResult, file, folder, table
+
 log = logging.getLogger(__name__)
 
-STAGE_DIR = "train_reranker"
 _DOC_BLOCK = re.compile(r'(<document id="\[\d+\]">\n)(.*?)(\n</document>)', re.S)
 
 
 def shorten_documents(messages: list[dict], max_chars: int) -> list[dict]:
     """The same messages with every `<document>` body in user turns cut to `max_chars` (bodies are
-    single-line, already cleaned by `prompt.clean_doc`, so the cut keeps the prompt's format)."""
+    single-line, already cleaned by `grouprank.prompts.common.clean_text`, so the cut keeps the prompt's format)."""
     def cut(m: re.Match) -> str:
         body = m.group(2)
         return m.group(1) + (body[:max_chars].rstrip() if len(body) > max_chars else body) + m.group(3)
@@ -61,7 +58,7 @@ def sample(rows: list[dict], k: int | None, seed: int) -> list[dict]:
 def heldout_eval(model_path: str | Path, rows: list[dict], max_new_tokens: int, batch_size: int = 8) -> dict:
     """Greedy generation on held-out RL rows: strict/lenient format validity and mean reward."""
     from grouprank.reranker.inference import GenRequest, TransformersBackend
-    from grouprank.reranker.prompt import TEMPLATE_VERSION, parse_output
+    from grouprank.prompts.groupwise import TEMPLATE_VERSION, parse_output
     from grouprank.reranker.reward import reward_one
     be = TransformersBackend.from_path(str(model_path), max_new_tokens=max_new_tokens, batch_size=batch_size)
     gens = be.generate([GenRequest(r["prompt"], TEMPLATE_VERSION) for r in rows])
@@ -76,21 +73,20 @@ def heldout_eval(model_path: str | Path, rows: list[dict], max_new_tokens: int, 
             "heldout_example_output": (gens[0].text or "")[:500] if gens else ""}
 
 
-def run(cfg, reranker_sft: str | Path | None = None, reranker_rl: str | Path | None = None, *,
-        output_dir: str | Path | None = None, **_: Any) -> dict[str, Any]:
-    from .train import read_rows, train_reranker
+def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
+    from .train import train_reranker
 
     t0 = time.perf_counter()
     rc = cfg.reranker
-    out = Path(output_dir or (cfg.work_path / STAGE_DIR))
-    out.mkdir(parents=True, exist_ok=True)
+    out = ctx.out_dir
     if not rc.train:
-        (out / "summary.json").write_text(json.dumps({"skipped": "reranker.train is false"}))
-        return {"outputs": {"summary": str(out / "summary.json")}, "stats": {"skipped": 1}}
-    if reranker_sft is None and reranker_rl is None:
-        raise TypeError("missing input: reranker_sft and/or reranker_rl")
-    sft = read_rows(reranker_sft) if reranker_sft else []
-    rl = read_rows(reranker_rl) if reranker_rl else []
+        p = ctx.write_json("summary.json", {"skipped": "reranker.train is false"}, indent=None)
+        return StageResult({"reranker_summary": p}, {"skipped": 1})
+    sft = inputs["reranker_sft"].to_pylist() if inputs.get("reranker_sft") is not None else []
+    rl = inputs["reranker_rl"].to_pylist() if inputs.get("reranker_rl") is not None else []
+    if not sft and not rl:
+        from grouprank.errors import UserError
+        raise UserError("train_reranker: no examples in reranker_sft or reranker_rl")
     stats: dict[str, Any] = {"sft_rows_in": len(sft), "rl_rows_in": len(rl)}
 
     held = split_queries(rl or sft, rc.heldout_fraction, rc.seed)
@@ -148,7 +144,15 @@ def run(cfg, reranker_sft: str | Path | None = None, reranker_rl: str | Path | N
         stats.update({k: v for k, v in detail.items() if isinstance(v, (int, float))})
         stats["heldout_eval_s"] = round(time.perf_counter() - t, 2)
     stats["wall_s"] = round(time.perf_counter() - t0, 2)
-    path = out / "summary.json"
-    path.write_text(json.dumps({"stats": stats, "train": summary, "heldout": detail,
-                                "reranker_config": run_cfg.reranker.model_dump(mode="json")}, indent=2, default=str))
-    return {"outputs": {"model": str(summary["model_path"]), "summary": str(path)}, "stats": stats}
+    path = ctx.write_json("summary.json", {"stats": stats, "train": summary, "heldout": detail,
+                                           "reranker_config": run_cfg.reranker.model_dump(mode="json")})
+    return StageResult({"reranker_model": Path(summary["model_path"]), "reranker_summary": path}, stats)
+
+
+STAGE = Stage(
+    name="train_reranker", title="train reranker", run=run,
+    help="SFT warm start then GRPO (TRL) on the reranker example tables",
+    inputs=(table("reranker_sft", RERANKER_SFT, optional=True), table("reranker_rl", RERANKER_RL, optional=True)),
+    outputs=(folder("reranker_model", "final", optional=True), file("reranker_summary", "summary.json")),
+    sections=("data", "reranker"), timeout_s=72 * 3600, retries=1,
+)

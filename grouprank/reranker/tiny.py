@@ -32,7 +32,7 @@ CHAT_TEMPLATE = (
 
 def format_corpus() -> list[str]:
     """The prompt-format strings the tokenizer must know well (repeated so BPE merges them)."""
-    from grouprank.reranker.prompt import SYSTEM_PROMPT, build_user_prompt, render_target
+    from grouprank.prompts.groupwise import SYSTEM_PROMPT, build_user_prompt, render_target
     out = [SYSTEM_PROMPT] * 300
     for n in range(1, 21):
         out.append(build_user_prompt("query", [f"document {i}" for i in range(n)]))

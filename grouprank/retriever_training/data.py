@@ -243,12 +243,13 @@ def human_examples(qrels, candidates, documents, queries, dc, *, split: str | No
 
     qrels/candidates/documents/queries: Arrow tables, DataFrames or Parquet paths."""
     from data_schemas import CANDIDATES, DOCUMENTS, QUERIES
-    from grouprank.trainsets.common import as_table, candidate_order, document_texts, kept_queries, labels_by_query
+    from grouprank.text import document_text_map
+    from grouprank.trainsets.common import as_table, candidate_order, kept_queries, labels_by_query
     from grouprank.trainsets.retriever import GuardSpec, build_retriever_examples
 
     cand = as_table(candidates, CANDIDATES)
     labs = labels_by_query(human_labels(qrels, cand, split=split))
-    docs = document_texts(as_table(documents, DOCUMENTS), {x for ql in labs.values() for x in ql.doc_ids})
+    docs = document_text_map(as_table(documents, DOCUMENTS), {x for ql in labs.values() for x in ql.doc_ids})
     spec = GuardSpec(positive_grade=int(positive_grade), negative_max_grade=int(positive_grade) - 1,
                      margin=float(dc.false_negative_margin), negatives=int(dc.negatives_per_example),
                      max_positives=dc.max_positives_per_query)

@@ -17,6 +17,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from grouprank.text import document_texts, top_k_rows
+
 log = logging.getLogger(__name__)
 
 
@@ -40,12 +42,7 @@ def exact_search(q: np.ndarray, d: np.ndarray, k: int, chunk: int = 256) -> tupl
     I_out = np.zeros((q.shape[0], k), np.int64)
     D = np.asarray(d, dtype=np.float32)
     for a in range(0, q.shape[0], chunk):
-        s = q[a:a + chunk] @ D.T
-        idx = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.tile(np.arange(s.shape[1]), (s.shape[0], 1))
-        part = np.take_along_axis(s, idx, axis=1)
-        order = np.lexsort((idx, -part), axis=1)
-        I_out[a:a + chunk] = np.take_along_axis(idx, order, axis=1)
-        S_out[a:a + chunk] = np.take_along_axis(part, order, axis=1)
+        I_out[a:a + chunk], S_out[a:a + chunk] = top_k_rows(q[a:a + chunk] @ D.T, k)
     return S_out, I_out
 
 
@@ -71,7 +68,7 @@ class DenseEvaluator:
                  document_prompt: str | None = None, store_root: str | Path | None = None,
                  cache_dir: str | Path | None = None, shard_size: int = 8192):
         import pyarrow as pa
-        from grouprank.first_stage.store import corpus_fingerprint, document_texts
+        from grouprank.first_stage.store import corpus_fingerprint
         if isinstance(documents, pd.DataFrame):
             documents = pa.Table.from_pandas(documents, preserve_index=False)
         self.doc_ids, self.texts = document_texts(documents, include_title)

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from grouprank.text import top_k
+
 
 def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.ndarray, query_emb: dict[str, np.ndarray],
                      doc_texts: Mapping[str, str], labels, spec, n_negatives: int,
@@ -24,10 +26,10 @@ def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.
     """New negatives for `examples` (EXAMPLE_COLUMNS frame) -> (frame, stats).
 
     doc_ids/doc_emb: the corpus and its embeddings under the fine-tuned model (L2-normalised);
-    query_emb: query_id -> embedding; doc_texts: doc_id -> text (trainsets' 'title text' form);
+    query_emb: query_id -> embedding; doc_texts: doc_id -> text (grouprank.text.document_text_map);
     labels: LABELS table (None only with `unjudged`); spec: trainsets GuardSpec."""
     from grouprank.trainsets.common import QueryLabels, counter_add, labels_by_query
-    from grouprank.trainsets.retriever import guard_pool, margin_filter
+    from grouprank.trainsets.retriever import duplicate_text_key, guard_pool, margin_filter
 
     lo, hi = int(rank_range[0]), int(rank_range[1])
     if lo < 1 or hi < lo:
@@ -53,7 +55,7 @@ def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.
             continue
         if qid not in ranked:
             s = D @ query_emb[qid]
-            top = np.argsort(-s, kind="stable")[:hi]
+            top, _ = top_k(s, hi)
             ranked[qid] = [doc_ids[i] for i in top[lo - 1:]]
         window = ranked[qid]
         ql = labs.get(qid) or QueryLabels(qid, [], {}, {}, {})
@@ -66,7 +68,7 @@ def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.
                 keep_l = set(margin_filter(ql, [d for d in labelled if d in keep_l], r.positive_doc_id, spec,
                                            stats, norm))
             pos_cos = float(D[pos_index[r.positive_doc_id]] @ query_emb[qid]) if r.positive_doc_id in pos_index else 1.0
-            pos_txt = {" ".join(doc_texts[p].lower().split()) for p in pos if p in doc_texts}
+            pos_txt = {duplicate_text_key(doc_texts[p]) for p in pos if p in doc_texts}
             chosen = []
             for d in window:
                 if d in pos:
@@ -79,7 +81,7 @@ def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.
                 if cos >= pos_cos - margin:
                     counter_add(stats, "remine_unjudged_margin_dropped")
                     continue
-                if " ".join(doc_texts.get(d, "").lower().split()) in pos_txt:
+                if duplicate_text_key(doc_texts.get(d, "")) in pos_txt:
                     counter_add(stats, "guard_duplicate_text")
                     continue
                 chosen.append(d)

@@ -1,12 +1,7 @@
-"""Stage `train_retriever` (pipeline contract, HELPERS.md):
+"""Stage `train_retriever`: contrastive fine-tuning of the dense retriever on the retriever examples
+(`train_retriever` is the library entry, on tables).
 
-    run(cfg, *, retriever_examples, documents=None, queries=None, qrels=None, labels=None,
-        output_dir=None, eval_queries=None, eval_qrels=None, data_source="synthetic")
-        -> {"outputs": {"model", "metrics", "summary", "run_before", "run_after"}, "stats": {...}}
-
-under `cfg.work_path / "train_retriever"` (or `output_dir`).
-
-Inputs (Parquet paths, Arrow tables or DataFrames):
+Inputs:
 - `retriever_examples`: the build_datasets stage's RETRIEVER_EXAMPLES table, or the export's
   sentence-transformers view (`export/retriever/`, anchor/positive/negative_1..n, file or folder);
 - `documents`: the corpus (needed for evaluation and re-mining);
@@ -18,9 +13,9 @@ Inputs (Parquet paths, Arrow tables or DataFrames):
   evaluated with their positives as qrels;
 - `labels`: LABELS, for the false-negative guard when re-mining (`retriever.remine_rounds` > 0).
 
-Outputs: `model/` (the sentence-transformers model with its card; README.md names the data and the
-configuration, `grouprank_training.json` the same facts), `metrics.parquet` (METRICS), runs before
-and after (RUNS), `summary.json`.
+Outputs: `retriever_model` (the sentence-transformers model with its card; README.md names the data
+and the configuration, `grouprank_training.json` the same facts), `retriever_metrics` (METRICS),
+`run_before` / `run_after` (RUNS), `retriever_summary`.
 """
 from __future__ import annotations
 
@@ -31,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from data_schemas import DOCUMENTS, LABELS, METRICS, QRELS, QUERIES, RETRIEVER_EXAMPLES, RUNS
+from grouprank.stage import Stage, StageContext, StageResult, file, folder, table
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +41,20 @@ def _table(x, tdef=None):
 
 
 def _norm(t: str) -> str:
-    """The query-mining guard's normalisation (NFKC, casefold, punctuation and spaces collapsed)."""
-    from grouprank.queries.textsim import normalize
-    return normalize(str(t))
+    from grouprank.text import normalize_query
+    return normalize_query(str(t))
 
 
-def _read_examples(x) -> tuple[pd.DataFrame, list[dict]]:
+def _read_examples(x, path=None) -> tuple[pd.DataFrame, list[dict]]:
+    """Examples as a DataFrame, and where they came from (the file the table was read from, when known)."""
     from .data import file_digest, normalise_examples, read_examples
     if isinstance(x, (str, Path)):
         df = read_examples(x)
         return df, [{"path": str(x), "sha256": file_digest([x]), "rows": len(df)}]
     raw = x.to_pandas() if hasattr(x, "to_pandas") else x
     df = normalise_examples(raw)
-    return df, [{"path": "<in-memory>", "sha256": None, "rows": len(df)}]
+    return df, [{"path": str(path) if path else "<in-memory>",
+                 "sha256": file_digest([path]) if path else None, "rows": len(df)}]
 
 
 def _eval_set(cfg, examples: pd.DataFrame, *, documents, queries, qrels, eval_queries, eval_qrels):
@@ -98,16 +97,14 @@ def drop_eval_overlap(examples: pd.DataFrame, eval_texts: dict[str, str] | None)
 
 
 def _runs_table(run: pd.DataFrame, system: str):
-    from data_schemas import RUNS
     r = run.copy()
     r["rank"] = r.groupby("query_id").cumcount() + 1
     r["system"] = system
     return RUNS.from_pandas(r[["query_id", "doc_id", "rank", "score", "system"]], validate=False)
 
 
-def run(cfg, **inputs: Any) -> dict:
-    """Train the retriever; see the module docstring."""
-    from data_schemas import DOCUMENTS, LABELS, METRICS, RUNS
+def train_retriever(cfg, **inputs: Any) -> dict:
+    """Train the retriever; see the module docstring. -> {"outputs": {name: table or path}, "stats"}."""
     from grouprank.evaluation.metrics import metrics_table
 
     from .data import select_examples, to_training_frame
@@ -120,8 +117,8 @@ def run(cfg, **inputs: Any) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if inputs.get("retriever_examples") is None:
         raise TypeError("missing input: retriever_examples")
-    examples, data_info = _read_examples(inputs["retriever_examples"])
-    source = inputs.get("data_source", "synthetic")
+    examples, data_info = _read_examples(inputs["retriever_examples"], inputs.get("examples_path"))
+    source = inputs.get("data_source") or rc.data_source
     for d in data_info:
         d["source"] = source
     documents = _table(inputs.get("documents"), DOCUMENTS) if inputs.get("documents") is not None else None
@@ -160,7 +157,7 @@ def run(cfg, **inputs: Any) -> dict:
         metrics["before"] = {k: float(v) for k, v in evaluate(run_b, evaluator.qrels, rc.eval_measures).items()}
         timings["eval_before_s"] = time.perf_counter() - t
         stats["eval_before_corpus_reused"] = int(evaluator.last.get("corpus_reused", False))
-        outputs["run_before"] = str(RUNS.write(_runs_table(run_b, "base"), out / "run_before.parquet"))
+        outputs["run_before"] = _runs_table(run_b, "base")
 
     # --- round 0 (+ re-mining rounds)
     frame, fstats = to_training_frame(train_ex, rc.n_negatives, drop_short=rc.drop_short, seed=rc.seed)
@@ -189,7 +186,7 @@ def run(cfg, **inputs: Any) -> dict:
         from grouprank.evaluation.metrics import evaluate
         metrics["after"] = {k: float(v) for k, v in evaluate(run_a, evaluator.qrels, rc.eval_measures).items()}
         timings["eval_after_s"] = time.perf_counter() - t
-        outputs["run_after"] = str(RUNS.write(_runs_table(run_a, "finetuned"), out / "run_after.parquet"))
+        outputs["run_after"] = _runs_table(run_a, "finetuned")
 
     coll = cfg.data.collection
     if metrics:
@@ -198,7 +195,7 @@ def run(cfg, **inputs: Any) -> dict:
         mt = [metrics_table(v, system=("base" if k == "before" else "finetuned"), collection=coll,
                             split=split, n_queries=evaluator.n_queries) for k, v in metrics.items()]
         import pyarrow as pa
-        outputs["metrics"] = str(METRICS.write(pa.concat_tables(mt), out / "metrics.parquet"))
+        outputs["retriever_metrics"] = pa.concat_tables(mt)
 
     info = {"base_model": rc.base_model, "data": data_info, "data_stats": fstats, "train": rounds[-1],
             "rounds": rounds, "eval": metrics, "eval_queries": eval_desc, "collection": coll,
@@ -206,7 +203,7 @@ def run(cfg, **inputs: Any) -> dict:
                 "include_title": cfg.retrieval.include_title, "max_seq_length": rc.max_seq_length,
                 "eval_backend": rc.eval_backend}, "datasets": cfg.datasets.model_dump(mode="json")}}
     write_card(model_dir, info)
-    outputs["model"] = str(model_dir)
+    outputs["retriever_model"] = model_dir
 
     stats.update({"train_rows": fstats["rows_out"], "n_negatives": fstats["n_negatives"], "rounds": len(rounds),
                   "steps": rounds[-1]["steps"], "train_loss": rounds[-1]["train_loss"]})
@@ -219,15 +216,42 @@ def run(cfg, **inputs: Any) -> dict:
                 stats[f"delta_{m}"] = round(metrics["after"][m] - metrics["before"][m], 5)
     timings["wall_s"] = time.perf_counter() - t_start
     stats.update({k: round(v, 2) for k, v in timings.items()})
-    summary = {"outputs": outputs, "stats": stats, "eval": metrics, "eval_queries": eval_desc, "rounds": rounds}
+    files = {k: str(out / STAGE_FILES[k]) if not isinstance(v, Path) else str(v) for k, v in outputs.items()}
+    summary = {"outputs": files, "stats": stats, "eval": metrics, "eval_queries": eval_desc, "rounds": rounds}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    outputs["summary"] = str(out / "summary.json")
+    outputs["retriever_summary"] = out / "summary.json"
     return {"outputs": outputs, "stats": stats}
+
+
+STAGE_FILES = {"retriever_model": "model", "retriever_metrics": "metrics.parquet", "run_before": "run_before.parquet",
+               "run_after": "run_after.parquet", "retriever_summary": "summary.json"}
+
+
+def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
+    res = train_retriever(cfg, **inputs, output_dir=ctx.out_dir,
+                          examples_path=(ctx.input_paths or {}).get("retriever_examples"))
+    return StageResult(res["outputs"], res["stats"])
+
+
+STAGE = Stage(
+    name="train_retriever", title="train retriever", run=run,
+    help="fine-tune a dense retriever (sentence-transformers, MNRL) on the retriever examples",
+    inputs=(table("retriever_examples", RETRIEVER_EXAMPLES, lenient=True,
+                  doc="RETRIEVER_EXAMPLES, or the exported anchor/positive/negative_1..n view (file or folder)"),
+            table("documents", DOCUMENTS), table("queries", QUERIES), table("qrels", QRELS),
+            table("labels", LABELS, optional=True)),
+    outputs=(folder("retriever_model", STAGE_FILES["retriever_model"]),
+             table("retriever_metrics", METRICS, STAGE_FILES["retriever_metrics"], optional=True),
+             table("run_before", RUNS, STAGE_FILES["run_before"], optional=True),
+             table("run_after", RUNS, STAGE_FILES["run_after"], optional=True),
+             file("retriever_summary", STAGE_FILES["retriever_summary"])),
+    sections=("data", "retriever", "retrieval"), timeout_s=72 * 3600, retries=1,
+)
 
 
 def _remine(cfg, res, train_ex: pd.DataFrame, documents, labels, frame_negatives: int):
     """One re-mining pass with the model just trained (corpus embeddings persisted in the store)."""
-    from grouprank.trainsets.common import document_texts
+    from grouprank.text import document_text_map
     from grouprank.trainsets.retriever import GuardSpec
 
     from .evaluate import DenseEvaluator
@@ -248,5 +272,5 @@ def _remine(cfg, res, train_ex: pd.DataFrame, documents, labels, frame_negatives
     spec = GuardSpec.from_config(cfg.datasets)
     n = frame_negatives or spec.negatives
     return remine_negatives(train_ex, doc_ids=ev.doc_ids, doc_emb=D, query_emb=dict(zip(qids, Q)),
-                            doc_texts=document_texts(documents), labels=labels, spec=spec, n_negatives=n,
+                            doc_texts=document_text_map(documents), labels=labels, spec=spec, n_negatives=n,
                             rank_range=tuple(rc.remine_range), unjudged=rc.remine_unjudged, margin=rc.remine_margin)

@@ -1,13 +1,17 @@
-"""Shared pieces of the dataset builders: seeded per-query randomness, input tables, document text."""
+"""Shared pieces of the dataset builders: seeded per-query randomness, input tables, labels.
+
+A document's text is `grouprank.text.document_text_map` (the text every stage sees)."""
 from __future__ import annotations
 
 import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import pyarrow as pa
+
+from grouprank.text import document_text_map
 
 
 def query_rng(seed: int, purpose: str, *key: object) -> random.Random:
@@ -35,13 +39,6 @@ def as_table(x: Any, table_def=None) -> pa.Table | None:
     raise TypeError(f"expected a Parquet path, an Arrow table or a DataFrame, got {type(x).__name__}")
 
 
-def doc_text(title: str | None, text: str | None) -> str:
-    """One string per document: 'title text' when there is a title (BEIR convention)."""
-    title = (title or "").strip()
-    text = text or ""
-    return f"{title} {text}" if title else text
-
-
 def kept_queries(queries: pa.Table) -> dict[str, str]:
     """query_id -> text for queries whose `decision` is "kept" (all queries if no such column)."""
     qids = [str(q) for q in queries.column("query_id").to_pylist()]
@@ -51,14 +48,6 @@ def kept_queries(queries: pa.Table) -> dict[str, str]:
     else:
         dec = ["kept"] * len(qids)
     return {q: t for q, t, d in zip(qids, texts, dec) if d == "kept" and t}
-
-
-def document_texts(documents: pa.Table, needed: Iterable[str] | None = None) -> dict[str, str]:
-    keep = set(needed) if needed is not None else None
-    ids = [str(d) for d in documents.column("doc_id").to_pylist()]
-    titles = documents.column("title").to_pylist() if "title" in documents.column_names else [None] * len(ids)
-    texts = documents.column("text").to_pylist()
-    return {d: doc_text(t, x) for d, t, x in zip(ids, titles, texts) if keep is None or d in keep}
 
 
 @dataclass

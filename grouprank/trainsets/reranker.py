@@ -1,7 +1,7 @@
 """Groupwise reranker examples: the RL view (TRL GRPOTrainer) and the SFT view (TRL SFTTrainer).
 
 RL view (table RERANKER_RL): one row per sampled group (`sampling.sample_groups`): `prompt` = the
-exact GroupRank chat prompt (`grouprank.reranker.prompt.build_messages`: system + user, documents
+exact GroupRank chat prompt (`grouprank.prompts.groupwise.build_messages`: system + user, documents
 [1]..[c] in the shuffled group order), `doc_ids`, `gold_grades` (fused grades) and `gold_scores`
 (fused scores, LABELS.fused_score) in prompt order — the columns the reward
 `grouprank.reranker.reward.groupwise_reward(completions, gold_grades, gold_scores, **kw)` takes.
@@ -60,12 +60,12 @@ def templated_reason(scores: list[int]) -> str:
 
 
 def _messages(query: str, group: list[str], docs: Mapping[str, str], max_doc_chars: int) -> list[dict]:
-    from grouprank.reranker.prompt import build_messages
+    from grouprank.prompts.groupwise import build_messages
     return build_messages(query, [docs[d] for d in group], max_doc_chars=max_doc_chars)
 
 
 def _target(reason: str, scores: list[int]) -> dict:
-    from grouprank.reranker.prompt import render_target
+    from grouprank.prompts.groupwise import render_target
     return {"role": "assistant", "content": render_target(reason, scores)}
 
 

@@ -51,7 +51,9 @@ class GuardSpec:
                    dc.negatives_per_example, dc.max_positives_per_query)
 
 
-def _norm_text(t: str) -> str:
+def duplicate_text_key(t: str) -> str:
+    """The `duplicate_text` rule's key: lower-cased, whitespace collapsed (two documents with the
+    same key are the same text)."""
     return " ".join(t.lower().split())
 
 
@@ -69,7 +71,7 @@ def guard_pool(ql: QueryLabels, pool: list[str], spec: GuardSpec, texts: Mapping
                positives: list[str], stats: dict | None = None) -> list[str]:
     """Rules 1–4 (independent of which positive): the query's eligible negatives, pool order kept."""
     stats = stats if stats is not None else {}
-    pos_texts = {_norm_text(texts[p]) for p in positives if texts and p in texts}
+    pos_texts = {duplicate_text_key(texts[p]) for p in positives if texts and p in texts}
     out: list[str] = []
     for d in pool:
         g = ql.grades.get(d)
@@ -82,7 +84,7 @@ def guard_pool(ql: QueryLabels, pool: list[str], spec: GuardSpec, texts: Mapping
         if g > spec.negative_max_grade:
             counter_add(stats, "guard_grade_above_negative_max")
             continue
-        if texts is not None and d in texts and _norm_text(texts[d]) in pos_texts:
+        if texts is not None and d in texts and duplicate_text_key(texts[d]) in pos_texts:
             counter_add(stats, "guard_duplicate_text")
             continue
         out.append(d)

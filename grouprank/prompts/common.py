@@ -1,0 +1,68 @@
+"""Rendering and reading conventions shared by every scoring prompt (pointwise, listwise,
+groupwise).
+
+- The query is rendered as ``<query>\\n…\\n</query>`` and document i as
+  ``<document id="[i]">\\n…\\n</document>``; `extract_query_and_docs` reads them back.
+- Text is cleaned once (`clean_text`): whitespace, newlines included, collapsed to single spaces;
+  documents cut to `max_doc_chars` characters (the authors' inference code: 3000); and every
+  tag the formats rely on (document/reason/answer/query/system/instructions) defused by
+  replacing its ``<`` with ``‹``, so a document cannot close its block, fake an answer or pose
+  as new instructions. The system prompts also say that document text is data, never
+  instructions (`grouprank.judges.injection` flags documents that try anyway).
+- A ``<think>…</think>`` block of a reasoning model is ignored by the lenient parsers
+  (`strip_think`).
+"""
+from __future__ import annotations
+
+import re
+
+# Tags a document (or query, or rationale) must not be able to open or close inside a prompt.
+_RESERVED_TAG = re.compile(r"<(\s*/?\s*(?:document|reason|answer|query|system|instructions?)\b)", re.I)
+
+QUERY_RE = re.compile(r"<query>\n(.*?)\n</query>", re.S)
+DOC_RE = re.compile(r'<document id="\[(\d+)\]">\n(.*?)\n</document>', re.S)
+THINK_RE = re.compile(r"<\s*think\s*>.*?<\s*/\s*think\s*>", re.I | re.S)
+
+
+def defuse(text: str) -> str:
+    """Reserved tags made inert: ``<answer>`` -> ``‹answer>`` (also closing and spaced forms)."""
+    return _RESERVED_TAG.sub(lambda m: "\u2039" + m.group(1), text)
+
+
+def clean_text(text: str | None, max_chars: int | None = None) -> str:
+    """Collapse whitespace (newlines included), cut to `max_chars` (None or 0: no cut), defuse
+    reserved tags."""
+    t = " ".join(str(text or "").split())
+    if max_chars and len(t) > max_chars:
+        t = t[:max_chars].rstrip()
+    return defuse(t)
+
+
+def render_query(query: str) -> str:
+    return f"<query>\n{clean_text(query)}\n</query>"
+
+
+def render_doc(label: int, text: str, max_doc_chars: int | None) -> str:
+    return f'<document id="[{label}]">\n{clean_text(text, max_doc_chars)}\n</document>'
+
+
+def render_docs(docs: list[str], max_doc_chars: int | None) -> str:
+    """Documents [1]..[n] in list order, one block each, newline-separated."""
+    return "\n".join(render_doc(i, d, max_doc_chars) for i, d in enumerate(docs, 1))
+
+
+def chat(system: str, user: str) -> list[dict]:
+    """The two chat messages every scoring prompt sends."""
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def strip_think(text: str) -> str:
+    """`text` with every ``<think>…</think>`` block replaced by a space."""
+    return THINK_RE.sub(" ", text)
+
+
+def extract_query_and_docs(user_text: str) -> tuple[str | None, list[tuple[int, str]]]:
+    """Inverse of the rendering: (query, [(label, text), ...]) from a user prompt."""
+    q = QUERY_RE.search(user_text)
+    docs = [(int(m.group(1)), m.group(2)) for m in DOC_RE.finditer(user_text)]
+    return (q.group(1) if q else None), docs

@@ -1,0 +1,142 @@
+"""What a stage is: declared once, in its own package, run by the executor.
+
+    STAGE = Stage(
+        name="my_stage", title="what it does", run=run,
+        inputs=(table("judgments", JUDGMENTS),),
+        outputs=(table("my_labels", LABELS), file("my_report", "my_report.json")),
+        sections=("data", "judges"),
+    )
+
+    def run(inputs: dict, cfg: RunConfig, ctx: StageContext) -> StageResult: ...
+
+- An input is named after the output that feeds it (`judgments` above is the judge stage's
+  `judgments`); `grouprank.stages` derives the wiring from these names, so it is written nowhere else.
+- Table ports carry their `data_schemas` table: the executor reads an input table and hands the stage
+  an Arrow table; the stage returns an Arrow table (or `TableOut` with metadata) and the executor
+  writes it. Stages never read or write their stage Parquet files themselves.
+- File and folder ports are things a stage writes into `ctx.out_dir` (a report, a model, an
+  export folder); the stage returns their paths and receives upstream ones as `Path`s.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
+
+    from data_schemas.base import Table
+
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Port:
+    """One named input or output of a stage."""
+    name: str
+    kind: Literal["table", "file", "dir"]
+    table: "Table | None" = None   # kind "table": the data_schemas definition
+    filename: str | None = None    # outputs: name inside the stage's folder
+    optional: bool = False         # inputs: may be absent; outputs: the stage may not produce it
+    doc: str = ""
+    # table inputs: also accept Parquet files/folders of other layouts (the stage normalises them),
+    # e.g. the exported sentence-transformers view as retriever examples
+    lenient: bool = False
+
+    @property
+    def file(self) -> str:
+        return self.filename or (f"{self.name}.parquet" if self.kind == "table" else self.name)
+
+
+def table(name: str, tdef: "Table", filename: str | None = None, *, optional: bool = False, doc: str = "",
+          lenient: bool = False) -> Port:
+    return Port(name, "table", tdef, filename, optional, doc, lenient)
+
+
+def file(name: str, filename: str | None = None, *, optional: bool = False, doc: str = "") -> Port:
+    return Port(name, "file", None, filename, optional, doc)
+
+
+def folder(name: str, filename: str | None = None, *, optional: bool = False, doc: str = "") -> Port:
+    return Port(name, "dir", None, filename, optional, doc)
+
+
+@dataclass
+class TableOut:
+    """An output table plus key-value metadata stored with it (`data_schemas` `extra`)."""
+    table: "pa.Table"
+    extra: Mapping[str, Any] | None = None
+
+
+@dataclass
+class StageResult:
+    """What a stage returns: outputs by port name (Arrow table / TableOut / Path) and plain stats."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageContext:
+    """What the executor gives a stage besides its inputs and the configuration."""
+    out_dir: Path                                  # the stage's own folder (created)
+    work_dir: Path                                 # the run's folder (shared caches: indexes, models, LLM cache)
+    progress: Callable[..., None] | None = None    # progress(done, total) or progress(part, done, total)
+    api_keys: dict[str, str] | None = None         # endpoint name -> key (Prefect Secret blocks)
+    input_paths: dict[str, str] | None = None      # where the inputs were read from (provenance)
+
+    def write_json(self, filename: str, obj: Any, indent: int | None = 2) -> Path:
+        """Write a JSON report into the stage's folder atomically; returns its path."""
+        import json
+        path = self.out_dir / filename
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(obj, indent=indent, default=str))
+        tmp.replace(path)
+        return path
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[dict, Any, StageContext], StageResult]
+    inputs: tuple[Port, ...] = ()
+    outputs: tuple[Port, ...] = ()
+    # config sections in the cache key: "section" or ("section", (excluded fields...))
+    sections: tuple = ()
+    uses_llm: Callable[[Any], bool] | None = None
+    timeout_s: float = 6 * HOUR
+    retries: int = 2
+    title: str = ""
+    dirname: str | None = None     # folder under the work dir (default: the stage name)
+    # extra source folders (relative to the repository root) whose code is in the cache key, besides
+    # the package that declares the stage
+    sources: tuple[str, ...] = ()
+    # progress parts (e.g. one per judge) for the progress display
+    progress_parts: Callable[[Any], int] | None = None
+    # the CLI command (default: the name with dashes) and the stage's own options: `cli_args(parser)`
+    # adds them, `cli_overrides(args)` turns them into config overrides {"section.key": value}
+    command: str | None = None
+    cli_args: Callable[[Any], None] | None = None
+    cli_overrides: Callable[[Any], dict] | None = None
+    help: str = ""
+
+    @property
+    def folder(self) -> str:
+        return self.dirname or self.name
+
+    @property
+    def cli_name(self) -> str:
+        return self.command or self.name.replace("_", "-")
+
+    @property
+    def package(self) -> str:
+        return self.run.__module__.rsplit(".", 1)[0]
+
+    def input(self, name: str) -> Port:
+        return next(p for p in self.inputs if p.name == name)
+
+    def output(self, name: str) -> Port:
+        return next(p for p in self.outputs if p.name == name)
+
+    def needs_llm(self, cfg) -> bool:
+        return bool(self.uses_llm and self.uses_llm(cfg))

@@ -1,0 +1,133 @@
+"""No import cycles among grouprank's modules or its first-level packages, counting every import
+(also those inside functions), and no Prefect in the library."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "grouprank"
+
+
+def _modules(root: Path) -> dict[str, Path]:
+    mods = {}
+    for p in root.rglob("*.py"):
+        parts = list(p.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = p
+    return mods
+
+
+def import_graph(root: Path = ROOT) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(module graph, raw imported names per module)."""
+    mods = _modules(root)
+
+    def resolve(name: str) -> str | None:
+        while name:
+            if name in mods:
+                return name
+            name = name.rpartition(".")[0]
+        return None
+
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    names: dict[str, set[str]] = {m: set() for m in mods}
+    for m, p in mods.items():
+        pkg = m if p.name == "__init__.py" else m.rpartition(".")[0]
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    b = pkg.split(".")
+                    src = ".".join(b[: len(b) - (node.level - 1)] + ([node.module] if node.module else []))
+                else:
+                    src = node.module or ""
+                targets = [src + "." + a.name for a in node.names] + [src]
+            names[m].update(targets)
+            for t in targets:
+                r = resolve(t)
+                if r and r != m and not m.startswith(r + "."):
+                    graph[m].add(r)
+    return graph, names
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one node (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    counter = 0
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = counter
+        counter += 1
+        stack.append(start)
+        on.add(start)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph.get(w, ())))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    x = stack.pop()
+                    on.discard(x)
+                    comp.append(x)
+                    if x == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return out
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    top = lambda m: ".".join(m.split(".")[:2])  # noqa: E731
+    pg: dict[str, set[str]] = {}
+    for m, ws in graph.items():
+        pg.setdefault(top(m), set())
+        for w in ws:
+            if top(m) != top(w):
+                pg[top(m)].add(top(w))
+                pg.setdefault(top(w), set())
+    return pg
+
+
+def test_cycle_finder_finds_a_planted_cycle(tmp_path):
+    pkg = tmp_path / "toy"
+    (pkg / "a").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a" / "__init__.py").write_text("")
+    (pkg / "a" / "x.py").write_text("def f():\n    from toy.b import y\n")  # inside a function
+    (pkg / "b.py").write_text("from .a import x\n")
+    g, _ = import_graph(pkg)
+    assert cycles(g) == [["toy.a.x", "toy.b"]]
+    assert cycles(package_graph(g)) == [["toy.a", "toy.b"]]
+
+
+def test_no_import_cycles_in_grouprank():
+    g, _ = import_graph()
+    assert cycles(g) == [], "module import cycles"
+    assert cycles(package_graph(g)) == [], "package import cycles"
+
+
+def test_library_never_imports_prefect():
+    _, names = import_graph()
+    offenders = {m for m, ns in names.items() if any(n == "prefect" or n.startswith("prefect.") for n in ns)}
+    assert not offenders, offenders

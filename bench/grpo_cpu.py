@@ -1,4 +1,4 @@
-"""CPU proof that the groupwise SFT -> GRPO loop learns (issue 8).
+"""CPU proof that the groupwise SFT -> GRPO loop learns.
 
 A tiny Qwen2 policy built from a transformers config (random init) and a byte-level BPE tokenizer
 trained here on the collection text + the prompt-format strings (nothing from a hub) is

@@ -1,4 +1,4 @@
-"""Cost of reranking the BM25 top-N: groupwise vs pointwise vs listwise (issue 8).
+"""Cost of reranking the BM25 top-N: groupwise vs pointwise vs listwise.
 
 First stage: BM25 (grouprank.first_stage.bm25) over the collection (default TREC DL19 passage,
 its 43 judged queries). For each mode the exact prompts the reranker would send are built by the

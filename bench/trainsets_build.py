@@ -1,4 +1,4 @@
-"""Dataset building and export at SciFact-train scale (the size of issue 9's end-to-end run).
+"""Dataset building and export at SciFact-train scale (the size of the end-to-end SciFact run).
 
     python bench/trainsets_build.py --out trainsets_build.json [--collection scifact --split train --pool 50]
 

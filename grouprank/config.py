@@ -227,7 +227,7 @@ class DatasetsConfig(_Section):
 
 
 class RerankerConfig(_Section):
-    """Groupwise reranker (issue 8): training (SFT then GRPO with TRL) and inference.
+    """Groupwise reranker: training (SFT then GRPO with TRL) and inference.
     Presets for real GPU runs: configs/reranker/*.yaml."""
     base_model: str | None = Field(None, description="HF model id/path; None builds the tiny CPU policy")
     # --- SFT warm start (paper: 5 epochs, lr 3e-5)
@@ -294,7 +294,7 @@ class RerankerConfig(_Section):
 
 
 class RetrieverTrainConfig(_Section):
-    """Dense retriever contrastive fine-tuning (grouprank.retriever_training, issue 9):
+    """Dense retriever contrastive fine-tuning (grouprank.retriever_training):
     sentence-transformers' SentenceTransformerTrainer, MultipleNegativesRankingLoss (or the cached
     GradCache variant), no-duplicates batches, hard negatives from retriever_examples."""
     base_model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or path; "

@@ -42,7 +42,15 @@ def test_rerank_cli_through_local_server(run_file, tmp_path, mode, calls):
     for q in qids:
         assert report["per_query"][q]["calls"] == calls
         assert report["per_query"][q]["prompt_tokens"] > 0
-    assert 0.0 <= report["summary"]["eval"]["reranked"]["nDCG@10"] <= 1.0
+    # the reported nDCG@10 is ir-measures' on the run written to --out, against the collection's qrels
+    import pandas as pd
+    from grouprank.collections import load_collection
+    from grouprank.evaluation.metrics import evaluate
+    qrels = load_collection("trec_dl19_passage").qrels.to_pandas()[["query_id", "doc_id", "grade"]]
+    run = pd.DataFrame({"query_id": [r[0] for r in rows], "doc_id": [r[2] for r in rows],
+                        "score": [float(r[4]) for r in rows]})
+    want = evaluate(run, qrels[qrels["query_id"].isin(qids)], measures=("nDCG@10",))["nDCG@10"]
+    assert report["summary"]["eval"]["reranked"]["nDCG@10"] == pytest.approx(want, abs=1e-6)
 
 
 def test_rerank_cli_errors_are_one_line(tmp_path, capsys):

@@ -106,6 +106,7 @@ def cmd_rerank(args) -> int:
     if args.eval:
         from grouprank.evaluation.metrics import evaluate
         qrels = coll.qrels_for(args.split).to_pandas()[["query_id", "doc_id", "grade"]]
+        qrels = qrels[qrels["query_id"].isin(cands)]  # the reranked queries only, not every judged one
         run_df = run_table(res.run).to_pandas()[["query_id", "doc_id", "score"]]
         first = table.to_pandas()
         first = first.rename(columns={"fused_score": "score"})[["query_id", "doc_id", "score"]]

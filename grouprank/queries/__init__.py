@@ -7,8 +7,8 @@ near_duplicate / parse_error / generation_failed); downstream stages use decisio
     grouprank mine-queries --file q.csv --id-column id --text-column question --eval-file eval.jsonl
     grouprank mine-queries --config run.yaml --generate      # + LLM generation (llm.endpoints)
 
-    from grouprank.queries.stage import run                  # stage contract (HELPERS.md)
-    run(cfg, documents="documents.parquet", queries="queries.parquet", qrels="qrels.parquet")
+    from grouprank.queries.mine import mine_queries          # the stage's logic on tables
+    table, report = mine_queries(cfg, documents, queries, qrels)
 
 Policies (details in each module):
 - leakage: exact, embedding cos >= 0.90, or lexical (edit / token Jaccard) >= 0.85 against any

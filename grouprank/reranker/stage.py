@@ -70,7 +70,10 @@ def heldout_eval(model_path: str | Path, rows: list[dict], max_new_tokens: int, 
     return {"heldout_examples": len(rows), "heldout_format_valid": round(strict / n, 4),
             "heldout_format_valid_lenient": round(lenient / n, 4),
             "heldout_greedy_reward": round(sum(rewards) / n, 4),
-            "heldout_example_output": (gens[0].text or "")[:500] if gens else ""}
+            "heldout_example_output": (gens[0].text or "")[:500] if gens else "",
+            # every held-out generation with its gold grades, so the numbers above can be rechecked
+            "heldout_generations": [{"query_id": r["query_id"], "text": g.text or "", "gold_grades": r["gold_grades"],
+                                     "gold_scores": r.get("gold_scores")} for g, r in zip(gens, rows)]}
 
 
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:

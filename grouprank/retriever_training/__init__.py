@@ -11,9 +11,8 @@ Modules (heavy imports — torch, sentence-transformers, datasets — happen ins
               with the retrieval stage), exact inner-product search, nDCG@10 etc. via
               `grouprank.evaluation.metrics.evaluate`
 - `remine`    re-mine hard negatives with the fine-tuned model, keeping the false-negative guard
-- `stage`     `run(cfg, retriever_examples=..., documents=..., queries=..., qrels=..., labels=...)`
-              — the pipeline stage `train_retriever` (contract in HELPERS.md)
-- `cli`       `grouprank train-retriever`
+- `stage`     the stage `train_retriever` (`grouprank train-retriever`); `train_retriever` is the
+              library entry on tables
 """
 from __future__ import annotations
 

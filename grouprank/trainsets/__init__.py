@@ -1,4 +1,4 @@
-"""Training datasets and exports (issue 6).
+"""Training datasets and exports.
 
 Graded labels (LABELS) + candidates + documents + queries -> the datasets the two training stages
 consume, and exports users take anywhere:
@@ -8,8 +8,8 @@ consume, and exports users take anywhere:
 - `retriever`  (anchor, positive, hard negatives) with the false-negative guard and per-rule counts
 - `export`     sharded atomic Parquet, the sentence-transformers view, BEIR folder, TREC qrels, manifest
 - `card`       dataset card (README.md), grade histogram, judges and their agreement
-- `stage`      `run` (stage build_datasets), `run_export` (stage export); library: `build_datasets`,
-               `export_datasets`
+- `stage`      the stage `build_datasets` (library entry on tables: `build_datasets`)
+- `export_stage` the stage `export` (library entry: `export_datasets`)
 - `cli`        `grouprank build-datasets`, `grouprank export`
 
 Nothing here imports torch, transformers or sentence-transformers.

@@ -57,19 +57,10 @@ def duplicate_text_key(t: str) -> str:
     return " ".join(t.lower().split())
 
 
-def select_negatives(ql: QueryLabels, pool: list[str], positive: str, spec: GuardSpec,
-                     texts: Mapping[str, str] | None = None, stats: dict | None = None,
-                     positives: list[str] | None = None) -> list[str]:
-    """Hard negatives for one (query, positive): pool filtered by the guard, first `spec.negatives`.
-    `stats` gets per-rule counts (candidates) when given; use `guard_pool` once per query for the
-    query-level rules and this for a single positive."""
-    eligible = guard_pool(ql, pool, spec, texts, positives if positives is not None else [positive], stats)
-    return margin_filter(ql, eligible, positive, spec, stats)[: spec.negatives]
-
-
 def guard_pool(ql: QueryLabels, pool: list[str], spec: GuardSpec, texts: Mapping[str, str] | None,
                positives: list[str], stats: dict | None = None) -> list[str]:
-    """Rules 1–4 (independent of which positive): the query's eligible negatives, pool order kept."""
+    """Rules 1–4 (independent of which positive): the query's eligible negatives, pool order kept
+    (then `margin_filter` per positive)."""
     stats = stats if stats is not None else {}
     pos_texts = {duplicate_text_key(texts[p]) for p in positives if texts and p in texts}
     out: list[str] = []

@@ -23,7 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from grouprank.config import REPO_ROOT, RunConfig
+from grouprank.config import RunConfig
+from grouprank.paths import REPO_ROOT
 from grouprank.stage import Stage, StageContext, StageResult, TableOut
 from grouprank.stages import all_stages, plan, wiring_of
 

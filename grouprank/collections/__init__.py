@@ -18,7 +18,7 @@ def load_collection(name: str, *, format: str = "builtin", path: str | None = No
                     quarantine: bool = False, max_chars: int = DEFAULT_MAX_DOC_CHARS, **kwargs) -> Collection:
     """Load a collection. `format="builtin"` reads one of BUILTIN from the data root
     (default ../shared/data beside the repository; GROUPRANK_DATA_ROOT overrides)."""
-    from grouprank.config import default_data_root
+    from grouprank.paths import default_data_root
     q: list | None = [] if quarantine else None
     if format == "builtin":
         if name not in LOADERS:

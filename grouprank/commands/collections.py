@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _list(args) -> int:
     from grouprank.collections.builtin import BUILTIN
-    from grouprank.config import default_data_root
+    from grouprank.paths import default_data_root
     from pathlib import Path
     root = Path(args.data_root) if args.data_root else default_data_root()
     for n in BUILTIN:

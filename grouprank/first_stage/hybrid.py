@@ -15,7 +15,6 @@ parameter change makes a new key.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -36,7 +35,7 @@ from .store import IndexStore, corpus_fingerprint, encode_resumable, stable_key
 
 def _rcfg(cfg):
     """Accept a RunConfig or a RetrievalConfig (or None for defaults)."""
-    from grouprank.config import RetrievalConfig
+    from .config import RetrievalConfig
     if cfg is None:
         return RetrievalConfig()
     return cfg.retrieval if hasattr(cfg, "retrieval") else cfg

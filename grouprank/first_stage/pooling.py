@@ -59,7 +59,7 @@ def pool(result, cfg=None, *, top: int | None = None, sampled: int | None = None
     `cfg`: RunConfig, RetrievalConfig or None (defaults). Optionally writes the pool as a TREC run
     (fused rank and score) to `run_path`."""
     if cfg is None:
-        from grouprank.config import RetrievalConfig
+        from .config import RetrievalConfig
         cfg = RetrievalConfig()
     rcfg = cfg.retrieval if hasattr(cfg, "retrieval") else cfg
     top = rcfg.pool_top if top is None else top

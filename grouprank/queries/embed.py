@@ -51,7 +51,7 @@ def default_embedder(cfg=None, cache_dir=None) -> TextEmbedder:
     """A process-wide memoising embedder around the retrieval config's dense encoder (the same
     shared encoder object the retrieval stage uses), so reruns in one process encode nothing
     twice. `cfg`: RunConfig or RetrievalConfig (None: defaults)."""
-    from grouprank.config import RetrievalConfig
+    from grouprank.first_stage.config import RetrievalConfig
     from grouprank.first_stage.dense import encoder_from_config
     rcfg = cfg.retrieval if cfg is not None and hasattr(cfg, "retrieval") else (cfg or RetrievalConfig())
     enc = encoder_from_config(rcfg, cache_dir=cache_dir)

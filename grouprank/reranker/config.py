@@ -1,0 +1,75 @@
+"""Configuration of the groupwise reranker: training (`train_reranker`) and inference."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from grouprank.config_section import Section
+
+
+class RerankerConfig(Section):
+    """Groupwise reranker: training (SFT then GRPO with TRL) and inference.
+    Presets for real GPU runs: configs/reranker/*.yaml."""
+    base_model: str | None = Field(None, description="HF model id/path; None builds the tiny CPU policy")
+    # --- SFT warm start (paper: 5 epochs, lr 3e-5)
+    sft_epochs: float = 5.0
+    sft_lr: float = 3e-5
+    sft_max_length: int | None = Field(8192, description="max tokens of an SFT example (prompt+target)")
+    # --- GRPO (paper: 8 rollouts, KL 0.001, lr 1e-5, LoRA r=32, temperature 1.0)
+    grpo_steps: int = 50
+    grpo_lr: float = 1e-5
+    num_generations: int = 8
+    beta_kl: float = 0.001
+    temperature: float = 1.0
+    max_completion_length: int = 1024
+    use_lora: bool = Field(True, description="LoRA for base_model runs (the tiny CPU policy is fully tuned)")
+    lora_r: int = 32
+    lora_alpha: int = 64
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | str = "all-linear"
+    per_device_batch_size: int = Field(8, description="per-device batch (GRPO: completions, not prompts)")
+    grad_accum: int = 1
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    use_vllm: bool = Field(False, description="GRPO generation through vLLM (GPU runs)")
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    reward_gain: Literal["linear", "exp"] = Field("linear", description="NDCG gain in the reward")
+    reward_rel_threshold: int = Field(1, description="gold grade >= this counts as relevant for Recall@10")
+    sft_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.SFTConfig arguments")
+    grpo_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.GRPOConfig arguments")
+    seed: int = 13
+    # --- inference (authors' code: group 20, top-100, T=0.3, top_p=0.8, 6 repeats, alpha 0.6)
+    mode: Literal["groupwise", "pointwise", "listwise"] = "groupwise"
+    backend: Literal["llm", "transformers"] = Field("llm", description="llm: the project's LLMClient "
+                                                     "against an endpoint; transformers: in-process model")
+    endpoint: str | None = Field(None, description="name in llm.endpoints (default: the first)")
+    model_path: str | None = Field(None, description="model for the transformers backend")
+    top: int = Field(100, description="rerank this many first-stage candidates per query")
+    group_size: int = 20
+    passes: int = Field(1, description="test-time scaling: reshuffle and rescore, average per document")
+    alpha: float = Field(0.6, description="final = alpha*group/10 + (1-alpha)*minmax(first stage)")
+    max_doc_chars: int = 3000
+    infer_temperature: float = 0.3
+    infer_top_p: float = 0.8
+    infer_max_tokens: int = 2048
+    window: int = Field(20, description="listwise sliding window size")
+    stride: int = Field(10, description="listwise sliding window step")
+    # --- the pipeline's train_reranker stage (grouprank.reranker.stage)
+    train: bool = Field(True, description="the train_reranker stage trains (False: it records 'skipped')")
+    max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample of at most this "
+                                           "many examples per view (None: all)")
+    heldout_fraction: float = Field(0.1, ge=0, lt=1, description="share of the RL view's queries held out of "
+                                    "training; the stage reports format validity and greedy reward on them")
+    # The tiny CPU policy (base_model None) only proves the SFT -> GRPO loop on synthesized data: it is
+    # not a useful reranker. These limits keep it to minutes on a laptop CPU; they do not apply to
+    # real base models.
+    tiny_max_examples: int = Field(384, ge=1, description="tiny CPU policy: examples per view at most")
+    tiny_max_group: int = Field(8, ge=1, description="tiny CPU policy: only groups of at most this many documents")
+    tiny_doc_chars: int = Field(120, ge=1, description="tiny CPU policy: documents cut to this many characters")
+    tiny_sft_epochs: float = 3.0
+    tiny_sft_lr: float = 2e-3
+    tiny_grpo_steps: int = 20
+    tiny_grpo_lr: float = 2e-4
+    tiny_num_generations: int = 4
+    tiny_max_completion_length: int = 96

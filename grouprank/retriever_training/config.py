@@ -1,0 +1,59 @@
+"""Configuration of the `train_retriever` stage."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from grouprank.config_section import Section
+
+
+class RetrieverTrainConfig(Section):
+    """Dense retriever contrastive fine-tuning (grouprank.retriever_training):
+    sentence-transformers' SentenceTransformerTrainer, MultipleNegativesRankingLoss (or the cached
+    GradCache variant), no-duplicates batches, hard negatives from retriever_examples."""
+    base_model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or path; "
+                            "'all-MiniLM-L6-v2' resolves to the bundled offline copy")
+    epochs: float = 1.0
+    max_steps: int | None = Field(None, description="stop after this many optimizer steps (overrides epochs)")
+    batch_size: int = Field(32, description="examples per batch (in-batch negatives = batch_size - 1)")
+    lr: float = 2e-5
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = 0.01
+    loss: Literal["mnrl", "cached_mnrl"] = "mnrl"
+    mini_batch_size: int = Field(16, description="cached_mnrl: GradCache mini-batch size")
+    scale: float = Field(20.0, description="MNRL temperature inverse (similarity scale)")
+    n_negatives: int | None = Field(1, ge=0, description="hard negatives per example (columns "
+                                    "negative_1..n); None: as many as the dataset has (its minimum per row). "
+                                    "Each adds a sequence per example to every batch: 1 keeps CPU training "
+                                    "to minutes and a few GB (4 at batch 32 took 16 GB)")
+    drop_short: bool = Field(True, description="rows with fewer than n_negatives negatives: drop (True) or "
+                             "top up with in-dataset random documents of other queries (False)")
+    max_positives_per_query: int | None = Field(None, description="keep at most this many examples per "
+                                                "query (highest positive grade first)")
+    max_seq_length: int | None = Field(256, description="token limit for training and evaluation encoding")
+    train_max_seq_length: int | None = Field(None, description="token limit while training (None: "
+                                             "max_seq_length); shorter trains faster on CPU")
+    fp16: bool = False
+    bf16: bool = False
+    data_source: str = Field("synthetic", description="what the training examples are, for the model card "
+                             "(e.g. synthetic, human)")
+    eval_split: str = Field("test", description="held-out query split evaluated before/after training "
+                            "when qrels are given")
+    holdout_fraction: float = Field(0.1, ge=0, lt=1, description="without qrels: fraction of example "
+                                    "queries held out of training and evaluated (their positives as qrels)")
+    eval_measures: list[str] = Field(default_factory=lambda: ["nDCG@10", "R@100"])
+    eval_depth: int = Field(100, gt=0, description="documents retrieved per query for evaluation")
+    eval_backend: Literal["torch", "onnx"] = Field("onnx", description="encoder backend for evaluation "
+                                                   "(onnx: same vectors as torch, faster on CPU)")
+    eval_before: bool = True
+    eval_after: bool = True
+    remine_rounds: int = Field(0, ge=0, description="extra rounds: re-mine hard negatives with the "
+                               "fine-tuned model (false-negative guard kept) and train again")
+    remine_range: tuple[int, int] = Field((1, 30), description="re-mined negatives are drawn from these "
+                                          "ranks (1-based, inclusive) of the fine-tuned model's ranking")
+    remine_unjudged: bool = Field(False, description="re-mining may pick documents without a label "
+                                  "(else only labelled non-positives of the pools)")
+    remine_margin: float = Field(0.05, ge=0, description="unjudged re-mined negatives: skip those whose "
+                                 "cosine is within this margin of the positive's")
+    seed: int = 13

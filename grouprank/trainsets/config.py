@@ -1,0 +1,41 @@
+"""Configuration of the `build_datasets` and `export` stages."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from grouprank.config_section import Section
+
+
+class DatasetsConfig(Section):
+    """Training datasets and exports (grouprank.trainsets; see its package docstring)."""
+    # --- groupwise reranker examples (multi-scale sampling, DESIGN §2)
+    group_min: int = Field(5, ge=1, description="smallest group (paper: 5)")
+    group_max: int = Field(20, ge=1, description="largest group (paper: 20)")
+    group_size_weights: dict[int, float] | None = Field(
+        None, description="relative weight per group size (e.g. {5: 1, 10: 2, 20: 1}); None = uniform "
+        "over group_min..group_max")
+    groups_per_query: int = Field(3, ge=1, description="groups sampled per query")
+    top_share: float = Field(0.5, ge=0.0, le=1.0, description="share of each group drawn from the top of "
+                             "the fused ranking; the rest is drawn from the whole remaining ranking")
+    top_window: int = Field(10, ge=1, description="'top' = the first max(top_window, n_top) fused ranks")
+    require_mixed: bool = Field(True, description="when a query has both, every group holds at least one "
+                                "document with grade > 0 and one with grade 0")
+    max_doc_chars: int = Field(3000, ge=1, description="documents cut to this many characters in prompts "
+                               "(keep equal to reranker.max_doc_chars)")
+    sft_source: Literal["auto", "teacher", "fused"] = Field(
+        "auto", description="SFT targets: teacher = groupwise judge outputs (rationale + scores); fused = "
+        "targets derived from fused grades with a templated rationale; auto = teacher when groupwise "
+        "judgments exist, else fused")
+    # --- retriever examples
+    positive_grade: int = Field(2, description="grade >= this is a positive")
+    negatives_per_example: int = Field(4, ge=0, description="hard negatives per exported row")
+    negative_max_grade: int = Field(0, description="a hard negative has grade <= this")
+    false_negative_margin: float = Field(0.05, ge=0.0, description="drop a negative whose per-query "
+                                         "min-max normalised fused score is >= the positive's minus this")
+    max_positives_per_query: int | None = Field(None, ge=1, description="cap on positives (examples) per query")
+    # --- export
+    shard_max_rows: int = Field(50_000, ge=1, description="rows per Parquet shard at most")
+    shard_max_bytes: int = Field(256 * 2**20, ge=1, description="approximate uncompressed bytes per shard at most")
+    seed: int = 13

@@ -58,3 +58,15 @@ def test_bad_preset_values_are_rejected(tmp_path):
     bad.write_text("reranker:\n  num_generationz: 8\n")
     with pytest.raises(ValidationError):
         RunConfig.load(bad)
+
+
+def test_tiny_cpu_preset_fills_only_fields_left_at_their_default():
+    from grouprank.reranker.config import RerankerConfig, with_preset
+    rc = RunConfig.load(None, {"reranker.grpo_steps": 3, "reranker.sft_lr": 1e-4}).reranker
+    t = with_preset(rc, "tiny-cpu")
+    assert t.grpo_steps == 3 and t.sft_lr == 1e-4                    # the configuration's own values win
+    assert t.sft_epochs == 3.0 and t.train_max_group_size == 8 and t.train_doc_chars == 120
+    assert t.use_lora is False and RerankerConfig().use_lora is True
+    # a round trip through JSON (a Prefect parameter) changes nothing
+    again = with_preset(RerankerConfig.model_validate(rc.model_dump(mode="json")), "tiny-cpu")
+    assert again == t

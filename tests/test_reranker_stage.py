@@ -54,16 +54,17 @@ def test_train_reranker_stage_tiny_policy(tmp_path, tables):
     from grouprank.reranker.stage import run
     sft_table, rl_table, rl, sft = tables
     cfg = RunConfig.load(None, {"work_dir": str(tmp_path / "work"), "reranker.heldout_fraction": 0.2,
-                                "reranker.tiny_max_group": 5, "reranker.tiny_max_examples": 6,
-                                "reranker.tiny_sft_epochs": 1.0, "reranker.tiny_grpo_steps": 2,
-                                "reranker.tiny_num_generations": 2, "reranker.tiny_max_completion_length": 24})
+                                "reranker.train_max_group_size": 5, "reranker.max_train_examples": 6,
+                                "reranker.sft_epochs": 1.0, "reranker.grpo_steps": 2,
+                                "reranker.num_generations": 2, "reranker.per_device_batch_size": 4,
+                                "reranker.max_completion_length": 24})
     res = run({"reranker_sft": sft_table, "reranker_rl": rl_table}, cfg, _ctx(cfg))
     st = res.stats
     assert st["policy"] == "tiny-cpu-proof"
     assert st["heldout_queries"] == 2 and st["heldout_rl_rows"] == 4
     # groups of 12 are over the tiny limit: counted, not trained
     n_big_sft = sum(r["group_size"] > 5 for r in sft)
-    assert 0 < st["sft_rows_over_tiny_max_group"] <= n_big_sft
+    assert 0 < st["sft_rows_over_max_group"] <= n_big_sft
     assert st["sft_rows_trained"] == 6 and st["rl_rows_trained"] == 6
     assert st["grpo_steps"] == 2 and st["sft_loss_first"] > 0
     model = Path(res.outputs["reranker_model"])

@@ -11,7 +11,8 @@ from grouprank.config_section import Section
 class RerankerConfig(Section):
     """Groupwise reranker: training (SFT then GRPO with TRL) and inference.
     Presets for real GPU runs: configs/reranker/*.yaml."""
-    base_model: str | None = Field(None, description="HF model id/path; None builds the tiny CPU policy")
+    base_model: str | None = Field(None, description="HF model id/path; None builds the tiny CPU policy "
+                                   "(with the `presets/tiny-cpu.yaml` values for every field left at its default)")
     # --- SFT warm start (paper: 5 epochs, lr 3e-5)
     sft_epochs: float = 5.0
     sft_lr: float = 3e-5
@@ -61,15 +62,21 @@ class RerankerConfig(Section):
                                            "many examples per view (None: all)")
     heldout_fraction: float = Field(0.1, ge=0, lt=1, description="share of the RL view's queries held out of "
                                     "training; the stage reports format validity and greedy reward on them")
-    # The tiny CPU policy (base_model None) only proves the SFT -> GRPO loop on synthesized data: it is
-    # not a useful reranker. These limits keep it to minutes on a laptop CPU; they do not apply to
-    # real base models.
-    tiny_max_examples: int = Field(384, ge=1, description="tiny CPU policy: examples per view at most")
-    tiny_max_group: int = Field(8, ge=1, description="tiny CPU policy: only groups of at most this many documents")
-    tiny_doc_chars: int = Field(120, ge=1, description="tiny CPU policy: documents cut to this many characters")
-    tiny_sft_epochs: float = 3.0
-    tiny_sft_lr: float = 2e-3
-    tiny_grpo_steps: int = 20
-    tiny_grpo_lr: float = 2e-4
-    tiny_num_generations: int = 4
-    tiny_max_completion_length: int = 96
+    train_max_group_size: int | None = Field(None, ge=1, description="train only on groups of at most this "
+                                             "many documents (the rest is counted, not trained)")
+    train_doc_chars: int | None = Field(None, ge=1, description="cut documents in training prompts to this many "
+                                        "characters (None: as built)")
+
+
+def with_preset(rc: RerankerConfig, name: str) -> RerankerConfig:
+    """`rc` with a named preset (`grouprank/reranker/presets/<name>.yaml`) for every field still at
+    its default (by value, so a configuration that went through JSON, e.g. as a Prefect parameter,
+    behaves the same)."""
+    from pathlib import Path
+
+    import yaml
+    values = yaml.safe_load((Path(__file__).parent / "presets" / f"{name}.yaml").read_text()) or {}
+    current = rc.model_dump()
+    defaults = RerankerConfig().model_dump()
+    return RerankerConfig.model_validate({**current, **{k: v for k, v in values.items()
+                                                        if current[k] == defaults[k]}})

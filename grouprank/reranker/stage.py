@@ -6,9 +6,9 @@ training, the stage generates greedily for those held-out groups and reports str
 validity and the GroupRank reward against the synthesized grades.
 
 With `reranker.base_model` None the policy is the tiny CPU model (`grouprank.reranker.tiny`):
-it proves the loop runs on this run's data in minutes, it is not a useful reranker. Its
-`tiny_*` limits (group size, document length, examples, steps) replace the paper settings, and
-every example left out by them is counted in the stats. Real training: set `base_model` (GPU
+it proves the loop runs on this run's data in minutes, it is not a useful reranker. The preset
+`presets/tiny-cpu.yaml` (group size, document length, examples, steps) replaces the paper settings
+for every field the configuration leaves at its default, and every example left out is counted in the stats. Real training: set `base_model` (GPU
 presets in configs/reranker/).
 """
 from __future__ import annotations
@@ -100,31 +100,25 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
 
     tiny = rc.base_model is None
     run_cfg = cfg
-    if tiny:
-        fits = lambda r: int(r["group_size"]) <= rc.tiny_max_group  # noqa: E731
-        stats["sft_rows_over_tiny_max_group"] = sum(not fits(r) for r in sft)
-        stats["rl_rows_over_tiny_max_group"] = sum(not fits(r) for r in rl)
-        sft = [dict(r, messages=shorten_documents(r["messages"], rc.tiny_doc_chars)) for r in sft if fits(r)]
-        rl = [dict(r, prompt=shorten_documents(r["prompt"], rc.tiny_doc_chars)) for r in rl if fits(r)]
-        held_rl = [dict(r, prompt=shorten_documents(r["prompt"], rc.tiny_doc_chars)) for r in held_rl if fits(r)]
-        limit = rc.tiny_max_examples
+    if tiny:  # the CPU proof's limits, for whatever the configuration leaves unset
+        from .config import with_preset
         run_cfg = cfg.model_copy(deep=True)
-        run_cfg.reranker = rc.model_copy(update={
-            "sft_epochs": rc.tiny_sft_epochs, "sft_lr": rc.tiny_sft_lr, "sft_max_length": 2048,
-            "grpo_steps": rc.tiny_grpo_steps, "grpo_lr": rc.tiny_grpo_lr,
-            "num_generations": rc.tiny_num_generations, "max_completion_length": rc.tiny_max_completion_length,
-            "per_device_batch_size": 2 * rc.tiny_num_generations, "use_lora": False, "use_vllm": False,
-            "bf16": False, "sft_args": {"logging_steps": 1, **rc.sft_args}})
-    else:
-        limit = rc.max_train_examples
-    if rc.max_train_examples is not None:
-        limit = min(limit, rc.max_train_examples) if limit is not None else rc.max_train_examples
-    sft, rl = sample(sft, limit, rc.seed), sample(rl, limit, rc.seed + 1)
+        run_cfg.reranker = rc = with_preset(rc, "tiny-cpu")
+    if rc.train_max_group_size is not None:
+        fits = lambda r: int(r["group_size"]) <= rc.train_max_group_size  # noqa: E731
+        stats["sft_rows_over_max_group"] = sum(not fits(r) for r in sft)
+        stats["rl_rows_over_max_group"] = sum(not fits(r) for r in rl)
+        sft, rl, held_rl = [r for r in sft if fits(r)], [r for r in rl if fits(r)], [r for r in held_rl if fits(r)]
+    if rc.train_doc_chars is not None:
+        sft = [dict(r, messages=shorten_documents(r["messages"], rc.train_doc_chars)) for r in sft]
+        rl = [dict(r, prompt=shorten_documents(r["prompt"], rc.train_doc_chars)) for r in rl]
+        held_rl = [dict(r, prompt=shorten_documents(r["prompt"], rc.train_doc_chars)) for r in held_rl]
+    sft, rl = sample(sft, rc.max_train_examples, rc.seed), sample(rl, rc.max_train_examples, rc.seed + 1)
     held_rl = sample(held_rl, 32, rc.seed + 2)
     if not sft and not rl:
         from grouprank.errors import UserError
         raise UserError(f"train_reranker: no training examples left (inputs {stats}); "
-                        "with the tiny CPU policy raise reranker.tiny_max_group")
+                        "raise reranker.train_max_group_size")
     stats.update({"policy": "tiny-cpu-proof" if tiny else rc.base_model,
                   "sft_rows_trained": len(sft), "rl_rows_trained": len(rl)})
     log.info("train_reranker: %s, %d SFT and %d RL examples (%d queries held out)",

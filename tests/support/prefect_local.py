@@ -49,8 +49,8 @@ def small_config(work_dir: Path, llm_base_url: str | None, name: str = "flowtest
         # cranfield has only test queries, and they are the mined ones here: no held-out evaluation
         "retriever": {"max_steps": 2, "batch_size": 4, "max_seq_length": 32, "eval_split": "none",
                       "holdout_fraction": 0.0},
-        "reranker": {"tiny_sft_epochs": 1.0, "tiny_grpo_steps": 2, "tiny_num_generations": 2,
-                     "tiny_max_examples": 8, "tiny_max_completion_length": 32, "top": 10, "group_size": 5},
+        "reranker": {"sft_epochs": 1.0, "grpo_steps": 2, "num_generations": 2, "per_device_batch_size": 4,
+                     "max_train_examples": 8, "max_completion_length": 32, "top": 10, "group_size": 5},
         # the other cranfield test queries; a few reranked through the LLM endpoint
         "evaluation": {"split": "test", "rerank_max_queries": 2},
     }

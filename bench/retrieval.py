@@ -7,7 +7,12 @@ calling bm25s + the encoder + faiss directly.
 What is measured, and how (2 shared cores: every comparison is interleaved, never "A then B")
 1. Encoding, torch vs fast backend: the corpus (or its first --ab-docs documents) is cut into
    chunks; each chunk is encoded by both backends back to back, the order alternating per chunk;
-   fast_backend_speedup = sum(torch) / sum(fast). A whole-corpus A/B also places both embeddings
+   fast_backend_speedup = sum(torch) / sum(fast) (wall clock); fast_backend_cpu_speedup: the same
+   with process CPU seconds, which a busy machine distorts less. Both engines run with two kinds
+   of worker threads (torch: OpenMP; ONNX Runtime: its own pool, spinning off): the bench sets
+   OMP_WAIT_POLICY=PASSIVE before torch loads (bench/_common.py) so that neither spins; with
+   torch's OpenMP workers spinning and ONNX Runtime's sleeping, the ratio measures the wait
+   policies under load as much as the encoders. A whole-corpus A/B also places both embeddings
    in the index store (`store_embeddings`) so step 3 reuses them.
 2. Overhead: ABBA (raw, stage, stage, raw), each from scratch (fresh temporary work dir) with the
    `--overhead-backend` encoder (default the fast one, so four corpus encodes stay affordable)
@@ -25,18 +30,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, setup, write_report  # noqa: E402  (bench/_common.py)
+
+setup("retrieval")  # before numpy / torch / onnxruntime load
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
@@ -70,26 +72,23 @@ def judged_queries(coll, split):
 
 
 def ab_encode(texts, enc_a, enc_b, chunk=256):
-    """Interleaved timing of two encoders over the same texts. Returns (emb_a, emb_b, t_a, t_b)."""
+    """Interleaved timing of two encoders over the same texts. Returns (emb_a, emb_b, t_a, t_b,
+    cpu_a, cpu_b): wall and process CPU seconds of each."""
     enc_a.encode_documents(texts[:8])  # load + warm both before timing
     enc_b.encode_documents(texts[:8])
-    ea, eb, ta, tb = [], [], 0.0, 0.0
+    emb, wall, cpu = ([], []), [0.0, 0.0], [0.0, 0.0]
     for i, s in enumerate(range(0, len(texts), chunk)):
         part = texts[s:s + chunk]
         order = [(enc_a, 0), (enc_b, 1)] if i % 2 == 0 else [(enc_b, 1), (enc_a, 0)]
         for enc, which in order:
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             e = enc.encode_documents(part)
-            dt = time.perf_counter() - t
-            if which == 0:
-                ea.append(e)
-                ta += dt
-            else:
-                eb.append(e)
-                tb += dt
+            wall[which] += time.perf_counter() - t
+            cpu[which] += time.process_time() - c
+            emb[which].append(e)
         if i % 4 == 0:
-            log(f"  A/B chunk {i + 1}/{-(-len(texts) // chunk)}: torch {ta:.1f}s fast {tb:.1f}s")
-    return np.vstack(ea), np.vstack(eb), ta, tb
+            log(f"  A/B chunk {i + 1}/{-(-len(texts) // chunk)}: torch {wall[0]:.1f}s fast {wall[1]:.1f}s")
+    return np.vstack(emb[0]), np.vstack(emb[1]), wall[0], wall[1], cpu[0], cpu[1]
 
 
 def raw_run(texts, qtexts, encoder_backend, rcfg, depth):
@@ -142,7 +141,7 @@ def main(argv=None) -> int:
     from grouprank.config import RetrievalConfig
     from grouprank.first_stage.dense import DenseEncoder
     from grouprank.first_stage.hybrid import pool, retrieve, store_embeddings
-    from grouprank.first_stage.store import document_texts
+    from grouprank.text import document_texts
 
     work = Path(args.work_dir) / args.collection
     work.mkdir(parents=True, exist_ok=True)
@@ -166,18 +165,21 @@ def main(argv=None) -> int:
                      "dense_model": torch_enc.model_id, "fast_backend": fast_enc.model_id,
                      "index": rcfg.index, "bm25_weight": rcfg.bm25_weight, "rrf_k": rcfg.rrf_k,
                      "union_rescore": rcfg.union_rescore, "include_title": rcfg.include_title},
-                 "host": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}}
+                 "host": {}}
     timing = out["timing"]
 
     # 1. torch vs fast encoding, interleaved (the whole corpus: seeds the store for step 3)
     if not args.no_encode_timing:
         log("[1] A/B encoding torch vs", args.fast_backend)
         ab_texts = texts[:args.ab_docs] if args.ab_docs else texts
-        e_t, e_f, t_t, t_f = ab_encode(ab_texts, torch_enc, fast_enc, args.chunk)
+        e_t, e_f, t_t, t_f, c_t, c_f = ab_encode(ab_texts, torch_enc, fast_enc, args.chunk)
         timing["ab_docs"] = len(ab_texts)
         timing["dense_encode_docs_per_s"] = round(len(ab_texts) / t_t, 1)
         timing["fast_encode_docs_per_s"] = round(len(ab_texts) / t_f, 1)
         timing["fast_backend_speedup"] = round(t_t / t_f, 3)
+        timing["fast_backend_cpu_speedup"] = round(c_t / c_f, 3)
+        timing["ab_wall_s"] = {"torch": round(t_t, 2), "fast": round(t_f, 2)}
+        timing["ab_cpu_s"] = {"torch": round(c_t, 2), "fast": round(c_f, 2)}
         timing["fast_backend_cosine_to_torch"] = {"mean": round(float((e_t * e_f).sum(1).mean()), 5),
                                                   "min": round(float((e_t * e_f).sum(1).min()), 5)}
         if len(ab_texts) == len(texts):
@@ -274,12 +276,10 @@ def main(argv=None) -> int:
     else:
         timing["fast_backend_ndcg@10_delta"] = None  # the quality systems already use a non-torch backend
 
-    out["host"]["loadavg_end"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
+    write_report(args.out, out, key="host")
     print(json.dumps({"collection": out["collection"], "systems": systems, "timing": {
         k: timing.get(k) for k in ("bm25_index_s", "dense_encode_docs_per_s", "queries_per_s", "fast_backend_speedup",
-                                   "fast_backend_ndcg@10_delta")}, "overhead_vs_raw": out.get("overhead_vs_raw")},
+                                   "fast_backend_cpu_speedup", "fast_backend_ndcg@10_delta")}, "overhead_vs_raw": out.get("overhead_vs_raw")},
                      indent=2))
     return 0
 

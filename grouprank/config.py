@@ -20,6 +20,7 @@ from grouprank.first_stage.config import RetrievalConfig
 from grouprank.judges.config import JudgeSpec, JudgesConfig
 from grouprank.llm.config import LLMConfig, LLMEndpoint
 from grouprank.paths import REPO_ROOT, default_data_root
+from grouprank.prompts.config import PromptConfig
 from grouprank.queries.config import QueryMiningConfig, QuerySource
 from grouprank.reranker.config import RerankerConfig
 from grouprank.retriever_training.config import RetrieverTrainConfig
@@ -27,7 +28,7 @@ from grouprank.trainsets.config import DatasetsConfig
 
 __all__ = ["RunConfig", "DataConfig", "QuerySource", "QueryMiningConfig", "RetrievalConfig", "LLMEndpoint",
            "LLMConfig", "JudgeSpec", "JudgesConfig", "DatasetsConfig", "RerankerConfig", "RetrieverTrainConfig",
-           "EvaluationConfig", "REPO_ROOT", "default_data_root", "add_config_args", "config_from_args",
+           "EvaluationConfig", "PromptConfig", "REPO_ROOT", "default_data_root", "add_config_args", "config_from_args",
            "parse_override"]
 
 
@@ -41,6 +42,7 @@ class RunConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     queries: QueryMiningConfig = Field(default_factory=QueryMiningConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    prompts: PromptConfig = Field(default_factory=PromptConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     judges: JudgesConfig = Field(default_factory=JudgesConfig)
     datasets: DatasetsConfig = Field(default_factory=DatasetsConfig)

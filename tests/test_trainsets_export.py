@@ -201,7 +201,8 @@ def test_cli_build_and_export(inputs, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def small_export(inputs, tmp_path_factory):
     """Short groups and documents so the tiny policy's CPU step stays quick."""
-    cfg = _cfg(tmp_path_factory.mktemp("small"), group_min=5, group_max=6, max_doc_chars=300)
+    cfg = _cfg(tmp_path_factory.mktemp("small"), group_min=5, group_max=6)
+    cfg.prompts.max_doc_chars = 300
     _, e = _build_and_export(cfg, inputs)
     return Path(e["outputs"]["export"])
 

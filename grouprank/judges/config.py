@@ -6,19 +6,16 @@ from typing import Literal
 from pydantic import Field
 
 from grouprank.config_section import Section
+from grouprank.scoring.spec import ScoringSpec
 
 
-class JudgeSpec(Section):
+class JudgeSpec(ScoringSpec):
     """One judge run over the pools (several may run on the same pools: different kinds, models
     or endpoints). See grouprank/judges/__init__.py."""
     id: str = Field(..., description="judge name, unique in the run (judgments.judge_id)")
     kind: Literal["pointwise", "listwise", "groupwise", "local"]
     endpoint: str | None = Field(None, description="name of an entry in llm.endpoints; None: the first "
                                  "endpoint (LLM kinds) / unused (local)")
-    group_size: int = Field(20, ge=1, description="groupwise: documents per group (c)")
-    passes: int = Field(1, ge=1, description="groupwise: reshuffled passes, averaged by the fusion")
-    window: int = Field(20, ge=2, description="listwise: sliding-window size when the pool exceeds the budget")
-    stride: int = Field(10, ge=1, description="listwise: sliding-window step (bottom-up, RankGPT)")
     context_budget_tokens: int = Field(24000, ge=1, description="listwise: rank the whole pool in one call "
                                        "when its prompt fits (chars/4 estimate), else slide windows")
     max_doc_chars: int = Field(3000, ge=1, description="documents cut to this many characters in prompts")

@@ -66,7 +66,7 @@ STAGE = Stage(
     outputs=(table("judgments", JUDGMENTS, optional=True), file("judge_report", "judge_report.json", optional=True),
              file("estimate", "dry_run.json", optional=True)),
     # the local judge reads retrieval's BM25 parameters and encoder backend
-    sections=("data", ("judges", FUSION_FIELDS), "llm", "retrieval"), uses_llm=_any_llm_judge,
+    sections=("data", ("judges", FUSION_FIELDS), "llm", "retrieval", "prompts"), uses_llm=_any_llm_judge,
     timeout_s=48 * 3600, retries=3, progress_parts=lambda c: len(c.judges.judges),
     cli_args=_cli_args, cli_overrides=_cli_overrides,
 )

@@ -38,7 +38,6 @@ class QueryMiningConfig(Section):
     sampling: Literal["random", "length_stratified"] = "random"
     length_strata: int = Field(5, gt=0, description="length bins (quantiles) for length_stratified sampling")
     min_doc_chars: int = Field(40, description="documents shorter than this are not sampled")
-    max_doc_chars: int = Field(3000, description="document text is cut to this many characters in prompts")
     exclude_eval_docs: bool = Field(False, description="never generate from documents judged for an "
                                     "evaluation query (needs qrels)")
     few_shot: int = Field(0, description="(query, document) examples from the mined queries + qrels "

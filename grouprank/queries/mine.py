@@ -96,7 +96,7 @@ def generate(cfg, documents: pa.Table, existing: Sequence[dict], qrels: pa.Table
     client = client or _llm_client(cfg)
     try:
         recs = generate_queries(documents, doc_ids, client, qc.query_types, collection=collection,
-                                templates=qc.templates, max_doc_chars=qc.max_doc_chars, examples=examples,
+                                templates=qc.templates, max_doc_chars=cfg.prompts.max_doc_chars, examples=examples,
                                 temperature=qc.temperature, max_tokens=qc.max_tokens, seed=qc.seed)
         usage = client.usage()
     finally:

@@ -5,10 +5,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from grouprank.config_section import Section
+from grouprank.scoring.spec import ScoringSpec
 
 
-class RerankerConfig(Section):
+class RerankerConfig(ScoringSpec):
     """Groupwise reranker: training (SFT then GRPO with TRL) and inference.
     Presets for real GPU runs: configs/reranker/*.yaml."""
     base_model: str | None = Field(None, description="HF model id/path; None builds the tiny CPU policy "
@@ -47,15 +47,10 @@ class RerankerConfig(Section):
     endpoint: str | None = Field(None, description="name in llm.endpoints (default: the first)")
     model_path: str | None = Field(None, description="model for the transformers backend")
     top: int = Field(100, description="rerank this many first-stage candidates per query")
-    group_size: int = 20
-    passes: int = Field(1, description="test-time scaling: reshuffle and rescore, average per document")
     alpha: float = Field(0.6, description="final = alpha*group/10 + (1-alpha)*minmax(first stage)")
-    max_doc_chars: int = 3000
     infer_temperature: float = 0.3
     infer_top_p: float = 0.8
     infer_max_tokens: int = 2048
-    window: int = Field(20, description="listwise sliding window size")
-    stride: int = Field(10, description="listwise sliding window step")
     # --- the pipeline's train_reranker stage (grouprank.reranker.stage)
     train: bool = Field(True, description="the train_reranker stage trains (False: it records 'skipped')")
     max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample of at most this "

@@ -22,8 +22,6 @@ class DatasetsConfig(Section):
     top_window: int = Field(10, ge=1, description="'top' = the first max(top_window, n_top) fused ranks")
     require_mixed: bool = Field(True, description="when a query has both, every group holds at least one "
                                 "document with grade > 0 and one with grade 0")
-    max_doc_chars: int = Field(3000, ge=1, description="documents cut to this many characters in prompts "
-                               "(keep equal to reranker.max_doc_chars)")
     sft_source: Literal["auto", "teacher", "fused"] = Field(
         "auto", description="SFT targets: teacher = groupwise judge outputs (rationale + scores); fused = "
         "targets derived from fused grades with a templated rationale; auto = teacher when groupwise "

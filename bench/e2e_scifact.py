@@ -153,10 +153,10 @@ def main(argv=None) -> int:
         "retriever.epochs": args.epochs, "retriever.batch_size": args.batch_size, "retriever.lr": args.lr,
         "retriever.n_negatives": args.negatives, "retriever.loss": args.loss,
         "retriever.max_positives_per_query": args.synthetic_max_positives,
-        "retriever.max_seq_length": args.max_seq_length, "retriever.seed": args.seed,
+        "retriever.max_seq_length": args.max_seq_length, "seed": args.seed,
         "retriever.train_max_seq_length": args.train_max_seq_length,
         "retriever.eval_backend": "torch" if args.backend == "torch" else "onnx",
-        "retriever.eval_split": "test", "datasets.seed": args.seed,
+        "retriever.eval_split": "test",
     }
     if args.max_queries:
         overrides["queries.max_queries"] = args.max_queries

@@ -92,9 +92,9 @@ def main(argv=None) -> int:
     out_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="grpo_cpu_"))
     rc = RerankerConfig(sft_epochs=args.sft_epochs, sft_lr=args.sft_lr, per_device_batch_size=8, sft_max_length=2048,
                         grpo_steps=args.grpo_steps, grpo_lr=args.grpo_lr, num_generations=args.num_generations,
-                        beta_kl=args.beta, temperature=1.0, max_completion_length=48, use_lora=False, seed=args.seed)
+                        beta_kl=args.beta, temperature=1.0, max_completion_length=48, use_lora=False)
     t1 = time.time()
-    sft = run_sft(model, tok, sft_rows, make_sft_config(rc, out_dir / "sft", logging_steps=20, warmup_steps=10))
+    sft = run_sft(model, tok, sft_rows, make_sft_config(rc, out_dir / "sft", args.seed, logging_steps=20, warmup_steps=10))
     model = sft.model
     t_sft = time.time() - t1
     sft_losses = [h["loss"] for h in sft.state.log_history if "loss" in h]
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     t_eval = time.time() - t2
 
     reward = GroupwiseReward(num_generations=args.num_generations)
-    grpo_args = make_grpo_config(rc, out_dir / "grpo", per_device_train_batch_size=args.prompts_per_step *
+    grpo_args = make_grpo_config(rc, out_dir / "grpo", args.seed, per_device_train_batch_size=args.prompts_per_step *
                                  args.num_generations, logging_steps=1, warmup_steps=0, lr_scheduler_type="constant")
     t3 = time.time()
     grpo = run_grpo(model, tok, rl_rows, grpo_args, reward=reward)

@@ -60,9 +60,9 @@ def generation_numbers(c, work: Path, embed, n_docs: int, corpus_limit: int | No
     with start_local_server("tests.support.query_responder:respond", seed=seed,
                             faults={"malformed": 0.05, "truncated": 0.05, "500": 0.05}) as srv:
         cfg = RunConfig.model_validate({
-            "work_dir": str(work / "gen"),
+            "work_dir": str(work / "gen"), "seed": seed,
             "queries": {"generate": True, "generate_docs": n_docs, "splits": [], "leakage_eval_splits": ["test"],
-                        "sampling": "length_stratified", "roundtrip_depth": 200, "seed": seed},
+                        "sampling": "length_stratified", "roundtrip_depth": 200},
             "llm": {"endpoints": [{"name": "local", "base_url": srv.base_url, "model": "extractive-standin",
                                    "max_concurrency": 16, "backoff_base_s": 0.01, "backoff_max_s": 0.1}]}})
         t = time.perf_counter()

@@ -8,12 +8,14 @@ What is measured, and how (2 shared cores: every comparison is interleaved, neve
 1. Encoding, torch vs fast backend: the corpus (or its first --ab-docs documents) is cut into
    chunks; each chunk is encoded by both backends back to back, the order alternating per chunk;
    fast_backend_speedup = sum(torch) / sum(fast) (wall clock); fast_backend_cpu_speedup: the same
-   with process CPU seconds, which a busy machine distorts less. Both engines run with two kinds
-   of worker threads (torch: OpenMP; ONNX Runtime: its own pool, spinning off): the bench sets
-   OMP_WAIT_POLICY=PASSIVE before torch loads (bench/_common.py) so that neither spins; with
-   torch's OpenMP workers spinning and ONNX Runtime's sleeping, the ratio measures the wait
-   policies under load as much as the encoders. A whole-corpus A/B also places both embeddings
-   in the index store (`store_embeddings`) so step 3 reuses them.
+   with process CPU seconds (the two differ by the time spent waiting for a core). The engines
+   have different worker pools (torch: OpenMP; ONNX Runtime: its own pool, spinning off): the
+   bench sets OMP_WAIT_POLICY=PASSIVE before torch loads (bench/_common.py) so that neither
+   spins while idle; with torch's OpenMP workers spinning and ONNX Runtime's sleeping, the ratio
+   on a shared machine measures the wait policies as much as the encoders. Both ratios fall
+   steeply with machine load (host.loadavg_1m_* in the JSON): compare runs on an idle machine.
+   A whole-corpus A/B also places both embeddings in the index store (`store_embeddings`) so
+   step 3 reuses them.
 2. Overhead: ABBA (raw, stage, stage, raw), each from scratch (fresh temporary work dir) with the
    `--overhead-backend` encoder (default the fast one, so four corpus encodes stay affordable)
    on the corpus (or its first --overhead-docs documents):
@@ -140,7 +142,8 @@ def main(argv=None) -> int:
     from grouprank.collections import load_collection
     from grouprank.config import RetrievalConfig
     from grouprank.first_stage.dense import DenseEncoder
-    from grouprank.first_stage.hybrid import pool, retrieve, store_embeddings
+    from grouprank.first_stage.hybrid import retrieve, store_embeddings
+    from grouprank.first_stage.pooling import pool
     from grouprank.text import document_texts
 
     work = Path(args.work_dir) / args.collection

@@ -69,9 +69,9 @@ def main(argv=None) -> int:
     val_queries = mq.filter(pa.array([q in held for q in mq.column("query_id").to_pylist()]))
     vdir = work / "recipe_validation"
     vdir.mkdir(parents=True, exist_ok=True)
-    base_cfg = {"work_dir": str(work), "retrieval": {"dense_backend": "onnx", "max_seq_length": 256},
+    base_cfg = {"work_dir": str(work), "seed": args.seed, "retrieval": {"dense_backend": "onnx", "max_seq_length": 256},
                 "retriever": {"lr": args.lr, "n_negatives": args.negatives, "max_positives_per_query": 1,
-                              "eval_backend": "onnx", "seed": args.seed}}
+                              "eval_backend": "onnx"}}
     out: dict = {"held_out_claims": len(held), "train_claims": len(kept) - len(held), "variants": {},
                  "protocol": __doc__.strip().splitlines()[2:8]}
     first = True

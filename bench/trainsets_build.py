@@ -35,7 +35,8 @@ def main() -> None:
     from grouprank.first_stage.bm25 import BM25Retriever
     from grouprank.text import document_texts
     from grouprank.trainsets.human import labels_from_qrels
-    from grouprank.trainsets.stage import build_datasets, export_datasets
+    from grouprank.trainsets.export_stage import export_datasets
+    from grouprank.trainsets.stage import build_datasets
 
     t0 = time.time()
     c = load_collection(args.collection)

@@ -39,6 +39,8 @@ class RunConfig(BaseModel):
 
     name: str = "default"
     work_dir: str = Field("grouprank_output", description="where tables, indexes, caches and exports go")
+    seed: int = Field(13, description="the run's seed: pools, query and group sampling, shuffles, held-out "
+                      "splits and training all derive their randomness from it")
     data: DataConfig = Field(default_factory=DataConfig)
     queries: QueryMiningConfig = Field(default_factory=QueryMiningConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)

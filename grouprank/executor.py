@@ -87,7 +87,8 @@ def config_key(stage: Stage, cfg: RunConfig) -> str:
     payload: dict = {"work_dir": str(cfg.work_path)}
     for s in stage.sections or ALL_SECTIONS:
         name, exclude = (s, ()) if isinstance(s, str) else s
-        payload[name] = getattr(cfg, name).model_dump(mode="json", exclude=set(exclude))
+        value = getattr(cfg, name)
+        payload[name] = value.model_dump(mode="json", exclude=set(exclude)) if hasattr(value, "model_dump") else value
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

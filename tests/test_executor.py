@@ -103,7 +103,7 @@ def test_cache_key_depends_on_input_content_config_and_source(tmp_path):
     cfg2.retrieval.depth = 77
     assert k1 != executor.cache_key(st, cfg2, {"documents": "a", "mined_queries": "b"})
     cfg3 = cfg.model_copy(deep=True)
-    cfg3.datasets.seed = 99
+    cfg3.datasets.group_max = 9
     assert k1 == executor.cache_key(st, cfg3, {"documents": "a", "mined_queries": "b"})
     assert executor.source_key(st) != executor.source_key(all_stages()["judge"])
 

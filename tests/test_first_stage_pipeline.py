@@ -81,7 +81,7 @@ def test_pool_from_result(result, tmp_path):
     assert set(cands["fusion"].to_pylist()) == {"minmax"}
     again = pool(result, RetrievalConfig())
     assert again.equals(cands)
-    other_seed = pool(result, RetrievalConfig(seed=99))
+    other_seed = pool(result, RetrievalConfig(), seed=99)
     assert not other_seed.equals(cands)
     write_trec_run(result.ranking, tmp_path / "run.trec", "x")
     lines = (tmp_path / "run.trec").read_text().splitlines()

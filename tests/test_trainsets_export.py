@@ -135,7 +135,8 @@ def test_rerun_with_same_seed_is_byte_identical(exported, inputs, tmp_path):
     for f in files1:  # Parquet shards, BEIR, TREC, card, PNG and manifest alike
         assert (out1 / f).read_bytes() == (out2 / f).read_bytes(), f
     # a different seed changes the sampled groups
-    cfg3 = _cfg(tmp_path / "run3", shard_max_rows=200, seed=14)
+    cfg3 = _cfg(tmp_path / "run3", shard_max_rows=200)
+    cfg3.seed = 14
     b3 = _build(cfg3, inputs)
     assert Path(b3["outputs"]["reranker_rl"]).read_bytes() != Path(b1["outputs"]["reranker_rl"]).read_bytes()
 

@@ -101,7 +101,7 @@ def test_groups_per_query_do_not_depend_on_other_queries(dl19):
     sub_rl, _, _, _ = build_datasets(_dc(), documents=docs, queries=queries, labels=sub, candidates=cand)
     want = [r for r in all_rl.to_pylist() if r["query_id"] in some]
     assert sub_rl.to_pylist() == want and len(want) == 3 * len(some)
-    other, _, _, _ = build_datasets(_dc(seed=99), documents=docs, queries=queries, labels=labels, candidates=cand)
+    other, _, _, _ = build_datasets(_dc(), documents=docs, queries=queries, labels=labels, candidates=cand, seed=99)
     assert other["doc_ids"].to_pylist() != all_rl["doc_ids"].to_pylist()
 
 

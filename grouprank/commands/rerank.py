@@ -99,7 +99,7 @@ def cmd_rerank(args) -> int:
                                                 temperature=rc.infer_temperature, top_p=rc.infer_top_p)
     res = rerank(mode, cands, queries, doc_text, backend, top=args.top or rc.top,
                  group_size=args.group_size or rc.group_size, passes=args.passes or rc.passes,
-                 alpha=rc.alpha if args.alpha is None else args.alpha, seed=rc.seed, max_doc_chars=cfg.prompts.max_doc_chars,
+                 alpha=rc.alpha if args.alpha is None else args.alpha, seed=cfg.seed, max_doc_chars=cfg.prompts.max_doc_chars,
                  window=rc.window, stride=rc.stride, system=f"grouprank-{mode}")
     write_trec_run(run_table(res.run), args.out)
     summary = dict(res.summary)

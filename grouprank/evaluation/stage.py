@@ -77,7 +77,7 @@ def _rerank(cfg, hybrid_run, texts: dict[str, str], documents) -> tuple[Any, dic
     for q, d, s in zip(sub["query_id"], sub["doc_id"], sub["score"]):
         cands.setdefault(str(q), []).append((str(d), float(s)))
     res = rerank(rc.mode, cands, texts, document_text_map(documents), backend, top=rc.top, group_size=rc.group_size,
-                 passes=rc.passes, alpha=rc.alpha, seed=rc.seed, max_doc_chars=cfg.prompts.max_doc_chars,
+                 passes=rc.passes, alpha=rc.alpha, seed=cfg.seed, max_doc_chars=cfg.prompts.max_doc_chars,
                  window=rc.window, stride=rc.stride, system=f"hybrid+{rc.mode}-rerank")
     run = pd.DataFrame(res.run, columns=["query_id", "doc_id", "score", "rank", "system"])
     info = {k: v for k, v in res.summary.items() if isinstance(v, (int, float, str, dict))}
@@ -175,6 +175,6 @@ STAGE = Stage(
             table("mined_queries", QUERIES, optional=True), folder("retriever_model", optional=True),
             folder("reranker_model", optional=True)),
     outputs=(table("metrics", METRICS), table("runs", RUNS), file("eval_report", "eval_report.json")),
-    sections=("data", "retrieval", "reranker", "llm", "evaluation", "prompts"), uses_llm=_llm_reranker,
+    sections=("data", "retrieval", "reranker", "llm", "evaluation", "prompts", "seed"), uses_llm=_llm_reranker,
     timeout_s=24 * 3600,
 )

@@ -36,10 +36,10 @@ class FaissIndex:
         self.build_info: dict = {}
 
     @classmethod
-    def from_config(cls, rcfg) -> "FaissIndex":
+    def from_config(cls, rcfg, seed: int = 13) -> "FaissIndex":
         return cls(rcfg.index, hnsw_m=rcfg.hnsw_m, hnsw_ef_construction=rcfg.hnsw_ef_construction,
                    hnsw_ef_search=rcfg.hnsw_ef_search, ivf_nlist=rcfg.ivf_nlist, ivf_nprobe=rcfg.ivf_nprobe,
-                   pq_m=rcfg.pq_m, seed=rcfg.seed)
+                   pq_m=rcfg.pq_m, seed=seed)
 
     def params(self) -> dict:
         """What changes the built index (search-time knobs efSearch/nprobe are excluded)."""

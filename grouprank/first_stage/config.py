@@ -45,4 +45,3 @@ class RetrievalConfig(Section):
     pool_top: int = 10
     pool_sampled: int = 40
     pool_sample_from: tuple[int, int] = (11, 200)
-    seed: int = 13

@@ -11,10 +11,14 @@ to `depth`. `bm25_rank` / `dense_rank` are the ranks in each retriever's own top
 (null outside it); `bm25_score` / `dense_score` are exact scores for every fused document.
 
 Indexes persist under `<work_dir>/indexes` (see `store`): reruns reuse them; a corpus, model or
-parameter change makes a new key.
+parameter change makes a new key. `HybridRetriever.index_manifest()` names the indexes a retriever
+used (store, keys, encoder, corpus fingerprint): the retrieve stage writes it as its `indexes`
+output, and `open_indexes(manifest, documents, cfg)` opens those same indexes for another stage
+(the local judge) without building or encoding anything.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -31,6 +35,18 @@ from grouprank.text import document_texts, top_k
 
 from .store import IndexStore, corpus_fingerprint, encode_resumable, stable_key
 
+
+def bm25_key(corpus_hash: str, bm) -> str:
+    """Store key of a BM25 index: corpus fingerprint + the `BM25Retriever`'s parameters."""
+    return stable_key("bm25", corpus_hash, bm.params())
+
+
+def embeddings_key(corpus_hash: str, model_id: str) -> str:
+    """Store key of document embeddings: corpus fingerprint + the encoder's `model_id`."""
+    return stable_key("emb", corpus_hash, model_id)
+
+
+INDEX_MANIFEST_FORMAT = 1
 
 
 def _rcfg(cfg):
@@ -60,6 +76,7 @@ class HybridRetriever:
     def __init__(self, documents: pa.Table, cfg=None, work_dir: str | os.PathLike | None = None, *,
                  encoder=None, show_progress: bool = False):
         self.cfg = _rcfg(cfg)
+        self.seed = int(getattr(cfg, "seed", 13))  # the run's seed when given a RunConfig (IVF training sample)
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.show_progress = show_progress
         self.timings: dict[str, float] = {}
@@ -86,7 +103,7 @@ class HybridRetriever:
         from .bm25 import BM25Retriever
         c = self.cfg
         bm = BM25Retriever(c.bm25_k1, c.bm25_b, c.bm25_method, c.bm25_stemmer, c.bm25_stopwords)
-        key = self.keys["bm25"] = stable_key("bm25", self.corpus_hash, bm.params())
+        key = self.keys["bm25"] = bm25_key(self.corpus_hash, bm)
         t = time.perf_counter()
         if self.store is not None and self.store.is_complete("bm25", key):
             self.bm25 = BM25Retriever.load(self.store.path("bm25", key))
@@ -104,7 +121,7 @@ class HybridRetriever:
     def _build_dense(self) -> None:
         from .ann import FaissIndex
         enc = self.encoder
-        ekey = self.keys["embeddings"] = stable_key("emb", self.corpus_hash, enc.model_id)
+        ekey = self.keys["embeddings"] = embeddings_key(self.corpus_hash, enc.model_id)
         t = time.perf_counter()
         n_before = getattr(enc, "n_texts_encoded", 0)
         if self.store is not None:
@@ -130,7 +147,7 @@ class HybridRetriever:
         self.timings["dense_docs_encoded"] = float(n_encoded)
 
         t = time.perf_counter()
-        ann = FaissIndex.from_config(self.cfg)
+        ann = FaissIndex.from_config(self.cfg, self.seed)
         fkey = self.keys["faiss"] = stable_key("faiss", ekey, ann.params())
         if ann.persistent and self.store is not None and self.store.is_complete("faiss", fkey):
             loaded = FaissIndex.load(self.store.path("faiss", fkey))
@@ -146,6 +163,21 @@ class HybridRetriever:
             self.reused["faiss"] = False
         self.ann = ann
         self.timings["dense_index_s"] = time.perf_counter() - t
+
+    def index_manifest(self) -> dict:
+        """The persisted indexes this retriever uses, for another stage to open (`open_indexes`):
+        store root, keys and folder names, BM25 parameters, encoder `model_id`, corpus fingerprint.
+        Plain, deterministic JSON (no timestamps): the same indexes give the same bytes."""
+        if self.store is None:
+            raise ValueError("this retriever persists nothing (no work_dir): there is no index to name")
+        k = self.keys
+        return {"format": INDEX_MANIFEST_FORMAT, "store": str(self.store.root.resolve()),
+                "corpus": self.corpus_hash, "n_docs": len(self.doc_ids), "include_title": self.cfg.include_title,
+                "bm25": {"key": k["bm25"], "dir": self.store.path("bm25", k["bm25"]).name,
+                         "params": self.bm25.params()},
+                "embeddings": {"key": k["embeddings"], "dir": self.store.path("emb", k["embeddings"]).name,
+                               "model_id": self.encoder.model_id, "dim": int(self.embeddings.shape[1])},
+                "faiss": {"key": k["faiss"], "params": self.ann.params(), "persisted": bool(self.ann.persistent)}}
 
     # --- retrieval ------------------------------------------------------------------------
     def doc_position(self, doc_id: str) -> int | None:
@@ -364,7 +396,7 @@ def store_embeddings(documents: pa.Table, cfg, work_dir: str | os.PathLike, mode
     if embeddings.shape[0] != len(ids):
         raise ValueError(f"{embeddings.shape[0]} embeddings for {len(ids)} documents")
     ch = corpus_fingerprint(ids, texts)
-    d = IndexStore(Path(work_dir) / "indexes").path("emb", stable_key("emb", ch, model_id))
+    d = IndexStore(Path(work_dir) / "indexes").path("emb", embeddings_key(ch, model_id))
     se = ShardedEmbeddings(d, len(ids), embeddings.shape[1], rcfg.shard_size,
                            {"kind": "embeddings", "corpus": ch, "model_id": model_id}).open()
     for i in range(se.n_shards):
@@ -374,3 +406,78 @@ def store_embeddings(documents: pa.Table, cfg, work_dir: str | os.PathLike, mode
     return d
 
 
+# --- the indexes a retrieval used, opened by another stage ------------------------------------
+
+class IndexMismatch(ValueError):
+    """The indexes a manifest names cannot be used for these documents and settings (the reason
+    is the message): the caller builds its own instead."""
+
+
+@dataclass
+class RetrievalIndexes:
+    """A retrieval's persisted indexes, opened read-only (`open_indexes`): the BM25 index and the
+    document embeddings (row = corpus position) over `doc_ids`, and the encoder that made them
+    (for queries)."""
+    doc_ids: list[str]
+    corpus_hash: str
+    bm25: Any                 # BM25Retriever
+    embeddings: np.ndarray    # float32 [n_docs, dim], read-only memmap
+    encoder: Any              # DenseEncoder (or anything with model_id / encode_queries)
+    keys: dict[str, str]
+    _pos: dict[str, int] | None = field(default=None, repr=False)
+
+    def position(self, doc_id: str) -> int | None:
+        if self._pos is None:
+            self._pos = {d: i for i, d in enumerate(self.doc_ids)}
+        return self._pos.get(doc_id)
+
+
+def open_indexes(manifest: dict | str | os.PathLike, documents: pa.Table, cfg=None,
+                 work_dir: str | os.PathLike | None = None, *, encoder=None) -> RetrievalIndexes:
+    """Open the BM25 index and the embeddings a retrieval recorded in `manifest` (its
+    `index_manifest()`, or the path of the JSON file), for `documents` and the retrieval settings
+    of `cfg`. Builds and encodes nothing; FAISS is not opened (no search happens).
+
+    The keys are recomputed from the documents and `cfg` exactly as `HybridRetriever` computes
+    them and must equal the manifest's, and the store folders must be complete; otherwise
+    `IndexMismatch` says why. `encoder`: the retrieval's encoder (default: the shared one for
+    `cfg`, with its ONNX exports under `<work_dir>/models`)."""
+    from .bm25 import BM25Retriever
+    from .store import ShardedEmbeddings
+    if not isinstance(manifest, dict):
+        try:
+            manifest = json.loads(Path(manifest).read_text())
+        except (OSError, ValueError) as e:
+            raise IndexMismatch(f"cannot read the index manifest {manifest}: {e}") from None
+    if manifest.get("format") != INDEX_MANIFEST_FORMAT:
+        raise IndexMismatch(f"index manifest format {manifest.get('format')!r}, expected {INDEX_MANIFEST_FORMAT}")
+    rc = _rcfg(cfg)
+    ids, texts = document_texts(documents, rc.include_title)
+    ch = corpus_fingerprint(ids, texts)
+    if ch != manifest.get("corpus"):
+        raise IndexMismatch("the documents (or include_title) differ from the corpus the retrieval indexed")
+    store = IndexStore(manifest["store"])
+    bm = BM25Retriever(rc.bm25_k1, rc.bm25_b, rc.bm25_method, rc.bm25_stemmer, rc.bm25_stopwords)
+    bkey = bm25_key(ch, bm)
+    if bkey != (manifest.get("bm25") or {}).get("key"):
+        raise IndexMismatch(f"BM25 settings {bm.params()} differ from the retrieval's "
+                            f"{(manifest.get('bm25') or {}).get('params')}")
+    if not store.is_complete("bm25", bkey):
+        raise IndexMismatch(f"BM25 index {store.path('bm25', bkey)} is missing or incomplete")
+    if encoder is None:
+        from .dense import encoder_from_config
+        root = Path(work_dir) if work_dir is not None else store.root.parent
+        encoder = encoder_from_config(rc, cache_dir=root / "models")
+    ekey = embeddings_key(ch, encoder.model_id)
+    if ekey != (manifest.get("embeddings") or {}).get("key"):
+        raise IndexMismatch(f"encoder {encoder.model_id} differs from the retrieval's "
+                            f"{(manifest.get('embeddings') or {}).get('model_id')}")
+    if not store.is_complete("emb", ekey):
+        raise IndexMismatch(f"embeddings {store.path('emb', ekey)} are missing or incomplete")
+    emb = ShardedEmbeddings.load(store.path("emb", ekey))
+    if emb.ndim != 2 or emb.shape[0] != len(ids):
+        raise IndexMismatch(f"embeddings of shape {emb.shape} for {len(ids)} documents")
+    bm25 = BM25Retriever.load(store.path("bm25", bkey))
+    if bm25.doc_ids != ids:
+        raise IndexMismatch("the BM25 index's document order differs from the documents'")
+    return RetrievalIndexes(ids, ch, bm25, emb, encoder, {"bm25": bkey, "embeddings": ekey})

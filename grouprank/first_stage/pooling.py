@@ -65,7 +65,7 @@ def pool(result, cfg=None, *, top: int | None = None, sampled: int | None = None
     top = rcfg.pool_top if top is None else top
     sampled = rcfg.pool_sampled if sampled is None else sampled
     sample_from = tuple(rcfg.pool_sample_from) if sample_from is None else tuple(sample_from)
-    seed = rcfg.seed if seed is None else seed
+    seed = getattr(cfg, "seed", 13) if seed is None else seed  # the run's seed (RunConfig)
     ranking = getattr(result, "ranking", result)  # a RetrievalResult or a RANKING table
     keep_all = sampled == 0 and top >= (max(ranking["rank"].to_pylist()) if ranking.num_rows else 0)
     qcol = np.asarray(ranking["query_id"].to_pylist(), dtype=object)

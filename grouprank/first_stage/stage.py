@@ -1,9 +1,12 @@
 """Stage `retrieve`: BM25 + dense candidates for the kept mined queries, fused and pooled.
 
 Outputs in <work_dir>/retrieve/: `candidates` (CANDIDATES: the pool), `pool_run` (the pool as a TREC
-run), `run` (the full fused top-`depth` ranking as a TREC run) and `retrieval_report`. Indexes persist
-in the content-addressed store under <work_dir>/indexes (see `store`), where the query-mining
-round-trip filter, the local judge and reruns find them instead of rebuilding.
+run), `run` (the full fused top-`depth` ranking as a TREC run), `retrieval_report`, and `indexes`
+(indexes.json): the manifest of the indexes it used. Indexes persist in the content-addressed store
+under <work_dir>/indexes (see `store`), where the query-mining round-trip filter and reruns find them
+instead of rebuilding. The judge stage takes `indexes` as an input and opens the BM25 index and the
+document embeddings it names (`hybrid.open_indexes`) for the local judge; the manifest, a few
+hundred bytes of keys, is what the executor fingerprints, not the index folders.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import pyarrow.compute as pc
 from data_schemas import CANDIDATES, DOCUMENTS, QUERIES
 from grouprank.stage import Stage, StageContext, StageResult, TableOut, file, table
 
+INDEX_MANIFEST = "indexes.json"
+
 
 def kept(queries):
     """The queries a downstream stage works on: decision == "kept" when the table has decisions."""
@@ -24,9 +29,10 @@ def kept(queries):
 
 
 def retrieve_and_pool(cfg, documents, queries, out_dir, *, encoder=None, show_progress: bool = False,
-                      query_source: str = "mined_queries") -> StageResult:
+                      query_source: str = "mined_queries", index_manifest: bool = False) -> StageResult:
     """Retrieve + pool `queries` (already filtered) over `documents`, writing the TREC runs and the
-    report into `out_dir`; returns the CANDIDATES table and stats."""
+    report into `out_dir`; returns the CANDIDATES table and stats. `index_manifest`: also write
+    `indexes.json` (`HybridRetriever.index_manifest()`) and return it as the `indexes` output."""
     from grouprank.collections.formats import write_trec_run
     from grouprank.errors import UserError
 
@@ -53,13 +59,20 @@ def retrieve_and_pool(cfg, documents, queries, out_dir, *, encoder=None, show_pr
              **{f"time.{k}": v for k, v in report["timings_s"].items()}, "wall_s": report["wall_s"]}
     # Parquet metadata holds what made the table, not timings: reruns write identical bytes
     meta = {k: v for k, v in report.items() if k not in ("timings_s", "wall_s", "reused")}
-    return StageResult({"candidates": TableOut(cands, {"config_hash": cfg.section_hash("retrieval"), "report": meta}),
-                        "pool_run": out_dir / "candidates.trec", "run": out_dir / "run.trec",
-                        "retrieval_report": rpath}, stats)
+    outputs = {"candidates": TableOut(cands, {"config_hash": cfg.section_hash("retrieval"), "report": meta}),
+               "pool_run": out_dir / "candidates.trec", "run": out_dir / "run.trec", "retrieval_report": rpath}
+    if index_manifest:
+        ipath = out_dir / INDEX_MANIFEST
+        tmp = ipath.with_name(f".{ipath.name}.tmp")
+        tmp.write_text(json.dumps(res.retriever.index_manifest(), indent=2, sort_keys=True))
+        tmp.replace(ipath)
+        outputs["indexes"] = ipath
+    return StageResult(outputs, stats)
 
 
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
-    return retrieve_and_pool(cfg, inputs["documents"], kept(inputs["mined_queries"]), ctx.out_dir)
+    return retrieve_and_pool(cfg, inputs["documents"], kept(inputs["mined_queries"]), ctx.out_dir,
+                             index_manifest=True)
 
 
 def _cli_args(p) -> None:
@@ -76,7 +89,9 @@ STAGE = Stage(
     name="retrieve", title="retrieve candidates", run=run,
     inputs=(table("documents", DOCUMENTS), table("mined_queries", QUERIES)),
     outputs=(table("candidates", CANDIDATES), file("pool_run", "candidates.trec"), file("run", "run.trec"),
-             file("retrieval_report", "retrieval_report.json")),
-    sections=("data", "retrieval"), timeout_s=24 * 3600,
+             file("retrieval_report", "retrieval_report.json"),
+             file("indexes", INDEX_MANIFEST, doc="manifest of the persisted BM25 index and document embeddings "
+                  "(store, keys, encoder model_id, corpus fingerprint); read by the judge stage")),
+    sections=("data", "retrieval", "seed"), timeout_s=24 * 3600,
     help="retrieve, fuse and pool candidates (BM25 + dense)", cli_args=_cli_args, cli_overrides=_cli_overrides,
 )

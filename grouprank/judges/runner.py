@@ -64,24 +64,31 @@ def check_specs(cfg) -> None:
             endpoint_for(cfg, s)
 
 
-def make_local_scorer(pool: JudgePool, spec, background: dict[str, str] | None = None, cfg=None):
+def make_local_scorer(pool: JudgePool, spec, background: dict[str, str] | None = None, cfg=None,
+                      indexes=None):
+    """The local judge's scorer, with the retrieval's BM25 settings (all of them: k1, b, method,
+    stemmer, stopwords) and dense backend. `indexes`: the retrieval's opened indexes
+    (`first_stage.hybrid.RetrievalIndexes`), reused instead of indexing and encoding again."""
     from .local_scorer import LocalScorer
     rc = cfg.retrieval if cfg is not None else None
-    bm25 = {"k1": rc.bm25_k1, "b": rc.bm25_b, "method": rc.bm25_method} if rc is not None else None
+    bm25 = ({"k1": rc.bm25_k1, "b": rc.bm25_b, "method": rc.bm25_method, "stemmer": rc.bm25_stemmer,
+             "stopwords": rc.bm25_stopwords} if rc is not None else None)
     cache = (cfg.work_path / "local_judge_embeddings.sqlite") if cfg is not None else None
     # the retrieval stage's encoder backend (onnx by default: the same vectors as torch, faster on CPU)
     backend = rc.dense_backend if rc is not None else "torch"
     return LocalScorer(background if background is not None else pool.docs, use_e5=spec.local_e5,
-                       bm25_params=bm25, embed_cache=cache, dense_backend=backend)
+                       bm25_params=bm25, embed_cache=cache, dense_backend=backend, indexes=indexes)
 
 
 def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None,
                only: list[str] | None = None, progress: Callable[[str, int, int], None] | None = None,
-               api_keys: dict[str, str] | None = None) -> tuple[list[dict], dict]:
+               api_keys: dict[str, str] | None = None, indexes=None) -> tuple[list[dict], dict]:
     """Run every configured judge (or those in `only`) on the pool. Returns (rows, usage) with
     usage[judge_id] = the LLM client's usage report (calls, tokens, cost, errors) or, for the
-    local judge, {"pairs": n}. `background`: doc_id -> text for the local judge's BM25 statistics
-    (default: the pool's documents; pass the whole collection when you have it).
+    local judge, {"pairs": n, "docs_encoded": ..., "reused_bm25": ..., "reused_embeddings": ...}.
+    `background`: doc_id -> text for the local judge's BM25 statistics (default: the pool's
+    documents; pass the whole collection when you have it). `indexes`: the retrieval's opened
+    indexes for the local judge (see `make_local_scorer`).
     `api_keys`: endpoint name -> key (e.g. from a Prefect Secret); default: the env variable."""
     check_specs(cfg)
     rows: list[dict] = []
@@ -92,10 +99,13 @@ def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None
         cb = (lambda d, n, _id=spec.id: progress(_id, d, n)) if progress else None
         if spec.kind == "local":
             from .local_judge import LocalJudge
-            judge = LocalJudge(spec, make_local_scorer(pool, spec, background, cfg), progress=cb)
+            judge = LocalJudge(spec, make_local_scorer(pool, spec, background, cfg, indexes), progress=cb)
             r = judge.run(pool)
+            st = judge.scorer.stats
             usage[spec.id] = {"kind": "local", "model": judge.scorer.model_id, "pairs": len(r), "calls": 0,
-                              "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+                              "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
+                              "docs_encoded": st["docs_encoded"], "reused_bm25": st["shared"]["bm25"],
+                              "reused_embeddings": st["shared"]["embeddings"]}
         else:
             from grouprank.llm import LLMClient
             ep = endpoint_for(cfg, spec)

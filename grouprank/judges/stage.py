@@ -4,9 +4,17 @@ judge) over the candidate pools.
 Outputs in <work_dir>/judge/: `judgments` (JUDGMENTS, one row per judge x pair, failures included
 with their reason) and `judge_report` (usage per judge). With `judges.dry_run` nothing is sent:
 the stage writes only `estimate` (calls, tokens, cost per judge).
+
+Input `indexes` (optional): the retrieve stage's index manifest. When given, the local judge opens
+the retrieval's BM25 index and document embeddings from the store (`first_stage.hybrid.open_indexes`)
+instead of indexing the collection and encoding the pool documents again; the judgments are the
+same. A manifest that does not fit these documents and settings (or a judge fed from files without
+one) leaves the local judge building its own, with a warning.
 """
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 from data_schemas import CANDIDATES, DOCUMENTS, JUDGMENTS, QUERIES
@@ -15,6 +23,21 @@ from grouprank.stage import Stage, StageContext, StageResult, TableOut, file, ta
 # Fields of `judges` that only the label fusion reads: changing them reruns `fuse` (and what
 # follows) but not the judges themselves.
 FUSION_FIELDS = ("fusion", "beta", "grade_scale", "grade_thresholds", "rank_only_fractions")
+
+log = logging.getLogger("grouprank.judges")
+
+
+def retrieval_indexes(manifest: Path | None, documents, cfg):
+    """The retrieval's indexes named by `manifest`, opened for these documents (None, with a
+    warning, when they do not fit: the local judge then builds its own)."""
+    if manifest is None:
+        return None
+    from grouprank.first_stage.hybrid import IndexMismatch, open_indexes
+    try:
+        return open_indexes(manifest, documents, cfg, cfg.work_path)
+    except IndexMismatch as e:
+        log.warning("judge: not reusing the retrieval's indexes (%s); the local judge builds its own", e)
+        return None
 
 
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
@@ -33,14 +56,17 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
             stats[f"{jid}.est_prompt_tokens"] = e["prompt_tokens"]
             stats[f"{jid}.est_cost_usd"] = e.get("est_cost_usd", 0.0)
         return StageResult({"estimate": p}, stats)
-    rows, usage = run_judges(cfg, pool, background=document_text_map(docs), progress=ctx.progress, api_keys=ctx.api_keys)
+    local = any(j.kind == "local" for j in cfg.judges.judges)
+    indexes = retrieval_indexes(inputs.get("indexes"), docs, cfg) if local else None
+    rows, usage = run_judges(cfg, pool, background=document_text_map(docs), progress=ctx.progress,
+                             api_keys=ctx.api_keys, indexes=indexes)
     rpath = ctx.write_json("judge_report.json", usage, indent=1)
     stats["rows"] = len(rows)
     stats["failed"] = sum(1 for r in rows if r["status"] == "failed")
     stats["injection_flags"] = sum(1 for r in rows if r["injection_flag"])
     for jid, u in usage.items():
         for k in ("pairs_ok", "pairs_failed", "calls", "cached_calls", "retries", "prompt_tokens",
-                  "completion_tokens", "cost_usd"):
+                  "completion_tokens", "cost_usd", "docs_encoded", "reused_bm25", "reused_embeddings"):
             if k in u and isinstance(u[k], (int, float)):
                 stats[f"{jid}.{k}"] = u[k]
     extra = {"usage": usage, "judges": cfg.judges.model_dump(mode="json")}
@@ -62,11 +88,13 @@ def _cli_overrides(args) -> dict:
 STAGE = Stage(
     name="judge", title="LLM judges", run=run,
     help="judge candidate pools with the configured judges (LLM or local)",
-    inputs=(table("documents", DOCUMENTS), table("mined_queries", QUERIES), table("candidates", CANDIDATES)),
+    inputs=(table("documents", DOCUMENTS), table("mined_queries", QUERIES), table("candidates", CANDIDATES),
+            file("indexes", optional=True, doc="the retrieve stage's index manifest: the local judge reuses "
+                 "its BM25 index and document embeddings")),
     outputs=(table("judgments", JUDGMENTS, optional=True), file("judge_report", "judge_report.json", optional=True),
              file("estimate", "dry_run.json", optional=True)),
-    # the local judge reads retrieval's BM25 parameters and encoder backend
-    sections=("data", ("judges", FUSION_FIELDS), "llm", "retrieval", "prompts"), uses_llm=_any_llm_judge,
+    # the local judge reads retrieval's BM25 parameters and encoder settings (and opens its indexes)
+    sections=("data", ("judges", FUSION_FIELDS), "llm", "retrieval", "prompts", "seed"), uses_llm=_any_llm_judge,
     timeout_s=48 * 3600, retries=3, progress_parts=lambda c: len(c.judges.judges),
     cli_args=_cli_args, cli_overrides=_cli_overrides,
 )

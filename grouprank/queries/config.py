@@ -57,4 +57,3 @@ class QueryMiningConfig(Section):
     roundtrip: bool = Field(True, description="apply the round-trip filter to generated queries")
     roundtrip_k: int = Field(20, description="keep a generated query if its source document ranks <= k")
     roundtrip_depth: int = Field(100, description="ranks are recorded down to this depth (null beyond)")
-    seed: int = 13

@@ -61,9 +61,9 @@ def existing_queries(cfg, queries: pa.Table | None, collection: str = "",
         recs = sources.from_table(queries, qc.splits, collection=collection or None)
         for split in qc.splits:
             part = [r for r in recs if r["split"] == split]
-            out += sources.cap(part, qc.max_queries, qc.seed)
+            out += sources.cap(part, qc.max_queries, cfg.seed)
     for src in qc.files:
-        out += sources.cap(sources.from_source(src, quarantine), qc.max_queries, qc.seed)
+        out += sources.cap(sources.from_source(src, quarantine), qc.max_queries, cfg.seed)
     return out
 
 
@@ -89,15 +89,15 @@ def generate(cfg, documents: pa.Table, existing: Sequence[dict], qrels: pa.Table
         eval_ids = {e.query_id for e in evals}
         exclude = {str(d) for q, d in zip(qrels["query_id"].to_pylist(), qrels["doc_id"].to_pylist())
                    if q in eval_ids}
-    doc_ids = sample_documents(documents, qc.generate_docs, strategy=qc.sampling, seed=qc.seed,
+    doc_ids = sample_documents(documents, qc.generate_docs, strategy=qc.sampling, seed=cfg.seed,
                                strata=qc.length_strata, min_chars=qc.min_doc_chars, exclude=exclude)
-    examples = few_shot_examples(existing, qrels, documents, qc.few_shot, qc.seed)
+    examples = few_shot_examples(existing, qrels, documents, qc.few_shot, cfg.seed)
     own = client is None
     client = client or _llm_client(cfg)
     try:
         recs = generate_queries(documents, doc_ids, client, qc.query_types, collection=collection,
                                 templates=qc.templates, max_doc_chars=cfg.prompts.max_doc_chars, examples=examples,
-                                temperature=qc.temperature, max_tokens=qc.max_tokens, seed=qc.seed)
+                                temperature=qc.temperature, max_tokens=qc.max_tokens, seed=cfg.seed)
         usage = client.usage()
     finally:
         if own:

@@ -96,6 +96,6 @@ STAGE = Stage(
     inputs=(table("documents", DOCUMENTS), table("queries", QUERIES), table("qrels", QRELS, optional=True)),
     outputs=(table("mined_queries", QUERIES), file("mine_report", "mine_queries_report.json")),
     # the round-trip filter uses the hybrid retriever: `retrieval` is in its key
-    sections=("data", "queries", "retrieval", "llm", "prompts"), uses_llm=lambda c: bool(c.queries.generate),
+    sections=("data", "queries", "retrieval", "llm", "prompts", "seed"), uses_llm=lambda c: bool(c.queries.generate),
     timeout_s=12 * 3600, retries=3, cli_args=_cli_args, cli_overrides=_cli_overrides,
 )

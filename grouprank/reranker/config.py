@@ -39,7 +39,6 @@ class RerankerConfig(ScoringSpec):
     reward_rel_threshold: int = Field(1, description="gold grade >= this counts as relevant for Recall@10")
     sft_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.SFTConfig arguments")
     grpo_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.GRPOConfig arguments")
-    seed: int = 13
     # --- inference (authors' code: group 20, top-100, T=0.3, top_p=0.8, 6 repeats, alpha 0.6)
     mode: Literal["groupwise", "pointwise", "listwise"] = "groupwise"
     backend: Literal["llm", "transformers"] = Field("llm", description="llm: the project's LLMClient "

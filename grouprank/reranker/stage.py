@@ -92,7 +92,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         raise UserError("train_reranker: no examples in reranker_sft or reranker_rl")
     stats: dict[str, Any] = {"sft_rows_in": len(sft), "rl_rows_in": len(rl)}
 
-    held = split_queries(rl or sft, rc.heldout_fraction, rc.seed)
+    held = split_queries(rl or sft, rc.heldout_fraction, cfg.seed)
     held_rl = [r for r in rl if str(r["query_id"]) in held]
     sft = [r for r in sft if str(r["query_id"]) not in held]
     rl = [r for r in rl if str(r["query_id"]) not in held]
@@ -113,8 +113,8 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         sft = [dict(r, messages=shorten_documents(r["messages"], rc.train_doc_chars)) for r in sft]
         rl = [dict(r, prompt=shorten_documents(r["prompt"], rc.train_doc_chars)) for r in rl]
         held_rl = [dict(r, prompt=shorten_documents(r["prompt"], rc.train_doc_chars)) for r in held_rl]
-    sft, rl = sample(sft, rc.max_train_examples, rc.seed), sample(rl, rc.max_train_examples, rc.seed + 1)
-    held_rl = sample(held_rl, 32, rc.seed + 2)
+    sft, rl = sample(sft, rc.max_train_examples, cfg.seed), sample(rl, rc.max_train_examples, cfg.seed + 1)
+    held_rl = sample(held_rl, 32, cfg.seed + 2)
     if not sft and not rl:
         from grouprank.errors import UserError
         raise UserError(f"train_reranker: no training examples left (inputs {stats}); "
@@ -151,5 +151,5 @@ STAGE = Stage(
     help="SFT warm start then GRPO (TRL) on the reranker example tables",
     inputs=(table("reranker_sft", RERANKER_SFT, optional=True), table("reranker_rl", RERANKER_RL, optional=True)),
     outputs=(folder("reranker_model", "final", optional=True), file("reranker_summary", "summary.json")),
-    sections=("data", "reranker"), timeout_s=72 * 3600, retries=1,
+    sections=("data", "reranker", "seed"), timeout_s=72 * 3600, retries=1,
 )

@@ -67,14 +67,14 @@ def read_rows(path: str | Path) -> list[dict]:
 
 # --------------------------------------------------------------------------- trainer configs
 
-def make_sft_config(rc, output_dir: str | Path, **overrides):
+def make_sft_config(rc, output_dir: str | Path, seed: int = 13, **overrides):
     """`trl.SFTConfig` from a RerankerConfig (+ rc.sft_args, + overrides)."""
     from trl import SFTConfig
     kw: dict[str, Any] = dict(
         output_dir=str(output_dir), num_train_epochs=rc.sft_epochs, learning_rate=rc.sft_lr,
         per_device_train_batch_size=rc.per_device_batch_size, gradient_accumulation_steps=rc.grad_accum,
         max_length=rc.sft_max_length, bf16=rc.bf16, activation_checkpointing=rc.gradient_checkpointing,
-        completion_only_loss=True, logging_steps=10, save_strategy="no", report_to="none", seed=rc.seed,
+        completion_only_loss=True, logging_steps=10, save_strategy="no", report_to="none", seed=seed,
         lr_scheduler_type="cosine", warmup_steps=0.03,
     )
     kw.update(rc.sft_args)
@@ -82,7 +82,7 @@ def make_sft_config(rc, output_dir: str | Path, **overrides):
     return SFTConfig(**kw)
 
 
-def make_grpo_config(rc, output_dir: str | Path, **overrides):
+def make_grpo_config(rc, output_dir: str | Path, seed: int = 13, **overrides):
     """`trl.GRPOConfig` from a RerankerConfig (+ rc.grpo_args, + overrides).
     Paper: 8 rollouts, KL 0.001, lr 1e-5, temperature 1.0 (LoRA r=32 via `make_lora_config`)."""
     from trl import GRPOConfig
@@ -92,7 +92,7 @@ def make_grpo_config(rc, output_dir: str | Path, **overrides):
         per_device_train_batch_size=rc.per_device_batch_size, gradient_accumulation_steps=rc.grad_accum,
         max_completion_length=rc.max_completion_length, bf16=rc.bf16,
         activation_checkpointing=rc.gradient_checkpointing, use_vllm=rc.use_vllm, logging_steps=1,
-        save_strategy="no", report_to="none", seed=rc.seed,
+        save_strategy="no", report_to="none", seed=seed,
     )
     if rc.use_vllm:
         kw["vllm_mode"] = rc.vllm_mode
@@ -177,7 +177,7 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
                 texts = [m["content"] for r in (sft_rows or []) for m in r["messages"]]
                 texts += [m["content"] for r in (rl_rows or []) for m in r["prompt"]]
                 tokenizer = train_tokenizer(texts)
-            model = build_policy(tokenizer, seed=rc.seed)
+            model = build_policy(tokenizer, seed=cfg.seed)
         else:
             from transformers import AutoModelForCausalLM, AutoTokenizer
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(rc.base_model)
@@ -185,7 +185,7 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
             peft_config = make_lora_config(rc)
     summary: dict[str, Any] = {"base_model": rc.base_model or "tiny-qwen2", "output_dir": str(out)}
     if sft_rows:
-        sft = run_sft(model, tokenizer, sft_rows, make_sft_config(rc, out / "sft"), peft_config=peft_config)
+        sft = run_sft(model, tokenizer, sft_rows, make_sft_config(rc, out / "sft", cfg.seed), peft_config=peft_config)
         model = sft.model
         if peft_config is not None:  # merge the SFT adapter; GRPO gets a fresh one
             model = model.merge_and_unload()
@@ -193,7 +193,7 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
     if rl_rows:
         from grouprank.reranker.reward import GroupwiseReward
         reward = GroupwiseReward(rc.num_generations, gain=rc.reward_gain, rel_threshold=rc.reward_rel_threshold)
-        grpo = run_grpo(model, tokenizer, rl_rows, make_grpo_config(rc, out / "grpo"), reward=reward,
+        grpo = run_grpo(model, tokenizer, rl_rows, make_grpo_config(rc, out / "grpo", cfg.seed), reward=reward,
                         peft_config=peft_config)
         model = grpo.model
         if peft_config is not None:

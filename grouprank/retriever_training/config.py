@@ -56,4 +56,3 @@ class RetrieverTrainConfig(Section):
                                   "(else only labelled non-positives of the pools)")
     remine_margin: float = Field(0.05, ge=0, description="unjudged re-mined negatives: skip those whose "
                                  "cosine is within this margin of the positive's")
-    seed: int = 13

@@ -77,7 +77,7 @@ def _eval_set(cfg, examples: pd.DataFrame, *, documents, queries, qrels, eval_qu
         log.warning("no evaluation qrels/queries for split %r: holding out example queries instead", rc.eval_split)
     if rc.holdout_fraction <= 0:
         return examples, None, None, "none"
-    train, held = holdout_split(examples, rc.holdout_fraction, rc.seed)
+    train, held = holdout_split(examples, rc.holdout_fraction, cfg.seed)
     if held.empty:
         return examples, None, None, "none"
     texts = dict(zip(held["query_id"], held["anchor"]))
@@ -160,12 +160,12 @@ def train_retriever(cfg, **inputs: Any) -> dict:
         outputs["run_before"] = _runs_table(run_b, "base")
 
     # --- round 0 (+ re-mining rounds)
-    frame, fstats = to_training_frame(train_ex, rc.n_negatives, drop_short=rc.drop_short, seed=rc.seed)
+    frame, fstats = to_training_frame(train_ex, rc.n_negatives, drop_short=rc.drop_short, seed=cfg.seed)
     stats.update({f"data_{k}": v for k, v in fstats.items()})
     model_dir = out / "model"
     rounds: list[dict] = []
     t = time.perf_counter()
-    res = train_model(frame, rc, model_dir, dataset_name=f"grouprank retriever_examples ({source})")
+    res = train_model(frame, rc, model_dir, dataset_name=f"grouprank retriever_examples ({source})", seed=cfg.seed)
     timings["train_s"] = time.perf_counter() - t
     rounds.append({"round": 0, **res.stats()})
     for rnd in range(1, int(rc.remine_rounds) + 1):
@@ -174,9 +174,9 @@ def train_retriever(cfg, **inputs: Any) -> dict:
         t = time.perf_counter()
         train_ex, rstats = _remine(cfg, res, train_ex, documents, labels, frame_negatives=fstats["n_negatives"])
         timings[f"remine_{rnd}_s"] = time.perf_counter() - t
-        frame, fstats = to_training_frame(train_ex, fstats["n_negatives"], drop_short=rc.drop_short, seed=rc.seed + rnd)
+        frame, fstats = to_training_frame(train_ex, fstats["n_negatives"], drop_short=rc.drop_short, seed=cfg.seed + rnd)
         t = time.perf_counter()
-        res = train_model(frame, rc, model_dir, model=res.model)
+        res = train_model(frame, rc, model_dir, model=res.model, seed=cfg.seed + rnd)
         timings[f"train_round{rnd}_s"] = time.perf_counter() - t
         rounds.append({"round": rnd, **res.stats(), **rstats, **{f"data_{k}": v for k, v in fstats.items()}})
 
@@ -245,7 +245,7 @@ STAGE = Stage(
              table("run_before", RUNS, STAGE_FILES["run_before"], optional=True),
              table("run_after", RUNS, STAGE_FILES["run_after"], optional=True),
              file("retriever_summary", STAGE_FILES["retriever_summary"])),
-    sections=("data", "retriever", "retrieval"), timeout_s=72 * 3600, retries=1,
+    sections=("data", "retriever", "retrieval", "seed"), timeout_s=72 * 3600, retries=1,
 )
 
 

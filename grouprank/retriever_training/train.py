@@ -84,7 +84,7 @@ def make_loss(model, tcfg):
     raise ValueError(f"unknown retriever loss {tcfg.loss!r}")
 
 
-def training_arguments(tcfg, output_dir: str | Path, n_rows: int):
+def training_arguments(tcfg, output_dir: str | Path, n_rows: int, seed: int = 13):
     """SentenceTransformerTrainingArguments from a RetrieverTrainConfig (no checkpoints, no
     reporting integrations, no in-training evaluation: before/after evaluation is ours)."""
     import torch
@@ -109,14 +109,14 @@ def training_arguments(tcfg, output_dir: str | Path, n_rows: int):
         logging_steps=10,
         report_to="none",
         disable_tqdm=True,
-        seed=int(tcfg.seed),
-        data_seed=int(tcfg.seed),
+        seed=int(seed),
+        data_seed=int(seed),
         dataloader_num_workers=0,
     )
 
 
 def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model: str | None = None,
-                model=None, dataset_name: str | None = None) -> TrainResult:
+                model=None, dataset_name: str | None = None, seed: int = 13) -> TrainResult:
     """Fine-tune on a text frame `anchor, positive, negative_1..n` (see data.to_training_frame)
     and save the model (with the sentence-transformers model card) to `output_dir`.
 
@@ -139,7 +139,7 @@ def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model
     output_dir = Path(output_dir)
     scratch = Path(tempfile.mkdtemp(prefix=".trainer-", dir=output_dir.parent if output_dir.parent.exists() else None))
     try:
-        args = training_arguments(tcfg, scratch, len(frame))
+        args = training_arguments(tcfg, scratch, len(frame), seed)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss)
         t0 = time.time()
         out = trainer.train()

@@ -36,4 +36,3 @@ class DatasetsConfig(Section):
     # --- export
     shard_max_rows: int = Field(50_000, ge=1, description="rows per Parquet shard at most")
     shard_max_bytes: int = Field(256 * 2**20, ge=1, description="approximate uncompressed bytes per shard at most")
-    seed: int = 13

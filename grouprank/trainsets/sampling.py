@@ -35,9 +35,9 @@ class SamplingSpec:
     seed: int = 13
 
     @classmethod
-    def from_config(cls, dc) -> "SamplingSpec":
+    def from_config(cls, dc, seed: int = 13) -> "SamplingSpec":
         return cls(dc.group_min, dc.group_max, dc.groups_per_query, dc.group_size_weights, dc.top_share,
-                   dc.top_window, dc.require_mixed, dc.seed)
+                   dc.top_window, dc.require_mixed, seed)
 
     def sizes(self) -> tuple[list[int], list[float]]:
         if self.group_min > self.group_max:

@@ -26,7 +26,8 @@ def _template_version() -> str:
 # --------------------------------------------------------------------------- build
 
 def build_datasets(dc, *, documents, queries, labels, candidates=None, judgments=None,
-                   grade_scale: int = 3, max_doc_chars: int = 3000) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
+                   grade_scale: int = 3, max_doc_chars: int = 3000,
+                   seed: int = 13) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
     """Library entry: -> (RERANKER_RL, RERANKER_SFT, RETRIEVER_EXAMPLES tables, stats).
     `dc` is a `DatasetsConfig`; inputs are paths, Arrow tables or DataFrames."""
     labels_t = as_table(labels, LABELS)
@@ -40,7 +41,7 @@ def build_datasets(dc, *, documents, queries, labels, candidates=None, judgments
     observed = max((g for ql in labs.values() for g in ql.grades.values()), default=0)
     stats: dict[str, Any] = {"queries_kept": len(queries_kept), "label_queries": len(labs),
                              "labelled_pairs": labels_t.num_rows}
-    rl, sft, _ = build_reranker_examples(labs, queries_kept, docs, SamplingSpec.from_config(dc),
+    rl, sft, _ = build_reranker_examples(labs, queries_kept, docs, SamplingSpec.from_config(dc, seed),
                                          judgments=judg_t, sft_source=dc.sft_source,
                                          max_doc_chars=max_doc_chars,
                                          grade_scale=max(int(grade_scale), int(observed), 1), stats=stats)
@@ -54,7 +55,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     rl, sft, ret, stats = build_datasets(
         dc, documents=inputs["documents"], queries=inputs["mined_queries"], labels=inputs["labels"],
         candidates=inputs.get("candidates"), judgments=inputs.get("judgments"), grade_scale=cfg.judges.grade_scale,
-        max_doc_chars=cfg.prompts.max_doc_chars)
+        max_doc_chars=cfg.prompts.max_doc_chars, seed=cfg.seed)
     extra = {"build": stats, "datasets_config": dc.model_dump(mode="json"), "template_version": _template_version()}
     from .export import write_text_atomic
     bs = write_text_atomic(ctx.out_dir / "build_stats.json", json.dumps(stats, indent=2, sort_keys=True))
@@ -73,5 +74,5 @@ STAGE = Stage(
             table("labels", LABELS), table("judgments", JUDGMENTS, optional=True)),
     outputs=(table("reranker_rl", RERANKER_RL), table("reranker_sft", RERANKER_SFT),
              table("retriever_examples", RETRIEVER_EXAMPLES), file("build_stats", "build_stats.json")),
-    sections=("data", "datasets", "prompts"),
+    sections=("data", "datasets", "prompts", "seed"),
 )

@@ -42,11 +42,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from _common import ROOT, setup, write_report  # noqa: E402  (bench/_common.py)
+
+setup("e2e_scifact")  # before torch / onnxruntime load
 
 log = logging.getLogger("bench.e2e_scifact")
 
@@ -196,7 +194,7 @@ def main(argv=None) -> int:
         return rec
 
     paths = stage("load")["outputs"]
-    documents, queries, qrels = paths["documents"], paths["queries"], paths["qrels"]
+    documents, qrels = paths["documents"], paths["qrels"]
     mq = stage("mine_queries")
     mined = mq["outputs"]["mined_queries"]
     report["mine_queries"] = {k: v for k, v in mq["stats"].items() if isinstance(v, (int, float))}
@@ -218,9 +216,7 @@ def main(argv=None) -> int:
     report["reused_stages"] = reused
 
     if args.stop_after == "build_datasets":
-        out = {"stage_wall_s": T.stages, **report}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(out, indent=2, default=str))
+        out = write_report(args.out, {"stage_wall_s": T.stages, **report})
         print(json.dumps(out, indent=2, default=str))
         return 0
 
@@ -270,8 +266,7 @@ def main(argv=None) -> int:
            "measure": "nDCG@10 (ir-measures, linear gain), 300 SciFact test claims, dense retrieval over "
                       "the full 5,183-document corpus",
            **report, "load_avg_end": list(os.getloadavg())}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2, default=str))
+    write_report(args.out, out)
     print(json.dumps({k: out[k] for k in ("base", "synthetic", "human", "wall_s", "stage_wall_s", "targets_met")},
                      indent=2))
     return 0

@@ -74,3 +74,24 @@ def test_onnx_backends_match_torch(torch_enc, tmp_path_factory):
     dense._MODELS.clear()
     DenseEncoder(backend="onnx", cache_dir=cache).encode_queries(["again"])
     assert (export / "model.onnx").stat().st_mtime_ns == mtime
+
+
+def test_model_fingerprint_is_shared_with_onnx_exports_and_forgettable(tmp_path):
+    """`model_files` holds the fingerprint cache that dense, the ONNX export directory and
+    retriever_training (which drops an entry through `dense.forget_model` after saving a model over
+    a path) all see."""
+    from grouprank.first_stage import model_files, onnx_backend
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "config.json").write_text('{"a": 1}')
+    fp = dense.model_fingerprint(str(d))
+    assert fp == model_files.model_fingerprint(str(d)) and len(fp) == 12
+    assert onnx_backend.export_dir(str(d), tmp_path).name == f"m-{fp}-v{onnx_backend.EXPORT_VERSION}"
+    (d / "config.json").write_text('{"a": 2}')
+    assert dense.model_fingerprint(str(d)) == fp            # cached per process ...
+    dense.forget_model(str(d.resolve()))                   # ... until forgotten (retriever_training)
+    fp2 = dense.model_fingerprint(str(d))
+    assert fp2 != fp and onnx_backend.export_dir(str(d), tmp_path).name.endswith(f"-{fp2}-v1")
+    (d / "config.json").write_text('{"a": 3}')
+    model_files.forget_fingerprint(str(d))
+    assert dense.model_fingerprint(str(d)) not in (fp, fp2)

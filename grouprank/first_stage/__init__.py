@@ -5,13 +5,16 @@ indexes.
 Modules (heavy dependencies are imported inside functions, so importing this package is cheap):
 
 - `bm25`      `BM25Retriever`: bm25s + PyStemmer + stopwords, `search`, `score_docs`, save/load
-- `dense`     `DenseEncoder` (torch | onnx | onnx-int8 backends), `default_model_path`, `get_encoder`
+- `model_files` where a model lives, its content fingerprint and prompts
+- `dense`     `DenseEncoder` (torch | onnx | onnx-int8 backends), `get_encoder`
 - `ann`       `FaissIndex`: flat / HNSW / IVF-PQ inner-product indexes behind one interface
 - `store`     corpus fingerprints, index keys, the on-disk index store, resumable sharded encoding
 - `fusion`    min-max and reciprocal-rank fusion (pure numpy)
 - `pooling`   the paper's pool: top 10 + 40 sampled from ranks 11-200, seeded per query
-- `pipeline`  `retrieve`, `RetrievalResult`, `pool`, `HybridRetriever`, `hybrid_search`, `run_stage`
+- `pooling`   also `pool`: the CANDIDATES table of a fused ranking
+- `hybrid`    `HybridRetriever` (BM25 + dense over one corpus, persisted indexes), `retrieve`, `RetrievalResult`
+- `stage`     the stage `retrieve`
 """
 from __future__ import annotations
 
-__all__ = ["bm25", "dense", "ann", "store", "fusion", "pooling", "pipeline"]
+__all__ = ["bm25", "dense", "ann", "store", "fusion", "pooling", "hybrid", "stage", "model_files"]

@@ -29,12 +29,12 @@ from typing import Sequence
 
 import numpy as np
 
-# model resolution and fingerprints live in `model_files` (shared with `onnx_backend`); the names
-# stay importable from here (`_FINGERPRINTS` is cleared by retriever_training after a model is saved)
-from .model_files import (_FINGERPRINTS, DEFAULT_MODEL, default_cache_dir,  # noqa: F401
-                          default_model_path, is_default_model, model_fingerprint, resolve_model)
+# model resolution and fingerprints live in `model_files` (shared with `onnx_backend`)
+from .model_files import DEFAULT_MODEL, default_cache_dir, is_default_model, model_fingerprint, resolve_model
 from .model_files import model_prompts as _model_prompts
 from .model_files import offline as _offline
+# re-exported: callers import the bundled model's path from here
+from .model_files import default_model_path  # noqa: F401
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
@@ -142,6 +142,19 @@ class _TorchBackend:
     def encode(self, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
         return self.st.encode(texts, batch_size=batch_size, show_progress_bar=show_progress,
                               convert_to_numpy=True, normalize_embeddings=True)
+
+
+def forget_model(path: str) -> None:
+    """Drop this process's caches for a model *path* whose files were just rewritten (a model
+    trained and saved there): its fingerprint, loaded backends and shared encoders, so the next
+    encoder sees the new weights and gets a new index key."""
+    from .model_files import forget_fingerprint
+    with _LOCK:
+        forget_fingerprint(path)
+        for k in [k for k in _MODELS if k and k[0] == path]:
+            _MODELS.pop(k, None)
+        for k in [k for k in _ENCODERS if k and k[0] == path]:
+            _ENCODERS.pop(k, None)
 
 
 def get_encoder(model: str = DEFAULT_MODEL, backend: str = "torch", **kwargs) -> DenseEncoder:

@@ -459,9 +459,10 @@ def open_indexes(manifest: dict | str | os.PathLike, documents: pa.Table, cfg=No
     store = IndexStore(manifest["store"])
     bm = BM25Retriever(rc.bm25_k1, rc.bm25_b, rc.bm25_method, rc.bm25_stemmer, rc.bm25_stopwords)
     bkey = bm25_key(ch, bm)
-    if bkey != (manifest.get("bm25") or {}).get("key"):
-        raise IndexMismatch(f"BM25 settings {bm.params()} differ from the retrieval's "
-                            f"{(manifest.get('bm25') or {}).get('params')}")
+    mb = manifest.get("bm25") or {}
+    if bkey != mb.get("key"):
+        raise IndexMismatch(f"BM25 key {bkey} (settings {bm.params()}) is not the retrieval's "
+                            f"{mb.get('key')} (settings {mb.get('params')})")
     if not store.is_complete("bm25", bkey):
         raise IndexMismatch(f"BM25 index {store.path('bm25', bkey)} is missing or incomplete")
     if encoder is None:
@@ -469,9 +470,10 @@ def open_indexes(manifest: dict | str | os.PathLike, documents: pa.Table, cfg=No
         root = Path(work_dir) if work_dir is not None else store.root.parent
         encoder = encoder_from_config(rc, cache_dir=root / "models")
     ekey = embeddings_key(ch, encoder.model_id)
-    if ekey != (manifest.get("embeddings") or {}).get("key"):
-        raise IndexMismatch(f"encoder {encoder.model_id} differs from the retrieval's "
-                            f"{(manifest.get('embeddings') or {}).get('model_id')}")
+    me = manifest.get("embeddings") or {}
+    if ekey != me.get("key"):
+        raise IndexMismatch(f"embeddings key {ekey} (encoder {encoder.model_id}) is not the retrieval's "
+                            f"{me.get('key')} (encoder {me.get('model_id')})")
     if not store.is_complete("emb", ekey):
         raise IndexMismatch(f"embeddings {store.path('emb', ekey)} are missing or incomplete")
     emb = ShardedEmbeddings.load(store.path("emb", ekey))

@@ -71,6 +71,11 @@ def model_fingerprint(model: str) -> str:
     return fp
 
 
+def forget_fingerprint(model: str) -> None:
+    """Drop the cached fingerprint of a model whose files were just rewritten in this process."""
+    _FINGERPRINTS.pop(resolve_model(model), None)
+
+
 def model_prompts(path: str) -> dict:
     """The model's own configured prompts (config_sentence_transformers.json), e.g. {"query": ...}."""
     f = Path(path) / "config_sentence_transformers.json"

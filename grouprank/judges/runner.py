@@ -52,6 +52,11 @@ def cache_path(cfg) -> Path:
     return Path(cfg.llm.cache_path) if cfg.llm.cache_path else cfg.work_path / "llm_cache.sqlite"
 
 
+def judge_specs(cfg) -> list:
+    """The configured judges with the run's seed where a judge sets none."""
+    return [s if s.seed is not None else s.model_copy(update={"seed": cfg.seed}) for s in cfg.judges.judges]
+
+
 def check_specs(cfg) -> None:
     ids = [s.id for s in cfg.judges.judges]
     dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -93,7 +98,7 @@ def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None
     check_specs(cfg)
     rows: list[dict] = []
     usage: dict[str, dict] = {}
-    for spec in cfg.judges.judges:
+    for spec in judge_specs(cfg):
         if only is not None and spec.id not in only:
             continue
         cb = (lambda d, n, _id=spec.id: progress(_id, d, n)) if progress else None
@@ -140,7 +145,7 @@ def dry_run(cfg, pool: JudgePool, *, tokenizer=None) -> dict:
     check_specs(cfg)
     out: dict[str, dict] = {}
     cp = cache_path(cfg)
-    for spec in cfg.judges.judges:
+    for spec in judge_specs(cfg):
         if spec.kind == "local":
             out[spec.id] = {"kind": "local", "model": "local (not an LLM)", "pairs": pool.n_pairs, "calls": 0,
                             "prompt_tokens": 0, "completion_tokens": 0, "est_cost_usd": 0.0}

@@ -21,7 +21,8 @@
 
 Modules: `client` (LLMClient), `keys` (request_hash: the cache key), `cache` (SQLite answers),
 `transport` (connection pools per event loop, one HTTP attempt), `retry` (what is retried, backoff),
-`usage` (accounting, usage_report), `dry_run` (estimate), `parsing`, `types`.
+`usage` (accounting, usage_report), `dry_run` (estimate), `parsing`, `types`, `config` (the
+LLMEndpoint / LLMConfig section).
 
 This module imports no heavy dependency at import time (openai is imported on first call).
 """

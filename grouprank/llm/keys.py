@@ -6,7 +6,11 @@ to the same endpoint is the same answer. Every stored cache (`LLMCache`) is addr
 bytes, so the encoding below must never change (tests/test_llm_keys.py pins golden hashes):
 
     b"grouprank.llm.request/1"
-    u64(len(header)) header                 canonical JSON of everything but the messages
+    u64(len(header)) header                 canonical JSON of everything but the messages:
+                                            {base_url (no trailing /), model, sampling
+                                             {temperature, top_p, max_tokens, seed},
+                                             response_schema, template_version}, sorted keys,
+                                            separators (",", ":"), UTF-8 (ensure_ascii off)
     u64(len(messages))
     per message: u64(len(message)), then per field in sorted key order
         u64(len(key)) key  b"s" u64(len(value)) value     a str value, UTF-8 (surrogatepass)

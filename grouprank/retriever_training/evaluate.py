@@ -22,19 +22,6 @@ from grouprank.text import document_texts, top_k_rows
 log = logging.getLogger(__name__)
 
 
-def _forget_cached(path: str) -> None:
-    """Drop the retrieval module's per-process caches for a model *path* whose contents may have
-    changed in this process (a model just trained and saved there): its fingerprint and any loaded
-    backend, so the next encoder sees the new weights and gets a new index key."""
-    from grouprank.first_stage import dense
-    with dense._LOCK:
-        dense._FINGERPRINTS.pop(path, None)
-        for k in [k for k in dense._MODELS if k and k[0] == path]:
-            dense._MODELS.pop(k, None)
-        for k in [k for k in dense._ENCODERS if k and k[0] == path]:
-            dense._ENCODERS.pop(k, None)
-
-
 def exact_search(q: np.ndarray, d: np.ndarray, k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Top-k inner product: (scores [nq, k], indices [nq, k]), best first; ties by index."""
     k = int(min(k, d.shape[0]))
@@ -97,9 +84,9 @@ class DenseEvaluator:
         return int(self.qrels["query_id"].nunique())
 
     def encoder(self, model: str, fresh: bool = False):
-        from grouprank.first_stage.dense import DenseEncoder, resolve_model
+        from grouprank.first_stage.dense import DenseEncoder, forget_model, resolve_model
         if fresh:
-            _forget_cached(resolve_model(model))
+            forget_model(resolve_model(model))
         return DenseEncoder(model, self.backend, query_prompt=self.query_prompt,
                             document_prompt=self.document_prompt, batch_size=self.batch_size,
                             max_seq_length=self.max_seq_length, cache_dir=self.cache_dir)

@@ -23,6 +23,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from grouprank.first_stage.model_files import offline
+
 log = logging.getLogger(__name__)
 
 CARD_SECTION = "## GroupRank fine-tuning"
@@ -44,11 +46,6 @@ class TrainResult:
                 "epochs": self.epochs, "train_loss": self.train_loss, "train_s": round(self.train_s, 2)}
 
 
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
 def default_device() -> str:
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -58,7 +55,7 @@ def load_model(model: str, *, max_seq_length: int | None = 256, device: str | No
                dataset_name: str | None = None):
     """A SentenceTransformer from a local path or the bundled alias, with a model card set up
     for offline generation."""
-    _offline()
+    offline()
     from sentence_transformers import SentenceTransformer, SentenceTransformerModelCardData
     from grouprank.first_stage.dense import resolve_model
     path = resolve_model(model)
@@ -124,7 +121,7 @@ def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model
     `base_model` (default `tcfg.base_model`)."""
     if len(frame) == 0:
         raise ValueError("no training examples (every row was dropped: see the data stats)")
-    _offline()
+    offline()
     from sentence_transformers import SentenceTransformerTrainer
     from .data import to_dataset
     if model is None:

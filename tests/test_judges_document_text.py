@@ -65,11 +65,11 @@ class _NoClient:
 
 def test_judge_prompts_show_document_text():
     pool = JudgePool.from_tables(CANDIDATES, DOCS, QUERIES)
-    specs = [JudgeSpec(id="p", kind="pointwise"), JudgeSpec(id="l", kind="listwise", max_doc_chars=20),
-             JudgeSpec(id="g", kind="groupwise", group_size=2, passes=2)]
+    specs = [(JudgeSpec(id="p", kind="pointwise"), 3000), (JudgeSpec(id="l", kind="listwise"), 20),
+             (JudgeSpec(id="g", kind="groupwise", group_size=2, passes=2), 3000)]
     seen = 0
-    for cls, spec in zip((PointwiseJudge, ListwiseJudge, GroupwiseJudge), specs):
-        for req in cls(spec, _NoClient()).plan(pool):
+    for cls, (spec, cut) in zip((PointwiseJudge, ListwiseJudge, GroupwiseJudge), specs):
+        for req in cls(spec, _NoClient(), max_doc_chars=cut).plan(pool):
             if spec.kind == "pointwise":
                 docs = [req.meta[1]]
             elif spec.kind == "listwise":
@@ -77,7 +77,7 @@ def test_judge_prompts_show_document_text():
                 docs = pool.pools["q1"][s:e]
             else:
                 docs = req.meta[3]
-            assert _texts(req.messages) == [shown(d, spec.max_doc_chars) for d in docs]
+            assert _texts(req.messages) == [shown(d, cut) for d in docs]
             seen += len(docs)
     assert seen == 4 + 4 + 2 * 4
 

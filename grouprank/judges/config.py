@@ -18,7 +18,6 @@ class JudgeSpec(ScoringSpec):
                                  "endpoint (LLM kinds) / unused (local)")
     context_budget_tokens: int = Field(24000, ge=1, description="listwise: rank the whole pool in one call "
                                        "when its prompt fits (chars/4 estimate), else slide windows")
-    max_doc_chars: int = Field(3000, ge=1, description="documents cut to this many characters in prompts")
     temperature: float | None = Field(None, description="override the endpoint's temperature")
     max_tokens: int | None = Field(None, description="override the endpoint's max_tokens")
     weight: float | None = Field(None, ge=0, description="fusion weight (None: see judges.fusion.resolve_weights)")

@@ -39,7 +39,7 @@ class GroupwiseJudge(LLMJudge):
     def plan(self, pool: JudgePool):
         reqs = []
         for p, qid, gi, grp in self._groups(pool):
-            msgs = T.build_messages(pool.queries[qid], [pool.docs[d] for d in grp], self.spec.max_doc_chars)
+            msgs = T.build_messages(pool.queries[qid], [pool.docs[d] for d in grp], self.max_doc_chars)
             reqs.append(self.request(msgs, T.validator(len(grp)), (p, qid, gi, grp)))
         return reqs
 

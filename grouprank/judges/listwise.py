@@ -31,14 +31,14 @@ class ListwiseJudge(LLMJudge):
     def windows_for(self, pool: JudgePool, qid: str) -> list[tuple[int, int]]:
         dids = pool.pools[qid]
         n = len(dids)
-        msgs = T.build_messages(pool.queries[qid], [pool.docs[d] for d in dids], self.spec.max_doc_chars)
+        msgs = T.build_messages(pool.queries[qid], [pool.docs[d] for d in dids], self.max_doc_chars)
         est = sum(len(m["content"]) for m in msgs) // 4
         if est <= self.spec.context_budget_tokens:
             return [(0, n)]
         return sliding_windows(n, self.spec.window, self.spec.stride)
 
     def _req(self, pool: JudgePool, qid: str, doc_ids: list[str], meta):
-        msgs = T.build_messages(pool.queries[qid], [pool.docs[d] for d in doc_ids], self.spec.max_doc_chars)
+        msgs = T.build_messages(pool.queries[qid], [pool.docs[d] for d in doc_ids], self.max_doc_chars)
         return self.request(msgs, T.validator(len(doc_ids)), meta)
 
     def plan(self, pool: JudgePool):

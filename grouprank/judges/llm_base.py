@@ -15,12 +15,15 @@ class LLMJudge:
     kind = ""
     template_version = ""
 
-    def __init__(self, spec, client, *, progress: Callable[[int, int], None] | None = None):
+    def __init__(self, spec, client, *, progress: Callable[[int, int], None] | None = None,
+                 max_doc_chars: int = 3000):
+        """`max_doc_chars`: documents are cut to this many characters in prompts (`prompts.max_doc_chars`)."""
         if spec.kind != self.kind:
             raise ValueError(f"judge {spec.id!r} is of kind {spec.kind!r}, not {self.kind!r}")
         self.spec = spec
         self.client = client
         self.progress = progress
+        self.max_doc_chars = max_doc_chars
 
     @property
     def model(self) -> str:

@@ -16,7 +16,7 @@ class PointwiseJudge(LLMJudge):
         reqs = []
         for qid, dids in pool.pools.items():
             for did in dids:
-                msgs = T.build_messages(pool.queries[qid], pool.docs[did], self.spec.max_doc_chars)
+                msgs = T.build_messages(pool.queries[qid], pool.docs[did], self.max_doc_chars)
                 reqs.append(self.request(msgs, T.parse, (qid, did), T.RESPONSE_SCHEMA))
         return reqs
 

@@ -117,7 +117,7 @@ def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None
             key = (api_keys or {}).get(ep.name)
             client = LLMClient(ep, cache_path=cache_path(cfg), stage="judges", judge_id=spec.id, api_key=key)
             try:
-                judge = judge_class(spec.kind)(spec, client, progress=cb)
+                judge = judge_class(spec.kind)(spec, client, progress=cb, max_doc_chars=cfg.prompts.max_doc_chars)
                 r = judge.run(pool)
                 u = client.usage()
                 u.pop("per_tag", None)
@@ -154,7 +154,7 @@ def dry_run(cfg, pool: JudgePool, *, tokenizer=None) -> dict:
 
         class _Stub:  # plan() only needs the endpoint
             endpoint = ep
-        judge = judge_class(spec.kind)(spec, _Stub())
+        judge = judge_class(spec.kind)(spec, _Stub(), max_doc_chars=cfg.prompts.max_doc_chars)
         reqs = judge.plan(pool)
         est = estimate(reqs, ep, tokenizer, cache_path=cp)
         est.pop("per_tag", None)

@@ -216,13 +216,28 @@ def test_sampling_params_and_json_schema_are_sent(tmp_path):
                 assert "response_format" not in sent
 
 
-def test_truncated_without_validator_is_retried_then_failed(tmp_path):
+@pytest.mark.parametrize("validate", [None, str.strip])
+def test_truncated_is_refused_even_with_a_validator(tmp_path, validate):
+    """An answer cut at max_tokens is refused whether or not the request has a validator (a
+    validator that would accept any text must not make half an answer ok): asked once more, then
+    failed, never cached; a validator that declares `accepts_truncated` (its format proves the
+    answer complete) gets the cut answer."""
     with start_local_server("echo", faults={"truncated": 1.0}) as srv:
         c = LLMClient(endpoint(srv.base_url), tmp_path / "c.sqlite")
         r = c.map([LLMRequest(messages=[{"role": "user", "content": "a long enough answer"}],
-                              template_version="t@1")])[0]
+                              template_version="t@1", validate=validate)])[0]
         assert not r.ok and "finish_reason=length" in r.error and r.attempts == 2
         assert len(c.cache) == 0
+        u = c.usage()
+        assert u["errors"].get("truncated") == 2 and u["parse_failures"] == 2 and u["answers"] == 2
+        assert u["parse_failure_rate"] == 1.0 and u["retry_rate"] == 0.5 and u["failure_rate"] == 1.0
+        if validate is not None:
+            def tolerant(text):
+                return text.strip()
+            tolerant.accepts_truncated = True
+            r = c.map([LLMRequest(messages=[{"role": "user", "content": "another long answer"}],
+                                  template_version="t@1", validate=tolerant)])[0]
+            assert r.ok and r.finish_reason == "length" and r.attempts == 1
 
 
 def test_connection_refused_is_retried_then_failed():

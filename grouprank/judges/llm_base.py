@@ -61,13 +61,18 @@ class LLMJudge:
 
 def add_group_rows(rb: RowBuilder, res: LLMResult, qid: str, doc_ids: list[str], scores: list,
                    *, pass_index: int, group_id: str, rationale: str | None, missing_reason: str) -> None:
+    """One judgment row per document of a judged group. Each row's `group_id` is
+    ``<group_id>#<position>`` (1-based position of the document in the prompt, i.e. its label
+    ``[position]``): the rows of a group share the part before ``#``, and the prompt order can be
+    rebuilt from the rows (the contract `grouprank.trainsets.reranker.teacher_groups` reads)."""
     pts = apportion(res.prompt_tokens, len(doc_ids))
     cts = apportion(res.completion_tokens, len(doc_ids))
     for i, did in enumerate(doc_ids):
         s = scores[i] if i < len(scores) else None
+        gid = f"{group_id}#{i + 1}"
         if s is None:
-            rb.add(qid, did, pass_index=pass_index, group_id=group_id, request_hash=res.request_hash,
+            rb.add(qid, did, pass_index=pass_index, group_id=gid, request_hash=res.request_hash,
                    status="failed", error=missing_reason, prompt_tokens=pts[i], completion_tokens=cts[i])
         else:
-            rb.add(qid, did, pass_index=pass_index, group_id=group_id, score=float(s), rationale=rationale,
+            rb.add(qid, did, pass_index=pass_index, group_id=gid, score=float(s), rationale=rationale,
                    request_hash=res.request_hash, status="ok", prompt_tokens=pts[i], completion_tokens=cts[i])

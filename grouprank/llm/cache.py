@@ -13,6 +13,7 @@ counts and a little provenance (model, template version, tag).
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS answers (
     model TEXT,
     template_version TEXT,
     tag TEXT,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    logprobs TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 """
@@ -42,6 +44,17 @@ class CachedAnswer(NamedTuple):
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None
+    logprobs: list | None = None  # `transport.compact_logprobs` of the answer, when it was asked for
+
+
+def _load_lp(s: str | None) -> list | None:
+    if not s:
+        return None
+    try:
+        v = json.loads(s)
+    except ValueError:
+        return None
+    return v if isinstance(v, list) else None
 
 
 class LLMCache:
@@ -64,6 +77,14 @@ class LLMCache:
         self._retry_locked(lambda: c.executescript(_SCHEMA))
         self._retry_locked(lambda: c.execute(
             "INSERT OR IGNORE INTO meta(k, v) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)))
+        # files written before the logprobs column existed: add it (NULL for their answers)
+        cols = {r[1] for r in self._retry_locked(lambda: c.execute("PRAGMA table_info(answers)").fetchall())}
+        if "logprobs" not in cols:
+            try:
+                self._retry_locked(lambda: c.execute("ALTER TABLE answers ADD COLUMN logprobs TEXT"))
+            except sqlite3.OperationalError as e:  # another process added it meanwhile
+                if "duplicate column" not in str(e).lower():
+                    raise
 
     @staticmethod
     def _retry_locked(fn, tries: int = 50):
@@ -85,22 +106,25 @@ class LLMCache:
             cur = self._conn.cursor()
             for i in range(0, len(keys), self._CHUNK):
                 chunk = keys[i:i + self._CHUNK]
-                q = ("SELECT key, text, prompt_tokens, completion_tokens, finish_reason FROM answers "
+                q = ("SELECT key, text, prompt_tokens, completion_tokens, finish_reason, logprobs FROM answers "
                      f"WHERE key IN ({','.join('?' * len(chunk))})")
-                for k, text, pt, ct, fr in self._retry_locked(lambda: cur.execute(q, chunk).fetchall()):
-                    out[k] = CachedAnswer(text, pt, ct, fr)
+                for k, text, pt, ct, fr, lp in self._retry_locked(lambda: cur.execute(q, chunk).fetchall()):
+                    out[k] = CachedAnswer(text, pt, ct, fr, _load_lp(lp))
         return out
 
     def put(self, key: str, text: str, prompt_tokens: int = 0, completion_tokens: int = 0,
             finish_reason: str | None = None, model: str | None = None,
-            template_version: str | None = None, tag: str | None = None) -> None:
+            template_version: str | None = None, tag: str | None = None,
+            logprobs: list | None = None) -> None:
         """Store one validated answer and commit it now (autocommit statement)."""
+        lp = json.dumps(logprobs, separators=(",", ":")) if logprobs is not None else None
         row = (key, text, int(prompt_tokens or 0), int(completion_tokens or 0), finish_reason, model,
-               template_version, tag, time.time())
+               template_version, tag, time.time(), lp)
         with self._lock:
             self._retry_locked(lambda: self._conn.execute(
                 "INSERT OR IGNORE INTO answers(key, text, prompt_tokens, completion_tokens, "
-                "finish_reason, model, template_version, tag, created) VALUES (?,?,?,?,?,?,?,?,?)", row))
+                "finish_reason, model, template_version, tag, created, logprobs) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                row))
 
     def delete(self, key: str) -> None:
         with self._lock:

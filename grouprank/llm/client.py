@@ -5,9 +5,10 @@ See the package docstring (grouprank/llm/__init__.py) for the overview; the part
 attempt), `retry` (which failures are retried, backoff), `usage` (accounting), `estimate` (dry run).
 
 Per request: the cache first; else attempts over HTTP until an answer passes the request's
-`validate` (a retryable ParseError, or an answer cut by max_tokens, finish_reason="length", when
-there is no validator, is asked once more: `endpoint.parse_retries`, default 1) or the retry
-policy gives up. The concurrency slot is held only while a request is on the wire, not during
+`validate` (a retryable ParseError is asked once more: `endpoint.parse_retries`, default 1) or
+the retry policy gives up. An answer cut by max_tokens (finish_reason "length") is refused
+whatever the validator would make of it, unless the validator declares `accepts_truncated` (its
+format proves completeness, e.g. a closing tag), and asked once more like a parse failure. The concurrency slot is held only while a request is on the wire, not during
 backoff.
 """
 from __future__ import annotations
@@ -34,7 +35,29 @@ from .usage import UsageBook, register
 
 log = logging.getLogger("grouprank.llm")
 
+
+class _Truncated(ParseError):
+    """An answer cut at max_tokens (finish_reason "length")."""
+
 _PLACEHOLDER_KEY = "no-key"  # local servers need none; the openai client refuses an empty key
+
+
+def resolve_managed(endpoint, log_dir: Path | None = None):
+    """A copy of a managed endpoint (`managed: smollm2`, no base_url) pointing at its local server,
+    started now unless this process (or `grouprank llm serve`) already runs it
+    (`grouprank.llm.managed.ensure`). Its cache identity stays ``managed:<model>`` (the port changes
+    from run to run). `max_concurrency` is capped at 2: llama-cpp-python's server answers one
+    request at a time, a second one in flight keeps it busy, more would only wait on its lock
+    against their own timeouts."""
+    from .managed import ensure
+    url = ensure(endpoint.managed, threads=getattr(endpoint, "managed_threads", None), log_dir=log_dir)
+    return endpoint.model_copy(update={"base_url": url, "max_concurrency": min(int(endpoint.max_concurrency), 2)})
+
+
+def accepts_truncated(validate) -> bool:
+    """Whether a validator declares that an answer it accepts is complete even when the model went
+    on until max_tokens (e.g. the groupwise parser, which needs the closing </answer> tag)."""
+    return bool(getattr(validate, "accepts_truncated", False))
 
 
 class LLMClient:
@@ -49,9 +72,11 @@ class LLMClient:
 
     def __init__(self, endpoint, cache_path: str | Path | None = None, stage: str = "default",
                  judge_id: str | None = None, *, api_key: str | None = None):
+        if not endpoint.base_url and getattr(endpoint, "managed", None):
+            endpoint = resolve_managed(endpoint, Path(cache_path).parent if cache_path else None)
         if not endpoint.base_url:
             from grouprank.errors import UserError
-            raise UserError(f"LLM endpoint {endpoint.name!r} has no base_url")
+            raise UserError(f"LLM endpoint {endpoint.name!r} has no base_url (and no managed model)")
         self.endpoint = endpoint
         self.stage = stage
         self.judge_id = judge_id
@@ -149,6 +174,8 @@ class LLMClient:
         """The result for a cache hit (None when today's validator rejects the stored answer: ask
         again); its usage is summed into `cached` ({tag: [count, prompt, completion tokens]})."""
         parsed = None
+        if hit.finish_reason == "length" and not accepts_truncated(req.validate):
+            return None  # stored before cut answers were refused: ask again
         if req.validate is not None:
             try:
                 parsed = req.validate(hit.text)
@@ -163,7 +190,7 @@ class LLMClient:
         return LLMResult(text=hit.text, parsed=parsed, status="ok", error=None, request_hash=key,
                          prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens,
                          cached=True, attempts=0, finish_reason=hit.finish_reason, tag=req.tag,
-                         meta=req.meta)
+                         meta=req.meta, logprobs=hit.logprobs)
 
     async def _complete_uncached(self, req: LLMRequest, key: str) -> LLMResult:
         t0 = time.perf_counter()
@@ -185,7 +212,7 @@ class LLMClient:
         while True:
             attempts += 1
             try:
-                text, finish, pt, ct = await transport.send(pools, body, timeout)
+                text, finish, pt, ct, lps = await transport.send(pools, body, timeout)
             except Retryable as e:
                 acct(req.tag, calls=1, error=e.kind)
                 if transport_retries >= max_retries:
@@ -208,7 +235,7 @@ class LLMClient:
                 acct(req.tag, calls=1, error="unexpected")
                 return self._failed(req, key, f"unexpected error: {type(e).__name__}: {e}", None,
                                     attempts, pt_total, ct_total, t0, last_text)
-            acct(req.tag, calls=1, prompt_tokens=pt, completion_tokens=ct)
+            acct(req.tag, calls=1, answers=1, prompt_tokens=pt, completion_tokens=ct)
             if text and self._secrets:  # an endpoint echoing the key must not plant it in the cache
                 for sec in self._secrets:
                     if sec.get_secret_value() in text:
@@ -220,14 +247,14 @@ class LLMClient:
             try:
                 if text is None:
                     raise ParseError("empty answer (no message content)")
-                if req.validate is not None:
-                    parsed = req.validate(text)
-                else:
-                    if finish == "length":
-                        raise ParseError("answer cut at max_tokens (finish_reason=length)")
-                    parsed = None
+                if finish == "length" and not accepts_truncated(req.validate):
+                    # whatever a validator would read in it (half a query, a score without its
+                    # closing brace) is not the answer the model meant: asked once more
+                    raise _Truncated(f"answer cut at max_tokens={body.get('max_tokens')} "
+                                     "(finish_reason=length)")
+                parsed = req.validate(text) if req.validate is not None else None
             except ParseError as e:
-                acct(req.tag, error="parse")
+                acct(req.tag, parse_failures=1, error="truncated" if isinstance(e, _Truncated) else "parse")
                 if e.retryable and parse_failures < parse_retries:
                     parse_failures += 1
                     acct(req.tag, parse_retries=1)
@@ -243,14 +270,14 @@ class LLMClient:
             if self.cache is not None:
                 try:
                     self.cache.put(key, text, pt, ct, finish, model=ep.model,
-                                   template_version=req.template_version, tag=req.tag)
+                                   template_version=req.template_version, tag=req.tag, logprobs=lps)
                 except Exception as e:  # noqa: BLE001 - a cache write error must not lose the answer
                     log.warning("cache write failed for %s: %s", key[:12], self.scrub(str(e)))
             acct(req.tag, requests=1, ok=1)
             return LLMResult(text=text, parsed=parsed, status="ok", error=None, request_hash=key,
                              prompt_tokens=pt_total, completion_tokens=ct_total, cached=False,
                              attempts=attempts, finish_reason=finish,
-                             latency_s=time.perf_counter() - t0, tag=req.tag, meta=req.meta)
+                             latency_s=time.perf_counter() - t0, tag=req.tag, meta=req.meta, logprobs=lps)
 
     def _failed(self, req, key, reason, kind, attempts, pt, ct, t0, text=None) -> LLMResult:
         reason = self.scrub(reason)
@@ -333,7 +360,7 @@ class LLMClient:
         return LLMResult(text=res.text, parsed=parsed, status=res.status, error=res.error,
                          request_hash=res.request_hash, prompt_tokens=res.prompt_tokens,
                          completion_tokens=res.completion_tokens, cached=res.ok, attempts=0,
-                         finish_reason=res.finish_reason, tag=req.tag, meta=req.meta)
+                         finish_reason=res.finish_reason, tag=req.tag, meta=req.meta, logprobs=res.logprobs)
 
     def map(self, reqs: Sequence[LLMRequest],
             progress: Callable[[int, int], None] | None = None) -> list[LLMResult]:

@@ -1,7 +1,7 @@
 """Configuration of the LLM client layer: endpoints and the answer cache."""
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from grouprank.config_section import Section
 
@@ -11,6 +11,11 @@ class LLMEndpoint(Section):
     Ollama, llama.cpp server, or tests.support.fake_openai_server)."""
     name: str = "default"
     base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    managed: str | None = Field(None, description="a local model grouprank serves itself instead of base_url: "
+                                "smollm2, gemma3-270m or a .gguf path (grouprank.llm.managed: started on "
+                                "127.0.0.1 on first use, once per process, stopped at exit)")
+    managed_threads: int | None = Field(None, ge=1, description="managed server: CPU threads (default: the "
+                                        "machine's cores, at most 8)")
     model: str = "local"
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key")
     api_key_secret: str | None = Field(None, description="Prefect Secret block name (flows only)")
@@ -25,8 +30,18 @@ class LLMEndpoint(Section):
     top_p: float = 1.0
     max_tokens: int = 2048
     json_schema: bool = Field(False, description="send response_format json_schema (endpoint must support it)")
+    logprobs: bool = Field(True, description="ask for top_logprobs where a judge uses them (pointwise: the grade "
+                           "is the expected value over the grade tokens); turn off for an endpoint that rejects "
+                           "the parameter")
     price_prompt_per_mtok: float = Field(0.0, description="USD per million prompt tokens (cost accounting)")
     price_completion_per_mtok: float = Field(0.0, description="USD per million completion tokens")
+
+    @model_validator(mode="after")
+    def _one_address(self):
+        if self.base_url and self.managed:
+            raise ValueError(f"llm endpoint {self.name!r}: give base_url (a server you run) or managed (a local "
+                             "model grouprank serves), not both")
+        return self
 
 
 class LLMConfig(Section):

@@ -7,9 +7,12 @@ bytes, so the encoding below must never change (tests/test_llm_keys.py pins gold
 
     b"grouprank.llm.request/1"
     u64(len(header)) header                 canonical JSON of everything but the messages:
-                                            {base_url (no trailing /), model, sampling
+                                            {base_url (no trailing /; "managed:<model>"
+                                             for a managed endpoint), model, sampling
                                              {temperature, top_p, max_tokens, seed},
-                                             response_schema, template_version}, sorted keys,
+                                             response_schema, template_version, and
+                                             top_logprobs only when the request asks for
+                                             them}, sorted keys,
                                             separators (",", ":"), UTF-8 (ensure_ascii off)
     u64(len(messages))
     per message: u64(len(message)), then per field in sorted key order
@@ -58,6 +61,15 @@ def sampling_params(req: LLMRequest, endpoint) -> dict:
     }
 
 
+def endpoint_identity(endpoint) -> str:
+    """The address part of a cache key: the base URL (no trailing /), or ``managed:<model>`` for an
+    endpoint grouprank serves itself (its port changes from run to run, its answers do not)."""
+    managed = getattr(endpoint, "managed", None)
+    if managed:
+        return f"managed:{managed}"
+    return (endpoint.base_url or "").rstrip("/")
+
+
 def _canon(v: Any) -> bytes:
     return json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
 
@@ -68,14 +80,19 @@ def _header(req: LLMRequest, endpoint) -> bytes:
     mt = endpoint.max_tokens if req.max_tokens is None else req.max_tokens
     s, schema = req.seed, req.response_schema
     # memo key from the raw values and their types (True == 1 == 1.0 but they encode differently)
-    ck = (endpoint.base_url, endpoint.model, t, type(t), p, type(p), mt, type(mt), s, type(s),
-          req.template_version, id(schema))
+    managed = getattr(endpoint, "managed", None)
+    lp = getattr(req, "top_logprobs", None)
+    ck = (endpoint.base_url, managed, endpoint.model, t, type(t), p, type(p), mt, type(mt), s, type(s),
+          req.template_version, id(schema), lp)
     hit = _HEADER_CACHE.get(ck)
     if hit is not None and hit[0] is schema:
         return hit[1]
-    hb = _canon({"base_url": (endpoint.base_url or "").rstrip("/"), "model": endpoint.model,
-                 "sampling": sampling_params(req, endpoint), "response_schema": schema,
-                 "template_version": req.template_version})
+    head = {"base_url": endpoint_identity(endpoint), "model": endpoint.model,
+            "sampling": sampling_params(req, endpoint), "response_schema": schema,
+            "template_version": req.template_version}
+    if lp:  # only when asked for: the keys of every other request keep their bytes
+        head["top_logprobs"] = int(lp)
+    hb = _canon(head)
     if len(_HEADER_CACHE) > _CACHE_MAX:
         _HEADER_CACHE.clear()
     _HEADER_CACHE[ck] = (schema, hb)  # holds the schema: its id cannot be reused meanwhile

@@ -2,7 +2,9 @@
 
 Models wrap JSON in prose, code fences, `<answer>` tags, add trailing text or trailing commas, or
 use Python literals. These helpers find the JSON anyway and raise `ParseError` (retryable) when
-there is none, so a request's `validate` callable can be built from them:
+there is none, so a request's `validate` callable can be built from them. `strip_think` keeps the
+answer part of a reasoning model's output (complete and unfinished `<think>` blocks removed),
+`unfence` reads inside Markdown code fences:
 
     def validate(text):
         obj = extract_json(extract_tag(text, "answer") or text)
@@ -19,8 +21,40 @@ from typing import Any, Callable
 from .types import ParseError
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?(.*?)```", re.S)
+THINK_RE = re.compile(r"<\s*(think|thinking|reasoning)\s*>.*?<\s*/\s*\1\s*>", re.I | re.S)
+_THINK_OPEN = re.compile(r"<\s*(?:think|thinking|reasoning)\s*>", re.I)
+_THINK_CLOSE = re.compile(r"<\s*/\s*(?:think|thinking|reasoning)\s*>", re.I)
+_OPEN_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|$)", re.S)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 _TAG_PATTERNS: dict[str, re.Pattern] = {}
+
+
+def strip_think(text: str) -> str:
+    """The answer part of a reasoning model's output: every complete ``<think>…</think>`` block
+    (also ``<thinking>``, ``<reasoning>``) replaced by a space; then, when a closing tag is left
+    (the chat template opened the block in the prompt), only what follows the last one; and when
+    an opening tag is left (the reasoning never closed: cut at max_tokens), only what precedes
+    it: labels or scores inside unfinished reasoning are drafts, not the answer."""
+    t = THINK_RE.sub(" ", text)
+    last = None
+    for last in _THINK_CLOSE.finditer(t):
+        pass
+    if last is not None:
+        t = t[last.end():]
+    m = _THINK_OPEN.search(t)
+    if m is not None:
+        t = t[:m.start()]
+    return t
+
+
+def unfence(text: str) -> str:
+    """The contents of the answer's Markdown code fences joined (an unclosed fence runs to the end),
+    or the text unchanged when it has none."""
+    if "```" not in text:
+        return text
+    parts = [m.group(1).strip() for m in _OPEN_FENCE.finditer(text)]
+    parts = [p for p in parts if p]
+    return "\n".join(parts) if parts else text
 
 
 def extract_tag(text: str | None, tag: str, *, last: bool = True) -> str | None:

@@ -53,6 +53,9 @@ def request_body(req: LLMRequest, endpoint) -> dict:
                             "max_tokens": sp["max_tokens"]}
     if sp["seed"] is not None:
         body["seed"] = sp["seed"]
+    if req.top_logprobs and getattr(endpoint, "logprobs", True):
+        body["logprobs"] = True
+        body["top_logprobs"] = int(req.top_logprobs)
     if req.response_schema is not None and endpoint.json_schema:
         name = re.sub(r"[^A-Za-z0-9_-]", "_", str(req.response_schema.get("title", "answer")))[:64]
         body["response_format"] = {"type": "json_schema",
@@ -100,9 +103,31 @@ class LoopPools:
                 pass
 
 
-async def send(pools: LoopPools, body: dict, timeout: float) -> tuple[str | None, str | None, int, int]:
-    """One HTTP attempt. Returns (text, finish_reason, prompt_tokens, completion_tokens) or
-    raises Retryable / Fatal (see `retry.classify`); anything else is unexpected."""
+def compact_logprobs(choice: dict) -> list | None:
+    """`choices[0].logprobs.content` of a chat completion as ``[[token, logprob, [[alt, logprob],
+    ...]], ...]`` (None when absent or not in the OpenAI shape)."""
+    lp = choice.get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if not isinstance(content, list):
+        return None
+    out = []
+    for t in content:
+        if not isinstance(t, dict) or not isinstance(t.get("token"), str):
+            return None
+        alts = [[a["token"], float(a["logprob"])] for a in (t.get("top_logprobs") or [])
+                if isinstance(a, dict) and isinstance(a.get("token"), str)
+                and isinstance(a.get("logprob"), (int, float))]
+        try:
+            out.append([t["token"], float(t.get("logprob")), alts])
+        except (TypeError, ValueError):
+            return None
+    return out
+
+
+async def send(pools: LoopPools, body: dict, timeout: float) -> tuple[str | None, str | None, int, int, list | None]:
+    """One HTTP attempt. Returns (text, finish_reason, prompt_tokens, completion_tokens, logprobs)
+    or raises Retryable / Fatal (see `retry.classify`); anything else is unexpected. `logprobs`
+    is `compact_logprobs` of the answer when the body asked for them, else None."""
     import httpx
     try:
         async with pools.sem:
@@ -128,6 +153,7 @@ async def send(pools: LoopPools, body: dict, timeout: float) -> tuple[str | None
         u = data.get("usage") or {}
         pt = int(u.get("prompt_tokens") or 0)
         ct = int(u.get("completion_tokens") or 0)
+        lps = compact_logprobs(choice) if body.get("logprobs") else None
     except (AttributeError, IndexError, TypeError, ValueError, KeyError) as e:
         raise Retryable("malformed_response", f"malformed response: {type(e).__name__}: {e}") from None
-    return text, finish, pt, ct
+    return text, finish, pt, ct, lps

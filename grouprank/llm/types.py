@@ -26,6 +26,9 @@ class LLMRequest:
     validate          parse + validate the answer text -> parsed value (stored in LLMResult.parsed);
                       raise ParseError on a bad/incomplete answer: one retry, then status "failed"
     temperature/top_p/max_tokens/seed   per-request overrides of the endpoint's sampling params
+    top_logprobs      ask for this many alternatives per generated token (sent only when the
+                      endpoint has `logprobs=True`; part of the cache key when set); they come
+                      back in LLMResult.logprobs
     tag               stage label for accounting (usage() is broken down per tag)
     meta              free for the caller (e.g. query/doc ids); not sent, not hashed
     """
@@ -38,6 +41,7 @@ class LLMRequest:
     top_p: float | None = None
     max_tokens: int | None = None
     seed: int | None = None
+    top_logprobs: int | None = None
     tag: str = ""
     meta: Any = field(default=None, compare=False)
 
@@ -45,7 +49,9 @@ class LLMRequest:
 @dataclass
 class LLMResult:
     """Outcome of one request. Never raised: a failure is status="failed" with `error` (reason,
-    API key scrubbed). `attempts` counts HTTP requests sent for it (0 when served from cache)."""
+    API key scrubbed). `attempts` counts HTTP requests sent for it (0 when served from cache).
+    `logprobs`: when the request asked for top_logprobs and the endpoint returned them, one entry
+    per generated token, ``[token, logprob, [[alternative, logprob], ...]]`` (also from the cache)."""
 
     text: str | None
     parsed: Any
@@ -60,6 +66,7 @@ class LLMResult:
     latency_s: float = 0.0
     tag: str = ""
     meta: Any = field(default=None, compare=False, repr=False)
+    logprobs: list | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:

@@ -3,12 +3,16 @@
 Counters per tag (a request's `tag`, e.g. a judge id):
   requests, ok, failed          requests finished (each exactly once)
   calls                         HTTP requests sent; cached_calls: answered without one
+  answers                       HTTP answers received (calls that did not fail in transport)
+  parse_failures                answers refused: failed validation, or cut at max_tokens
   retries, parse_retries        transport retries; answers asked again after failing validation
   prompt_tokens, completion_tokens                paid (as reported by the endpoint)
   cached_prompt_tokens, cached_completion_tokens  not paid again (answers from the cache)
   backoff_s                     seconds slept before retries
   errors                        {kind: count} (http_429, timeout, connection, parse, ...)
 Costs are derived at the endpoint's prices: cost_usd (paid tokens), saved_cost_usd (cached ones).
+Rates (`rates`): parse_failure_rate = parse_failures / answers, retry_rate = (retries +
+parse_retries) / calls (extra HTTP requests per request sent), failure_rate = failed / requests.
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ import weakref
 from collections import defaultdict
 from typing import Any
 
-COUNTERS = ("requests", "ok", "failed", "cached_calls", "calls", "retries", "parse_retries",
+COUNTERS = ("requests", "ok", "failed", "cached_calls", "calls", "answers", "parse_failures",
+            "retries", "parse_retries",
             "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cached_completion_tokens",
             "backoff_s")
 
@@ -41,7 +46,17 @@ def finish(d: dict, endpoint) -> dict:
     out["backoff_s"] = round(out["backoff_s"], 4)
     out["cost_usd"] = round(cost(d["prompt_tokens"], d["completion_tokens"], endpoint), 6)
     out["saved_cost_usd"] = round(cost(d["cached_prompt_tokens"], d["cached_completion_tokens"], endpoint), 6)
+    out.update(rates(out))
     return out
+
+
+def rates(d: dict) -> dict:
+    """parse_failure_rate, retry_rate, failure_rate of a counter (0.0 when nothing was counted)."""
+    def r(a, b):
+        return round(a / b, 4) if b else 0.0
+    return {"parse_failure_rate": r(d.get("parse_failures", 0), d.get("answers", 0)),
+            "retry_rate": r(d.get("retries", 0) + d.get("parse_retries", 0), d.get("calls", 0)),
+            "failure_rate": r(d.get("failed", 0), d.get("requests", 0))}
 
 
 class UsageBook:
@@ -109,4 +124,6 @@ def usage_report() -> dict:
             agg[k].update({kk: 0 for kk in COUNTERS + ("cost_usd", "saved_cost_usd")})
         for kk in COUNTERS + ("cost_usd", "saved_cost_usd"):
             agg[k][kk] += u[kk]
+    for v in agg.values():
+        v.update(rates(v))
     return agg

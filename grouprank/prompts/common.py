@@ -9,19 +9,20 @@ groupwise).
   replacing its ``<`` with ``‹``, so a document cannot close its block, fake an answer or pose
   as new instructions. The system prompts also say that document text is data, never
   instructions (`grouprank.judges.injection` flags documents that try anyway).
-- A ``<think>…</think>`` block of a reasoning model is ignored by the lenient parsers
-  (`strip_think`).
+- A ``<think>…</think>`` block of a reasoning model is ignored by the lenient parsers, and so is
+  an unfinished one (`strip_think`); `unfence` reads inside Markdown code fences.
 """
 from __future__ import annotations
 
 import re
+
+from grouprank.llm.parsing import THINK_RE, strip_think, unfence  # noqa: F401 - the one implementation
 
 # Tags a document (or query, or rationale) must not be able to open or close inside a prompt.
 _RESERVED_TAG = re.compile(r"<(\s*/?\s*(?:document|reason|answer|query|system|instructions?)\b)", re.I)
 
 QUERY_RE = re.compile(r"<query>\n(.*?)\n</query>", re.S)
 DOC_RE = re.compile(r'<document id="\[(\d+)\]">\n(.*?)\n</document>', re.S)
-THINK_RE = re.compile(r"<\s*think\s*>.*?<\s*/\s*think\s*>", re.I | re.S)
 
 
 def defuse(text: str) -> str:
@@ -54,11 +55,6 @@ def render_docs(docs: list[str], max_doc_chars: int | None) -> str:
 def chat(system: str, user: str) -> list[dict]:
     """The two chat messages every scoring prompt sends."""
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
-
-def strip_think(text: str) -> str:
-    """`text` with every ``<think>…</think>`` block replaced by a space."""
-    return THINK_RE.sub(" ", text)
 
 
 def extract_query_and_docs(user_text: str) -> tuple[str | None, list[tuple[int, str]]]:

@@ -209,6 +209,8 @@ def validator(n_docs: int):
         if not pg.ok:
             raise ParseError(f"groupwise answer {pg.status}: {pg.error}", retryable=True)
         return pg
+    # an ok answer has its closing </answer>: complete even when the model talked on to max_tokens
+    validate.accepts_truncated = True
     return validate
 
 

@@ -25,13 +25,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from grouprank.llm.parsing import extract_json
+from grouprank.llm.parsing import extract_json, strip_think, unfence
 from grouprank.llm.types import LLMRequest, ParseError
 from grouprank.text import normalize_query
 
 from . import templates as T
 
-_THINK = re.compile(r"<think(?:ing)?>.*?</think(?:ing)?>", re.S | re.I)
 _LABEL_LINE = re.compile(r"(?im)^[ \t>*_#-]*(?:generated\s+|search\s+)?(query|question|post|keywords?)"
                          r"[ \t*_]*[:\-][ \t*_]*(.*)$")
 _PREAMBLE = re.compile(r"(?i)^\s*(?:sure|okay|ok|certainly|of course)?[!,. ]*"
@@ -81,9 +80,13 @@ def extract_query(text: str) -> tuple[str, str]:
     `how` is one of json, label, text."""
     if text is None or not str(text).strip():
         raise ParseError("empty answer")
-    t = _THINK.sub(" ", str(text)).strip()
+    t = strip_think(str(text)).strip()
     if not t:
         raise ParseError("answer holds only a <think> block")
+    if "```" in t:
+        inner = unfence(t).strip()
+        if inner and not _JSONISH.search(inner):  # a fenced plain-text query
+            t = inner
     if _JSONISH.search(t):
         try:
             q = _from_json(extract_json(t))

@@ -55,16 +55,6 @@ def rl_dataset(rows: list[dict]):
     return Dataset.from_list(out)
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a reranker examples table (Parquet; JSONL also accepted)."""
-    p = Path(path)
-    if p.suffix in (".jsonl", ".json"):
-        import json
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-    import pyarrow.parquet as pq
-    return pq.read_table(p).to_pylist()
-
-
 # --------------------------------------------------------------------------- trainer configs
 
 def make_sft_config(rc, output_dir: str | Path, seed: int = 13, **overrides):

@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
 
     from grouprank import executor
-    from grouprank.stages import all_stages
+    from grouprank.stage_list import all_stages
     stages = all_stages()
     results: dict[str, dict] = {}
     reused: list[str] = []

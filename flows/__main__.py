@@ -12,7 +12,7 @@ import json
 import sys
 
 def flow_names() -> list[str]:
-    from grouprank.stages import all_stages
+    from grouprank.stage_list import all_stages
     return ["synthesize"] + [s.cli_name for s in all_stages().values()]
 
 

@@ -21,7 +21,7 @@ from prefect.context import get_run_context
 from grouprank.config import RunConfig
 
 from grouprank.executor import stage_inputs, stale_outputs
-from grouprank.stages import levels, plan
+from grouprank.stage_list import levels, plan
 
 from flows import artifacts
 from flows.tasks import _library_logging, describe, ensure_llm_limit, stage_task

@@ -1,4 +1,4 @@
-"""One Prefect flow per pipeline stage, generated from the stage list (`grouprank.stages`).
+"""One Prefect flow per pipeline stage, generated from the stage list (`grouprank.stage_list`).
 
 `<command>_flow` (e.g. `judge_flow`, `fuse_labels_flow`, `train_retriever_flow`) runs that stage and
 the stages it needs; each needed stage comes from the cache when nothing it depends on changed.
@@ -6,7 +6,7 @@ Deployment entrypoints: `flows/stage_flows.py:<command>_flow` (see prefect.yaml)
 """
 from __future__ import annotations
 
-from grouprank.stages import all_stages
+from grouprank.stage_list import all_stages
 
 from flows.dag import stage_flow
 

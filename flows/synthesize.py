@@ -3,7 +3,7 @@
     load -> mine_queries -> retrieve -> judge -> fuse -> build_datasets
          -> [export, train_retriever, train_reranker] -> evaluate
 
-(the stage list comes from `grouprank.stages`, the wiring from the stages' declared inputs; stages in one bracket run in
+(the stage list comes from `grouprank.stage_list`, the wiring from the stages' declared inputs; stages in one bracket run in
 parallel on the task runner). Every stage is a cached, persisted, retried Prefect task
 (`flows.tasks.run_stage`); a rerun with the same configuration recomputes nothing and sends no
 LLM call. Artifacts: see `flows.artifacts`. The run summary goes to `<work_dir>/run_summary.json`.

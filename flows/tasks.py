@@ -32,7 +32,7 @@ from prefect.utilities.hashing import hash_objects
 from grouprank import executor
 from grouprank.config import RunConfig
 from grouprank.stage import Stage
-from grouprank.stages import all_stages
+from grouprank.stage_list import all_stages
 
 LLM_LIMIT = "llm"
 DEFAULT_LLM_LIMIT = int(os.environ.get("GROUPRANK_LLM_CONCURRENCY", "16"))

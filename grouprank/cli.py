@@ -1,6 +1,6 @@
 """The `grouprank` command.
 
-One command per pipeline stage, generated from the stage list (`grouprank.stages`): it runs the
+One command per pipeline stage, generated from the stage list (`grouprank.stage_list`): it runs the
 stage, and first the stages it needs unless their finished outputs are still valid (the same
 resume rule as the Prefect flows). Every declared input can be fed from a file instead
 (`--<input> PATH`). `run` runs the pipeline in-process; the other commands (collections, rerank)
@@ -18,11 +18,11 @@ import sys
 from grouprank.config import add_config_args, config_from_args
 
 # modules exposing register(subparsers) for the commands that are not one stage
-COMMAND_MODULES = ["grouprank.commands.collections", "grouprank.commands.rerank"]
+COMMAND_MODULES = ["grouprank.commands.collections", "grouprank.commands.rerank", "grouprank.commands.llm"]
 
 
 def _producer(stage) -> dict[str, str]:
-    from grouprank.stages import wiring_of
+    from grouprank.stage_list import wiring_of
     return {name: src for name, (src, _) in wiring_of(stage.name).items()}
 
 
@@ -80,7 +80,7 @@ def _run_all(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from grouprank.stages import all_stages
+    from grouprank.stage_list import all_stages
     parser = argparse.ArgumentParser(prog="grouprank", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the pipeline in this process, without Prefect (the main job is "

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from grouprank.config import RunConfig
 from grouprank.paths import REPO_ROOT
 from grouprank.stage import Stage, StageContext, StageResult, TableOut
-from grouprank.stages import all_stages, plan, wiring_of
+from grouprank.stage_list import all_stages, plan, wiring_of
 
 log = logging.getLogger("grouprank.executor")
 

@@ -10,7 +10,7 @@
     def run(inputs: dict, cfg: RunConfig, ctx: StageContext) -> StageResult: ...
 
 - An input is named after the output that feeds it (`judgments` above is the judge stage's
-  `judgments`); `grouprank.stages` derives the wiring from these names, so it is written nowhere else.
+  `judgments`); `grouprank.stage_list` derives the wiring from these names, so it is written nowhere else.
 - Table ports carry their `data_schemas` table: the executor reads an input table and hands the stage
   an Arrow table; the stage returns an Arrow table (or `TableOut` with metadata) and the executor
   writes it. Stages never read or write their stage Parquet files themselves.

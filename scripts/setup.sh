@@ -12,10 +12,18 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$PY" -m venv "$VENV"
 fi
 if [[ ! -f "$STAMP" ]] || ! grep -qx "$want" "$STAMP" 2>/dev/null; then
-  echo "[setup] installing grouprank and its dependencies (first time: ~2-3 minutes)"
+  echo "[setup] installing grouprank and its dependencies (first time: ~8 minutes, llama.cpp is compiled)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   # torch first, pinned: the CPU build of exactly this version lies on the machine.
   "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+  # llama-cpp-python has no binary wheel here: pip compiles llama.cpp once (pip caches the wheel).
+  # CPU-only whatever GPU toolkit the machine has, all cores for the compiler. Installed on its own
+  # (the pin read from pyproject.toml) so that the editable install's --config-settings, meant
+  # for setuptools, never reach its scikit-build-core backend (which refuses unknown settings).
+  export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=OFF -DGGML_HIP=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DLLAMA_CURL=OFF}"
+  export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
+  llama_pin="$(grep -o '"llama-cpp-python\[server\]==[^"]*"' "$ROOT/pyproject.toml" | tr -d '"')"
+  "$VENV/bin/python" -m pip install -q "${llama_pin:-llama-cpp-python[server]}"
   "$VENV/bin/python" -m pip install -q -e "$ROOT[test]" --config-settings editable_mode=compat
   echo "$want" > "$STAMP"
 else

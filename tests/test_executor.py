@@ -12,7 +12,7 @@ from data_schemas import QUERIES, RUNS, SchemaError
 from grouprank import executor
 from grouprank.config import JudgeSpec, RunConfig
 from grouprank.stage import Stage, StageResult, TableOut, file, table
-from grouprank.stages import all_stages, levels, plan, upstream, wiring, wiring_of
+from grouprank.stage_list import all_stages, levels, plan, upstream, wiring, wiring_of
 
 REPO = Path(__file__).resolve().parents[1]
 ORDER = ["load", "mine_queries", "retrieve", "judge", "fuse", "build_datasets", "export", "train_retriever",

@@ -32,7 +32,7 @@ ARTIFACT_KINDS = {"summary": "markdown", "stage-counts": "table", "grade-distrib
 
 
 def _expected_stages() -> list[str]:
-    from grouprank.stages import all_stages
+    from grouprank.stage_list import all_stages
     return list(all_stages())
 
 

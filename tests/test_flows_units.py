@@ -11,7 +11,7 @@ import yaml
 
 from grouprank.config import JudgeSpec, RunConfig
 
-from grouprank.stages import all_stages
+from grouprank.stage_list import all_stages
 
 from flows import artifacts
 from flows.runners import make_task_runner

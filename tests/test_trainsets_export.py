@@ -17,7 +17,7 @@ from data_schemas.base import read_extra
 from grouprank.config import RunConfig
 from grouprank.trainsets.human import labels_from_qrels
 from grouprank.executor import run_stage
-from grouprank.stages import all_stages
+from grouprank.stage_list import all_stages
 from grouprank.trainsets.export_stage import VIEWS
 
 N_QUERIES = 6

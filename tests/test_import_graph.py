@@ -131,3 +131,31 @@ def test_library_never_imports_prefect():
     _, names = import_graph()
     offenders = {m for m, ns in names.items() if any(n == "prefect" or n.startswith("prefect.") for n in ns)}
     assert not offenders, offenders
+
+
+def confusable(names: set[str]) -> list[tuple[str, str]]:
+    """Pairs of names that differ only by a short suffix (retrieval/retriever, mine/mining, stage/stages);
+    checked among the modules and packages of one package."""
+    out = []
+    for a in sorted(names):
+        for b in sorted(names):
+            if a >= b:
+                continue
+            n = 0
+            while n < min(len(a), len(b)) and a[n] == b[n]:
+                n += 1
+            if n >= 3 and len(a) - n <= 3 and len(b) - n <= 3:
+                out.append((a, b))
+    return out
+
+
+def test_confusable_finder_and_no_confusable_module_names():
+    assert confusable({"retrieval", "retriever", "mine", "mining", "stage", "stages", "local_judge",
+                       "local_scorer", "stage_list"}) == [("mine", "mining"), ("retrieval", "retriever"),
+                                                          ("stage", "stages")]
+    siblings: dict[str, set[str]] = {}
+    for name in _modules(ROOT):
+        parent, _, leaf = name.rpartition(".")
+        siblings.setdefault(parent, set()).add(leaf)
+    assert {p: confusable(n) for p, n in siblings.items() if confusable(n)} == {}
+    assert not list(ROOT.rglob("local_responder.py")) and not list(ROOT.rglob("*fake*server*.py"))

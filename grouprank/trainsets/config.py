@@ -28,7 +28,14 @@ class DatasetsConfig(Section):
         "judgments exist, else fused")
     # --- retriever examples
     positive_grade: int = Field(2, description="grade >= this is a positive")
-    negatives_per_example: int = Field(4, ge=0, description="hard negatives per exported row")
+    negatives_per_example: int = Field(1, ge=0, description="hard negatives per example: the build keeps "
+                                       "this many, the export's retriever/ view has exactly this many columns, "
+                                       "and it equals the retriever training's default n_negatives (1), so the "
+                                       "exported view reproduces what the run trained with")
+    human_guard: bool = Field(True, description="where a mined query carries human qrels (the collection's "
+                              "qrels for the same query id), no document humans cite for it becomes a hard "
+                              "negative; the disagreement with the synthetic grades is reported. Off: the data "
+                              "uses no human label at all (the e2e bench's synthetic arm)")
     negative_max_grade: int = Field(0, description="a hard negative has grade <= this")
     false_negative_margin: float = Field(0.05, ge=0.0, description="drop a negative whose per-query "
                                          "min-max normalised fused score is >= the positive's minus this")

@@ -13,6 +13,11 @@ Per kept query with labels:
     2. `grade_at_or_above_positive` — grade >= positive_grade: a positive, never a negative;
     3. `grade_above_negative_max`  — negative_max_grade < grade < positive_grade: ambiguous middle grades;
     4. `duplicate_text`        — same text (whitespace/case-normalised) as one of the query's positives;
+    4b. `human_positive`       — only with `human` (query id -> doc ids humans cited as relevant, from
+       the collection's qrels, when the query carries them and `datasets.human_guard` allows it): a
+       document humans cite for the query is never its hard negative, whatever the synthetic grade.
+       Counted after rules 1–4, so the count is the human positives the synthetic labels alone
+       would have exported as negatives; `human_disagreement` in the stats reports them;
     5. `fused_margin` (pairs)  — normalised fused score >= the positive's − margin (scores min-max
        normalised per query over its labelled documents, since fusion methods differ in scale):
        the judges barely separate it from the positive;
@@ -31,7 +36,7 @@ from data_schemas import RETRIEVER_EXAMPLES
 
 from .common import QueryLabels, counter_add
 
-RULES = ("unlabelled", "grade_at_or_above_positive", "grade_above_negative_max", "duplicate_text")
+RULES = ("unlabelled", "grade_at_or_above_positive", "grade_above_negative_max", "duplicate_text", "human_positive")
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,10 @@ def duplicate_text_key(t: str) -> str:
 
 
 def guard_pool(ql: QueryLabels, pool: list[str], spec: GuardSpec, texts: Mapping[str, str] | None,
-               positives: list[str], stats: dict | None = None) -> list[str]:
-    """Rules 1–4 (independent of which positive): the query's eligible negatives, pool order kept
-    (then `margin_filter` per positive)."""
+               positives: list[str], stats: dict | None = None,
+               human_positives: set[str] | frozenset = frozenset()) -> list[str]:
+    """Rules 1–4b (independent of which positive): the query's eligible negatives, pool order kept
+    (then `margin_filter` per positive). `human_positives`: documents humans cite for this query."""
     stats = stats if stats is not None else {}
     pos_texts = {duplicate_text_key(texts[p]) for p in positives if texts and p in texts}
     out: list[str] = []
@@ -78,6 +84,9 @@ def guard_pool(ql: QueryLabels, pool: list[str], spec: GuardSpec, texts: Mapping
         if texts is not None and d in texts and duplicate_text_key(texts[d]) in pos_texts:
             counter_add(stats, "guard_duplicate_text")
             continue
+        if d in human_positives:
+            counter_add(stats, "guard_human_positive")
+            continue
         out.append(d)
     return out
 
@@ -93,10 +102,49 @@ def margin_filter(ql: QueryLabels, eligible: list[str], positive: str, spec: Gua
     return keep
 
 
+def human_positive_map(qrels, query_ids) -> dict[str, set[str]]:
+    """query id -> doc ids with a human grade >= 1, for the given (mined, kept) query ids only.
+    `qrels`: a QRELS-like Arrow table (query_id, doc_id, grade), or None."""
+    if qrels is None:
+        return {}
+    keep = set(map(str, query_ids))
+    out: dict[str, set[str]] = {}
+    for q, d, g in zip(qrels.column("query_id").to_pylist(), qrels.column("doc_id").to_pylist(),
+                       qrels.column("grade").to_pylist()):
+        if str(q) in keep and g is not None and int(g) >= 1:
+            out.setdefault(str(q), set()).add(str(d))
+    return out
+
+
+def human_disagreement(labels: dict[str, QueryLabels], human: Mapping[str, set[str]], spec: GuardSpec) -> dict:
+    """How the synthetic grades treat the human-cited (query, document) pairs the pools hold."""
+    in_pools = below = 0
+    by_grade: dict[str, int] = {}
+    queries_below: set[str] = set()
+    for q, docs in human.items():
+        ql = labels.get(q)
+        if ql is None:
+            continue
+        for d in docs:
+            g = ql.grades.get(d)
+            if g is None:
+                continue
+            in_pools += 1
+            by_grade[str(int(g))] = by_grade.get(str(int(g)), 0) + 1
+            if g < spec.positive_grade:
+                below += 1
+                queries_below.add(q)
+    return {"queries_with_human_qrels": len(human), "human_positive_pairs": sum(len(v) for v in human.values()),
+            "human_positive_pairs_labelled": in_pools, "synthetic_grade_of_human_positives": dict(sorted(by_grade.items())),
+            "human_positives_below_positive_grade": below, "queries_with_such_pairs": len(queries_below)}
+
+
 def build_retriever_examples(labels: dict[str, QueryLabels], queries: Mapping[str, str], docs: Mapping[str, str],
                              candidates: Mapping[str, list[str]] | None, spec: GuardSpec,
-                             stats: dict | None = None) -> tuple[pa.Table, dict]:
-    """-> (RETRIEVER_EXAMPLES table, stats). `candidates`: query_id -> doc ids in retrieval order."""
+                             stats: dict | None = None,
+                             human: Mapping[str, set[str]] | None = None) -> tuple[pa.Table, dict]:
+    """-> (RETRIEVER_EXAMPLES table, stats). `candidates`: query_id -> doc ids in retrieval order.
+    `human`: query id -> human-cited doc ids (rule 4b; `human_positive_map`), or None."""
     stats = stats if stats is not None else {}
     for r in RULES:
         stats.setdefault(f"guard_{r}", 0)
@@ -126,7 +174,8 @@ def build_retriever_examples(labels: dict[str, QueryLabels], queries: Mapping[st
             pool = list(ql.doc_ids)
         pool = [d for d in pool if d in docs]
         counter_add(stats, "negative_candidates_considered", len(pool))
-        eligible = guard_pool(ql, pool, spec, docs, positives, stats)
+        eligible = guard_pool(ql, pool, spec, docs, positives, stats,
+                              human_positives=(human or {}).get(qid, frozenset()))
         counter_add(stats, "negative_candidates_eligible", len(eligible))
         norm = ql.norm_fused()
         margin_dropped: set[str] = set()
@@ -139,6 +188,9 @@ def build_retriever_examples(labels: dict[str, QueryLabels], queries: Mapping[st
                          "positive_grade": ql.grades[p], "negative_doc_ids": negs,
                          "negatives": [docs[d] for d in negs], "negative_grades": [ql.grades[d] for d in negs]})
         counter_add(stats, "guard_fused_margin_docs", len(margin_dropped))
+    if human:
+        stats["human_disagreement"] = {**human_disagreement(labels, human, spec),
+                                       "human_positives_kept_out_of_negatives": stats["guard_human_positive"]}
     stats["retriever_examples"] = len(rows)
     stats["retriever_queries"] = len({r["query_id"] for r in rows})
     stats["retriever_examples_full_negatives"] = n_full

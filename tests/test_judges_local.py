@@ -84,3 +84,18 @@ def test_local_judge_scores_pairs_with_real_models(dl19_bits, use_e5):
     # a text outside the background corpus still gets a score (term overlap stands in for BM25)
     s = scorer.score_texts(pool.queries[q], ["completely unrelated words about volcano geology"])
     assert 0 <= s[0] <= 10 and scorer.stats["texts_unmapped"] == 1
+
+
+def test_fit_calibration_can_pin_a_feature_to_zero():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(2000, 2))
+    y = np.digitize(X[:, 0] + X[:, 1] + rng.logistic(size=2000) * 0.3, [-1.0, 0.0, 1.0])
+    free = fit_calibration(X, y, ("a", "b"), iters=600)
+    pinned = fit_calibration(X, y, ("a", "b"), iters=600, exclude=("b",))
+    assert free.weights[1] > 0.5 and pinned.weights[1] == 0.0 and pinned.weights[0] > 0
+    assert pinned.excluded == ["b"] and free.excluded == []
+    assert Calibration.from_json(pinned.to_json()).excluded == ["b"]
+    # the field does not change the identity of calibrations that pin nothing
+    assert '"excluded"' not in free.to_json()
+    with pytest.raises(ValueError, match="not in"):
+        fit_calibration(X, y, ("a", "b"), exclude=("c",))

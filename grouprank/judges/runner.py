@@ -83,6 +83,7 @@ def make_local_scorer(pool: JudgePool, spec, background: dict[str, str] | None =
     backend = rc.dense_backend if rc is not None else "torch"
     return LocalScorer(background if background is not None else pool.docs, use_e5=spec.local_e5,
                        use_mpnet=getattr(spec, "local_mpnet", False),
+                       mpnet_max_seq_length=getattr(spec, "local_mpnet_max_tokens", 256),
                        bm25_params=bm25, embed_cache=cache, dense_backend=backend, indexes=indexes)
 
 

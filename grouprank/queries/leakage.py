@@ -104,3 +104,64 @@ def find_leaks(texts: Sequence[str], evals: Sequence[EvalQuery], embed: Callable
             e = evals[j]
             out[i] = Leak(e.query_id, e.eval_set, via, cos, lex, lk)
     return out
+
+
+def leakage_precision(queries, qrels, *, eval_split: str = "test", mined_split: str | None = None,
+                      near_identical: float = 0.85, eval_queries=None) -> dict:
+    """How many of the queries the guard removed (QUERIES rows with decision "leakage") are real
+    leaks by the human labels: they share an evidence document (a qrels doc with grade >= 1) with
+    the evaluation query they were matched to, or with any evaluation query, or are a near-identical
+    text (lexical similarity >= `near_identical`, the guard's own measure) of the matched one.
+    Only removed queries that carry qrels of their own (their `split`, or `mined_split`) can be
+    checked by evidence; the others count in `removed_without_qrels`. `eval_queries`: the
+    collection's queries (for the evaluation queries' texts; default: `queries`).
+
+    queries / qrels: QUERIES and QRELS as Arrow tables or DataFrames. -> counts and precisions."""
+    import re
+
+    import pandas as pd
+    qt = queries.to_pandas() if hasattr(queries, "to_pandas") else pd.DataFrame(queries)
+    qr = qrels.to_pandas() if hasattr(qrels, "to_pandas") else pd.DataFrame(qrels)
+    qr = qr[qr["grade"] >= 1]
+    ev = qr[qr["split"] == eval_split] if "split" in qr.columns else qr
+    ev_docs: dict[str, set[str]] = {}
+    for q, d in zip(ev["query_id"].astype(str), ev["doc_id"].astype(str)):
+        ev_docs.setdefault(q, set()).add(d)
+    all_ev_docs = set().union(*ev_docs.values()) if ev_docs else set()
+    own = qr if mined_split is None or "split" not in qr.columns else qr[qr["split"] == mined_split]
+    own_docs: dict[str, set[str]] = {}
+    for q, d in zip(own["query_id"].astype(str), own["doc_id"].astype(str)):
+        own_docs.setdefault(q, set()).add(d)
+    texts = dict(zip(qt["query_id"].astype(str), qt["text"].astype(str)))
+    if eval_queries is not None:
+        eq = eval_queries.to_pandas() if hasattr(eval_queries, "to_pandas") else pd.DataFrame(eval_queries)
+        texts.update({k: v for k, v in zip(eq["query_id"].astype(str), eq["text"].astype(str)) if k not in texts})
+    removed = qt[qt["decision"] == "leakage"]
+    n = same = anyq = near = real = no_qrels = 0
+    by_via: dict[str, dict[str, int]] = {}
+    for qid, det in zip(removed["query_id"].astype(str), removed["decision_detail"].fillna("")):
+        m = re.search(r"eval=(\S+)", det)
+        via = (re.search(r"via=(\S+)", det) or [None, "unknown"])[1]
+        e = m.group(1) if m else None
+        n += 1
+        b = by_via.setdefault(via, {"removed": 0, "real": 0})
+        b["removed"] += 1
+        docs = own_docs.get(qid)
+        s = bool(docs and e is not None and docs & ev_docs.get(e, set()))
+        a = bool(docs and docs & all_ev_docs)
+        nt = False
+        if e is not None and e in texts:
+            lex, _ = lexical_similarity(normalize_query(texts[qid]), normalize_query(texts[e]), normalized=True)
+            nt = lex is not None and lex >= near_identical
+        if not docs:
+            no_qrels += 1
+        same += s
+        anyq += a
+        near += nt
+        ok = s or a or nt
+        real += ok
+        b["real"] += ok
+    return {"removed": n, "removed_without_qrels": no_qrels,
+            "sharing_evidence_with_matched": same, "sharing_evidence_with_any_eval": anyq,
+            "near_identical_to_matched": near, "real_leaks": real,
+            "precision": (real / n) if n else None, "by_via": by_via}

@@ -20,7 +20,17 @@ class RetrieverTrainConfig(Section):
     lr: float = 2e-5
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = 0.01
-    loss: Literal["mnrl", "cached_mnrl"] = "mnrl"
+    loss: Literal["mnrl", "cached_mnrl", "margin_mse", "distill_kl", "mnrl+margin_mse"] = Field(
+        "mnrl", description="mnrl / cached_mnrl: contrastive (in-batch + hard negatives); margin_mse: "
+        "sentence-transformers MarginMSELoss on the teacher's soft scores of (positive, negatives); "
+        "distill_kl: DistillKLDivLoss on the same scores; mnrl+margin_mse: both, summed "
+        "(margin_mse_weight). The distillation losses need the labels input (teacher scores)")
+    distill_judge: str | None = Field("local", description="distillation teacher: the 0-10 score of this "
+                                      "judge (LABELS.judge_scores); None or absent: the per-query "
+                                      "min-max normalised fused score")
+    distill_scale: float = Field(0.1, gt=0, description="teacher score multiplier (0-10 -> 0-1, the "
+                                 "cosine's range)")
+    margin_mse_weight: float = Field(1.0, ge=0, description="mnrl+margin_mse: weight of the MarginMSE term")
     mini_batch_size: int = Field(16, description="cached_mnrl: GradCache mini-batch size")
     scale: float = Field(20.0, description="MNRL temperature inverse (similarity scale)")
     n_negatives: int | None = Field(1, ge=0, description="hard negatives per example (columns "

@@ -135,13 +135,44 @@ def resolve_n_negatives(df: pd.DataFrame, n_negatives: int | None) -> int:
     return min(lens) if lens else 0
 
 
+def teacher_scores(labels, judge: str | None = "local", scale: float = 0.1) -> dict[tuple[str, str], float]:
+    """The distillation teacher's soft score of every labelled (query, document): `scale` x the
+    0-10 score of judge `judge` in LABELS.judge_scores; where that judge has no score (or
+    judge is None), the per-query min-max normalised fused score (in [0, 1]) instead."""
+    import json
+
+    from data_schemas import LABELS
+    from grouprank.trainsets.common import as_table, labels_by_query
+    t = as_table(labels, LABELS)
+    by_q = labels_by_query(t)
+    norm = {q: ql.norm_fused() for q, ql in by_q.items()}
+    out: dict[tuple[str, str], float] = {}
+    for q, d, js in zip(t.column("query_id").to_pylist(), t.column("doc_id").to_pylist(),
+                        t.column("judge_scores").to_pylist()):
+        q, d = str(q), str(d)
+        v = None
+        if judge is not None and js:
+            try:
+                v = json.loads(js).get(judge)
+            except (TypeError, ValueError):
+                v = None
+        out[(q, d)] = float(v) * scale if isinstance(v, (int, float)) else float(norm[q][d])
+    return out
+
+
 def to_training_frame(df: pd.DataFrame, n_negatives: int | None, *, drop_short: bool = True,
-                      seed: int = 13) -> tuple[pd.DataFrame, dict[str, Any]]:
+                      seed: int = 13, teacher: dict[tuple[str, str], float] | None = None
+                      ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Fixed-width text frame `anchor, positive, negative_1..n` for the trainer, plus stats.
 
     Rows with fewer than n negatives are dropped (`drop_short`) or topped up with documents
     drawn at random from *other* queries' positives/negatives (random negatives; a document that
-    is a positive of this query is never drawn)."""
+    is a positive of this query is never drawn).
+
+    `teacher` ((query id, doc id) -> soft score, `teacher_scores`): adds the `label` column the
+    distillation losses read, [s(positive), s(negative_1), ..., s(negative_n)]; a topped-up random
+    negative (another query's document) scores 0; a row whose positive or hard negative the teacher
+    did not score is dropped (`rows_dropped_no_teacher`)."""
     n = resolve_n_negatives(df, n_negatives)
     rng = random.Random(seed)
     pool: list[tuple[str, str, str]] = []  # (query_id, doc_id, text) of every document in the data
@@ -155,9 +186,10 @@ def to_training_frame(df: pd.DataFrame, n_negatives: int | None, *, drop_short: 
     positives_of: dict[str, set[str]] = {}
     for q, d in zip(df["query_id"], df["positive_doc_id"]):
         positives_of.setdefault(q, set()).add(d)
-    rows, dropped, topped = [], 0, 0
+    rows, dropped, topped, no_teacher = [], 0, 0, 0
     for r in df.itertuples(index=False):
         negs = list(r.negatives[:n])
+        neg_ids = list(r.negative_doc_ids[:n])
         if len(negs) < n:
             if drop_short:
                 dropped += 1
@@ -171,6 +203,7 @@ def to_training_frame(df: pd.DataFrame, n_negatives: int | None, *, drop_short: 
                     continue
                 have.add(d)
                 negs.append(t)
+                neg_ids.append(None)
             if len(negs) < n:
                 dropped += 1
                 continue
@@ -178,11 +211,20 @@ def to_training_frame(df: pd.DataFrame, n_negatives: int | None, *, drop_short: 
         row = {"anchor": r.anchor, "positive": r.positive}
         for i, t in enumerate(negs, 1):
             row[f"negative_{i}"] = t
+        if teacher is not None:
+            keys = [(r.query_id, r.positive_doc_id)] + [(r.query_id, d) for d in neg_ids if d is not None]
+            if any(k not in teacher for k in keys):
+                no_teacher += 1
+                continue
+            row["label"] = [float(teacher[(r.query_id, r.positive_doc_id)])] + \
+                [float(teacher[(r.query_id, d)]) if d is not None else 0.0 for d in neg_ids]
         rows.append(row)
-    cols = ["anchor", "positive"] + [f"negative_{i}" for i in range(1, n + 1)]
+    cols = ["anchor", "positive"] + [f"negative_{i}" for i in range(1, n + 1)] + \
+        (["label"] if teacher is not None else [])
     out = pd.DataFrame(rows, columns=cols)
     stats = {"rows_in": int(len(df)), "rows_out": int(len(out)), "rows_dropped_short": int(dropped),
              "rows_topped_up": int(topped), "n_negatives": int(n),
+             **({"rows_dropped_no_teacher": int(no_teacher)} if teacher is not None else {}),
              "queries": int(df["query_id"].nunique())}
     return out, stats
 

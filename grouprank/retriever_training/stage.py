@@ -160,7 +160,15 @@ def train_retriever(cfg, **inputs: Any) -> dict:
         outputs["run_before"] = _runs_table(run_b, "base")
 
     # --- round 0 (+ re-mining rounds)
-    frame, fstats = to_training_frame(train_ex, rc.n_negatives, drop_short=rc.drop_short, seed=cfg.seed)
+    teacher = None
+    from .train import DISTILL_LOSSES
+    if rc.loss in DISTILL_LOSSES:
+        if labels is None:
+            raise ValueError(f"retriever.loss={rc.loss!r} distils the teacher's scores: it needs the labels input")
+        from .data import teacher_scores
+        teacher = teacher_scores(labels, rc.distill_judge, rc.distill_scale)
+    frame, fstats = to_training_frame(train_ex, rc.n_negatives, drop_short=rc.drop_short, seed=cfg.seed,
+                                      teacher=teacher)
     stats.update({f"data_{k}": v for k, v in fstats.items()})
     model_dir = out / "model"
     rounds: list[dict] = []
@@ -174,7 +182,8 @@ def train_retriever(cfg, **inputs: Any) -> dict:
         t = time.perf_counter()
         train_ex, rstats = _remine(cfg, res, train_ex, documents, labels, frame_negatives=fstats["n_negatives"])
         timings[f"remine_{rnd}_s"] = time.perf_counter() - t
-        frame, fstats = to_training_frame(train_ex, fstats["n_negatives"], drop_short=rc.drop_short, seed=cfg.seed + rnd)
+        frame, fstats = to_training_frame(train_ex, fstats["n_negatives"], drop_short=rc.drop_short, seed=cfg.seed + rnd,
+                                          teacher=teacher)
         t = time.perf_counter()
         res = train_model(frame, rc, model_dir, model=res.model, seed=cfg.seed + rnd)
         timings[f"train_round{rnd}_s"] = time.perf_counter() - t

@@ -71,14 +71,51 @@ def load_model(model: str, *, max_seq_length: int | None = 256, device: str | No
     return st
 
 
+DISTILL_LOSSES = ("margin_mse", "distill_kl", "mnrl+margin_mse")
+
+
 def make_loss(model, tcfg):
+    """The configured loss. The distillation losses read the dataset's `label` column: per row the
+    teacher's scores [s(q, positive), s(q, negative_1), ...] (data.add_teacher_labels)."""
     from sentence_transformers.sentence_transformer.losses import (CachedMultipleNegativesRankingLoss,
+                                                                   DistillKLDivLoss, MarginMSELoss,
                                                                    MultipleNegativesRankingLoss)
     if tcfg.loss == "cached_mnrl":
         return CachedMultipleNegativesRankingLoss(model, scale=tcfg.scale, mini_batch_size=tcfg.mini_batch_size)
     if tcfg.loss == "mnrl":
         return MultipleNegativesRankingLoss(model, scale=tcfg.scale)
+    if tcfg.loss == "margin_mse":
+        return MarginMSELoss(model)
+    if tcfg.loss == "distill_kl":
+        return DistillKLDivLoss(model)
+    if tcfg.loss == "mnrl+margin_mse":
+        return _SumLoss(model, [MultipleNegativesRankingLoss(model, scale=tcfg.scale), MarginMSELoss(model)],
+                        [1.0, float(tcfg.margin_mse_weight)])
     raise ValueError(f"unknown retriever loss {tcfg.loss!r}")
+
+
+def _SumLoss(model, losses, weights):
+    """Weighted sum of losses that share one forward pass (each has compute_loss_from_embeddings)."""
+    import torch
+    from sentence_transformers.base.losses.merged_forward import embed_columns
+
+    class SumLoss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.parts = torch.nn.ModuleList(losses)
+            self.weights = list(weights)
+
+        def forward(self, sentence_features, labels):
+            emb = embed_columns(self.model, sentence_features)
+            return sum(w * part.compute_loss_from_embeddings(emb, labels)
+                       for w, part in zip(self.weights, self.parts))
+
+        @property
+        def citation(self) -> str:
+            return ""
+
+    return SumLoss()
 
 
 def training_arguments(tcfg, output_dir: str | Path, n_rows: int, seed: int = 13):
@@ -121,6 +158,8 @@ def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model
     `base_model` (default `tcfg.base_model`)."""
     if len(frame) == 0:
         raise ValueError("no training examples (every row was dropped: see the data stats)")
+    if tcfg.loss in DISTILL_LOSSES and "label" not in frame.columns:
+        raise ValueError(f"loss {tcfg.loss!r} needs teacher scores (a 'label' column): give the labels input")
     offline()
     from sentence_transformers import SentenceTransformerTrainer
     from .data import to_dataset

@@ -134,7 +134,9 @@ def human_disagreement(labels: dict[str, QueryLabels], human: Mapping[str, set[s
             if g < spec.positive_grade:
                 below += 1
                 queries_below.add(q)
-    return {"queries_with_human_qrels": len(human), "human_positive_pairs": sum(len(v) for v in human.values()),
+    labelled = [q for q in human if q in labels]
+    return {"queries_with_human_qrels": len(labelled),
+            "human_positive_pairs": sum(len(human[q]) for q in labelled),
             "human_positive_pairs_labelled": in_pools, "synthetic_grade_of_human_positives": dict(sorted(by_grade.items())),
             "human_positives_below_positive_grade": below, "queries_with_such_pairs": len(queries_below)}
 

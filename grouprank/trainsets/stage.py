@@ -50,7 +50,7 @@ def build_datasets(dc, *, documents, queries, labels, candidates=None, judgments
                                          grade_scale=max(int(grade_scale), int(observed), 1), stats=stats)
     human = None
     if getattr(dc, "human_guard", False) and qrels is not None:
-        human = human_positive_map(as_table(qrels, QRELS), queries_kept)
+        human = human_positive_map(as_table(qrels, QRELS), [q for q in queries_kept if q in labs])
     stats["human_guard"] = bool(human)
     ret, _ = build_retriever_examples(labs, queries_kept, docs, candidate_order(cand_t) if cand_t is not None else None,
                                       GuardSpec.from_config(dc), stats=stats, human=human)

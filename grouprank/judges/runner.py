@@ -124,6 +124,8 @@ def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None
                 u = client.usage()
                 u.pop("per_tag", None)
                 usage[spec.id] = {"kind": spec.kind, **u}
+                if getattr(judge, "grading", None):  # pointwise: grades from log-probabilities vs generated
+                    usage[spec.id]["grading"] = dict(judge.grading)
             finally:
                 client.close()
         check_complete(r, pool, spec.id, spec.passes if spec.kind == "groupwise" else 1)

@@ -18,11 +18,16 @@
 - `estimate()` is the dry run: calls, prompt tokens, cost, before anything is sent.
 - tolerant parsing helpers in `grouprank.llm.parsing` (extract_json, extract_tag).
 - `tests.support.fake_openai_server`: a real local OpenAI-compatible HTTP server with fault injection.
+- a managed local endpoint: an endpoint `{name: local, managed: smollm2}` (no base_url) makes the
+  client start llama-cpp-python's server with that model on 127.0.0.1 on first use (`managed`:
+  once per process, health-checked, stopped at exit; `grouprank llm serve|stop|status`);
+  `local_models.model_path(name)` finds the GGUF files (SmolLM2-135M-Instruct, Gemma 3 270M).
+- log-probabilities: a request with `top_logprobs` gets them back in `LLMResult.logprobs` (cached too).
 
 Modules: `client` (LLMClient), `keys` (request_hash: the cache key), `cache` (SQLite answers),
 `transport` (connection pools per event loop, one HTTP attempt), `retry` (what is retried, backoff),
 `usage` (accounting, usage_report), `dry_run` (estimate), `parsing`, `types`, `config` (the
-LLMEndpoint / LLMConfig section).
+LLMEndpoint / LLMConfig section), `managed` (the local server), `local_models` (GGUF files).
 
 This module imports no heavy dependency at import time (openai is imported on first call).
 """

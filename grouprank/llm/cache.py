@@ -9,7 +9,9 @@ INSERT OR IGNORE makes a duplicate answer harmless.
 
 Lookups are batched (`get_many`) over one long-lived connection.
 The cache stores no API keys and no request headers: only the hash, the answer text, token
-counts and a little provenance (model, template version, tag).
+counts, the answer's token log-probabilities when they were asked for (JSON, `logprobs` column;
+added in place to files written before it existed) and a little provenance (model, template
+version, tag).
 """
 from __future__ import annotations
 

@@ -261,7 +261,7 @@ class LLMClient:
                     log.debug("answer rejected for %s, asking again: %s", key[:12], self.scrub(str(e)))
                     continue
                 return self._failed(req, key, f"parse: {e} (after {parse_failures + 1} answers)", None,
-                                    attempts, pt_total, ct_total, t0, text)
+                                    attempts, pt_total, ct_total, t0, text, finish, lps)
             except Exception as e:  # noqa: BLE001 - a crashing validator is a failed answer
                 acct(req.tag, error="validator_error")
                 return self._failed(req, key, f"validator error: {type(e).__name__}: {e}", None,
@@ -279,7 +279,8 @@ class LLMClient:
                              attempts=attempts, finish_reason=finish,
                              latency_s=time.perf_counter() - t0, tag=req.tag, meta=req.meta, logprobs=lps)
 
-    def _failed(self, req, key, reason, kind, attempts, pt, ct, t0, text=None) -> LLMResult:
+    def _failed(self, req, key, reason, kind, attempts, pt, ct, t0, text=None, finish=None,
+                logprobs=None) -> LLMResult:
         reason = self.scrub(reason)
         if len(reason) > 2000:
             reason = reason[:2000] + "…"
@@ -289,8 +290,8 @@ class LLMClient:
         log.warning("LLM request %s failed (%s): %s", key[:12], req.tag or "-", reason)
         return LLMResult(text=self.scrub(text) if text else None, parsed=None, status="failed",
                          error=reason, request_hash=key, prompt_tokens=pt, completion_tokens=ct,
-                         cached=False, attempts=attempts, latency_s=time.perf_counter() - t0,
-                         tag=req.tag, meta=req.meta)
+                         cached=False, attempts=attempts, finish_reason=finish,
+                         latency_s=time.perf_counter() - t0, tag=req.tag, meta=req.meta, logprobs=logprobs)
 
     # ------------------------------------------------------------------ many requests
     async def amap(self, reqs: Sequence[LLMRequest],

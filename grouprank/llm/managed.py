@@ -149,6 +149,9 @@ class ManagedServer:
             try:
                 return self._start_once()
             except _PortTaken:
+                if tries == 1:
+                    raise UserError(f"local LLM server for {self.name!r}: port {self.port} on {HOST} is in use "
+                                    f"(log {self.log_path})") from None
                 continue
         raise UserError(f"local LLM server for {self.name!r}: no free port after {tries} tries")
 
@@ -156,6 +159,9 @@ class ManagedServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", str(self.threads))
+        # llama.cpp's OpenMP workers otherwise spin between operations: on a machine whose cores
+        # are busy with other work that makes each answer many times slower
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {self.path} on port {self.port}\n"
                       .encode())
@@ -352,6 +358,30 @@ def _watch_parent(ppid: int) -> None:
             os._exit(0)
 
 
+def _without_extra_buffer_types() -> None:
+    """Load models without llama.cpp's extra CPU buffer types (weight repacking, AMX).
+
+    A llama.cpp compiled with -march=native on a CPU that reports AMX uses AMX tiles for batched
+    matrix products; where the kernel or sandbox does not grant the tile state (seen on the
+    project's 2-core machines) the first prompt longer than one token dies with SIGILL. Set
+    GROUPRANK_LLM_EXTRA_BUFTS=1 to keep them (a few percent faster on Q4_0/Q4_K models where
+    they work). scripts/setup.sh builds without AMX in the first place."""
+    if os.environ.get("GROUPRANK_LLM_EXTRA_BUFTS", "") not in ("", "0"):
+        return
+    import llama_cpp.llama_cpp as C
+    orig = C.llama_model_default_params
+    if getattr(orig, "_grouprank", False):
+        return
+
+    def params():
+        p = orig()
+        if hasattr(p, "use_extra_bufts"):
+            p.use_extra_bufts = False
+        return p
+    params._grouprank = True
+    C.llama_model_default_params = params
+
+
 def _main(argv: list[str]) -> None:
     """`python -m grouprank.llm.managed [--parent-pid PID] -- <llama_cpp.server args>`: run the
     server in this process; with --parent-pid, exit when that process is gone."""
@@ -362,6 +392,7 @@ def _main(argv: list[str]) -> None:
     if own[:1] == ["--parent-pid"] and len(own) == 2:
         threading.Thread(target=_watch_parent, args=(int(own[1]),), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    _without_extra_buffer_types()
     import runpy
     sys.argv = ["llama_cpp.server"] + server_args
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)

@@ -70,7 +70,7 @@ def _as_score(v) -> int:
 
 
 _SCORE_LINE = re.compile(r"(?i)\b(?:score|rating|relevance)\b[\s*_\"']*(?:is|of|=|:)?[\s*_\"']*(\d{1,2}(?:\.0+)?)"
-                         r"(?:\s*/\s*10|\s+out\s+of\s+10)?(?![\d.]*\d)")
+                         r"(?:\s*/\s*10|\s+out\s+of\s+10)?(?![\d.]*\d)(?!\s*(?:to|-|\u2013)\s*\d)")
 
 
 def parse(text: str | None) -> tuple[int, str | None]:

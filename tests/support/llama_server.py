@@ -28,7 +28,8 @@ class RunningLLM:
     def endpoint(self, **kw):
         from grouprank.llm.config import LLMEndpoint
         opts = dict(name="smollm2-test", base_url=self.base_url, model=self.model, max_concurrency=2,
-                    timeout_s=120.0, max_retries=2, backoff_base_s=0.05, backoff_max_s=0.2, max_tokens=256)
+                    timeout_s=300.0, max_retries=2, backoff_base_s=0.05, backoff_max_s=0.2, max_tokens=96,
+                    parse_retries=0)  # one answer per request: the retry paths are tested elsewhere
         opts.update(kw)
         return LLMEndpoint(**opts)
 

@@ -12,7 +12,8 @@ PRESETS = sorted((Path(__file__).resolve().parent.parent / "configs" / "reranker
 
 def test_presets_exist():
     names = {p.name for p in PRESETS}
-    assert {"qwen2.5-7b-grouprank-train.yaml", "qwen2.5-7b-grouprank-rerank-vllm.yaml", "tiny-cpu.yaml"} <= names
+    assert {"qwen2.5-7b-grouprank-train.yaml", "qwen2.5-7b-grouprank-rerank-vllm.yaml", "tiny-cpu.yaml",
+            "smollm2-cpu.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
@@ -37,8 +38,10 @@ def test_7b_training_preset_has_the_papers_values(tmp_path):
     assert grpo.use_vllm and grpo.vllm_mode == "colocate" and grpo.bf16
     sft = make_sft_config(rc, tmp_path, use_cpu=True)
     assert (sft.num_train_epochs, sft.learning_rate, sft.completion_only_loss) == (5, 3e-5, True)
-    lora = make_lora_config(rc)
-    assert lora.r == 32 and lora.lora_alpha == 64
+    lora = make_lora_config(rc, 28)
+    assert lora.r == 32 and lora.lora_alpha == 64 and lora.layers_to_transform is None   # every layer
+    from grouprank.reranker.config import effective, preset_name
+    assert preset_name(rc) is None and effective(rc) == rc          # no CPU preset for a GPU base model
 
 
 def test_rerank_preset_has_the_authors_inference_settings():
@@ -70,3 +73,20 @@ def test_tiny_cpu_preset_fills_only_fields_left_at_their_default():
     # a round trip through JSON (a Prefect parameter) changes nothing
     again = with_preset(RerankerConfig.model_validate(rc.model_dump(mode="json")), "tiny-cpu")
     assert again == t
+
+
+def test_cpu_default_is_smollm2_with_its_preset():
+    from grouprank.reranker.config import RerankerConfig, effective, preset_name
+    rc = RunConfig.load(None, {"reranker.grpo_steps": 7}).reranker
+    assert rc.base_model == "smollm2" and preset_name(rc) == "smollm2-cpu"
+    e = effective(rc)
+    assert e.grpo_steps == 7                                         # set by the configuration: kept
+    assert (e.group_size, e.top, e.train_max_group_size, e.train_doc_chars, e.infer_doc_chars) == (5, 10, 5, 100, 100)
+    assert e.train_top_layers == 8 and e.use_lora is False and e.bf16 is True and e.eval_max_queries == 16
+    assert preset_name(RerankerConfig(base_model="tiny")) == "tiny-cpu"
+    assert effective(RerankerConfig(preset=None)) == RerankerConfig(preset=None)
+    from grouprank.errors import UserError
+    with pytest.raises(UserError, match="reranker.preset 'nope'"):
+        effective(RerankerConfig(preset="nope"))
+    lora = make_lora_config(RerankerConfig(base_model="x", use_lora=True, train_top_layers=2), 30)
+    assert list(lora.layers_to_transform) == [28, 29]

@@ -50,10 +50,25 @@ def test_split_queries_is_seeded_and_never_takes_all():
     assert len(split_queries(rows[:2], 0.9, 1)) == 1 and split_queries(rows, 0.0, 1) == set()
 
 
+def test_train_reranker_stage_fails_when_grpo_changes_nothing(tmp_path, tables):
+    """A barely warmed-up tiny policy writes no well-tagged answer: every rollout gets -0.5, every
+    advantage is 0 and GRPO cannot move the weights. The stage says so instead of succeeding."""
+    from grouprank.errors import UserError
+    from grouprank.reranker.stage import run
+    sft_table, rl_table, rl, sft = tables
+    cfg = RunConfig.load(None, {"work_dir": str(tmp_path / "work"), "reranker.base_model": "tiny",
+                                "reranker.max_train_examples": 4, "reranker.sft_epochs": 1.0,
+                                "reranker.sft_lr": 1e-6, "reranker.grpo_steps": 1, "reranker.num_generations": 2,
+                                "reranker.per_device_batch_size": 4, "reranker.max_completion_length": 8})
+    with pytest.raises(UserError, match=r"left the policy's weights unchanged \(rewards \[-0.5\]\)"):
+        run({"reranker_sft": sft_table, "reranker_rl": rl_table}, cfg, _ctx(cfg))
+
+
 def test_train_reranker_stage_tiny_policy(tmp_path, tables):
     from grouprank.reranker.stage import run
     sft_table, rl_table, rl, sft = tables
     cfg = RunConfig.load(None, {"work_dir": str(tmp_path / "work"), "reranker.heldout_fraction": 0.2,
+                                "reranker.base_model": "tiny", "reranker.require_grpo_update": False,
                                 "reranker.train_max_group_size": 5, "reranker.max_train_examples": 6,
                                 "reranker.sft_epochs": 1.0, "reranker.grpo_steps": 2,
                                 "reranker.num_generations": 2, "reranker.per_device_batch_size": 4,
@@ -66,7 +81,8 @@ def test_train_reranker_stage_tiny_policy(tmp_path, tables):
     n_big_sft = sum(r["group_size"] > 5 for r in sft)
     assert 0 < st["sft_rows_over_max_group"] <= n_big_sft
     assert st["sft_rows_trained"] == 6 and st["rl_rows_trained"] == 6
-    assert st["grpo_steps"] == 2 and st["sft_loss_first"] > 0
+    assert st["grpo_steps"] == 2 and st["sft_loss_first"] > 0 and st["preset"] == "tiny-cpu"
+    assert isinstance(st["grpo_weights_changed"], bool)
     model = Path(res.outputs["reranker_model"])
     assert (model / "config.json").exists() and (model / "tokenizer.json").exists()
     summary = json.loads(Path(res.outputs["reranker_summary"]).read_text())

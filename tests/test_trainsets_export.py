@@ -27,18 +27,10 @@ N_QUERIES = 6
 def inputs(load, tmp_path_factory):
     """Parquet inputs as earlier stages would write them: DL19 documents/queries/qrels, BM25
     candidates (top 100) for 6 judged queries, and LABELS from the human qrels."""
-    from grouprank.first_stage.bm25 import BM25Retriever
+    from tests.support.bm25_candidates import bm25_candidates
     c = load("trec_dl19_passage")
     qids = sorted(set(c.qrels["query_id"].to_pylist()))[-N_QUERIES:]
-    qtext = dict(zip(c.queries["query_id"].to_pylist(), c.queries["text"].to_pylist()))
-    r = BM25Retriever().index(c.documents["doc_id"].to_pylist(), c.documents["text"].to_pylist())
-    rows = []
-    for q, hits in zip(qids, r.search([qtext[q] for q in qids], k=100)):
-        for i, (d, s) in enumerate(hits, 1):
-            rows.append({"query_id": q, "doc_id": d, "rank": i, "fused_score": float(s), "bm25_score": float(s),
-                         "bm25_rank": i, "dense_score": None, "dense_rank": None, "fusion": "bm25",
-                         "pool": "top" if i <= 10 else "sampled"})
-    cand = CANDIDATES.from_records(rows)
+    rows, cand = bm25_candidates(c, qids)
     d = tmp_path_factory.mktemp("inputs")
     return {
         "documents": DOCUMENTS.write(c.documents, d / "documents.parquet"),

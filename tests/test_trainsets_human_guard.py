@@ -7,7 +7,6 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from data_schemas import CANDIDATES
 from grouprank.config import DatasetsConfig, RunConfig
 from grouprank.trainsets.human import labels_from_qrels
 from grouprank.trainsets.stage import build_datasets
@@ -20,18 +19,10 @@ def case(load):
     """8 judged DL19 queries, BM25 top-100 candidates, and *synthetic* labels that contradict the
     humans: every human positive (grade >= 1) among each query's first 30 candidates gets synthetic
     grade 0, the rest keep the human grade."""
-    from grouprank.first_stage.bm25 import BM25Retriever
+    from tests.support.bm25_candidates import bm25_candidates
     c = load("trec_dl19_passage")
     qids = sorted(set(c.qrels["query_id"].to_pylist()))[:N_QUERIES]
-    qtext = dict(zip(c.queries["query_id"].to_pylist(), c.queries["text"].to_pylist()))
-    r = BM25Retriever().index(c.documents["doc_id"].to_pylist(), c.documents["text"].to_pylist())
-    rows = []
-    for q, hits in zip(qids, r.search([qtext[q] for q in qids], k=100)):
-        for i, (d, s) in enumerate(hits, 1):
-            rows.append({"query_id": q, "doc_id": d, "rank": i, "fused_score": float(s), "bm25_score": float(s),
-                         "bm25_rank": i, "dense_score": None, "dense_rank": None, "fusion": "bm25",
-                         "pool": "top" if i <= 10 else "sampled"})
-    cand = CANDIDATES.from_records(rows)
+    rows, cand = bm25_candidates(c, qids)
     top30 = {(x["query_id"], x["doc_id"]) for x in rows if x["rank"] <= 30}
     qr = c.qrels.to_pandas()
     qr = qr[qr.query_id.isin(qids)]

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data_schemas import CANDIDATES, JUDGMENTS, RERANKER_RL
+from data_schemas import JUDGMENTS, RERANKER_RL
 from grouprank.config import DatasetsConfig
 from grouprank.trainsets.common import QueryLabels, labels_by_query, query_rng
 from grouprank.trainsets.export import atomic_write, plan_shards, write_sharded
@@ -31,18 +31,10 @@ N_QUERIES = 8
 @pytest.fixture(scope="module")
 def dl19(load):
     """(documents, queries, candidates, labels) for 8 judged DL19 queries; candidates = BM25 top 100."""
-    from grouprank.first_stage.bm25 import BM25Retriever
+    from tests.support.bm25_candidates import bm25_candidates
     c = load("trec_dl19_passage")
     qids = sorted(set(c.qrels["query_id"].to_pylist()))[:N_QUERIES]
-    qtext = dict(zip(c.queries["query_id"].to_pylist(), c.queries["text"].to_pylist()))
-    r = BM25Retriever().index(c.documents["doc_id"].to_pylist(), c.documents["text"].to_pylist())
-    rows = []
-    for q, hits in zip(qids, r.search([qtext[q] for q in qids], k=100)):
-        for i, (d, s) in enumerate(hits, 1):
-            rows.append({"query_id": q, "doc_id": d, "rank": i, "fused_score": float(s), "bm25_score": float(s),
-                         "bm25_rank": i, "dense_score": None, "dense_rank": None, "fusion": "bm25",
-                         "pool": "top" if i <= 10 else "sampled"})
-    cand = CANDIDATES.from_records(rows)
+    rows, cand = bm25_candidates(c, qids)
     labels = labels_from_qrels(c.qrels, cand, query_ids=qids)
     return c.documents, c.queries, cand, labels
 

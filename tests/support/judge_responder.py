@@ -143,12 +143,7 @@ def _system(messages: list[dict]) -> str:
     return ""
 
 
-def _user(messages: list[dict]) -> str:
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            c = m.get("content")
-            return c if isinstance(c, str) else json.dumps(c)
-    return ""
+from tests.support.responders import last_user as _user  # noqa: E402
 
 
 def detect_kind(messages: list[dict]) -> str | None:

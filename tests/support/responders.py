@@ -13,7 +13,8 @@ import re
 _LABEL = re.compile(r"\[(\d+)\]")
 
 
-def _last_user(messages: list[dict]) -> str:
+def last_user(messages: list[dict]) -> str:
+    """The last user message's text."""
     for m in reversed(messages):
         if m.get("role") == "user":
             c = m.get("content")
@@ -23,7 +24,7 @@ def _last_user(messages: list[dict]) -> str:
 
 def echo(messages: list[dict], body: dict) -> str:
     """The last user message, verbatim."""
-    return _last_user(messages)
+    return last_user(messages)
 
 
 def _score(*parts: str) -> int:
@@ -36,7 +37,7 @@ def labels(messages: list[dict], body: dict) -> str:
     If the last user message labels documents `[1]…[c]`, answers
     `<reason>…</reason><answer>{"[1]": s1, …}</answer>` with one score per label; otherwise
     `<answer>{"score": s}</answer>`. Scores are a hash of the prompt and label: stable across runs."""
-    text = _last_user(messages)
+    text = last_user(messages)
     found = sorted({int(m) for m in _LABEL.findall(text)})
     if found:
         scores = {f"[{i}]": _score(text, str(i)) for i in found}
@@ -54,4 +55,4 @@ def request_echo(messages: list[dict], body: dict) -> str:
 def score_json(messages: list[dict], body: dict) -> str:
     """A pointwise-shaped answer `{"score": s, "reason": "..."}` with a deterministic 0-10 score
     (a hash of the prompt). For I/O benchmarks of the pointwise judge."""
-    return json.dumps({"score": _score(_last_user(messages)), "reason": "stub answer"})
+    return json.dumps({"score": _score(last_user(messages)), "reason": "stub answer"})

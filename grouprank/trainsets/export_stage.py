@@ -14,7 +14,7 @@ from data_schemas.base import read_extra
 from grouprank.stage import Stage, StageContext, StageResult, file, folder, table
 
 from .common import as_table, kept_queries
-from .stage import _template_version
+from grouprank.prompts.groupwise import TEMPLATE_VERSION
 
 # the exported views, one folder of Parquet shards each
 VIEWS = ("reranker_rl", "reranker_sft", "retriever", "retriever_examples", "labels", "qrels")
@@ -52,7 +52,7 @@ def export_datasets(cfg, out_dir: str | Path, *, documents, queries, labels, rer
     n_neg = int(bconf.get("negatives_per_example", dc.negatives_per_example))
     st, short = st_view(ret, n_neg)
     syn = synthetic_qrels(labels_t)
-    tv = _template_version()
+    tv = TEMPLATE_VERSION
     extra = {"datasets_config": bconf, "template_version": tv}
     shard = dict(max_rows=dc.shard_max_rows, max_bytes=dc.shard_max_bytes)
     views = {

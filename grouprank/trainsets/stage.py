@@ -12,16 +12,13 @@ from data_schemas import (CANDIDATES, DOCUMENTS, JUDGMENTS, LABELS, QRELS, QUERI
                           RETRIEVER_EXAMPLES)
 from grouprank.stage import Stage, StageContext, StageResult, TableOut, file, table
 
+from grouprank.prompts.groupwise import TEMPLATE_VERSION
 from grouprank.text import document_text_map
 
 from .common import as_table, candidate_order, kept_queries, labels_by_query
 from .reranker import build_reranker_examples
 from .retriever import GuardSpec, build_retriever_examples, human_positive_map
 from .sampling import SamplingSpec
-
-def _template_version() -> str:
-    from grouprank.prompts.groupwise import TEMPLATE_VERSION
-    return TEMPLATE_VERSION
 
 
 # --------------------------------------------------------------------------- build
@@ -64,7 +61,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         candidates=inputs.get("candidates"), judgments=inputs.get("judgments"), qrels=inputs.get("qrels"),
         grade_scale=cfg.judges.grade_scale,
         max_doc_chars=cfg.prompts.max_doc_chars, seed=cfg.seed)
-    extra = {"build": stats, "datasets_config": dc.model_dump(mode="json"), "template_version": _template_version()}
+    extra = {"build": stats, "datasets_config": dc.model_dump(mode="json"), "template_version": TEMPLATE_VERSION}
     from .export import write_text_atomic
     bs = write_text_atomic(ctx.out_dir / "build_stats.json", json.dumps(stats, indent=2, sort_keys=True))
     return StageResult({"reranker_rl": TableOut(rl, extra), "reranker_sft": TableOut(sft, extra),

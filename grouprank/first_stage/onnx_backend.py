@@ -27,7 +27,10 @@ from .model_files import model_fingerprint
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = 1
+# v2: exported with eager attention. transformers 5 defaults to SDPA, whose traced graph masks the
+# (batch, heads, seq, seq) scores with IsNaN/Where passes that ORT cannot fuse into its Attention
+# kernel: with it the int8 model spent ~38 % of its time there and ran no faster than torch.
+EXPORT_VERSION = 2
 FP32_FILE, INT8_FILE = "model.onnx", "model-int8.onnx"
 _OPTIMIZABLE = {"bert", "roberta", "xlm-roberta", "distilbert", "camembert", "electra", "mpnet"}
 PROBES = [
@@ -142,6 +145,11 @@ def export(model_path: str, directory: Path) -> Path:
         st = SentenceTransformer(model_path, device="cpu", local_files_only=True)
         transformer, pooling = _check_architecture(st)
         hf = transformer.auto_model.eval()
+        if hasattr(hf, "set_attn_implementation"):
+            try:
+                hf.set_attn_implementation("eager")  # see EXPORT_VERSION
+            except (ValueError, NotImplementedError) as e:
+                log.warning("eager attention unavailable for %s (%s); exporting the default attention", model_path, e)
         tok = transformer.tokenizer
         import inspect
         fwd = set(inspect.signature(hf.forward).parameters)

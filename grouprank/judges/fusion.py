@@ -75,7 +75,7 @@ log = logging.getLogger("grouprank.judges.fusion")
 SCORE_KINDS = ("pointwise", "groupwise", "local")
 RANK_KINDS = ("listwise",)
 
-__all__ = ["fuse_labels", "judge_values", "average_ranks", "default_thresholds", "grade_from_anchor",
+__all__ = ["fuse_labels", "judge_values", "agreement_weights", "average_ranks", "default_thresholds", "grade_from_anchor",
            "assign_grades", "resolve_weights", "FusionReport", "SCORE_KINDS", "RANK_KINDS"]
 
 
@@ -219,6 +219,67 @@ def judge_values(judgments) -> pd.DataFrame:
     out["n_failed"] = out["n_rows"] - out["n_ok"]
     out.loc[out["n_ok"] == 0, "value"] = np.nan
     return out.drop(columns=["n_rows"])
+
+
+# --------------------------------------------------------------------------------------------
+# weights from agreement with human labels
+# --------------------------------------------------------------------------------------------
+WEIGHT_FLOOR = 1e-3  # keeps a judge with no agreement as a tie-breaker only (never a 0 total)
+
+
+def agreement_weights(judgments, qrels, min_pairs: int = 30) -> tuple[dict[str, float] | None, dict]:
+    """Fusion weights from each judge's agreement with human labels on the calibration set.
+
+    Calibration set: the judged pairs of every query that has at least one relevant (grade > 0)
+    qrels row; a judged document absent from that query's qrels counts as grade 0 (the BEIR /
+    TREC convention for unjudged pool documents). Agreement: Spearman's rho between the judge's
+    within-query position (its percentile; listwise ranks and 0-10 scores alike) and the human
+    grade, pooled over the calibration pairs the judge has a value for. Weight = max(rho, 0) +
+    WEIGHT_FLOOR, normalised. Returns (None, report) when no judge has `min_pairs` calibration
+    pairs with two distinct grades (then the configured weight rule applies); a judge below
+    `min_pairs` while others reach it gets the mean weight of the calibrated ones."""
+    from scipy.stats import rankdata, spearmanr
+    vals = judge_values(judgments)
+    q = qrels.to_pandas() if hasattr(qrels, "to_pandas") else pd.DataFrame(qrels)
+    report: dict = {"calibration_queries": 0, "judges": {}}
+    if vals.empty or q.empty:
+        report["fallback"] = "no judged pair has human labels"
+        return None, report
+    q = q.assign(query_id=q["query_id"].astype(str), doc_id=q["doc_id"].astype(str))
+    rel_q = set(q.loc[q["grade"] > 0, "query_id"])
+    human = {(a, b): int(g) for a, b, g in zip(q["query_id"], q["doc_id"], q["grade"])}
+    v = vals[vals["query_id"].astype(str).isin(rel_q) & vals["value"].notna()].copy()
+    report["calibration_queries"] = int(v["query_id"].nunique())
+    rho: dict[str, float] = {}
+    for jid, block in v.groupby("judge_id", sort=True):
+        rank_kind = block["kind"].iloc[0] in RANK_KINDS
+        pos, grades = [], []
+        for _, qb in block.groupby("query_id", sort=False):
+            x = qb["value"].to_numpy(dtype=float)
+            r = rankdata(x if rank_kind else -x, method="average")
+            pos.extend(((r - 1) / max(len(x) - 1, 1)).tolist())
+            grades.extend(human.get((str(a), str(b)), 0) for a, b in zip(qb["query_id"], qb["doc_id"]))
+        info = {"pairs": len(pos), "relevant": int(sum(1 for g in grades if g > 0))}
+        if len(pos) >= min_pairs and len(set(grades)) > 1:
+            r = float(spearmanr(-np.asarray(pos), grades).statistic)
+            info["spearman"] = round(r, 4) if np.isfinite(r) else None
+            if np.isfinite(r):
+                rho[jid] = r
+        report["judges"][jid] = info
+    if not rho:
+        report["fallback"] = f"no judge has {min_pairs} calibration pairs with relevant and non-relevant documents"
+        return None, report
+    raw = {j: max(r, 0.0) + WEIGHT_FLOOR for j, r in rho.items()}
+    mean_w = float(np.mean(list(raw.values())))
+    for j in report["judges"]:
+        raw.setdefault(j, mean_w)
+    for j in sorted(set(vals["judge_id"]) - set(raw)):  # judges with no calibration pair at all
+        raw[j] = mean_w
+    total = sum(raw.values())
+    w = {j: x / total for j, x in sorted(raw.items())}
+    for j, x in w.items():
+        report["judges"].setdefault(j, {"pairs": 0})["weight"] = round(x, 6)
+    return w, report
 
 
 # --------------------------------------------------------------------------------------------

@@ -67,6 +67,29 @@ def check_specs(cfg) -> None:
     for s in cfg.judges.judges:
         if s.kind in LLM_KINDS:
             endpoint_for(cfg, s)
+        if s.select == "uncertain":
+            if s.kind == "local":
+                raise UserError(f"judge {s.id!r}: select='uncertain' (active labelling) is for LLM judges")
+            src = cheap_judge_id(cfg, s)
+            if src is None:
+                raise UserError(f"judge {s.id!r}: active labelling needs a score judge that sees every pair "
+                                f"(add a local judge, or name one in select_from)")
+            if src not in ids:
+                raise UserError(f"judge {s.id!r}: select_from={src!r} is not a configured judge ({ids})")
+
+
+def cheap_judge_id(cfg, spec) -> str | None:
+    """The judge whose scores guide `spec`'s active selection."""
+    if spec.select_from:
+        return spec.select_from
+    return next((j.id for j in cfg.judges.judges if j.kind == "local"), None)
+
+
+def _ordered(specs: list) -> list:
+    """Judges that others select from run first (stable otherwise)."""
+    sources = {s.select_from for s in specs if s.select == "uncertain" and s.select_from}
+    first = [s for s in specs if s.kind == "local" or s.id in sources]
+    return first + [s for s in specs if s not in first]
 
 
 def make_local_scorer(pool: JudgePool, spec, background: dict[str, str] | None = None, cfg=None,
@@ -100,7 +123,8 @@ def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None
     check_specs(cfg)
     rows: list[dict] = []
     usage: dict[str, dict] = {}
-    for spec in judge_specs(cfg):
+    scores: dict[str, dict[tuple[str, str], float]] = {}  # judge -> ok scores (for active selection)
+    for spec in _ordered(judge_specs(cfg)):
         if only is not None and spec.id not in only:
             continue
         cb = (lambda d, n, _id=spec.id: progress(_id, d, n)) if progress else None
@@ -120,22 +144,63 @@ def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None
             client = LLMClient(ep, cache_path=cache_path(cfg), stage="judges", judge_id=spec.id, api_key=key)
             try:
                 judge = judge_class(spec.kind)(spec, client, progress=cb, max_doc_chars=cfg.prompts.max_doc_chars)
-                r = judge.run(pool)
+                sel = None
+                if spec.select == "uncertain":
+                    sel = _select(cfg, spec, pool, scores, rows)
+                r = judge.run(sel.pool if sel is not None else pool)
+                if sel is not None:
+                    from .active import add_skipped_rows
+                    r = add_skipped_rows(r, judge.info(), pool, sel,
+                                         spec.passes if spec.kind == "groupwise" else 1)
                 u = client.usage()
                 u.pop("per_tag", None)
                 usage[spec.id] = {"kind": spec.kind, **u}
+                if sel is not None:
+                    usage[spec.id]["active"] = sel.report
                 if getattr(judge, "grading", None):  # pointwise: grades from log-probabilities vs generated
                     usage[spec.id]["grading"] = dict(judge.grading)
             finally:
                 client.close()
         check_complete(r, pool, spec.id, spec.passes if spec.kind == "groupwise" else 1)
         n_failed = sum(1 for x in r if x["status"] == "failed")
-        usage[spec.id]["pairs_ok"] = len(r) - n_failed
-        usage[spec.id]["pairs_failed"] = n_failed
         usage[spec.id]["injection_flags"] = sum(1 for x in r if x["injection_flag"])
-        log.info("judge %s: %d rows, %d failed", spec.id, len(r), n_failed)
+        usage[spec.id]["pairs_skipped"] = sum(1 for x in r if x["status"] == "skipped")
+        usage[spec.id]["pairs_failed"] = n_failed
+        usage[spec.id]["pairs_ok"] = len(r) - n_failed - usage[spec.id]["pairs_skipped"]
+        log.info("judge %s: %d rows, %d failed, %d skipped", spec.id, len(r), n_failed,
+                 usage[spec.id]["pairs_skipped"])
+        scores[spec.id] = {(x["query_id"], x["doc_id"]): x["score"] for x in r
+                           if x["status"] == "ok" and x["score"] is not None and x["pass_index"] == 0}
         rows.extend(r)
     return rows, usage
+
+
+def _select(cfg, spec, pool: JudgePool, scores: dict, rows: list[dict]):
+    """Active labelling: the sub-pool `spec` judges, from the cheap judge's scores."""
+    from .active import select
+    from .fusion import default_thresholds
+    src = cheap_judge_id(cfg, spec)
+    if src not in scores:
+        raise UserError(f"judge {spec.id!r}: its selection source {src!r} has not run (give both to --only)")
+    th = cfg.judges.grade_thresholds or default_thresholds(cfg.judges.grade_scale)
+    sel = select(pool, scores[src], th, budget_pairs=spec.budget_pairs, budget_fraction=spec.budget_fraction,
+                 budget_prompt_tokens=spec.budget_prompt_tokens, max_doc_chars=cfg.prompts.max_doc_chars)
+    log.info("judge %s: active labelling selects %d of %d pairs (uncertainty >= %s; %.0f%% of calls saved)",
+             spec.id, sel.report["selected"], sel.report["pairs"], sel.report["uncertainty_cut"],
+             100 * sel.report["calls_saved_fraction"])
+    return sel
+
+
+def _active_share(spec, n_pairs: int) -> float:
+    """Share of the pool an active judge may judge at most (pair budgets only; 1 otherwise)."""
+    if spec.select != "uncertain" or n_pairs == 0:
+        return 1.0
+    cap = float(n_pairs)
+    if spec.budget_pairs is not None:
+        cap = min(cap, spec.budget_pairs)
+    if spec.budget_fraction is not None:
+        cap = min(cap, spec.budget_fraction * n_pairs)
+    return cap / n_pairs
 
 
 def judgments_table(rows: list[dict]):
@@ -160,8 +225,13 @@ def dry_run(cfg, pool: JudgePool, *, tokenizer=None) -> dict:
             endpoint = ep
         judge = judge_class(spec.kind)(spec, _Stub(), max_doc_chars=cfg.prompts.max_doc_chars)
         reqs = judge.plan(pool)
+        share = _active_share(spec, pool.n_pairs)
+        if share < 1.0:  # active labelling: the selection needs the cheap judge's scores; scale to the budget
+            reqs = reqs[:int(round(len(reqs) * share))]
         est = estimate(reqs, ep, tokenizer, cache_path=cp)
         est.pop("per_tag", None)
+        if share < 1.0:
+            est["active_budget_share"] = round(share, 4)
         out[spec.id] = {"kind": spec.kind, "pairs": pool.n_pairs * (spec.passes if spec.kind == "groupwise" else 1),
                         **est}
     total = {k: sum(v.get(k, 0) for v in out.values())

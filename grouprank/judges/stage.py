@@ -22,7 +22,8 @@ from grouprank.stage import Stage, StageContext, StageResult, TableOut, file, ta
 
 # Fields of `judges` that only the label fusion reads: changing them reruns `fuse` (and what
 # follows) but not the judges themselves.
-FUSION_FIELDS = ("fusion", "beta", "grade_scale", "grade_thresholds", "rank_only_fractions")
+FUSION_FIELDS = ("fusion", "beta", "grade_scale", "grade_thresholds", "rank_only_fractions", "weights_from",
+                 "calibration_min_pairs")
 
 log = logging.getLogger("grouprank.judges")
 
@@ -58,19 +59,51 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         return StageResult({"estimate": p}, stats)
     local = any(j.kind == "local" for j in cfg.judges.judges)
     indexes = retrieval_indexes(inputs.get("indexes"), docs, cfg) if local else None
-    rows, usage = run_judges(cfg, pool, background=document_text_map(docs), progress=ctx.progress,
+    from grouprank.first_stage.progress import LoggingProgress
+    progress = LoggingProgress("judge", ctx.progress, unit="requests",  # the local judge logs its own
+                               quiet_parts={j.id for j in cfg.judges.judges if j.kind == "local"})
+    rows, usage = run_judges(cfg, pool, background=document_text_map(docs), progress=progress,
                              api_keys=ctx.api_keys, indexes=indexes)
     rpath = ctx.write_json("judge_report.json", usage, indent=1)
+    check_failures(rows, cfg.judges.max_failed_fraction)
     stats["rows"] = len(rows)
     stats["failed"] = sum(1 for r in rows if r["status"] == "failed")
     stats["injection_flags"] = sum(1 for r in rows if r["injection_flag"])
     for jid, u in usage.items():
-        for k in ("pairs_ok", "pairs_failed", "calls", "cached_calls", "retries", "prompt_tokens",
+        for k in ("pairs_ok", "pairs_failed", "pairs_skipped", "calls", "cached_calls", "retries", "prompt_tokens",
                   "completion_tokens", "cost_usd", "docs_encoded", "reused_bm25", "reused_embeddings"):
             if k in u and isinstance(u[k], (int, float)):
                 stats[f"{jid}.{k}"] = u[k]
     extra = {"usage": usage, "judges": cfg.judges.model_dump(mode="json")}
     return StageResult({"judgments": TableOut(judgments_table(rows), extra), "judge_report": rpath}, stats)
+
+
+def check_failures(rows: list[dict], bound: float) -> None:
+    """Raise a UserError with a summary when, for some LLM judge, more than `bound` of its rows
+    failed for the endpoint's sake (grouprank.llm.retry.transport_failure); failures of the answer
+    itself (unparsable, cut, documents missing) are the judge's data, not an outage."""
+    from collections import Counter
+
+    from grouprank.errors import UserError
+    from grouprank.llm.retry import transport_failure
+    per: dict[str, list] = {}
+    for r in rows:
+        if r.get("kind") == "local":
+            continue
+        a = per.setdefault(r["judge_id"], [0, Counter()])
+        a[0] += 1
+        why = transport_failure(r.get("error")) if r["status"] == "failed" else None
+        if why:
+            a[1][why] += 1
+    bad = []
+    for jid, (n, reasons) in sorted(per.items()):
+        k = sum(reasons.values())
+        if n and k and k / n > bound:
+            top = ", ".join(f"{why} x{c}" for why, c in reasons.most_common(3))
+            bad.append(f"judge {jid!r}: {k} of {n} pairs failed for the endpoint's sake ({top})")
+    if bad:
+        raise UserError("judge: " + "; ".join(bad) + f" (judges.max_failed_fraction={bound:g}; the answers "
+                        "received are cached: a rerun sends only the failed requests)")
 
 
 def _any_llm_judge(cfg) -> bool:

@@ -31,6 +31,9 @@ class GroupwiseJudge(LLMJudge):
     template_version = T.JUDGE_TEMPLATE_VERSION
 
     def _groups(self, pool: JudgePool):
+        if self.spec.seed is None:  # the runner gives every judge the run's seed; None would seed "None|..."
+            raise ValueError(f"groupwise judge {self.spec.id!r} has no seed (judges.runner.judge_specs sets the "
+                             "run's seed)")
         for p in range(self.spec.passes):
             for qid, dids in pool.pools.items():
                 for gi, grp in enumerate(judge_groups(dids, self.spec.group_size, self.spec.seed, qid, p)):

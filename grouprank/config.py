@@ -35,7 +35,8 @@ __all__ = ["RunConfig", "DataConfig", "QuerySource", "QueryMiningConfig", "Retri
 class RunConfig(BaseModel):
     """One run of the pipeline."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # hide_input_in_errors: a validation error names the field, never the value (which may be a key)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
     name: str = "default"
     work_dir: str = Field("grouprank_output", description="where tables, indexes, caches and exports go")

@@ -245,7 +245,9 @@ def test_connection_refused_is_retried_then_failed():
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens here now
-    c = LLMClient(endpoint(f"http://127.0.0.1:{port}/v1", max_retries=2), None)
+    # preflight off: this is the retry policy's test (the preflight and the circuit breaker, which
+    # stop a stage on a dead endpoint before this, are tests/test_reliability_endpoint.py)
+    c = LLMClient(endpoint(f"http://127.0.0.1:{port}/v1", max_retries=2, preflight=False), None)
     r = c.map([LLMRequest(messages=[{"role": "user", "content": "x"}], template_version="t@1")])[0]
     assert not r.ok and r.error.startswith("connection after 3 attempts")
     assert c.usage()["errors"]["connection"] == 3

@@ -9,6 +9,9 @@ table with its reason, and is counted in the summary.
 """
 from __future__ import annotations
 
+import math
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -20,6 +23,50 @@ from grouprank.errors import InputError
 
 # A document larger than this is rejected (error or quarantine), not silently truncated.
 DEFAULT_MAX_DOC_CHARS = 2_000_000
+# Ids are written into TREC run/qrels and BEIR TSV files, whose columns are separated by whitespace:
+# an id must not contain whitespace, control or invisible format characters (a newline in a doc id
+# would forge a qrels line, a BOM would make 'q1' and '\ufeffq1' two queries).
+MAX_ID_CHARS = 1000
+_ID_BAD = re.compile("[\\s\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f"
+                     "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]")
+# Grades are small non-negative integers (higher = more relevant); a source label outside this range
+# is a data error, not a grade (and beyond int64 it cannot even be stored).
+MAX_GRADE = 1000
+_CHAR_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", " ": "a space",
+               "\ufeff": "a byte-order mark (U+FEFF)", "\x00": "a NUL byte"}
+
+
+def id_problem(v: Any) -> str | None:
+    """Why `v` cannot be an id (None when it can): not a string, empty, too long, or containing
+    whitespace / control / invisible format characters."""
+    if isinstance(v, bool) or not isinstance(v, str):
+        return f"expected a string id, got {type(v).__name__}"
+    if not v:
+        return "empty id"
+    if len(v) > MAX_ID_CHARS:
+        return f"id of {len(v):,} characters (at most {MAX_ID_CHARS:,})"
+    m = _ID_BAD.search(v)
+    if m is None:
+        return None
+    ch = m.group(0)
+    what = _CHAR_NAMES.get(ch) or f"U+{ord(ch):04X} ({unicodedata.name(ch, 'a control character').lower()})"
+    return (f"id {v[:80]!r} contains {what} at position {m.start()}: ids are written into TREC and TSV "
+            "files, where whitespace and control characters would split or forge a line")
+
+
+def grade_problem(g: Any) -> str | None:
+    """Why `g` cannot be a grade (None when it can)."""
+    if isinstance(g, bool) or not isinstance(g, int):
+        return f"grade {g!r} is not an integer"
+    if g < 0:
+        return f"negative grade {g} (grades are integers >= 0, 0 = judged not relevant)"
+    if g > MAX_GRADE:
+        return f"grade {str(g)[:30]} is out of range (0..{MAX_GRADE})"
+    return None
+
+
+def score_problem(x: float) -> str | None:
+    return None if math.isfinite(x) else f"score {x!r} is not a finite number"
 
 
 @dataclass
@@ -84,6 +131,11 @@ class RecordSink:
 
     def add(self, rec: Mapping[str, Any], file: str, record: str, raw: Any = None) -> bool:
         rec = dict(rec)
+        if isinstance(self.unique, str):
+            why = id_problem(rec.get(self.unique))
+            if why:
+                self.reject(file, record, self.unique, why, raw)
+                return False
         for f in self.text_fields:
             v = rec.get(f)
             if v is not None and not isinstance(v, str):
@@ -126,10 +178,10 @@ def check_qrels_refs(qrels: list[dict], doc_ids: set[str], query_ids: set[str], 
     """Qrels must point at known documents and queries; unknown ones are errors (or quarantined)."""
     kept = []
     for i, r in enumerate(qrels):
-        bad = None
-        if r["doc_id"] not in doc_ids:
+        bad = row_problem(r)  # a bad id or grade is blamed as such, not as an unknown reference
+        if bad is None and r["doc_id"] not in doc_ids:
             bad = ("doc_id", f"unknown document id {r['doc_id']!r}")
-        elif r["query_id"] not in query_ids:
+        elif bad is None and r["query_id"] not in query_ids:
             bad = ("query_id", f"unknown query id {r['query_id']!r}")
         if bad:
             where = r.get("_where", f"record {i}")
@@ -141,8 +193,29 @@ def check_qrels_refs(qrels: list[dict], doc_ids: set[str], query_ids: set[str], 
     return kept
 
 
+def row_problem(r: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(field, reason) when a qrels row has a bad id or grade."""
+    for f in ("query_id", "doc_id"):
+        why = id_problem(r.get(f))
+        if why:
+            return f, why
+    why = grade_problem(r.get("grade"))
+    return ("grade", why) if why else None
+
+
+def no_records(file: str, what: str, quarantined: int = 0) -> InputError:
+    """The error for an input file that yields nothing usable."""
+    if quarantined:
+        return InputError(file, None, None, f"no valid {what}: all {quarantined} records were refused (see the "
+                          "quarantine table)")
+    return InputError(file, None, None, f"no {what}: the file is empty or has only a header")
+
+
 def decode_lines(data: bytes, file: str, quarantine: list[dict] | None):
-    """Yield (line_no, text) with strict UTF-8; a bad line is an error or a quarantine row."""
+    """Yield (line_no, text) with strict UTF-8; a bad line is an error or a quarantine row. A
+    byte-order mark at the start of the file is dropped (one inside an id is refused later)."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     for no, raw in enumerate(data.split(b"\n"), start=1):
         if raw.endswith(b"\r"):
             raw = raw[:-1]
@@ -182,6 +255,12 @@ def build_qrels(rows: list[dict], file: str, quarantine: list[dict] | None) -> p
     out = []
     for i, r in enumerate(rows):
         where = r.pop("_where", f"record {i}")
+        bad = row_problem(r)
+        if bad:
+            if quarantine is None:
+                raise InputError(file, where, bad[0], bad[1])
+            quarantine.append({"file": file, "record": where, "field": bad[0], "reason": bad[1], "raw": None})
+            continue
         k = (r["query_id"], r["doc_id"], r["split"])
         if k in seen:
             reason = f"duplicate judgment for query {k[0]!r} doc {k[1]!r} (first at {seen[k]})"

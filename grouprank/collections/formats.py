@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -18,7 +19,7 @@ from data_schemas import RUNS
 from grouprank.errors import InputError
 
 from .base import (DEFAULT_MAX_DOC_CHARS, Collection, build_qrels, check_qrels_refs, decode_lines,
-                   existing_query, make_sinks, qrel, quarantine_table)
+                   existing_query, id_problem, make_sinks, no_records, qrel, quarantine_table, score_problem)
 
 
 # --- generic record readers: (where, record dict) ------------------------------------------
@@ -46,6 +47,7 @@ def iter_csv(path: Path, quarantine: list | None, delimiter: str = ",") -> Itera
         line = data[: e.start].count(b"\n") + 1
         _bad(quarantine, path, f"line {line}", None, f"invalid UTF-8 at byte {e.start}", None)
         text = data.decode("utf-8", "replace")  # only reached in quarantine mode; the bad row is recorded
+    text = text.removeprefix("\ufeff")  # a byte-order mark opening the file (one inside an id is refused)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     for i, row in enumerate(reader, start=1):
         if None in row:
@@ -99,8 +101,15 @@ def _get(rec: Mapping, col: str, path, where, quarantine, required=True, id_like
     v = rec[col]
     if v is None:
         return None
-    if id_like and isinstance(v, (int, float)) and not isinstance(v, bool):
-        v = str(int(v)) if float(v).is_integer() else str(v)
+    if id_like:
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            _bad(quarantine, path, where, col, f"expected a string (or integer) id, got {type(v).__name__}", rec)
+            return _MISSING
+        if isinstance(v, float) and not math.isfinite(v):
+            _bad(quarantine, path, where, col, f"id {v!r} is not a usable id", rec)
+            return _MISSING
+        if isinstance(v, (int, float)):
+            v = str(int(v)) if float(v).is_integer() else str(v)
     return v
 
 
@@ -116,6 +125,7 @@ QUERY_MAP = {"query_id": "query_id", "text": "text"}
 def read_documents(path, mapping: Mapping[str, str] | None, collection: str, sink) -> None:
     m = {**DOC_MAP, **(mapping or {})}
     q = sink.quarantine
+    n0, nq0 = len(sink.records), len(q or [])
     for where, rec in iter_records(Path(path), q):
         did = _get(rec, m["doc_id"], path, where, q, id_like=True)
         text = _get(rec, m["text"], path, where, q)
@@ -124,11 +134,14 @@ def read_documents(path, mapping: Mapping[str, str] | None, collection: str, sin
         title = _get(rec, m["title"], path, where, q, required=False) if m.get("title") else None
         sink.add({"doc_id": (did or "").strip() if isinstance(did, str) else did, "title": title or None,
                   "text": text, "collection": collection}, str(path), where, rec)
+    if len(sink.records) == n0:  # an empty corpus is the corpus's error, not the qrels' (unknown ids)
+        raise no_records(str(path), "documents", len(q or []) - nq0)
 
 
 def read_queries(path, mapping: Mapping[str, str] | None, collection: str, split: str, sink) -> None:
     m = {**QUERY_MAP, **(mapping or {})}
     q = sink.quarantine
+    n0, nq0 = len(sink.records), len(q or [])
     for where, rec in iter_records(Path(path), q):
         qid = _get(rec, m["query_id"], path, where, q, id_like=True)
         text = _get(rec, m["text"], path, where, q)
@@ -139,6 +152,8 @@ def read_queries(path, mapping: Mapping[str, str] | None, collection: str, split
             continue
         sink.add(existing_query(qid.strip() if isinstance(qid, str) else qid, (text or "").strip(), collection, split),
                  str(path), where, rec)
+    if len(sink.records) == n0:
+        raise no_records(str(path), "queries", len(q or []) - nq0)
 
 
 def read_trec_qrels(path, split: str = "test", quarantine: list | None = None, grade_map: Mapping[int, int] | None = None,
@@ -148,6 +163,7 @@ def read_trec_qrels(path, split: str = "test", quarantine: list | None = None, g
     if not path.exists():
         raise InputError(str(path), None, None, "file not found")
     rows = []
+    n_lines, nq0 = 0, len(quarantine or [])
     for no, line in decode_lines(path.read_bytes(), str(path), quarantine):
         parts = line.split()
         if not parts:
@@ -160,8 +176,16 @@ def read_trec_qrels(path, split: str = "test", quarantine: list | None = None, g
         except ValueError:
             _bad(quarantine, path, f"line {no}", "rel", f"relevance {parts[3]!r} is not an integer", line)
             continue
+        if grade_map and rel not in grade_map:
+            _bad(quarantine, path, f"line {no}", "rel", f"relevance {rel} is not one of this collection's labels "
+                 f"{sorted(grade_map)}", line)
+            continue
         grade = grade_map[rel] if grade_map else rel
         rows.append(qrel(parts[0], parts[2], grade, rel, split, where=f"line {no}"))
+        n_lines += 1
+    if not n_lines and not (quarantine and len(quarantine) > nq0):
+        raise no_records(str(path), "judgments")
+    # ids and grades (negative, out of range) are checked with the rows: build_qrels / check_qrels_refs
     return rows if as_rows else build_qrels(rows, str(path), quarantine)
 
 
@@ -181,10 +205,17 @@ def read_trec_run(path, system: str | None = None) -> pa.Table:
             score = float(parts[4])
         except ValueError:
             raise InputError(str(path), f"line {no}", "score", f"{parts[4]!r} is not a number") from None
+        if score_problem(score):  # nan would sort first, inf above every real score
+            raise InputError(str(path), f"line {no}", "score", score_problem(score))
+        for col, v in (("qid", parts[0]), ("docid", parts[2])):
+            if id_problem(v):
+                raise InputError(str(path), f"line {no}", col, id_problem(v))
         if (parts[0], parts[2]) in seen:
             raise InputError(str(path), f"line {no}", "docid", f"document {parts[2]!r} listed twice for query {parts[0]!r}")
         seen.add((parts[0], parts[2]))
         recs.append({"query_id": parts[0], "doc_id": parts[2], "score": score, "system": system or parts[5]})
+    if not recs:
+        raise no_records(str(path), "run lines")
     return run_table(recs)
 
 
@@ -212,6 +243,7 @@ def write_trec_run(run: pa.Table, path, tag: str | None = None) -> Path:
     scores = run["score" if "score" in cols else "fused_score"].to_pylist()
     tags = run["system"].to_pylist() if tag is None else [tag] * run.num_rows
     rows = sorted(zip(run["query_id"].to_pylist(), run["rank"].to_pylist(), run["doc_id"].to_pylist(), scores, tags))
+    check_ids_writable(run, path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
@@ -224,8 +256,20 @@ def write_trec_run(run: pa.Table, path, tag: str | None = None) -> Path:
     return path
 
 
+def check_ids_writable(t: pa.Table, path) -> None:
+    """Refuse to write a TREC/TSV file from ids that would split or forge its lines (the loaders
+    refuse such ids already; this guards tables built by other means)."""
+    for col in ("query_id", "doc_id"):
+        if col in t.column_names:
+            for v in set(t[col].to_pylist()):
+                why = id_problem(v)
+                if why:
+                    raise InputError(str(path), None, col, f"cannot write: {why}")
+
+
 def write_trec_qrels(qrels: pa.Table, path) -> Path:
     path = Path(path)
+    check_ids_writable(qrels, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         for q, d, g in zip(qrels["query_id"].to_pylist(), qrels["doc_id"].to_pylist(), qrels["grade"].to_pylist()):
@@ -258,6 +302,8 @@ def load_beir(path, name: str | None = None, quarantine: list | None = None,
                 _bad(quarantine, f, where, None, f"expected columns query-id, corpus-id, integer score ({e})", rec)
                 continue
             rows.append(qrel(qid, did, score, rec["score"], split, where=f"{f.name} {where}"))
+    if not rows and not quarantine:
+        raise no_records(str(qdir / "*.tsv"), "judgments")
     documents = docs.to_table()
     rows = check_qrels_refs(rows, set(documents["doc_id"].to_pylist()), set(qtab["query_id"].to_pylist()),
                             str(qdir), quarantine)
@@ -315,6 +361,32 @@ def load_bright(path, name: str | None = None, quarantine: list | None = None,
                       grade_scale="binary: gold_ids -> 1; excluded_ids removed from runs")
 
 
+def load_folder(path, *, name: str | None = None, quarantine: list | None = None,
+                max_chars: int = DEFAULT_MAX_DOC_CHARS, split: str = "test") -> Collection:
+    """A folder holding corpus.(jsonl|parquet|csv) (doc_id, text, title), optionally
+    queries.(jsonl|parquet|csv) (query_id, text) and TREC qrels (qrels.txt|qrels.tsv|qrels.trec|qrels)."""
+    root = Path(path)
+    corpus = _find(root, "corpus")
+    try:
+        queries = _find(root, "queries")
+    except InputError:
+        queries = None
+    qrels = next((root / f for f in ("qrels.txt", "qrels.tsv", "qrels.trec", "qrels") if (root / f).is_file()), None)
+    return load_tabular(corpus, name=name or root.name, queries=queries, qrels=qrels, split=split,
+                        quarantine=quarantine, max_chars=max_chars)
+
+
+def read_bright_excluded(path) -> dict[str, set[str]]:
+    """{query id: excluded doc ids} of a BRIGHT folder's examples file (without loading the documents)."""
+    epath = _find(Path(path), "examples")
+    out: dict[str, set[str]] = {}
+    for where, rec in iter_records(epath, []):
+        qid = _get(rec, "id", epath, where, [], id_like=True)  # the id exactly as load_bright reads it
+        if qid is not _MISSING and qid is not None:
+            out[str(qid)] = {str(x) for x in (rec.get("excluded_ids") or []) if str(x) != "N/A"}
+    return {q: ex for q, ex in out.items() if ex}
+
+
 def load_tabular(corpus: str | Path, *, name: str | None = None, queries: str | Path | None = None,
                  qrels: str | Path | None = None, doc_mapping: Mapping[str, str] | None = None,
                  query_mapping: Mapping[str, str] | None = None, split: str = "test",
@@ -357,5 +429,7 @@ def load_hf_disk(path, *, name: str | None = None, corpus_split: str | None = No
             continue
         title = rec.get(m["title"]) if m.get("title") else None
         dsink.add({"doc_id": did, "title": title or None, "text": text, "collection": name}, str(path), where, rec)
+    if not dsink.records:
+        raise no_records(str(path), "documents", len(quarantine or []))
     return Collection(name=name, documents=dsink.to_table(), queries=qsink.to_table(),
                       qrels=build_qrels([], str(path), quarantine), quarantine=quarantine_table(quarantine))

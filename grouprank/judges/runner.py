@@ -185,9 +185,9 @@ def _select(cfg, spec, pool: JudgePool, scores: dict, rows: list[dict]):
     th = cfg.judges.grade_thresholds or default_thresholds(cfg.judges.grade_scale)
     sel = select(pool, scores[src], th, budget_pairs=spec.budget_pairs, budget_fraction=spec.budget_fraction,
                  budget_prompt_tokens=spec.budget_prompt_tokens, max_doc_chars=cfg.prompts.max_doc_chars)
-    log.info("judge %s: active labelling selects %d of %d pairs (uncertainty >= %s; %.0f%% of calls saved)",
+    log.info("judge %s: active labelling selects %d of %d pairs (uncertainty >= %s); %d calls saved (%.2f%%)",
              spec.id, sel.report["selected"], sel.report["pairs"], sel.report["uncertainty_cut"],
-             100 * sel.report["calls_saved_fraction"])
+             sel.report["skipped"], 100 * sel.report["calls_saved_fraction"])
     return sel
 
 

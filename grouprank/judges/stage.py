@@ -88,7 +88,7 @@ def check_failures(rows: list[dict], bound: float) -> None:
     from grouprank.llm.retry import transport_failure
     per: dict[str, list] = {}
     for r in rows:
-        if r.get("kind") == "local":
+        if r.get("kind") == "local" or r["status"] == "skipped":  # skipped: never sent (active labelling)
             continue
         a = per.setdefault(r["judge_id"], [0, Counter()])
         a[0] += 1

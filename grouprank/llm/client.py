@@ -26,6 +26,8 @@ from typing import Callable, Sequence
 
 from pydantic import SecretStr
 
+from grouprank.errors import UserError
+
 from . import transport
 from .cache import CachedAnswer, LLMCache
 from .keys import request_hash
@@ -40,6 +42,12 @@ class _Truncated(ParseError):
     """An answer cut at max_tokens (finish_reason "length")."""
 
 _PLACEHOLDER_KEY = "no-key"  # local servers need none; the openai client refuses an empty key
+
+
+class EndpointUnavailable(UserError):
+    """The endpoint cannot serve this stage: the preflight request failed (unreachable, key
+    rejected) or the circuit breaker opened after consecutive connection failures. The message
+    names the endpoint and its (credential-free) URL, never the key."""
 
 
 def resolve_managed(endpoint, log_dir: Path | None = None):
@@ -94,6 +102,9 @@ class LLMClient:
         self._pools_lock = threading.Lock()
         self._book = UsageBook()
         self._rng = random.Random()
+        self._preflight_done = False
+        self._conn_streak = 0          # consecutive connection failures (no HTTP answer at all)
+        self._breaker: str | None = None  # the reason, once the circuit breaker has opened
         register(self)
 
     # ------------------------------------------------------------------ public helpers
@@ -154,6 +165,63 @@ class LLMClient:
     def __exit__(self, *exc):
         self.close()
 
+    # ------------------------------------------------------------------ preflight, circuit breaker
+    def _where(self) -> str:
+        ep = self.endpoint
+        return f"LLM endpoint {ep.name!r} ({ep.base_url})"
+
+    async def apreflight(self) -> None:
+        """One cheap request (GET <base_url>/models) before anything is spent: raises
+        EndpointUnavailable within `preflight_timeout_s` when the endpoint cannot be reached or
+        rejects the key (HTTP 401/403). Any other HTTP answer (200, 404 for a server without
+        /models, 5xx) counts as reachable: the retry policy deals with the rest. Once per client;
+        skipped for managed endpoints (health-checked when started) and with preflight=false."""
+        if self._preflight_done:
+            return
+        ep = self.endpoint
+        if not getattr(ep, "preflight", True) or getattr(ep, "managed", None):
+            self._preflight_done = True
+            return
+        import httpx
+        t = float(getattr(ep, "preflight_timeout_s", 5.0))
+        url = ep.base_url.rstrip("/") + "/models"
+        headers = {"Authorization": f"Bearer {self.__key.get_secret_value()}"}
+        try:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(t), trust_env=False) as http:
+                r = await http.get(url, headers=headers)
+        except httpx.TimeoutException as e:
+            from .retry import connection_cause
+            root = connection_cause(e)
+            why = (f"connection failed ({type(root).__name__}: {root})" if root is not None
+                   else f"no answer within {t:g}s")
+            raise EndpointUnavailable(f"{self._where()} is unreachable: {self.scrub(why)} (preflight GET /models)") from None
+        except (httpx.HTTPError, OSError) as e:
+            from .retry import connection_cause
+            root = connection_cause(e) or e
+            raise EndpointUnavailable(f"{self._where()} is unreachable: {self.scrub(f'{type(root).__name__}: {root}')} "
+                                      "(preflight GET /models)") from None
+        if r.status_code in (401, 403):
+            raise EndpointUnavailable(f"{self._where()} rejects the API key (HTTP {r.status_code} to GET /models); "
+                                      f"the key comes from ${ep.api_key_env} or the Prefect Secret block "
+                                      f"api_key_secret") from None
+        if r.status_code >= 500:
+            log.warning("%s answered HTTP %d to the preflight GET /models; going on (requests are retried)",
+                        self._where(), r.status_code)
+        self._preflight_done = True
+
+    def _note_transport(self, kind: str | None) -> None:
+        """Circuit breaker bookkeeping: `kind` of a failed attempt ("connection" counts), None for
+        any HTTP answer (which closes the streak)."""
+        if kind == "connection":
+            self._conn_streak += 1
+            n = int(getattr(self.endpoint, "breaker_failures", 0) or 0)
+            if n and self._conn_streak >= n and self._breaker is None:
+                self._breaker = f"{self._conn_streak} consecutive connection failures"
+                log.error("%s: circuit breaker open after %s; no further requests are sent", self._where(),
+                          self._breaker)
+        else:
+            self._conn_streak = 0
+
     # ------------------------------------------------------------------ one request
     async def acomplete(self, req: LLMRequest) -> LLMResult:
         """One request through the cache, retries and validation. Never raises for the request's
@@ -167,6 +235,7 @@ class LLMClient:
                 if res is not None:
                     self._book.add_cached(cached)
                     return res
+        await self.apreflight()
         return await self._complete_uncached(req, key)
 
     @staticmethod
@@ -210,11 +279,15 @@ class LLMClient:
         pt_total = ct_total = 0
         last_text: str | None = None
         while True:
+            if self._breaker is not None:
+                return self._failed(req, key, f"circuit_open: {self._breaker} at {ep.name!r}; not sent",
+                                    "circuit_open", attempts, pt_total, ct_total, t0, last_text)
             attempts += 1
             try:
                 text, finish, pt, ct, lps = await transport.send(pools, body, timeout)
             except Retryable as e:
                 acct(req.tag, calls=1, error=e.kind)
+                self._note_transport(e.kind)
                 if transport_retries >= max_retries:
                     return self._failed(req, key, f"{e.kind} after {attempts} attempts: {e}", None,
                                         attempts, pt_total, ct_total, t0, last_text)
@@ -227,6 +300,7 @@ class LLMClient:
                 continue
             except Fatal as e:
                 acct(req.tag, calls=1, error=e.kind)
+                self._note_transport(None)
                 return self._failed(req, key, f"{e.kind}: {e}", None, attempts, pt_total, ct_total, t0,
                                     last_text)
             except asyncio.CancelledError:
@@ -236,6 +310,7 @@ class LLMClient:
                 return self._failed(req, key, f"unexpected error: {type(e).__name__}: {e}", None,
                                     attempts, pt_total, ct_total, t0, last_text)
             acct(req.tag, calls=1, answers=1, prompt_tokens=pt, completion_tokens=ct)
+            self._note_transport(None)
             if text and self._secrets:  # an endpoint echoing the key must not plant it in the cache
                 for sec in self._secrets:
                     if sec.get_secret_value() in text:
@@ -297,7 +372,10 @@ class LLMClient:
     async def amap(self, reqs: Sequence[LLMRequest],
                    progress: Callable[[int, int], None] | None = None) -> list[LLMResult]:
         """All requests, bounded concurrency, results in input order; never raises for a single
-        request. Cache lookups are batched; identical requests in one batch are sent once."""
+        request (a failed one is LLMResult(status="failed")), but raises EndpointUnavailable when the
+        endpoint is gone: the preflight before the first uncached request failed, or the circuit
+        breaker opened (`breaker_failures` consecutive connection failures).
+        Cache lookups are batched; identical requests in one batch are sent once."""
         reqs = list(reqs)
         n = len(reqs)
         results: list[LLMResult | None] = [None] * n
@@ -332,6 +410,7 @@ class LLMClient:
         if done:
             report(done)
         if todo:
+            await self.apreflight()  # raises EndpointUnavailable before anything is spent
             groups = list(todo.values())
             it = iter(groups)
 
@@ -348,6 +427,11 @@ class LLMClient:
 
             nworkers = min(len(groups), max(1, int(ep.max_concurrency)) * 2)
             await asyncio.gather(*(worker() for _ in range(nworkers)))
+            if self._breaker is not None:
+                ok = sum(1 for r in results if r is not None and r.ok)
+                raise EndpointUnavailable(
+                    f"{self._where()}: stopped after {self._breaker} ({ok} of {n} requests answered, "
+                    f"{n - ok} failed; the answers received are cached, a rerun sends only the rest)")
         return results  # type: ignore[return-value]
 
     def _dup(self, req: LLMRequest, res: LLMResult) -> LLMResult:

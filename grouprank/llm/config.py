@@ -1,14 +1,17 @@
 """Configuration of the LLM client layer: endpoints and the answer cache."""
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from grouprank.config_section import Section
 
 
 class LLMEndpoint(Section):
     """One OpenAI-compatible endpoint as used by grouprank.llm.LLMClient (OpenAI, vLLM, SGLang,
-    Ollama, llama.cpp server, or tests.support.fake_openai_server)."""
+    Ollama, llama.cpp server, or tests.support.fake_openai_server). Credentials never live here: the
+    key comes from the environment variable `api_key_env` or the Prefect Secret block `api_key_secret`;
+    a base_url loses its user-info and query string (grouprank.llm.redact); errors never echo values."""
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
     name: str = "default"
     base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     managed: str | None = Field(None, description="a local model grouprank serves itself instead of base_url: "
@@ -35,6 +38,55 @@ class LLMEndpoint(Section):
                            "the parameter")
     price_prompt_per_mtok: float = Field(0.0, description="USD per million prompt tokens (cost accounting)")
     price_completion_per_mtok: float = Field(0.0, description="USD per million completion tokens")
+    preflight: bool = Field(True, description="before the first request that is not answered from the cache, "
+                            "one cheap GET <base_url>/models: an endpoint that cannot be reached (or rejects "
+                            "the key) fails the stage within seconds, naming the endpoint and the reason")
+    preflight_timeout_s: float = Field(5.0, gt=0, description="time limit of the preflight request")
+    breaker_failures: int = Field(10, ge=0, description="circuit breaker: after this many consecutive "
+                                  "connection failures (no HTTP answer at all) the client stops sending and the "
+                                  "stage fails with a summary; 0: off")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hide_refused(cls, data):
+        """A key typed into api_key_env / api_key_secret, or given under a credential-like key (api_key,
+        token, ...), is replaced by a placeholder before validation, so that no error report (not
+        even one built from ValidationError.errors(), which keeps the input) can show it."""
+        if not isinstance(data, dict):
+            return data
+        from .redact import HIDDEN, check_block_name, check_env_name, is_secret_key
+        out = dict(data)
+        for k, check in (("api_key_env", check_env_name), ("api_key_secret", check_block_name)):
+            v = out.get(k)
+            if isinstance(v, str):
+                try:
+                    check(v, k)
+                except ValueError:
+                    out[k] = HIDDEN
+            elif v is not None:
+                out[k] = HIDDEN
+        for k in list(out):
+            if k not in cls.model_fields and is_secret_key(k):
+                out[k] = HIDDEN
+        return out
+
+    @field_validator("base_url")
+    @classmethod
+    def _clean_base_url(cls, v, info):
+        from .redact import clean_url_field
+        return clean_url_field(v, "llm endpoint base_url")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v):
+        from .redact import check_env_name
+        return check_env_name(v, "llm endpoint api_key_env")
+
+    @field_validator("api_key_secret")
+    @classmethod
+    def _block_name(cls, v):
+        from .redact import check_block_name
+        return check_block_name(v, "llm endpoint api_key_secret")
 
     @model_validator(mode="after")
     def _one_address(self):
@@ -45,5 +97,6 @@ class LLMEndpoint(Section):
 
 
 class LLMConfig(Section):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
     endpoints: list[LLMEndpoint] = Field(default_factory=list)
     cache_path: str | None = Field(None, description="SQLite cache (default <work_dir>/llm_cache.sqlite)")

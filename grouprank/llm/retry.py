@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from email.utils import parsedate_to_datetime
 
@@ -105,3 +106,20 @@ def classify(exc: BaseException, timeout: float) -> Retryable | Fatal | None:
     if isinstance(exc, (json.JSONDecodeError, ValueError, TypeError, KeyError)):
         return Retryable("malformed_response", f"malformed response: {type(exc).__name__}: {exc}")
     return None
+
+
+# how the client words a request that failed for the endpoint's sake (not for its answer):
+# "<kind> after N attempts: ...", "http_4xx: HTTP ...", "circuit_open: ...", "unexpected error: ...",
+# "client error: ..."; a judge may prefix it ("no valid score ...: <reason>")
+_TRANSPORT_REASON = re.compile(r"(?:^|: )(?:(?:connection|timeout|http_\d{3}|malformed_response) after \d+ attempts"
+                               r"|http_\d{3}: HTTP|circuit_open|preflight|unexpected error|client error)")
+
+
+def transport_failure(error: str | None) -> str | None:
+    """The kind of failure (e.g. "connection", "http_503", "circuit_open") when a failed request's
+    reason is the endpoint's (connection, timeout, HTTP error, malformed body, open circuit); None
+    when it is its answer's (unparsable, cut, missing documents)."""
+    m = _TRANSPORT_REASON.search(error or "")
+    if m is None:
+        return None
+    return m.group(0).lstrip(": ").split(" after ", 1)[0].split(":", 1)[0]

@@ -25,9 +25,24 @@ QUERY_RE = re.compile(r"<query>\n(.*?)\n</query>", re.S)
 DOC_RE = re.compile(r'<document id="\[(\d+)\]">\n(.*?)\n</document>', re.S)
 
 
+# Chat-template control tokens and role markers (ChatML/Qwen/SmolLM, Llama 2/3, Gemma, Mistral,
+# Phi, GPT-style <|endoftext|>, fill-in-the-middle): inside a document they could end the user turn
+# and open a forged system or assistant turn once the prompt goes through a chat template.
+_CONTROL_TOKEN = re.compile(
+    r"<(?=\|[A-Za-z_][A-Za-z0-9_.:\-]{0,40}\|>)"                       # <|im_start|>, <|eot_id|>, <|endoftext|>
+    r"|<(?=\s*/?\s*(?:start_of_turn|end_of_turn|bos|eos|s|pad|unk|sep|cls|mask)\s*>)"  # Gemma, <s> </s>
+    r"|\[(?=\s*/?\s*(?:INST|SYS|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS)\s*\])"  # [INST] [/INST] (Mistral, Llama 2)
+    r"|<(?=<\s*/?\s*SYS\s*>>)",                                             # <<SYS>> <</SYS>>
+    re.I)
+
+
 def defuse(text: str) -> str:
-    """Reserved tags made inert: ``<answer>`` -> ``‹answer>`` (also closing and spaced forms)."""
-    return _RESERVED_TAG.sub(lambda m: "\u2039" + m.group(1), text)
+    """Reserved tags made inert: ``<answer>`` -> ``‹answer>`` (also closing and spaced forms), and
+    chat-template control tokens likewise: ``<|im_start|>`` -> ``‹|im_start|>``, ``[INST]`` ->
+    ``‹INST]``, ``<start_of_turn>`` -> ``‹start_of_turn>``, ``<<SYS>>`` -> ``‹<SYS>>``. Every prompt
+    builder renders documents, queries and rationales through this (via `clean_text`)."""
+    text = _RESERVED_TAG.sub(lambda m: "\u2039" + m.group(1), text)
+    return _CONTROL_TOKEN.sub("\u2039", text)
 
 
 def clean_text(text: str | None, max_chars: int | None = None) -> str:

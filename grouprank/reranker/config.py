@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from grouprank.scoring.spec import ScoringSpec
 
@@ -76,6 +76,14 @@ class RerankerConfig(ScoringSpec):
                                              "many documents (the rest is counted, not trained)")
     train_doc_chars: int | None = Field(None, ge=1, description="cut documents in training prompts to this many "
                                         "characters (None: as built)")
+
+    @field_validator("sft_args", "grpo_args")
+    @classmethod
+    def _no_credentials(cls, v, info):
+        """Pass-through arguments lose token/key/secret/password-like keys (the configuration is
+        published: dataset card, Prefect parameters); TRL/huggingface_hub read HF_TOKEN themselves."""
+        from grouprank.llm.redact import drop_secret_keys
+        return drop_secret_keys(v, f"reranker.{info.field_name}")
 
 
 AUTO_PRESETS = {"smollm2": "smollm2-cpu", "tiny": "tiny-cpu"}

@@ -58,6 +58,12 @@ class RetrieverTrainConfig(Section):
                                                    "(onnx: same vectors as torch, faster on CPU)")
     eval_before: bool = True
     eval_after: bool = True
+    checkpoint_steps: int = Field(500, ge=0, description="save a training checkpoint every this many optimizer "
+                                  "steps (in <out>/.model.checkpoints, removed when training finishes); a killed "
+                                  "training resumes from the last one when rerun with the same examples and "
+                                  "settings. 0: no checkpoints")
+    require_update: bool = Field(True, description="fail the stage when training left the model's weights "
+                                 "unchanged (e.g. lr 0, every loss term zero) or its loss was not finite")
     remine_rounds: int = Field(0, ge=0, description="extra rounds: re-mine hard negatives with the "
                                "fine-tuned model (false-negative guard kept) and train again")
     remine_range: tuple[int, int] = Field((1, 30), description="re-mined negatives are drawn from these "

@@ -40,10 +40,12 @@ class TrainResult:
     train_loss: float | None
     train_s: float
     model: Any = field(default=None, repr=False)  # the trained SentenceTransformer (in memory)
+    resumed_from: int | None = None  # the checkpoint step this training resumed from (None: from the start)
 
     def stats(self) -> dict[str, Any]:
         return {"n_examples": self.n_examples, "n_negatives": self.n_negatives, "steps": self.steps,
-                "epochs": self.epochs, "train_loss": self.train_loss, "train_s": round(self.train_s, 2)}
+                "epochs": self.epochs, "train_loss": self.train_loss, "train_s": round(self.train_s, 2),
+                "resumed_from_step": self.resumed_from}
 
 
 def default_device() -> str:
@@ -119,8 +121,9 @@ def _SumLoss(model, losses, weights):
 
 
 def training_arguments(tcfg, output_dir: str | Path, n_rows: int, seed: int = 13):
-    """SentenceTransformerTrainingArguments from a RetrieverTrainConfig (no checkpoints, no
-    reporting integrations, no in-training evaluation: before/after evaluation is ours)."""
+    """SentenceTransformerTrainingArguments from a RetrieverTrainConfig (checkpoints every
+    `checkpoint_steps` into `output_dir`, the last two kept; no reporting integrations, no
+    in-training evaluation: before/after evaluation is ours)."""
     import torch
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
@@ -137,10 +140,13 @@ def training_arguments(tcfg, output_dir: str | Path, n_rows: int, seed: int = 13
         fp16=bool(tcfg.fp16 and on_gpu),
         bf16=bool(tcfg.bf16),
         use_cpu=not on_gpu,
-        save_strategy="no",
+        save_strategy="steps" if getattr(tcfg, "checkpoint_steps", 0) else "no",
+        save_steps=int(getattr(tcfg, "checkpoint_steps", 0) or 500),
+        save_total_limit=2,
         eval_strategy="no",
         logging_strategy="steps",
         logging_steps=10,
+        logging_nan_inf_filter=False,  # a NaN/inf loss must show in training_loss (check_training_health)
         report_to="none",
         disable_tqdm=True,
         seed=int(seed),
@@ -149,13 +155,49 @@ def training_arguments(tcfg, output_dir: str | Path, n_rows: int, seed: int = 13
     )
 
 
+def checkpoint_dir(output_dir: str | Path) -> Path:
+    """Where the training of `output_dir` keeps its checkpoints (a hidden sibling)."""
+    output_dir = Path(output_dir)
+    return output_dir.parent / f".{output_dir.name}.checkpoints"
+
+
+def training_fingerprint(frame: pd.DataFrame, tcfg, base: str, seed: int, continued: bool) -> str:
+    """What a checkpoint is valid for: the examples, the training settings, the base model and seed."""
+    import hashlib
+    h = hashlib.sha256()
+    h.update(json.dumps([list(map(str, frame.columns)), base, int(seed), bool(continued),
+                         tcfg.model_dump(mode="json")], sort_keys=True, default=str).encode())
+    for c in frame.columns:  # texts and, for distillation, lists of teacher scores
+        h.update(json.dumps(frame[c].tolist(), default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o),
+                            ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def last_checkpoint(scratch: Path) -> Path | None:
+    """The newest complete checkpoint (model weights, optimizer and trainer state all written); an
+    incomplete one (killed while saving) is removed."""
+    best = None
+    for d in sorted(scratch.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])
+                    if p.name.rsplit("-", 1)[1].isdigit() else -1):
+        complete = ((d / "trainer_state.json").is_file() and (d / "optimizer.pt").is_file()
+                    and any(d.glob("*.safetensors")))
+        if complete:
+            best = d
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+    return best
+
+
 def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model: str | None = None,
-                model=None, dataset_name: str | None = None, seed: int = 13) -> TrainResult:
+                model=None, dataset_name: str | None = None, seed: int = 13, callbacks: list | None = None) -> TrainResult:
     """Fine-tune on a text frame `anchor, positive, negative_1..n` (see data.to_training_frame)
     and save the model (with the sentence-transformers model card) to `output_dir`.
 
     `model`: continue from this in-memory SentenceTransformer (re-mining rounds); else load
-    `base_model` (default `tcfg.base_model`)."""
+    `base_model` (default `tcfg.base_model`). With `tcfg.checkpoint_steps`, checkpoints go to
+    `checkpoint_dir(output_dir)`; a rerun with the same examples and settings resumes from the last
+    complete one (`TrainResult.resumed_from`); the folder is removed once the model is saved.
+    `callbacks`: extra transformers TrainerCallbacks."""
     if len(frame) == 0:
         raise ValueError("no training examples (every row was dropped: see the data stats)")
     if tcfg.loss in DISTILL_LOSSES and "label" not in frame.columns:
@@ -163,6 +205,7 @@ def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model
     offline()
     from sentence_transformers import SentenceTransformerTrainer
     from .data import to_dataset
+    continued = model is not None
     if model is None:
         model = load_model(base_model or tcfg.base_model, max_seq_length=tcfg.max_seq_length,
                            dataset_name=dataset_name)
@@ -172,23 +215,85 @@ def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model
         model.max_seq_length = int(train_len)
     loss = make_loss(model, tcfg)
     ds = to_dataset(frame)
+    before = weight_probe(model)
     output_dir = Path(output_dir)
-    scratch = Path(tempfile.mkdtemp(prefix=".trainer-", dir=output_dir.parent if output_dir.parent.exists() else None))
+    keep = bool(getattr(tcfg, "checkpoint_steps", 0))
+    resume = None
+    if keep:
+        scratch = checkpoint_dir(output_dir)
+        fp = training_fingerprint(frame, tcfg, str(base_model or tcfg.base_model), seed, continued)
+        marker = scratch / "fingerprint"
+        if scratch.exists() and (not marker.is_file() or marker.read_text() != fp):
+            log.info("retriever training: checkpoints in %s are for other examples or settings: removed", scratch)
+            shutil.rmtree(scratch)
+        scratch.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fp)
+        resume = last_checkpoint(scratch)
+        if resume is not None:
+            log.info("retriever training: resuming from %s", resume.name)
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix=".trainer-", dir=output_dir.parent if output_dir.parent.exists() else None))
+    ok = False
     try:
         args = training_arguments(tcfg, scratch, len(frame), seed)
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss)
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss, callbacks=callbacks)
         t0 = time.time()
-        out = trainer.train()
+        out = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         dt = time.time() - t0
+        history = list(trainer.state.log_history)
+        ok = True
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if ok or not keep:  # a failed or killed training keeps its checkpoints for the rerun
+            shutil.rmtree(scratch, ignore_errors=True)
         model.max_seq_length = saved_len  # the saved model encodes with the evaluation length
+    if getattr(tcfg, "require_update", True):
+        check_training_health(model, before, out, history, lr=tcfg.lr)
     save_model(model, output_dir)
     n_neg = sum(1 for c in frame.columns if c.startswith("negative_"))
     return TrainResult(model_dir=output_dir, n_examples=len(frame), n_negatives=n_neg,
                        steps=int(out.global_step), epochs=float(out.metrics.get("epoch", tcfg.epochs) or 0),
                        train_loss=float(out.training_loss) if out.training_loss is not None else None,
-                       train_s=dt, model=model)
+                       train_s=dt, model=model,
+                       resumed_from=int(resume.name.rsplit("-", 1)[1]) if resume is not None else None)
+
+
+def weight_probe(model, n: int = 12) -> list[tuple[str, Any]]:
+    """Copies of up to `n` trainable parameter tensors spread over the model (first, last and evenly
+    between): an optimizer step that moved the model moves every one of them, and a copy of a few
+    tensors costs little next to a copy of the whole model."""
+    params = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        return []
+    idx = sorted({round(i * (len(params) - 1) / max(1, n - 1)) for i in range(min(n, len(params)))})
+    return [(params[i][0], params[i][1].detach().clone()) for i in idx]
+
+
+def check_training_health(model, before: list[tuple[str, Any]], out, history: list[dict] | None = None,
+                          lr: float | None = None) -> None:
+    """Raise a UserError when the training's loss was not finite (NaN/inf anywhere in its log) or
+    it left the probed weights unchanged: such a model would be reported as trained."""
+    import math
+
+    import torch
+
+    from grouprank.errors import UserError
+    hist = [h.get("loss") for h in (history or []) if "loss" in h]
+    losses = [x for x in [getattr(out, "training_loss", None), *hist] if x is not None]
+    bad = [x for x in losses if not math.isfinite(float(x))]
+    if bad:
+        raise UserError(f"train_retriever: the training loss was not finite ({bad[0]}) after {out.global_step} "
+                        "steps: lower retriever.lr, check the examples (empty texts?) or turn off fp16")
+    params = dict(model.named_parameters())
+    changed = [k for k, b in before if k in params and not torch.equal(params[k].detach().to(b.device), b)]
+    if before and not changed:
+        raise UserError(f"train_retriever: {out.global_step} training steps left the model's weights unchanged "
+                        f"(loss {out.training_loss}): learning rate {lr} too small, "
+                        "or every loss term was zero (e.g. no in-batch negatives with batch size 1); set "
+                        "retriever.require_update=false to accept it")
+    # NaN weights with a finite logged loss (the last step's update) are just as unusable
+    for k, p in params.items():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise UserError(f"train_retriever: parameter {k} holds NaN/inf after training")
 
 
 def save_model(model, output_dir: str | Path) -> Path:

@@ -1,6 +1,7 @@
 """The dataset card (README.md) of an export, its grade histogram, and judge statistics.
 
-The card is deterministic for equal inputs (no dates, no absolute paths), like the Parquet files.
+The card is deterministic for equal inputs (no dates, no absolute paths), like the Parquet files,
+and shows no credential (the embedded run configuration goes through `grouprank.llm.redact`).
 """
 from __future__ import annotations
 
@@ -52,15 +53,20 @@ def judges_summary(judgments: pa.Table | None, labels: pa.Table | None) -> list[
     """Per judge: kind, model, template, ok/failed rows, tokens (from JUDGMENTS); or, without
     judgments, the judge ids named in LABELS.judge_scores."""
     if judgments is not None and judgments.num_rows:
-        df = judgments.select(["judge_id", "kind", "model", "template_version", "status", "prompt_tokens",
-                               "completion_tokens"]).to_pandas()
+        cols = ["judge_id", "kind", "model", "template_version", "status", "prompt_tokens", "completion_tokens"]
+        if "injection_flag" in judgments.column_names:
+            cols.append("injection_flag")
+        df = judgments.select(cols).to_pandas()
         out = []
         for jid, g in df.groupby("judge_id", sort=True):
             out.append({"judge_id": jid, "kind": g["kind"].iloc[0], "model": g["model"].iloc[0],
                         "template_version": g["template_version"].iloc[0],
                         "rows_ok": int((g["status"] == "ok").sum()), "rows_failed": int((g["status"] != "ok").sum()),
                         "prompt_tokens": int(g["prompt_tokens"].fillna(0).sum()),
-                        "completion_tokens": int(g["completion_tokens"].fillna(0).sum())})
+                        "completion_tokens": int(g["completion_tokens"].fillna(0).sum()),
+                        # pairs whose document carries text aimed at the judge (grouprank.judges.injection)
+                        "injection_flagged": int(g["injection_flag"].fillna(False).astype(bool).sum())
+                        if "injection_flag" in g else None})
         return out
     if labels is None:
         return []
@@ -140,8 +146,11 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
                 agreement_rows: list[dict], human: dict | None, methods: Mapping[str, int],
                 config: Mapping[str, Any], run_config: Mapping[str, Any], schemas: Mapping[str, int],
                 template_version: str, histogram: str) -> str:
-    """`config`: the datasets section; `run_config`: the whole run configuration (shown verbatim)."""
-    cfg_json = json.dumps(run_config, indent=2, sort_keys=True)
+    """`config`: the datasets section; `run_config`: the whole run configuration, shown through
+    `grouprank.llm.redact.redact` (credential-like keys as ***, URLs without user-info or query; the
+    configuration sections already refuse or clean credentials when they are loaded)."""
+    from grouprank.llm.redact import redact
+    cfg_json = json.dumps(redact(dict(run_config)), indent=2, sort_keys=True)
     header = ["---", "configs:"]
     for view, info in views.items():
         header += [f"- config_name: {view}", "  data_files:", "  - split: train", f"    path: {info['glob']}"]
@@ -218,7 +227,11 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
         "## Judges",
         "",
         _table(judges, ["judge_id", "kind", "model", "template_version", "rows_ok", "rows_failed",
-                        "prompt_tokens", "completion_tokens"]),
+                        "prompt_tokens", "completion_tokens", "injection_flagged"]),
+        "`injection_flagged`: judged pairs whose document carries text aimed at the judge (instructions, "
+        "chat-template tokens, fake answer tags; `grouprank.judges.injection`); control tokens are "
+        "neutralised in every prompt.",
+        "",
         "Agreement between judges (mean per-query Spearman over documents both judged):",
         "",
         _table(agreement_rows, ["a", "b", "queries", "mean_spearman"]) if agreement_rows else "_not known (fewer than two judges or no judgments table)_\n",

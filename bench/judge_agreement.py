@@ -100,7 +100,9 @@ def retrieved_pool(collection, qr, qids, depth: int, work_dir):
     cfg = RunConfig(work_dir=str(work_dir))
     hr = HybridRetriever(collection.documents, cfg, work_dir=work_dir)
     qtext = dict(zip(collection.queries["query_id"].to_pylist(), collection.queries["text"].to_pylist()))
-    hits = hr.search([qtext[q] for q in qids], k=depth)
+    ex = collection.excluded or {}
+    hits = hr.search([qtext[q] for q in qids], k=depth + max((len(ex.get(q, ())) for q in qids), default=0))
+    hits = [[(d, sc) for d, sc in h if d not in ex.get(q, ())][:depth] for q, h in zip(qids, hits)]
     grades = {(q, d): int(g) for q, d, g in zip(qr.query_id, qr.doc_id, qr.grade)}
     rows = [{"query_id": q, "doc_id": d, "grade": grades.get((q, d), 0), "hybrid": float(sc)}
             for q, h in zip(qids, hits) for d, sc in h]
@@ -210,7 +212,8 @@ def metrics(rows, qrels, grade_scale: int = 3) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--collection", default="trec_dl19_passage")
+    from grouprank.commands.collection_args import add_collection_args
+    add_collection_args(p, default_collection="trec_dl19_passage", quarantine=False)
     p.add_argument("--judge", default="local", choices=["local", "pointwise", "listwise", "groupwise"])
     p.add_argument("--base-url", default=os.environ.get("GROUPRANK_BASE_URL"))
     p.add_argument("--model", default=os.environ.get("GROUPRANK_MODEL", "local"))
@@ -231,7 +234,8 @@ def main(argv=None) -> int:
     p.add_argument("--mpnet", choices=["on", "off"], default="on" if _JS.model_fields["local_mpnet"].default else "off",
                    help="local judge with the all-mpnet-base-v2 feature (default: the judge's default)")
     p.add_argument("--pool", choices=["judged", "retrieved"], default="judged")
-    p.add_argument("--split", help="only this split's qrels/queries (e.g. train)")
+    p.add_argument("--split", default="auto", help="only this split's qrels/queries (e.g. train); default auto: "
+                   "test when the collection has one, else all judged queries; 'all': every split")
     p.add_argument("--depth", type=int, default=30, help="--pool retrieved: documents per query")
     p.add_argument("--signals", action="store_true", help="also report each local feature's own agreement")
     p.add_argument("--calibration", choices=["auto", "crossfit", "shipped"], default="auto")
@@ -246,20 +250,30 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if a.embed_cache:
         os.environ["GROUPRANK_LOCAL_EMBED_CACHE"] = a.embed_cache  # read by LocalScorer, here and in the server
-    from grouprank.collections import load_collection
+    from grouprank.commands.collection_args import load_from_args
     from grouprank.config import JudgeSpec, LLMEndpoint, RunConfig
     from grouprank.judges.local import LocalJudge, LocalScorer
     from grouprank.judges.runner import run_judges
 
     t0 = time.perf_counter()
-    coll = load_collection(a.collection)
+    from grouprank.queries.sources import AUTO, default_split, query_splits
+    coll = load_from_args(a)
+    a.collection = coll.name
+    if a.split == AUTO:
+        d = default_split(query_splits(coll.queries), "evaluate")
+        a.split = d[0] if d else None
+    elif a.split == "all":
+        a.split = None
     work = Path(a.work_dir) if a.work_dir else Path(tempfile.mkdtemp(prefix="judge_agreement_"))
     pool, qrels = judge_pool(coll, a.max_queries, a.max_docs_per_query, pool=a.pool, split=a.split,
                              depth=a.depth, work_dir=work)
+    # the grade scale follows the collection: its top grade in the qrels (a 0-2 collection gets no grade 3)
+    grade_top = max(1, int(coll.qrels["grade"].to_pandas().max()) if coll.qrels.num_rows else 1)
     bg = background_of(coll)
     use_mpnet = a.mpnet == "on"
     result: dict = {"collection": a.collection, "judge": a.judge, "queries": len(pool.pools),
-                    "pairs": pool.n_pairs, "pool": a.pool, "split": a.split,
+                    "pairs": pool.n_pairs, "pool": a.pool, "split": a.split or "all", "grade_scale": grade_top,
+                    "excluded_ids": sum(len(v) for v in coll.excluded.values()),
                     "depth": a.depth if a.pool == "retrieved" else None}
     spec_kw = dict(group_size=a.group_size, passes=a.passes, window=a.window, stride=a.stride,
                    context_budget_tokens=a.context_budget, temperature=a.temperature, local_e5=a.e5,
@@ -318,7 +332,8 @@ def main(argv=None) -> int:
             qs += [q] * len(dids)
         names = tuple(scorer.features) + (("hybrid",) if hyb is not None else ())
         result["signals"] = signal_metrics(np.concatenate(Xs), ys, qs, names,
-                                           folds=fold_sets if cal_mode == "crossfit" else None)
+                                           folds=fold_sets if cal_mode == "crossfit" else None,
+                                           grades_scale=grade_top)
     rows: list[dict] = []
     calls = prompt_tokens = 0
     usage_all = {}
@@ -367,7 +382,7 @@ def main(argv=None) -> int:
             if server is not None:
                 server.stop()
 
-    result.update(metrics(rows, qrels))
+    result.update(metrics(rows, qrels, grade_scale=grade_top))
     result.update({"calls": calls, "prompt_tokens": prompt_tokens, "via_server": bool(a.via_server),
                    "usage": usage_all, "wall_s": round(time.perf_counter() - t0, 1)})
     if a.judge != "local":

@@ -53,10 +53,13 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
+EXCLUDED: dict = {}  # the collection's excluded ids (BRIGHT), removed from every run before scoring
+
+
 def evaluate(run_df, qrels):
     try:
         from grouprank.evaluation.metrics import evaluate as ev
-        m = ev(run_df, qrels, MEASURES)
+        m = ev(run_df, qrels, MEASURES, excluded=EXCLUDED)
     except ImportError:  # fall back to ir_measures directly
         import ir_measures
         q = qrels.to_pandas().rename(columns={"grade": "relevance"})[["query_id", "doc_id", "relevance"]]
@@ -115,9 +118,11 @@ def raw_run(texts, qtexts, encoder_backend, rcfg, depth):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--collection", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--split", default="test")
+    from grouprank.commands.collection_args import add_collection_args
+    add_collection_args(ap, quarantine=False)
+    ap.add_argument("--out", required=True, help="JSON report path")
+    ap.add_argument("--split", default="auto", help="judged query split scored (default auto: test when the "
+                    "collection has one, else all judged queries)")
     ap.add_argument("--work-dir", default=str(ROOT / "grouprank_output" / "bench_retrieval"),
                     help="persistent index store for the quality runs (reused across bench runs)")
     ap.add_argument("--fast-backend", default="onnx-int8", choices=["onnx", "onnx-int8"])
@@ -128,6 +133,9 @@ def main(argv=None) -> int:
     ap.add_argument("--overhead-reps", type=int, default=2, help="ABBA repetitions pairs (2 = raw,stage,stage,raw)")
     ap.add_argument("--overhead-docs", type=int, default=None,
                     help="run the overhead comparison on the first N documents (default: all)")
+    ap.add_argument("--dense-chunking", choices=["none", "maxp"], default="none",
+                    help="dense documents whole (truncated to the window) or as passages scored by the best one "
+                         "(retrieval.dense_chunking; use it with --no-overhead: the raw baseline encodes whole texts)")
     ap.add_argument("--no-encode-timing", action="store_true", help="skip the torch/fast A/B encode")
     ap.add_argument("--no-overhead", action="store_true")
     ap.add_argument("--chunk", type=int, default=256, help="A/B chunk size (documents)")
@@ -139,21 +147,27 @@ def main(argv=None) -> int:
                     help="seconds to wait for pre-encoded embeddings (bench/encode_shards.py workers) to complete")
     args = ap.parse_args(argv)
 
-    from grouprank.collections import load_collection
     from grouprank.config import RetrievalConfig
     from grouprank.first_stage.dense import DenseEncoder
     from grouprank.first_stage.hybrid import retrieve, store_embeddings
     from grouprank.first_stage.pooling import pool
     from grouprank.text import document_texts
 
+    from grouprank.commands.collection_args import describe, load_from_args
+    from grouprank.queries.sources import AUTO, default_split, query_splits
+    coll = load_from_args(args)
+    args.collection = coll.name
+    if args.split == AUTO:
+        d = default_split(query_splits(coll.queries), "evaluate")
+        args.split = d[0] if d else None
     work = Path(args.work_dir) / args.collection
     work.mkdir(parents=True, exist_ok=True)
-    coll = load_collection(args.collection)
+    EXCLUDED.update(coll.excluded)
     queries, qrels = judged_queries(coll, args.split)
     if queries.num_rows == 0:
-        raise SystemExit(f"no judged queries in split {args.split!r} of {args.collection}")
+        raise SystemExit(f"no judged queries in split {args.split!r} of {args.collection} (it has {coll.splits})")
     docs = coll.documents
-    rcfg = RetrievalConfig()
+    rcfg = RetrievalConfig(dense_chunking=args.dense_chunking)
     ids, texts = document_texts(docs, rcfg.include_title)
     log(f"{args.collection}: {len(ids)} docs, {queries.num_rows} judged {args.split} queries")
     cache = work / "models"
@@ -161,13 +175,15 @@ def main(argv=None) -> int:
                              cache_dir=cache)
     fast_enc = DenseEncoder(backend=args.fast_backend, batch_size=rcfg.batch_size,
                             max_seq_length=rcfg.max_seq_length, cache_dir=cache)
-    out: dict = {"collection": args.collection, "split": args.split, "n_docs": len(ids),
+    out: dict = {"collection": args.collection, "source": describe(args), "split": args.split or "all",
+                 "n_docs": len(ids), "excluded_ids": sum(len(v) for v in coll.excluded.values()),
                  "n_queries": queries.num_rows, "systems": {}, "timing": {}, "config": {
                      "depth": rcfg.depth, "bm25": [rcfg.bm25_k1, rcfg.bm25_b, rcfg.bm25_method, rcfg.bm25_stemmer,
                                                    rcfg.bm25_stopwords],
                      "dense_model": torch_enc.model_id, "fast_backend": fast_enc.model_id,
                      "index": rcfg.index, "bm25_weight": rcfg.bm25_weight, "rrf_k": rcfg.rrf_k,
-                     "union_rescore": rcfg.union_rescore, "include_title": rcfg.include_title},
+                     "union_rescore": rcfg.union_rescore, "include_title": rcfg.include_title,
+                     "dense_chunking": rcfg.dense_chunking},
                  "host": {}}
     timing = out["timing"]
 
@@ -245,7 +261,7 @@ def main(argv=None) -> int:
          DenseEncoder(backend=args.quality_backend, batch_size=rcfg.batch_size,
                       max_seq_length=rcfg.max_seq_length, cache_dir=cache))
     out["config"]["quality_backend"] = qenc.model_id
-    res = retrieve(docs, queries, rcfg, work, encoder=qenc)
+    res = retrieve(docs, queries, rcfg, work, encoder=qenc, excluded=coll.excluded)
     nq = queries.num_rows
     systems = out["systems"]
     systems["bm25"] = evaluate(res.run("bm25"), qrels)
@@ -253,12 +269,14 @@ def main(argv=None) -> int:
     systems["hybrid_minmax"] = evaluate(res.with_fusion("minmax").run(), qrels)
     systems["hybrid_rrf"] = evaluate(res.with_fusion("rrf").run(), qrels)
     # the same fusions without union rescoring (missing score = min / no RRF term), for reference
-    res_nu = retrieve(docs, queries, rcfg.model_copy(update={"union_rescore": False}), work, encoder=qenc)
+    res_nu = retrieve(docs, queries, rcfg.model_copy(update={"union_rescore": False}), work, encoder=qenc,
+                      excluded=coll.excluded)
     extra = out.setdefault("extra_systems", {})
     extra["hybrid_minmax_no_union_rescore"] = evaluate(res_nu.with_fusion("minmax").run(), qrels)
     extra["hybrid_rrf_no_union_rescore"] = evaluate(res_nu.with_fusion("rrf").run(), qrels)
     for w in (0.3, 0.4, 0.6):
         extra[f"hybrid_minmax_w{w}"] = evaluate(res.with_fusion("minmax", bm25_weight=w).run(), qrels)
+    out["long_texts"] = res.long_texts  # documents over the dense window (truncated unless maxp)
     cands = pool(res, rcfg)
     out["pool"] = {"rows": cands.num_rows, "per_query": round(cands.num_rows / max(nq, 1), 2)}
     tm = res.timings
@@ -271,7 +289,7 @@ def main(argv=None) -> int:
         "query_encode_s", "dense_search_s", "bm25_search_s", "union_rescore_s", "search_s", "fusion_s") if k in tm}
 
     if qenc is torch_enc:
-        res_fast = retrieve(docs, queries, rcfg, work, encoder=fast_enc)
+        res_fast = retrieve(docs, queries, rcfg, work, encoder=fast_enc, excluded=coll.excluded)
         fast_dense = evaluate(res_fast.run("dense"), qrels)
         extra[f"dense_{args.fast_backend}"] = fast_dense
         timing["fast_backend_ndcg@10_delta"] = round(fast_dense["ndcg@10"] - systems["dense"]["ndcg@10"], 4)

@@ -32,8 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task-runner", default=None,
                    help="thread (default) | dask | tcp://HOST:PORT | ray | ray://HOST:PORT")
     p.add_argument("--json", action="store_true", help="print the whole summary as JSON")
+    from grouprank.commands.collection_args import add_collection_args, collection_overrides
+    add_collection_args(p)  # the same collection options as `grouprank`
+    p.add_argument("--debug", action="store_true", help="show the full traceback of a configuration error")
     args = p.parse_args(argv)
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args, collection_overrides(args))
+    except Exception as e:  # a configuration mistake: one line naming the key, the value and what is allowed
+        from grouprank.cli import _is_user_error, error_line
+        if args.debug or not _is_user_error(e):
+            raise
+        print(f"python -m flows: error: {error_line(e)}", file=sys.stderr)
+        return 2
     f = get_flow(args.flow)
     if args.task_runner:
         from flows.runners import make_task_runner

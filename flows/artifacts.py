@@ -21,6 +21,7 @@ The row builders are plain functions of stage results and tables (no Prefect), t
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,37 @@ def stage_rows(records: list[dict]) -> list[dict]:
     return [{"stage": r["stage"], "state": r["state"],
              "seconds": round(float(r.get("seconds") or 0.0), 2),
              "numbers": numbers(r.get("stats") or {})} for r in records]
+
+
+def stage_number_rows(records: list[dict]) -> list[dict]:
+    """Every number of every stage, one row each (stage, number, value): nothing cut off, unlike the
+    stage-counts table's `numbers` cell."""
+    out = []
+    for r in records:
+        for k, v in (r.get("stats") or {}).items():
+            if not isinstance(v, (int, float, str)):
+                continue
+            out.append({"stage": r["stage"], "number": k, "value": _num(v)})
+    return out
+
+
+def evaluation_rows(eval_report: str | None) -> list[dict]:
+    """The evaluate stage's systems x measures (eval_report.json), one row per system: the first
+    stage, the fine-tuned retriever and the rerankers side by side, with the queries each was scored on."""
+    if not eval_report or not Path(eval_report).exists():
+        return []
+    rep = json.loads(Path(eval_report).read_text())
+    measures = list(rep.get("measures") or [])
+    rows = []
+    for system, vals in (rep.get("systems") or {}).items():
+        row = {"system": system}
+        for m in measures:
+            v = vals.get(m)
+            row[m] = round(float(v), 4) if isinstance(v, (int, float)) else None
+        row["split"] = rep.get("split")
+        row["queries"] = rep.get("queries")
+        rows.append(row)
+    return rows
 
 
 def grade_rows(labels_path: str | None) -> list[dict]:
@@ -191,6 +223,15 @@ def publish(summary: dict, stage_table: list[dict], results: dict[str, dict], qr
     except Exception as e:  # monitoring must not fail the run
         md("judge-agreement", f"agreement could not be computed: `{e}`", "judge agreement (error)")
     table("llm-usage", usage_rows(results, judgments), "LLM calls, tokens and cost")
+    table("stage-numbers", stage_number_rows([{"stage": k, "stats": v.get("stats")} for k, v in
+                                             (summary.get("stages") or {}).items()]),
+          "Every number of every stage (untruncated)")
+    try:
+        table("evaluation", evaluation_rows(outs("evaluate", "eval_report")),
+              "Evaluation: systems x measures on the judged evaluation queries (first stage, fine-tuned "
+              "retriever, trained and LLM reranking)")
+    except Exception as e:  # monitoring must not fail the run
+        md("evaluation", f"evaluation table could not be built: `{e}`", "evaluation (error)")
     png = outs("export", "histogram")
     if png:
         text = histogram_markdown(png)

@@ -70,10 +70,14 @@ def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: s
 
     def finish(failed: str | None = None) -> dict[str, Any]:
         summary["wall_s"] = round(time.time() - t_all, 2)
+        summary["llm"] = llm_summary(cfg, summary["stages"])
         exp = (results.get("export") or {}).get("outputs", {}).get("export")
         if exp:
             summary["exports"] = exp
         path = cfg.work_path / (summary_file or f"flow_summary_{flow_label}.json")
+        if not failed and path.exists() and records and all(r["state"] == "cached" for r in records):
+            # a cached rerun made nothing: the summary of the run that made the outputs stays, this one goes beside it
+            path = path.with_name(f"{path.stem}.cached_rerun.json")
         summary["summary_path"] = str(path)
         if failed:
             summary["failed"] = failed
@@ -150,3 +154,22 @@ def stage_flow(stage, module: str):
     body.__doc__ = (f"{(stage.help or stage.title or stage.name).rstrip('.')}.\n\n"
                     "Earlier stages come from the cache when nothing they depend on changed.")
     return flow(name=name, task_runner=make_task_runner(), log_prints=True)(body)
+
+
+def llm_summary(cfg, stages: dict) -> dict[str, Any]:
+    """The LLM endpoints of the run (name, model, managed model; never a URL or key) and the LLM
+    calls each stage made, from the stages' own stats (`<judge>.calls`, `generation.llm_calls`;
+    answers served from the LLM cache are counted apart)."""
+    eps = [{"name": e.name, "model": e.model, **({"managed": e.managed} if getattr(e, "managed", None) else {})}
+           for e in cfg.llm.endpoints]
+    per_stage: dict[str, dict[str, int]] = {}
+    for name, st in stages.items():
+        stats = st.get("stats") or {}
+        calls = sum(int(v) for k, v in stats.items()
+                    if isinstance(v, (int, float)) and (k.endswith(".calls") or k.endswith(".llm_calls")))
+        cached = sum(int(v) for k, v in stats.items()
+                     if isinstance(v, (int, float)) and (k.endswith(".cached_calls") or k.endswith(".llm_cached")))
+        if calls or cached:
+            per_stage[name] = {"calls": calls, "cached_calls": cached}
+    return {"endpoints": eps, "stages": per_stage, "calls": sum(v["calls"] for v in per_stage.values()),
+            "cached_calls": sum(v["cached_calls"] for v in per_stage.values())}

@@ -15,6 +15,7 @@ import importlib
 import json
 import sys
 
+from grouprank.commands.collection_args import add_debug_arg, add_out_dir_arg
 from grouprank.config import add_config_args, config_from_args
 
 # modules exposing register(subparsers) for the commands that are not one stage
@@ -26,21 +27,44 @@ def _producer(stage) -> dict[str, str]:
     return {name: src for name, (src, _) in wiring_of(stage.name).items()}
 
 
+def _config(args, stage=None):
+    from grouprank.commands.collection_args import collection_overrides
+    extra = collection_overrides(args)
+    if stage is not None and stage.cli_overrides:
+        extra.update(stage.cli_overrides(args))
+    return config_from_args(args, extra)
+
+
 def add_stage_command(sub, stage) -> None:
+    from grouprank.commands.collection_args import add_collection_args
     made_by = _producer(stage)
     p = sub.add_parser(stage.cli_name, help=stage.help or stage.title or stage.name,
                        description=(stage.help or stage.title or stage.name) + ". Runs the stages it needs "
                        "first, unless their finished outputs are still valid.")
     add_config_args(p)
+    add_collection_args(p)
+    add_debug_arg(p)
     for port in stage.inputs:
         p.add_argument(f"--{port.name.replace('_', '-')}", dest=f"input_{port.name}", metavar="PATH",
                        help=f"read `{port.name}` from this file/folder instead of the {made_by[port.name]!r} "
                             "stage's output")
-    p.add_argument("--out-dir", help=f"write the outputs here (default <work_dir>/{stage.folder})")
+    add_out_dir_arg(p, f"write the outputs here (default <work_dir>/{stage.folder})")
     p.add_argument("--refresh", action="store_true", help="rerun the stage even when its outputs are up to date")
     p.add_argument("--json", action="store_true", help="print the whole run summary as JSON")
     if stage.cli_args:
         stage.cli_args(p)
+    if stage.name == "evaluate":
+        g = p.add_argument_group("run files", "score TREC run files against the collection's qrels instead of "
+                                 "running the evaluate stage (writes per_query.csv and summary.json into --out-dir, "
+                                 "default <work_dir>/evaluate_runs)")
+        g.add_argument("--run", action="append", metavar="[NAME=]PATH",
+                       help="a TREC run file, or a folder whose run*.trec files are scored (e.g. <work_dir>/retrieve: "
+                            "the fused, BM25 and dense runs); repeatable")
+        g.add_argument("--rel", type=int, default=1,
+                       help="relevance threshold of the binary measures (R@k, RR@k): grade >= REL (default 1; "
+                            "TREC DL uses 2)")
+        g.add_argument("--measure", action="append", metavar="MEASURE",
+                       help="ir-measures measure, repeatable (default evaluation.measures: nDCG@10, R@100, RR@10)")
     p.set_defaults(func=functools.partial(run_stage_command, stage))
 
 
@@ -49,7 +73,10 @@ def run_stage_command(stage, args) -> int:
 
     from grouprank.errors import UserError
     from grouprank.executor import run_pipeline
-    cfg = config_from_args(args, stage.cli_overrides(args) if stage.cli_overrides else None)
+    cfg = _config(args, stage)
+    if stage.name == "evaluate" and getattr(args, "run", None):
+        from grouprank.evaluation.runs import evaluate_command
+        return evaluate_command(args, cfg)
     given = {}
     for port in stage.inputs:
         v = getattr(args, f"input_{port.name}", None)
@@ -72,7 +99,7 @@ def run_stage_command(stage, args) -> int:
 
 def _run_all(args) -> int:
     from grouprank.executor import run_pipeline
-    cfg = config_from_args(args)
+    cfg = _config(args)
     stages = [s for s in (args.stages or "").split(",") if s] or None
     summary = run_pipeline(cfg, stages, refresh=args.refresh, log_fn=lambda m: print(m, file=sys.stderr))
     print(json.dumps(summary, indent=2, default=str))
@@ -82,10 +109,14 @@ def _run_all(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from grouprank.stage_list import all_stages
     parser = argparse.ArgumentParser(prog="grouprank", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the pipeline in this process, without Prefect (the main job is "
                                    "`python -m flows synthesize`)")
     add_config_args(r)
+    from grouprank.commands.collection_args import add_collection_args
+    add_collection_args(r)
+    add_debug_arg(r)
     r.add_argument("--stages", help="comma-separated target stages (default: all), with what they need")
     r.add_argument("--refresh", action="store_true", help="rerun the targets even when up to date")
     r.set_defaults(func=_run_all)
@@ -96,21 +127,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setup_logging() -> None:
+    """The library's INFO lines (progress with counts and ETA, long-document counts) on stderr, with
+    time stamps; other libraries' at WARNING. Left alone when the caller configured logging."""
+    import logging
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("grouprank").setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _setup_logging()
     try:
         rc = args.func(args)
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # user-facing errors: one clear line, no deep traceback
-        from data_schemas import SchemaError
-        from grouprank.errors import UserError
-        if isinstance(e, (UserError, SchemaError)):
-            print(f"grouprank: error: {e}", file=sys.stderr)
-            return 2
-        raise
+    except BrokenPipeError:  # the reader went away (`| head`): nothing to say
+        return 141
+    except Exception as e:  # errors: one clear line; the traceback only with --debug
+        if getattr(args, "debug", False):
+            raise
+        print(f"grouprank: error: {error_line(e)}", file=sys.stderr)
+        if not _is_user_error(e):
+            print("grouprank: (an unexpected error: rerun with --debug for the traceback)", file=sys.stderr)
+            return 1
+        return 2
     return int(rc or 0)
+
+
+def _is_user_error(e: BaseException) -> bool:
+    import pydantic
+
+    from data_schemas import SchemaError
+    from grouprank.errors import UserError
+    return isinstance(e, (UserError, SchemaError, pydantic.ValidationError, FileNotFoundError)) or \
+        (isinstance(e, ValueError) and "is not KEY=VALUE" in str(e))
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an error: a config mistake names the key, the value given and what is allowed."""
+    import pydantic
+    if isinstance(e, pydantic.ValidationError):
+        from grouprank.config import RunConfig
+        from grouprank.config_section import describe_validation_error
+        return describe_validation_error(e, RunConfig)
+    if isinstance(e, ValueError) and "is not KEY=VALUE" in str(e):
+        return f"--set: {e}"
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return msg if _is_user_error(e) else f"{type(e).__name__}: {msg}"
 
 
 if __name__ == "__main__":

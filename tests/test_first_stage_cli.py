@@ -72,7 +72,7 @@ def test_stage_retrieves_for_kept_queries_only(tiny_beir, tmp_path):
     (tmp_path / "out").mkdir()
     res = retrieve_and_pool(cfg, coll.documents, kept(QUERIES.from_records(q)), tmp_path / "out",
                             encoder=HashEncoder())
-    assert set(res.outputs) == {"candidates", "pool_run", "run", "retrieval_report"}
+    assert set(res.outputs) == {"candidates", "pool_run", "run", "run_bm25", "run_dense", "retrieval_report"}
     c = res.outputs["candidates"].table
     assert sorted(set(c["query_id"].to_pylist())) == ["q1", "q3"]
     assert res.stats["queries"] == 2 and res.stats["candidates"] == 2 * 15

@@ -91,7 +91,7 @@ def test_model_fingerprint_is_shared_with_onnx_exports_and_forgettable(tmp_path)
     assert dense.model_fingerprint(str(d)) == fp            # cached per process ...
     dense.forget_model(str(d.resolve()))                   # ... until forgotten (retriever_training)
     fp2 = dense.model_fingerprint(str(d))
-    assert fp2 != fp and onnx_backend.export_dir(str(d), tmp_path).name.endswith(f"-{fp2}-v1")
+    assert fp2 != fp and onnx_backend.export_dir(str(d), tmp_path).name.endswith(f"-{fp2}-v{onnx_backend.EXPORT_VERSION}")
     (d / "config.json").write_text('{"a": 3}')
     model_files.forget_fingerprint(str(d))
     assert dense.model_fingerprint(str(d)) not in (fp, fp2)

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ARTIFACT_KINDS = {"summary": "markdown", "stage-counts": "table", "grade-distribution": "table",
                   "judge-agreement": "table", "llm-usage": "table", "judge-progress": "progress",
-                  "grade-histogram": "markdown"}
+                  "grade-histogram": "markdown", "evaluation": "table", "stage-numbers": "table"}
 
 
 def _expected_stages() -> list[str]:
@@ -133,6 +133,8 @@ def test_end_to_end_deployment_run(env):
         want -= {"grouprank-grade-distribution-flowtest", "grouprank-judge-agreement-flowtest"}
     if "judge" not in stages:
         want -= {"grouprank-judge-progress-flowtest", "grouprank-llm-usage-flowtest"}
+    if "evaluate" not in stages:
+        want.discard("grouprank-evaluation-flowtest")
     assert want <= set(keys), sorted(set(keys))
     for k, kind in ARTIFACT_KINDS.items():
         key = f"grouprank-{k}-flowtest"
@@ -144,9 +146,17 @@ def test_end_to_end_deployment_run(env):
     counts = _data(keys["grouprank-stage-counts-flowtest"])
     counts = [r for r in counts if r["state"] != "not available"]
     assert [r["stage"] for r in counts] == stages and {r["state"] for r in counts} == {"ran"}
+    if "evaluate" in stages:
+        ev = {r["system"]: r for r in _data(keys["grouprank-evaluation-flowtest"])}
+        assert {"bm25", "dense"} <= set(ev) and any(k.startswith("hybrid-") for k in ev), sorted(ev)
+        assert all(0.0 <= r["nDCG@10"] <= 1.0 and r["queries"] > 0 for r in ev.values())
     summary = json.loads((env["work"] / "run_summary.json").read_text())
     assert summary["flow_run_id"] == run["id"]
     assert [s for s in summary["stages"]] == stages
+    numbers = {(r["stage"], r["number"]) for r in _data(keys["grouprank-stage-numbers-flowtest"])}
+    for s in stages:  # every number of every stage, none cut off
+        st = summary["stages"][s]["stats"]
+        assert {(s, k) for k, v in st.items() if isinstance(v, (int, float, str))} <= numbers, s
     if "judge" in stages:
         assert run["llm_requests"] > 0, "the LLM judge never called the local server"
         assert float(keys["grouprank-judge-progress-flowtest"]["data"]) == 100.0
@@ -182,7 +192,11 @@ def test_second_run_is_all_cached_and_calls_no_llm(env):
     states = {t["name"]: t["state"]["name"] for t in run["task_runs"]}
     assert states == {s: "Cached" for s in stages}, states
     assert run["llm_requests"] == 0
-    summary = json.loads((env["work"] / "run_summary.json").read_text())
+    # the first run's summary is kept; the cached rerun's goes beside it
+    first = json.loads((env["work"] / "run_summary.json").read_text())
+    assert first["flow_run_id"] == env["runs"]["first"]["id"] and {v["state"] for v in first["stages"].values()} == {"ran"}
+    summary = json.loads((env["work"] / "run_summary.cached_rerun.json").read_text())
+    assert summary["flow_run_id"] == run["id"]
     assert {v["state"] for v in summary["stages"].values()} == {"cached"}
     keys = {a["key"] for a in run["artifacts"] if a.get("key")}
     assert "grouprank-summary-flowtest" in keys and "grouprank-stage-counts-flowtest" in keys
@@ -213,6 +227,14 @@ def test_browser_shows_the_run_and_its_artifacts(env, tmp_path):
         assert "Stages" in text
         shot = b.screenshot(shots / "summary_artifact.png")
         assert shot.stat().st_size > 10_000
+        ev = [a for a in run["artifacts"] if a.get("key") == "grouprank-evaluation-flowtest"]
+        if "evaluate" in stages:  # the evaluation table: systems x measures, as the UI renders it
+            assert ev, "no evaluation artifact"
+            b.goto(f"{pf.ui}/v2/artifacts/artifact/{ev[0]['id']}")
+            systems = [r["system"] for r in _data(ev[0])]
+            text = b.wait_text(["nDCG@10", "R@100"] + systems, timeout=90)
+            assert "bm25" in text
+            b.screenshot(shots / "evaluation_artifact.png")
         hist = [a for a in run["artifacts"] if a.get("key") == "grouprank-grade-histogram-flowtest"]
         if hist:  # the PNG embedded as a data: URI renders as an image in the UI
             b.goto(f"{pf.ui}/v2/artifacts/artifact/{hist[0]['id']}")

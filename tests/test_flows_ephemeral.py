@@ -25,7 +25,9 @@ from pathlib import Path
 from flows.__main__ import main
 work = Path(sys.argv[1])
 main(["mine-queries", "--work-dir", str(work), *sys.argv[2:]])
-second = json.loads((work / "flow_summary_mine_queries.json").read_text())
+second = json.loads((work / "flow_summary_mine_queries.cached_rerun.json").read_text())  # first run's summary kept
+kept = json.loads((work / "flow_summary_mine_queries.json").read_text())
+assert {v["state"] for v in kept["stages"].values()} == {"ran"}, kept
 (work / "mine_queries" / "mined_queries.parquet").unlink()
 main(["mine-queries", "--work-dir", str(work), *sys.argv[2:]])
 third = json.loads((work / "flow_summary_mine_queries.json").read_text())

@@ -66,7 +66,7 @@ class _NoClient:
 def test_judge_prompts_show_document_text():
     pool = JudgePool.from_tables(CANDIDATES, DOCS, QUERIES)
     specs = [(JudgeSpec(id="p", kind="pointwise"), 3000), (JudgeSpec(id="l", kind="listwise"), 20),
-             (JudgeSpec(id="g", kind="groupwise", group_size=2, passes=2), 3000)]
+             (JudgeSpec(id="g", kind="groupwise", group_size=2, passes=2, seed=13), 3000)]
     seen = 0
     for cls, (spec, cut) in zip((PointwiseJudge, ListwiseJudge, GroupwiseJudge), specs):
         for req in cls(spec, _NoClient(), max_doc_chars=cut).plan(pool):

@@ -23,13 +23,18 @@ def load_collection(name: str, *, format: str = "builtin", path: str | None = No
     if format == "builtin":
         if name not in LOADERS:
             raise UserError(f"unknown collection {name!r}; built-in: {', '.join(BUILTIN)} "
-                            f"(or give format=beir|bright|jsonl|csv|parquet|hf with a path)")
+                            f"(or your files: --format beir|bright|trec|jsonl|csv|parquet|hf --path PATH, "
+                            f"or data.format / data.path in the config)")
         return LOADERS[name](Path(data_root) if data_root else default_data_root(), q, max_chars)
     src = path or name
     if format == "beir":
         return load_beir(src, name=kwargs.get("collection_name"), quarantine=q, max_chars=max_chars)
     if format == "bright":
         return load_bright(src, name=kwargs.get("collection_name"), quarantine=q, max_chars=max_chars)
+    if format == "trec" or (format in ("jsonl", "csv", "parquet", "tsv") and Path(src).is_dir()):
+        from .formats import load_folder  # corpus + queries files and TREC qrels in one folder
+        return load_folder(src, name=kwargs.get("collection_name"), quarantine=q, max_chars=max_chars)
+    kwargs.pop("collection_name", None)
     if format in ("jsonl", "csv", "parquet", "tsv"):
         return load_tabular(src, quarantine=q, max_chars=max_chars, **kwargs)
     if format == "hf":
@@ -41,3 +46,13 @@ def load_from_config(cfg) -> Collection:
     d = cfg.data
     return load_collection(d.collection, format=d.format, path=d.path, data_root=cfg.data_root(),
                            quarantine=d.quarantine)
+
+
+def excluded_from_config(cfg) -> dict[str, set[str]]:
+    """The configured collection's excluded ids per query (BRIGHT's `excluded_ids`; {} for other
+    formats). Every run is filtered with them before it is written or scored."""
+    from .formats import read_bright_excluded
+    d = cfg.data
+    if d.format != "bright":
+        return {}
+    return read_bright_excluded(d.path or d.collection)

@@ -3,6 +3,7 @@ listwise, `grouprank.reranker.inference`). Training is the `train-reranker` stag
 (`grouprank.reranker.stage`)."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,17 +22,21 @@ def register(sub) -> None:
     src.add_argument("--run", help="TREC run file (qid Q0 docid rank score tag)")
     src.add_argument("--candidates", help="CANDIDATES (or RUNS) Parquet table")
     p.add_argument("--out", required=True, help="output TREC run file")
-    p.add_argument("--collection", help="collection giving query and document texts (default: data.collection)")
+    from grouprank.commands.collection_args import add_collection_args
+    add_collection_args(p)  # the collection giving query and document texts (default: data.collection)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback of an error")
     p.add_argument("--split", default=None, help="query split to read query texts from (default: all)")
     p.add_argument("--mode", choices=["groupwise", "pointwise", "listwise"], help="default: reranker.mode")
     p.add_argument("--backend", choices=["llm", "transformers"], help="default: reranker.backend")
     p.add_argument("--endpoint", help="llm.endpoints name (default: reranker.endpoint, else the first)")
     p.add_argument("--base-url", help="shortcut: an OpenAI-compatible base URL (makes a one-off endpoint)")
     p.add_argument("--model", help="model name for --base-url, or model path for --backend transformers")
-    p.add_argument("--top", type=int)
-    p.add_argument("--group-size", type=int)
-    p.add_argument("--passes", type=int)
-    p.add_argument("--alpha", type=float)
+    p.add_argument("--top", type=int, help="rerank each query's top N documents of the run (default: reranker.top)")
+    p.add_argument("--group-size", type=int, help="documents per group in one LLM call (default: reranker.group_size)")
+    p.add_argument("--passes", type=int, help="shuffled passes averaged per query (default: reranker.passes)")
+    p.add_argument("--alpha", type=float, help="weight of the reranker's score against the first stage's "
+                   "min-max score, 0..1 (default: reranker.alpha)")
     p.add_argument("--queries", type=int, help="only the first N queries (smoke runs)")
     p.add_argument("--report", help="write per-query calls/tokens and the summary as JSON here")
     p.add_argument("--eval", action="store_true", help="evaluate nDCG@10 against the collection's qrels")
@@ -55,18 +60,18 @@ def _endpoint(cfg, args):
 
 def cmd_rerank(args) -> int:
     from grouprank.config import config_from_args
-    from grouprank.collections import load_collection, read_trec_run, run_table, write_trec_run
+    from grouprank.collections import read_trec_run, run_table, write_trec_run
     from grouprank.errors import UserError
     from grouprank.reranker.inference import LLMBackend, TransformersBackend, candidates_from_table, rerank
     from grouprank.text import document_text_map
 
-    cfg = config_from_args(args)
+    from grouprank.collections import load_from_config
+    from grouprank.commands.collection_args import collection_overrides
+    cfg = config_from_args(args, collection_overrides(args))
     rc = cfg.reranker
     mode = args.mode or rc.mode
     backend_kind = args.backend or rc.backend
-    coll_name = args.collection or cfg.data.collection
-    coll = load_collection(coll_name, data_root=cfg.data_root()) if not args.collection or "/" not in coll_name \
-        else load_collection(coll_name, format="parquet")
+    coll = load_from_config(cfg)
     if args.run:
         table = read_trec_run(args.run)
     else:
@@ -74,6 +79,11 @@ def cmd_rerank(args) -> int:
         if not Path(args.candidates).exists():
             raise UserError(f"{args.candidates}: file not found")
         table = pq.read_table(args.candidates)
+    if coll.excluded:  # BRIGHT: excluded ids never enter a reranked run
+        import pyarrow as pa
+        keep = [d not in coll.excluded.get(q, ()) for q, d in zip(table["query_id"].to_pylist(),
+                                                                    table["doc_id"].to_pylist())]
+        table = table.filter(pa.array(keep))
     cands = candidates_from_table(table)
     queries = dict(zip(coll.queries_for(args.split)["query_id"].to_pylist(),
                        coll.queries_for(args.split)["text"].to_pylist()))

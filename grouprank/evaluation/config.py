@@ -11,7 +11,8 @@ from grouprank.config_section import Section
 class EvaluationConfig(Section):
     """The `evaluate` stage (grouprank.evaluation.stage): first-stage retrieval, the fine-tuned
     retriever and reranking, scored on a judged query split with ir-measures."""
-    split: str = Field("test", description="query split evaluated (queries with qrels in this split)")
+    split: str = Field("auto", description="query split evaluated (queries with qrels in this split); auto: "
+                       "test when the collection has one, else all judged queries")
     measures: list[str] = Field(default_factory=lambda: ["nDCG@10", "R@100", "RR@10"])
     exclude_training_queries: bool = Field(True, description="drop evaluation queries whose id or "
                                            "normalised text is among the mined training queries")

@@ -30,18 +30,28 @@ from grouprank.text import normalize_query
 log = logging.getLogger(__name__)
 
 
+def eval_split(cfg, queries) -> str | None:
+    """The evaluated split: `evaluation.split`, or for "auto" test when the collection has it, else
+    None (all judged queries)."""
+    from grouprank.queries.sources import AUTO, default_split, query_splits
+    if cfg.evaluation.split != AUTO:
+        return cfg.evaluation.split
+    d = default_split(query_splits(queries), "evaluate")
+    return d[0] if d else None
+
+
 def eval_queries(cfg, queries, qrels, mined=None) -> tuple[dict[str, str], Any, dict]:
     """{query_id: text} and the qrels DataFrame of the evaluation split, minus training queries."""
     import pyarrow.compute as pc
-    ec = cfg.evaluation
-    q = queries.filter(pc.equal(queries["split"], ec.split)) if "split" in queries.column_names else queries
+    split = eval_split(cfg, queries)
+    q = queries.filter(pc.equal(queries["split"], split)) if split and "split" in queries.column_names else queries
     qr = qrels.to_pandas()
-    if "split" in qr.columns:
-        qr = qr[qr["split"] == ec.split]
+    if split and "split" in qr.columns:
+        qr = qr[qr["split"] == split]
     judged = set(qr["query_id"].astype(str))
     texts = {str(i): str(t) for i, t in zip(q["query_id"].to_pylist(), q["text"].to_pylist()) if str(i) in judged}
-    info = {"split": ec.split, "judged_queries": len(texts), "excluded_training_queries": 0}
-    if mined is not None and ec.exclude_training_queries and mined.num_rows:
+    info = {"split": split or "all", "judged_queries": len(texts), "excluded_training_queries": 0}
+    if mined is not None and cfg.evaluation.exclude_training_queries and mined.num_rows:
         m = mined
         if "decision" in m.column_names:
             m = m.filter(pc.equal(m["decision"], "kept"))
@@ -130,16 +140,29 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     report: dict[str, Any] = {"collection": cfg.data.collection, **info, "measures": list(ec.measures),
                               "systems": {}, "timings_s": {}}
     if not texts:
-        raise UserError(f"evaluate: no judged queries in split {ec.split!r} of {cfg.data.collection!r} "
+        raise UserError(f"evaluate: no judged queries in split {info['split']!r} of {cfg.data.collection!r} "
                         f"(after leaving out {info['excluded_training_queries']} training queries); "
-                        "set evaluation.split")
+                        "set evaluation.split, or mine another split (queries.splits) so that evaluation "
+                        "queries are not training queries; `grouprank evaluate --run RUN` scores run files on all "
+                        "judged queries")
     qids = sorted(texts)
     qtable = pa.table({"query_id": qids, "text": [texts[q] for q in qids]})
     runs: dict[str, pd.DataFrame] = {}
     subsets: dict[str, set] = {}  # systems scored on a subset of the queries
 
+    from grouprank.collections import excluded_from_config
+    from grouprank.evaluation.runs import grade_scale, queries_without_relevant
+    excluded = excluded_from_config(cfg)
+    no_rel = queries_without_relevant(qrels_df, 1)
+    report["grade_scale"] = grade_scale(qrels_df)
+    report["relevance_threshold"] = 1
+    report["queries_without_relevant"] = len(no_rel)
+    if no_rel:
+        log.warning("evaluate: %d of %d evaluation queries have no relevant document in the qrels (all grades 0): "
+                    "they score 0 in every measure and are averaged in: %s", len(no_rel), len(qids),
+                    ", ".join(no_rel[:10]))
     t = time.perf_counter()
-    res = retrieve(docs, qtable, cfg, cfg.work_path)
+    res = retrieve(docs, qtable, cfg, cfg.work_path, excluded=excluded, progress=ctx.progress)
     runs["bm25"], runs["dense"] = res.run("bm25"), res.run("dense")
     runs[f"hybrid-{res.fusion}"] = res.run()
     report["timings_s"]["first_stage"] = round(time.perf_counter() - t, 2)
@@ -147,10 +170,12 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     if retriever_model and ec.finetuned_retriever:
         t = time.perf_counter()
         rcfg = cfg.retrieval.model_copy(update={"dense_model": str(retriever_model)})
-        ft = retrieve(docs, qtable, rcfg, cfg.work_path)
+        ft = retrieve(docs, qtable, rcfg, cfg.work_path, excluded=excluded, progress=ctx.progress)
         runs["dense-finetuned"], runs[f"hybrid-{res.fusion}-finetuned"] = ft.run("dense"), ft.run()
         report["timings_s"]["finetuned"] = round(time.perf_counter() - t, 2)
-    stats: dict[str, Any] = {"queries": len(qids), "excluded_training_queries": info["excluded_training_queries"]}
+    stats: dict[str, Any] = {"queries": len(qids), "split": info["split"],
+                             "excluded_training_queries": info["excluded_training_queries"],
+                             "queries_without_relevant": len(no_rel)}
     hybrid = f"hybrid-{res.fusion}"
     reranked_q: set[str] = set()
 
@@ -198,10 +223,10 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     for system, frame in runs.items():
         sub = subsets.get(system)
         qd = qrels_df if sub is None else qrels_df[qrels_df["query_id"].astype(str).isin(sub)]
-        agg = evaluate(frame, qd, ec.measures)
+        agg = evaluate(frame, qd, ec.measures, excluded=excluded)
         report["systems"][system] = {k: round(v, 5) for k, v in agg.items()}
         stats.update({f"{system}.{k}": round(v, 4) for k, v in agg.items()})
-        mtables.append(metrics_table(agg, system=system, collection=cfg.data.collection, split=ec.split,
+        mtables.append(metrics_table(agg, system=system, collection=cfg.data.collection, split=info["split"],
                                      n_queries=len(qids) if sub is None else len(sub)))
         f = frame.sort_values(["query_id", "score"], ascending=[True, False], kind="stable").copy()
         f["rank"] = f.groupby("query_id").cumcount() + 1

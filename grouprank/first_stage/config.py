@@ -26,7 +26,16 @@ class RetrievalConfig(Section):
     device: str = Field("cpu", description="torch device for the torch backend")
     query_prompt: str | None = None
     document_prompt: str | None = None
-    max_seq_length: int | None = 256
+    max_seq_length: int | None = Field(256, description="the dense encoder's window in tokens: longer texts "
+                                       "are truncated (counted in the retrieve report), unless dense_chunking "
+                                       "is maxp")
+    dense_chunking: Literal["none", "maxp"] = Field(
+        "none", description="none: encode each document whole (truncated to max_seq_length); maxp: split it "
+        "into overlapping passages of dense_chunk_tokens and score the document by its best passage (MaxP)")
+    dense_chunk_tokens: int | None = Field(None, ge=16, description="maxp: passage length in tokens (default "
+                                           "max_seq_length)")
+    dense_chunk_stride: int | None = Field(None, ge=1, description="maxp: tokens between passage starts "
+                                           "(default half a passage: 50% overlap)")
     batch_size: int = 64
     index: Literal["flat", "hnsw", "ivfpq"] = "flat"
     hnsw_m: int = 32

@@ -124,6 +124,86 @@ class DenseEncoder:
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         return emb / np.maximum(norms, 1e-12)
 
+    # --- token windows (long documents) ---------------------------------------------------
+    def tokenizer(self):
+        """The model's fast tokenizer (tokenizer.json), without truncation or padding."""
+        tok = getattr(self, "_tok", None)
+        if tok is None:
+            from tokenizers import Tokenizer
+            f = Path(self.path) / "tokenizer.json"
+            if not f.exists():
+                raise FileNotFoundError(f"{f}: the model has no fast tokenizer file (needed to count tokens)")
+            tok = Tokenizer.from_file(str(f))
+            tok.no_truncation()
+            tok.no_padding()
+            self._tok = tok
+        return tok
+
+    @property
+    def window_tokens(self) -> int:
+        """The encoder's window: max_seq_length tokens, special tokens included."""
+        return int(self.max_seq_length or 512)
+
+    def token_lengths(self, texts: Sequence[str], prompt: str | None = None) -> np.ndarray:
+        """Tokens per text as the model sees it (prompt and special tokens included), untruncated."""
+        tok = self.tokenizer()
+        ts = [(prompt or "") + (t if isinstance(t, str) else str(t)) for t in texts]
+        out = np.zeros(len(ts), dtype=np.int64)
+        for i in range(0, len(ts), 4096):
+            out[i:i + 4096] = [len(e.ids) for e in tok.encode_batch(ts[i:i + 4096])]
+        return out
+
+    def window_report(self, texts: Sequence[str]) -> dict:
+        """How many documents exceed the window (and are truncated when encoded whole)."""
+        L = self.token_lengths(texts, self.document_prompt)
+        w = self.window_tokens
+        over = int((L > w).sum())
+        return {"model": self.model_id, "window_tokens": w, "texts": int(L.shape[0]), "over_window": over,
+                "over_window_fraction": round(over / max(int(L.shape[0]), 1), 4),
+                "max_tokens": int(L.max()) if L.shape[0] else 0,
+                "mean_tokens": round(float(L.mean()), 1) if L.shape[0] else 0.0}
+
+    def passages(self, texts: Sequence[str], chunk_tokens: int | None = None, stride: int | None = None
+                 ) -> tuple[list[str], np.ndarray]:
+        """Split each text into windows of `chunk_tokens` tokens (special tokens and the document
+        prompt included; default the encoder's window) starting every `stride` tokens (default half a
+        window), cut at token boundaries in the original text. A text that fits is one passage.
+        Returns (passages, offsets): text i's passages are passages[offsets[i]:offsets[i + 1]]."""
+        tok = self.tokenizer()
+        chunk = int(chunk_tokens or self.window_tokens)
+        n_special = len(tok.encode("").ids)
+        body = chunk - n_special - (len(tok.encode(self.document_prompt, add_special_tokens=False).ids)
+                                    if self.document_prompt else 0)
+        if body < 8:
+            raise ValueError(f"chunk of {chunk} tokens leaves {body} for text")
+        step = int(stride or max(1, body // 2))
+        if step < 1 or step > body:
+            raise ValueError(f"stride {step} must be between 1 and the chunk's {body} text tokens")
+        out: list[str] = []
+        offsets = [0]
+        ts = [t if isinstance(t, str) else str(t) for t in texts]
+        for i in range(0, len(ts), 2048):
+            for t, e in zip(ts[i:i + 2048], tok.encode_batch(ts[i:i + 2048], add_special_tokens=False)):
+                offs, words = e.offsets, e.word_ids
+                n = len(offs)
+                if n <= body:
+                    out.append(t)
+                else:
+                    start = 0
+                    while True:
+                        end = min(start + body, n)
+                        while end < n and end > start + 1 and words[end] is not None and words[end] == words[end - 1]:
+                            end -= 1  # never cut inside a word
+                        out.append(t[offs[start][0]:offs[end - 1][1]])
+                        if end >= n:
+                            break
+                        nxt = start + step
+                        while nxt < end and words[nxt] is not None and words[nxt] == words[nxt - 1]:
+                            nxt += 1  # start at a word's first token
+                        start = nxt if nxt < end else end
+                offsets.append(len(out))
+        return out, np.asarray(offsets, dtype=np.int64)
+
     def encode_queries(self, texts: Sequence[str], show_progress: bool | None = None) -> np.ndarray:
         return self._encode(texts, self.query_prompt, show_progress)
 

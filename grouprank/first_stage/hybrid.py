@@ -19,11 +19,12 @@ output, and `open_indexes(manifest, documents, cfg)` opens those same indexes fo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +35,8 @@ from . import fusion as F
 from grouprank.text import document_texts, top_k
 
 from .store import IndexStore, corpus_fingerprint, encode_resumable, stable_key
+
+_log = logging.getLogger(__name__)
 
 
 def bm25_key(corpus_hash: str, bm) -> str:
@@ -74,7 +77,7 @@ class HybridRetriever:
     query-mining round-trip filter), `candidates(texts)` for the per-retriever detail."""
 
     def __init__(self, documents: pa.Table, cfg=None, work_dir: str | os.PathLike | None = None, *,
-                 encoder=None, show_progress: bool = False):
+                 encoder=None, show_progress: bool = False, progress=None):
         self.cfg = _rcfg(cfg)
         self.seed = int(getattr(cfg, "seed", 13))  # the run's seed when given a RunConfig (IVF training sample)
         self.work_dir = Path(work_dir) if work_dir is not None else None
@@ -93,10 +96,56 @@ class HybridRetriever:
             cache = (self.work_dir / "models") if self.work_dir is not None else None
             encoder = encoder_from_config(self.cfg, cache_dir=cache)
         self.encoder = encoder
+        self.progress = progress
         self.keys: dict[str, str] = {}
         self._pos: dict[str, int] | None = None
+        self.maxp = self.cfg.dense_chunking == "maxp"
+        self.passage_offsets: np.ndarray | None = None  # maxp: doc i's passages = [off[i], off[i+1])
+        self.long_texts = self._window_report()
         self._build_bm25()
         self._build_dense()
+
+    # --- long documents -------------------------------------------------------------------
+    def _window_report(self) -> dict[str, Any]:
+        """How many documents exceed the dense encoder's window (cached in the store per corpus and
+        encoder); logged as a warning when they are truncated."""
+        enc = self.encoder
+        if not hasattr(enc, "window_report"):
+            return {}
+        path = None
+        if self.store is not None:
+            path = self.store.root / f"window-{stable_key('window', self.corpus_hash, enc.model_id)}.json"
+        rep = None
+        if path is not None and path.exists():
+            try:
+                rep = json.loads(path.read_text())
+            except ValueError:
+                rep = None
+        if rep is None:
+            try:
+                rep = enc.window_report(self.texts)
+            except (OSError, ImportError, ValueError) as e:
+                _log.warning("cannot count the documents' tokens for %s: %s", enc.model_id, e)
+                return {}
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_text(json.dumps(rep))
+                tmp.replace(path)
+        out = {"dense_window_tokens": rep["window_tokens"], "dense_over_window": rep["over_window"],
+               "dense_documents": rep["texts"], "dense_max_tokens": rep["max_tokens"],
+               "dense_chunking": self.cfg.dense_chunking}
+        if rep["over_window"]:
+            if self.maxp:
+                _log.info("%d of %d documents are longer than the dense encoder's window of %d tokens (longest "
+                          "%d): scored by their best passage (dense_chunking=maxp)", rep["over_window"],
+                          rep["texts"], rep["window_tokens"], rep["max_tokens"])
+            else:
+                _log.warning("%d of %d documents (%.0f%%) are longer than the dense encoder's window of %d tokens "
+                             "(longest %d) and are truncated; retrieval.dense_chunking=maxp scores them by their "
+                             "best passage instead", rep["over_window"], rep["texts"],
+                             100 * rep["over_window_fraction"], rep["window_tokens"], rep["max_tokens"])
+        return out
 
     # --- indexes --------------------------------------------------------------------------
     def _build_bm25(self) -> None:
@@ -120,27 +169,41 @@ class HybridRetriever:
 
     def _build_dense(self) -> None:
         from .ann import FaissIndex
+        from .progress import Progress
         enc = self.encoder
-        ekey = self.keys["embeddings"] = embeddings_key(self.corpus_hash, enc.model_id)
+        texts, model_id = self.texts, enc.model_id
+        if self.maxp:
+            c = self.cfg
+            texts, self.passage_offsets = enc.passages(self.texts, c.dense_chunk_tokens, c.dense_chunk_stride)
+            model_id = f"{enc.model_id}#maxp-{c.dense_chunk_tokens or enc.window_tokens}-{c.dense_chunk_stride or 'half'}"
+            self.long_texts["dense_passages"] = len(texts)
+        ekey = self.keys["embeddings"] = embeddings_key(self.corpus_hash, model_id)
         t = time.perf_counter()
         n_before = getattr(enc, "n_texts_encoded", 0)
-        if self.store is not None:
-            d = self.store.path("emb", ekey)
-            bar = None
-            if self.show_progress:
-                from tqdm.auto import tqdm
-                bar = tqdm(total=len(self.texts), desc="Encoding documents", unit="doc")
-            try:
+        what = "passages" if self.maxp else "docs"
+        prog: Progress | None = None
+
+        def encode_fn(ts):
+            nonlocal prog
+            if prog is None:
+                prog = Progress(f"encode {what} ({enc.model_id.split('/')[0]})", len(texts), unit=what,
+                                callback=self.progress, bar=self.show_progress or None)
+            parts = []
+            step = max(enc.batch_size * 4, 64) if hasattr(enc, "batch_size") else 256
+            for i in range(0, len(ts), step):
+                parts.append(enc.encode_documents(ts[i:i + step], show_progress=False))
+                prog.update(len(ts[i:i + step]))
+            return np.vstack(parts) if parts else np.zeros((0, enc.dimension), np.float32)
+        try:
+            if self.store is not None:
                 self.embeddings = encode_resumable(
-                    d, self.texts, lambda ts: enc.encode_documents(ts, show_progress=False), enc.dimension,
-                    self.cfg.shard_size, meta={"kind": "embeddings", "corpus": self.corpus_hash,
-                                               "model_id": enc.model_id},
-                    progress=bar.update if bar is not None else None)
-            finally:
-                if bar is not None:
-                    bar.close()
-        else:
-            self.embeddings = enc.encode_documents(self.texts, show_progress=self.show_progress)
+                    self.store.path("emb", ekey), texts, encode_fn, enc.dimension, self.cfg.shard_size,
+                    meta={"kind": "embeddings", "corpus": self.corpus_hash, "model_id": model_id})
+            else:
+                self.embeddings = encode_fn(list(texts))
+        finally:
+            if prog is not None:
+                prog.close()
         n_encoded = getattr(enc, "n_texts_encoded", 0) - n_before
         self.reused["embeddings"] = n_encoded == 0
         self.timings["dense_encode_s"] = time.perf_counter() - t
@@ -195,7 +258,7 @@ class HybridRetriever:
         tm["query_encode_s"] = tm.get("query_encode_s", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         if texts:
-            d_scores, d_ids = self.ann.search(qemb, depth)
+            d_scores, d_ids = self._dense_search(qemb, depth)
         tm["dense_search_s"] = tm.get("dense_search_s", 0.0) + time.perf_counter() - t
         out: list[QueryCandidates] = []
         t = time.perf_counter()
@@ -220,7 +283,7 @@ class HybridRetriever:
             d_in = np.searchsorted(U, dd_idx)
             if union:
                 bm = s[U].astype(np.float64)
-                de = (np.asarray(emb[U], dtype=np.float32) @ qemb[qi]).astype(np.float64) if n else np.zeros(0)
+                de = self._dense_scores(U, qemb[qi]) if n else np.zeros(0)
             else:
                 bm = np.full(n, np.nan)
                 bm[b_in] = b_val
@@ -240,6 +303,45 @@ class HybridRetriever:
         tm["bm25_search_s"] = tm.get("bm25_search_s", 0.0) + t_bm
         tm["union_rescore_s"] = tm.get("union_rescore_s", 0.0) + t_rest
         return out
+
+    def _dense_scores(self, positions: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Dense score of each document at `positions`: cosine with its embedding, or with maxp its
+        best passage's."""
+        emb = self.embeddings
+        if not self.maxp:
+            return (np.asarray(emb[positions], dtype=np.float32) @ q).astype(np.float64)
+        off = self.passage_offsets
+        lo, hi = off[positions], off[positions + 1]
+        counts = hi - lo
+        idx = np.repeat(lo - np.r_[0, np.cumsum(counts)[:-1]], counts) + np.arange(int(counts.sum()))
+        sc = np.asarray(emb[idx], dtype=np.float32) @ q
+        return np.maximum.reduceat(sc, np.r_[0, np.cumsum(counts)[:-1]]).astype(np.float64)
+
+    def _dense_search(self, qemb: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`depth` documents per query: (scores, corpus positions; -1 = none). With maxp the passage
+        index is searched deeper and each document keeps its best passage's score."""
+        if not self.maxp:
+            return self.ann.search(qemb, depth)
+        owner = np.repeat(np.arange(len(self.doc_ids)), np.diff(self.passage_offsets))
+        n_p = owner.shape[0]
+        k = min(n_p, max(depth * 4, depth + 64))
+        while True:
+            ps, pi = self.ann.search(qemb, k)
+            scores = np.full((qemb.shape[0], depth), -np.inf, dtype=np.float32)
+            ids = np.full((qemb.shape[0], depth), -1, dtype=np.int64)
+            short = False
+            for qi in range(qemb.shape[0]):
+                ok = pi[qi] >= 0
+                docs = owner[pi[qi][ok]]
+                _, first = np.unique(docs, return_index=True)  # the best passage of each document
+                first = np.sort(first)[:depth]
+                m = first.shape[0]
+                ids[qi, :m] = docs[first]
+                scores[qi, :m] = ps[qi][ok][first]
+                short |= m < min(depth, len(self.doc_ids)) and k < n_p
+            if not short:
+                return scores, ids
+            k = min(n_p, k * 4)
 
     def _fused_order(self, c: QueryCandidates, method: str, depth: int, cfg=None) -> tuple[np.ndarray, np.ndarray]:
         cfg = cfg or self.cfg
@@ -323,6 +425,8 @@ class RetrievalResult:
     timings: dict[str, float] = field(default_factory=dict)
     reused: dict[str, bool] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
+    excluded_removed: int = 0  # candidates removed as excluded ids (BRIGHT)
+    long_texts: dict[str, Any] = field(default_factory=dict)  # texts longer than the encoder's window
 
     def with_fusion(self, fusion: str, **overrides: Any) -> "RetrievalResult":
         """The same candidates fused differently, e.g. with_fusion("rrf") or with_fusion("minmax", bm25_weight=0.3)."""
@@ -363,27 +467,54 @@ def _query_columns(queries) -> tuple[list[str], list[str]]:
     raise TypeError("queries must be a pyarrow Table or DataFrame with query_id and text columns")
 
 
+def drop_excluded(query_ids: Sequence[str], cands: list[QueryCandidates], doc_ids: Sequence[str],
+                  excluded: Mapping[str, Iterable[str]] | None) -> int:
+    """Remove each query's excluded documents (BRIGHT's `excluded_ids`) from its candidate set, in
+    place, before fusion: they appear in no run (fused, BM25, dense) and in no pool. Returns how
+    many candidates were removed."""
+    if not excluded:
+        return 0
+    pos: dict[str, int] | None = None
+    removed = 0
+    for i, (qid, c) in enumerate(zip(query_ids, cands)):
+        ex = excluded.get(str(qid))
+        if not ex:
+            continue
+        if pos is None:
+            pos = {d: j for j, d in enumerate(doc_ids)}
+        bad = np.asarray(sorted(pos[d] for d in ex if d in pos), dtype=np.int64)
+        keep = ~np.isin(c.positions, bad)
+        removed += int((~keep).sum())
+        cands[i] = QueryCandidates(c.positions[keep], c.bm25[keep], c.dense[keep], c.bm25_rank[keep],
+                                   c.dense_rank[keep])
+    return removed
+
+
 def retrieve(documents: pa.Table, queries, cfg=None, work_dir: str | os.PathLike | None = None, *,
-             encoder=None, show_progress: bool = False, retriever: HybridRetriever | None = None) -> RetrievalResult:
+             encoder=None, show_progress: bool = False, retriever: HybridRetriever | None = None,
+             excluded: Mapping[str, Iterable[str]] | None = None, progress=None) -> RetrievalResult:
     """Fused top-`depth` ranking for every query (see module doc). `cfg`: RunConfig or
-    RetrievalConfig. `work_dir`: where `indexes/` persist (None = nothing persisted)."""
+    RetrievalConfig. `work_dir`: where `indexes/` persist (None = nothing persisted). `excluded`:
+    {query_id: doc ids} never returned for that query (BRIGHT's excluded_ids)."""
     t0 = time.perf_counter()
     rcfg = _rcfg(cfg)
     if retriever is None:
-        retriever = HybridRetriever(documents, rcfg, work_dir, encoder=encoder, show_progress=show_progress)
+        retriever = HybridRetriever(documents, rcfg, work_dir, encoder=encoder, show_progress=show_progress,
+                                    progress=progress)
     qids, qtexts = _query_columns(queries)
     if len(set(qids)) != len(qids):
         raise ValueError("duplicate query_id in queries")
     timings = dict(retriever.timings)
     t = time.perf_counter()
     cands = retriever.candidates(qtexts, rcfg.depth, timings)
+    n_excluded = drop_excluded(qids, cands, retriever.doc_ids, excluded)
     timings["search_s"] = time.perf_counter() - t
     t = time.perf_counter()
     table = retriever.ranking_table(qids, cands, rcfg.fusion)
     timings["fusion_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     return RetrievalResult(table, rcfg.fusion, qids, cands, retriever, timings, dict(retriever.reused),
-                           dict(retriever.keys))
+                           dict(retriever.keys), n_excluded, dict(getattr(retriever, "long_texts", {}) or {}))
 
 
 def store_embeddings(documents: pa.Table, cfg, work_dir: str | os.PathLike, model_id: str,

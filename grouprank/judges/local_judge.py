@@ -33,9 +33,18 @@ class LocalJudge:
         return []
 
     def run(self, pool: JudgePool) -> list[dict]:
+        from grouprank.first_stage.progress import Progress
         rb = RowBuilder(self.info(), pool)
-        self.scorer.precompute([d for lst in pool.pools.values() for d in lst])
+        all_ids = [d for lst in pool.pools.values() for d in lst]
+        self.scorer.precompute(all_ids, progress=True)
+        wr = self.scorer.window_report(all_ids)
+        for name in ("minilm", "mpnet"):
+            if wr.get(f"{name}_over_window"):
+                log.warning("local judge: %d of %d pool documents exceed %s's window of %d tokens: its feature "
+                            "sees only their beginning (BM25 sees the whole text)", wr[f"{name}_over_window"],
+                            wr["documents"], name, wr[f"{name}_window_tokens"])
         done, total = 0, pool.n_pairs
+        prog = Progress(f"judge {self.spec.id} (local)", total, unit="pairs")
         cal = self.scorer.calibration.fingerprint()
         for qid, dids in pool.pools.items():
             q = pool.queries[qid]
@@ -55,6 +64,8 @@ class LocalJudge:
                 else:
                     rb.add(qid, d, request_hash=h, status="failed", error=err)
             done += len(dids)
+            prog.update(len(dids))
             if self.progress:
                 self.progress(done, total)
+        prog.close()
         return rb.rows

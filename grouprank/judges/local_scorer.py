@@ -297,14 +297,40 @@ class LocalScorer:
         self._last_mp = np.stack([self._doc_mp[d] for d in doc_ids]) if (self.use_mpnet and doc_ids) else None
         return D, E
 
+    def window_report(self, doc_ids: Sequence[str]) -> dict:
+        """How many of these documents exceed each encoder's window (MiniLM; mpnet when used): their
+        embeddings see only the first `window` tokens. BM25 sees the whole text."""
+        ids = list(dict.fromkeys(map(str, doc_ids)))
+        texts = [self.background[d] for d in ids]
+        out: dict = {"documents": len(ids)}
+        encs = [("minilm", self.encoder())] + ([("mpnet", self.mpnet())] if self.use_mpnet else [])
+        for name, enc in encs:
+            if not hasattr(enc, "window_report"):
+                continue
+            try:
+                r = enc.window_report(texts)
+            except (OSError, ImportError, ValueError) as e:
+                log.debug("local judge: cannot count tokens for %s: %s", name, e)
+                continue
+            out[f"{name}_window_tokens"] = r["window_tokens"]
+            out[f"{name}_over_window"] = r["over_window"]
+        self.stats["long_texts"] = out
+        return out
+
     def precompute(self, doc_ids: Sequence[str], progress: bool = False) -> None:
         """Embed these background documents now (batched)."""
         ids = [d for d in dict.fromkeys(map(str, doc_ids)) if d not in self._doc_vec]
+        prog = None
+        if progress and ids:
+            from grouprank.first_stage.progress import Progress
+            prog = Progress("local judge: embed documents", len(ids), unit="docs")
         for i in range(0, len(ids), 512):
             chunk = ids[i:i + 512]
             self._doc_vectors(chunk, [self.background[d] for d in chunk])
-            if progress:
-                log.info("local judge: embedded %d/%d documents", min(i + 512, len(ids)), len(ids))
+            if prog is not None:
+                prog.update(len(chunk))
+        if prog is not None:
+            prog.close()
 
     def features_for_ids(self, query: str, doc_ids: Sequence[str]) -> np.ndarray:
         doc_ids = [str(d) for d in doc_ids]

@@ -26,7 +26,8 @@ class QuerySource(Section):
 class QueryMiningConfig(Section):
     """Query mining (grouprank.queries): existing queries + LLM-generated ones, then leakage guard,
     round-trip filter and dedup. Every query is kept in mined_queries.parquet with its decision."""
-    splits: list[str] = Field(default_factory=lambda: ["train"], description="existing query splits to mine")
+    splits: list[str] = Field(default_factory=lambda: ["auto"], description="existing query splits to mine; "
+                              "auto: train when the collection has one, else all its judged queries")
     files: list[QuerySource] = Field(default_factory=list, description="query files / HF datasets to mine")
     max_queries: int | None = Field(None, description="cap on existing queries per source (seeded sample)")
     generate: bool = Field(False, description="generate queries with the LLM (needs an endpoint)")
@@ -52,7 +53,9 @@ class QueryMiningConfig(Section):
     leakage_lexical_threshold: float = Field(
         0.85, description="leakage: max(normalised edit similarity, token Jaccard) >= this")
     leakage_min_tokens: int = Field(3, description="the lexical leakage check needs >= this many tokens in both")
-    leakage_eval_splits: list[str] = Field(default_factory=lambda: ["test"])
+    leakage_eval_splits: list[str] = Field(default_factory=lambda: ["auto"], description="the collection's "
+                                           "evaluation splits for the leakage guard; auto: test when the "
+                                           "collection has train and test, else none")
     eval_files: list[QuerySource] = Field(default_factory=list, description="more evaluation query sets")
     roundtrip: bool = Field(True, description="apply the round-trip filter to generated queries")
     roundtrip_k: int = Field(20, description="keep a generated query if its source document ranks <= k")

@@ -38,9 +38,10 @@ def eval_queries(cfg, queries: pa.Table | None, collection: str = "") -> list[Ev
     """The evaluation sets: the collection's `leakage_eval_splits` plus `eval_files`."""
     qc = cfg.queries
     out: list[EvalQuery] = []
-    if queries is not None and qc.leakage_eval_splits:
+    eval_splits = sources.resolve_splits(qc.leakage_eval_splits, sources.query_splits(queries), "guard")
+    if queries is not None and eval_splits:
         have = set(queries.column("split").to_pylist())
-        for split in qc.leakage_eval_splits:
+        for split in eval_splits:
             if split not in have:
                 raise UserError(f"leakage eval split {split!r} not in the collection (it has {sorted(have)}); "
                                 "set queries.leakage_eval_splits")
@@ -57,9 +58,10 @@ def existing_queries(cfg, queries: pa.Table | None, collection: str = "",
                      quarantine: list | None = None) -> list[dict]:
     qc = cfg.queries
     out: list[dict] = []
-    if queries is not None and qc.splits:
-        recs = sources.from_table(queries, qc.splits, collection=collection or None)
-        for split in qc.splits:
+    splits = sources.resolve_splits(qc.splits, sources.query_splits(queries), "mine")
+    if queries is not None and splits:
+        recs = sources.from_table(queries, splits, collection=collection or None)
+        for split in splits:
             part = [r for r in recs if r["split"] == split]
             out += sources.cap(part, qc.max_queries, cfg.seed)
     for src in qc.files:
@@ -78,8 +80,9 @@ def _llm_client(cfg):
 
 
 def generate(cfg, documents: pa.Table, existing: Sequence[dict], qrels: pa.Table | None, evals: Sequence[EvalQuery],
-             client=None, collection: str = "") -> tuple[list[dict], dict]:
-    """Sample documents and generate queries (see generation.py). Returns (records, info)."""
+             client=None, collection: str = "", progress=None) -> tuple[list[dict], dict]:
+    """Sample documents and generate queries (see generation.py). Returns (records, info).
+    `progress(done, total)` is called as the requests are answered."""
     from .generation import few_shot_examples, generate_queries, sample_documents
     qc = cfg.queries
     exclude: set[str] = set()
@@ -97,7 +100,8 @@ def generate(cfg, documents: pa.Table, existing: Sequence[dict], qrels: pa.Table
     try:
         recs = generate_queries(documents, doc_ids, client, qc.query_types, collection=collection,
                                 templates=qc.templates, max_doc_chars=cfg.prompts.max_doc_chars, examples=examples,
-                                temperature=qc.temperature, max_tokens=qc.max_tokens, seed=cfg.seed)
+                                temperature=qc.temperature, max_tokens=qc.max_tokens, seed=cfg.seed,
+                                progress=progress)
         usage = client.usage()
     finally:
         if own:
@@ -211,7 +215,7 @@ def summarize(records: Sequence[dict]) -> dict:
 
 def mine_queries(cfg, documents: pa.Table | None, queries: pa.Table | None, qrels: pa.Table | None = None, *,
                  collection: str | None = None, embed: Callable | None = None, rank_fn: Callable | None = None,
-                 client=None, quarantine: list | None = None) -> tuple[pa.Table, dict]:
+                 client=None, quarantine: list | None = None, progress=None) -> tuple[pa.Table, dict]:
     """The whole stage on in-memory tables -> (QUERIES table of every query with its decision, report).
 
     `embed` (texts -> normalised vectors; default: the retrieval config's dense encoder, memoised),
@@ -229,7 +233,12 @@ def mine_queries(cfg, documents: pa.Table | None, queries: pa.Table | None, qrel
     evals = eval_queries(cfg, queries, collection)
     report: dict[str, Any] = {"collection": collection, "existing": len(existing)}
     warnings = []
-    overlap = sorted(set(qc.splits) & set(qc.leakage_eval_splits))
+    have = sources.query_splits(queries)
+    mined_splits = sources.resolve_splits(qc.splits, have, "mine") or []
+    guard_splits = sources.resolve_splits(qc.leakage_eval_splits, have, "guard") or []
+    report["splits"] = mined_splits
+    report["leakage_eval_splits"] = guard_splits
+    overlap = sorted(set(mined_splits) & set(guard_splits))
     if overlap:
         warnings.append(f"split(s) {overlap} are mined and also the evaluation set: every query of them "
                         "is flagged as leakage")
@@ -239,7 +248,8 @@ def mine_queries(cfg, documents: pa.Table | None, queries: pa.Table | None, qrel
     if qc.generate:
         if documents is None:
             raise UserError("queries.generate needs the documents table")
-        generated, info = generate(cfg, documents, existing, qrels, evals, client=client, collection=collection)
+        generated, info = generate(cfg, documents, existing, qrels, evals, client=client, collection=collection,
+                                   progress=progress)
         report["generation"] = info
     records = existing + generated
     sources.check_unique_ids(records)

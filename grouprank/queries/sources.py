@@ -45,8 +45,55 @@ def from_table(queries: pa.Table, splits: Sequence[str] | None = None, *,
     return out
 
 
-def from_collection(collection, splits: Sequence[str] | None = ("train",)) -> list[dict]:
-    """Existing queries of `splits` of a `grouprank.collections.Collection`."""
+AUTO = "auto"
+UNJUDGED = "unjudged"  # the split BEIR gives a query found in no qrels file
+
+
+def query_splits(queries: pa.Table | None) -> list[str]:
+    """The splits a collection's queries have (without BEIR's `unjudged`)."""
+    if queries is None or "split" not in queries.column_names:
+        return []
+    return sorted({str(s) for s in queries.column("split").to_pylist() if s and s != UNJUDGED})
+
+
+def default_split(have: Sequence[str], purpose: str) -> list[str] | None:
+    """The default query split(s) for `purpose`, chosen from the splits the collection has:
+    "mine" (the queries the pipeline trains on): ["train"] when there is one, else every judged
+    split (a collection without a train/test split: all judged queries);
+    "guard" (the leakage guard's evaluation set): ["test"] when there is a train split to keep apart
+    from it, else [] (the mined queries are the collection's only queries);
+    "evaluate": ["test"] when there is one, else None (all judged queries)."""
+    have = list(have)
+    if purpose == "mine":
+        return ["train"] if "train" in have else have
+    if purpose == "guard":
+        return ["test"] if "train" in have and "test" in have else []
+    if purpose == "evaluate":
+        return ["test"] if "test" in have else None
+    raise ValueError(f"unknown purpose {purpose!r}")
+
+
+def resolve_splits(requested: Sequence[str] | None, have: Sequence[str], purpose: str) -> list[str] | None:
+    """`requested` with "auto" replaced by `default_split(have, purpose)`."""
+    if requested is None:
+        return None
+    if AUTO not in requested:
+        return list(requested)
+    auto = default_split(have, purpose)
+    if auto is None:
+        return None
+    out: list[str] = []
+    for s in requested:
+        for x in (auto if s == AUTO else [s]):
+            if x not in out:
+                out.append(x)
+    return out
+
+
+def from_collection(collection, splits: Sequence[str] | None = (AUTO,)) -> list[dict]:
+    """Existing queries of `splits` of a `grouprank.collections.Collection` ("auto": train when the
+    collection has it, else all judged queries)."""
+    splits = resolve_splits(splits, query_splits(collection.queries), "mine")
     return from_table(collection.queries, splits, collection=collection.name)
 
 

@@ -46,7 +46,8 @@ def stats_of(report: dict) -> dict[str, Any]:
 
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     from .mine import mine_queries
-    table, report = mine_queries(cfg, inputs["documents"], inputs["queries"], inputs.get("qrels"))
+    table, report = mine_queries(cfg, inputs["documents"], inputs["queries"], inputs.get("qrels"),
+                                 progress=ctx.progress)
     rpath = ctx.write_json("mine_queries_report.json", report)
     extra = {"config_hash": cfg.section_hash("queries", "retrieval", "llm"), "report": report}
     return StageResult({"mined_queries": TableOut(table, extra), "mine_report": rpath}, stats_of(report))

@@ -40,6 +40,13 @@ class DatasetsConfig(Section):
     false_negative_margin: float = Field(0.05, ge=0.0, description="drop a negative whose per-query "
                                          "min-max normalised fused score is >= the positive's minus this")
     max_positives_per_query: int | None = Field(None, ge=1, description="cap on positives (examples) per query")
+    # --- prompt injection (grouprank.judges.injection)
+    exclude_injection_flagged: bool = Field(True, description="leave out of every training view (reranker "
+                                            "RL/SFT groups, retriever positives and negatives) each (query, "
+                                            "document) pair that any judge row flagged as carrying text aimed "
+                                            "at the judge (JUDGMENTS.injection_flag); the count is "
+                                            "`injection_flagged_excluded` in the build stats. Needs the "
+                                            "judgments table; off: flagged pairs are kept")
     # --- export
     shard_max_rows: int = Field(50_000, ge=1, description="rows per Parquet shard at most")
     shard_max_bytes: int = Field(256 * 2**20, ge=1, description="approximate uncompressed bytes per shard at most")

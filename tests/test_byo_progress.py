@@ -1,0 +1,49 @@
+"""Progress of long work: a log line with counts, rate and ETA at most every `every_s` seconds (and at the
+start and the end), the stage callback at most every few seconds."""
+import logging
+
+from grouprank.first_stage.progress import LoggingProgress, Progress, fmt_duration
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_periodic_lines_with_counts_and_eta():
+    clock, calls = Clock(), []
+    p = Progress("encode docs", 1000, unit="docs", every_s=30, callback=lambda d, n: calls.append((d, n)),
+                 callback_every_s=2, clock=clock, bar=False)
+    for _ in range(100):  # 10 docs per second for 100 s
+        clock.t += 1
+        p.update(10)
+    p.close()
+    # the start line, one line every 30 s (t = 30, 60, 90), the final line
+    assert p.lines[0] == "encode docs: starting, 1,000 docs"
+    mid = p.lines[1:-1]
+    assert len(mid) == 3
+    assert mid[0] == "encode docs: 300/1,000 docs (30.0%), 10.0 docs/s, elapsed 30s, ETA 1m10s"
+    assert p.lines[-1].startswith("encode docs: 1,000/1,000 docs (100.0%)") and "ETA" not in p.lines[-1]
+    # the callback: every 2 s, and at the end
+    assert calls[0] == (20, 1000) and calls[-1] == (1000, 1000) and 50 <= len(calls) <= 52
+
+
+def test_logging_progress_logs_per_part_and_forwards(caplog):
+    caplog.set_level(logging.INFO, logger="grouprank.progress")
+    seen = []
+    lp = LoggingProgress("judge", lambda *a: seen.append(a), unit="requests", every_s=0, quiet_parts={"local"})
+    lp("pointwise", 5, 10)
+    lp("pointwise", 10, 10)
+    lp("local", 3, 10)
+    assert seen == [("pointwise", 5, 10), ("pointwise", 10, 10), ("local", 3, 10)]
+    msgs = [r.getMessage() for r in caplog.records]
+    assert "judge pointwise: starting, 10 requests" in msgs
+    assert any(m.startswith("judge pointwise: 10/10 requests (100.0%)") for m in msgs)
+    assert not any("local" in m for m in msgs)
+
+
+def test_fmt_duration():
+    assert [fmt_duration(x) for x in (5, 75, 3 * 3600 + 120)] == ["5s", "1m15s", "3h02m"]

@@ -110,5 +110,9 @@ def test_agreement_weights_silence_a_judge_that_disagrees_with_humans():
     Le = fuse_labels(J).to_pandas()
     Le["human"] = L["human"].values
     assert Le[Le.human == 2].grade.mean() <= Le[Le.human == 0].grade.mean() + 0.5
+    # a judge with too few calibration pairs (here: 5) never outweighs a measured one
+    few = {k: v for k, v in list(bad.items())[:5]}
+    w2, rep2 = agreement_weights(_judgments({"good": good, "few": few}), pd.DataFrame(qrels), min_pairs=30)
+    assert "spearman" not in rep2["judges"]["few"] and w2["few"] < 0.01 < w2["good"]
     # too few calibration pairs: the configured rule applies
     assert agreement_weights(J, pd.DataFrame(qrels), min_pairs=1000)[0] is None

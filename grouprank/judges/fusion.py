@@ -237,7 +237,9 @@ def agreement_weights(judgments, qrels, min_pairs: int = 30) -> tuple[dict[str, 
     grade, pooled over the calibration pairs the judge has a value for. Weight = max(rho, 0) +
     WEIGHT_FLOOR, normalised. Returns (None, report) when no judge has `min_pairs` calibration
     pairs with two distinct grades (then the configured weight rule applies); a judge below
-    `min_pairs` while others reach it gets the mean weight of the calibrated ones."""
+    `min_pairs` while others reach it gets WEIGHT_FLOOR: a judge whose agreement could not be
+    measured (e.g. an active-labelling judge whose answers mostly failed to parse) never outweighs
+    one that was measured."""
     from scipy.stats import rankdata, spearmanr
     vals = judge_values(judgments)
     q = qrels.to_pandas() if hasattr(qrels, "to_pandas") else pd.DataFrame(qrels)
@@ -270,11 +272,8 @@ def agreement_weights(judgments, qrels, min_pairs: int = 30) -> tuple[dict[str, 
         report["fallback"] = f"no judge has {min_pairs} calibration pairs with relevant and non-relevant documents"
         return None, report
     raw = {j: max(r, 0.0) + WEIGHT_FLOOR for j, r in rho.items()}
-    mean_w = float(np.mean(list(raw.values())))
-    for j in report["judges"]:
-        raw.setdefault(j, mean_w)
-    for j in sorted(set(vals["judge_id"]) - set(raw)):  # judges with no calibration pair at all
-        raw[j] = mean_w
+    for j in sorted(set(report["judges"]) | set(vals["judge_id"])):  # not measurable: a tie-breaker only
+        raw.setdefault(j, WEIGHT_FLOOR)
     total = sum(raw.values())
     w = {j: x / total for j, x in sorted(raw.items())}
     for j, x in w.items():

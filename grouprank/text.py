@@ -95,3 +95,22 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     part = np.take_along_axis(scores, idx, axis=1)
     order = np.lexsort((idx, -part), axis=1)
     return np.take_along_axis(idx, order, axis=1).astype(np.int64), np.take_along_axis(part, order, axis=1)
+
+
+def inner_product_top_k(q: np.ndarray, p: np.ndarray, k: int, chunk: int = 1024,
+                        exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k inner products of the rows of `q` against the rows of `p` (normalised vectors:
+    cosine), in chunks of `chunk` query rows: (indices [nq, k], scores [nq, k]), best first, ties by
+    ascending index. With `exclude_self` (q is p) the diagonal is ignored."""
+    kk = min(int(k), p.shape[0] - (1 if exclude_self else 0))
+    if kk <= 0 or q.shape[0] == 0:
+        return np.zeros((q.shape[0], 0), dtype=np.int64), np.zeros((q.shape[0], 0), dtype=np.float32)
+    out_i = np.zeros((q.shape[0], kk), dtype=np.int64)
+    out_s = np.zeros((q.shape[0], kk), dtype=np.float32)
+    for s in range(0, q.shape[0], chunk):
+        S = q[s:s + chunk] @ p.T
+        if exclude_self:
+            r = np.arange(S.shape[0])
+            S[r, r + s] = -np.inf
+        out_i[s:s + chunk], out_s[s:s + chunk] = top_k_rows(S, kk)
+    return out_i, out_s

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from grouprank.text import normalize_query, top_k_rows
+from grouprank.text import inner_product_top_k, normalize_query, top_k_rows
 
 
 def tokens(text: str) -> list[str]:
@@ -145,16 +145,6 @@ def char_ngram_neighbors(queries: Sequence[str], pool: Sequence[str], k: int = 5
 def dense_neighbors(q: np.ndarray, p: np.ndarray, k: int = 5, chunk: int = 1024,
                     exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Top-k inner products of rows of `q` against rows of `p` (normalised vectors -> cosine),
-    exact, in chunks. With `exclude_self` (q is p) the diagonal is ignored."""
-    kk = min(k, p.shape[0] - (1 if exclude_self else 0))
-    if kk <= 0 or q.shape[0] == 0:
-        return np.zeros((q.shape[0], 0), dtype=np.int64), np.zeros((q.shape[0], 0), dtype=np.float32)
-    out_i = np.zeros((q.shape[0], kk), dtype=np.int64)
-    out_s = np.zeros((q.shape[0], kk), dtype=np.float32)
-    for s in range(0, q.shape[0], chunk):
-        S = q[s:s + chunk] @ p.T
-        if exclude_self:
-            r = np.arange(S.shape[0])
-            S[r, r + s] = -np.inf
-        out_i[s:s + chunk], out_s[s:s + chunk] = top_k_rows(S, kk)
-    return out_i, out_s
+    exact, in chunks (`grouprank.text.inner_product_top_k`). With `exclude_self` (q is p) the
+    diagonal is ignored."""
+    return inner_product_top_k(q, p, k, chunk, exclude_self)

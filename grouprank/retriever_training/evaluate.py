@@ -17,20 +17,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from grouprank.text import document_texts, top_k_rows
+from grouprank.text import document_texts, inner_product_top_k
 
 log = logging.getLogger(__name__)
 
 
 def exact_search(q: np.ndarray, d: np.ndarray, k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Top-k inner product: (scores [nq, k], indices [nq, k]), best first; ties by index."""
-    k = int(min(k, d.shape[0]))
-    S_out = np.zeros((q.shape[0], k), np.float32)
-    I_out = np.zeros((q.shape[0], k), np.int64)
-    D = np.asarray(d, dtype=np.float32)
-    for a in range(0, q.shape[0], chunk):
-        I_out[a:a + chunk], S_out[a:a + chunk] = top_k_rows(q[a:a + chunk] @ D.T, k)
-    return S_out, I_out
+    idx, scores = inner_product_top_k(q, np.asarray(d, dtype=np.float32), k, chunk)
+    return scores, idx
 
 
 def run_frame(query_ids: Sequence[str], doc_ids: Sequence[str], scores: np.ndarray, idx: np.ndarray) -> pd.DataFrame:

@@ -13,7 +13,10 @@ configuration leaves at its default; `tiny` is the random tiny Qwen2 for fast un
 LoRA and vLLM generation (configs/reranker/).
 
 The stage fails (instead of reporting success) when GRPO ran but left the policy's weights
-exactly as they were after SFT (e.g. every rollout got the same reward, so every advantage was 0).
+exactly as they were after SFT (e.g. every rollout got the same reward, so every advantage was 0),
+and when a logged SFT loss or GRPO reward/loss is NaN or infinite (`check_training_health`; the
+trainer configs set `logging_nan_inf_filter=False` so a diverged step is logged as NaN, and the
+SFT check runs before GRPO starts).
 """
 from __future__ import annotations
 
@@ -82,6 +85,22 @@ def heldout_eval(model_path: str | Path, rows: list[dict], max_new_tokens: int, 
                                      "gold_scores": r.get("gold_scores")} for g, r in zip(gens, rows)]}
 
 
+def check_training_health(summary: dict, *, grpo_ran: bool, require_grpo_update: bool = True) -> None:
+    """Fail (`grouprank.reranker.train.TrainingHealthError`, one clear message) when training finished
+    but is not healthy: a logged SFT loss or GRPO reward that is NaN/inf (`summary["sft_loss"]`,
+    `summary["grpo_reward"]`, one value per logged step; the trainers log NaN as NaN,
+    `logging_nan_inf_filter=False`), or, with `require_grpo_update`, GRPO left the weights unchanged."""
+    from .train import TrainingHealthError, check_finite_log
+    check_finite_log([{"step": i + 1, "loss": v} for i, v in enumerate(summary.get("sft_loss") or [])], "sft")
+    check_finite_log([{"step": i + 1, "reward": v} for i, v in enumerate(summary.get("grpo_reward") or [])], "grpo")
+    if grpo_ran and summary.get("grpo_weights_changed") is False and require_grpo_update:
+        raise TrainingHealthError(
+            f"train_reranker: GRPO ran {len(summary.get('grpo_reward') or [])} steps but left the "
+            f"policy's weights unchanged (rewards {summary.get('grpo_reward')}): every rollout of a "
+            "prompt got the same reward, so nothing was learned; raise num_generations, "
+            "temperature or max_completion_length, or check the SFT warm start")
+
+
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     from .train import train_reranker
 
@@ -135,12 +154,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     for k in ("params", "trainable_params", "sft_s", "grpo_s", "grpo_weights_changed"):
         if k in summary:
             stats[k] = summary[k]
-    if rl and summary.get("grpo_weights_changed") is False and rc.require_grpo_update:
-        from grouprank.errors import UserError
-        raise UserError(f"train_reranker: GRPO ran {len(summary.get('grpo_reward') or [])} steps but left the "
-                         f"policy's weights unchanged (rewards {summary.get('grpo_reward')}): every rollout of a "
-                         "prompt got the same reward, so nothing was learned; raise num_generations, "
-                         "temperature or max_completion_length, or check the SFT warm start")
+    check_training_health(summary, grpo_ran=bool(rl), require_grpo_update=rc.require_grpo_update)
     losses, rewards = summary.get("sft_loss") or [], summary.get("grpo_reward") or []
     if losses:
         stats.update({"sft_loss_first": round(losses[0], 4), "sft_loss_last": round(losses[-1], 4)})

@@ -21,6 +21,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from grouprank.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -70,6 +72,7 @@ def make_sft_config(rc, output_dir: str | Path, seed: int = 13, **overrides):
     )
     kw.update(_cpu_bf16(rc))
     kw.update(rc.sft_args)
+    kw["logging_nan_inf_filter"] = False  # a NaN/inf loss is logged as such (check_finite_log fails on it)
     kw.update(overrides)
     return SFTConfig(**kw)
 
@@ -98,6 +101,7 @@ def make_grpo_config(rc, output_dir: str | Path, seed: int = 13, **overrides):
         kw["vllm_mode"] = rc.vllm_mode
     kw.update(_cpu_bf16(rc))
     kw.update(rc.grpo_args)
+    kw["logging_nan_inf_filter"] = False  # a NaN/inf loss is logged as such (check_finite_log fails on it)
     kw.update(overrides)
     return GRPOConfig(**kw)
 
@@ -181,6 +185,46 @@ def weights_changed(model, before: dict | None) -> bool:
     return any(n in params and not torch.equal(params[n].detach(), v) for n, v in before.items())
 
 
+class TrainingHealthError(UserError):
+    """A training run that finished but is not healthy (non-finite reward/loss, weights unchanged)."""
+
+
+#: logged metrics that must stay finite, per phase (TRL/transformers `log_history` keys)
+HEALTH_KEYS = {"sft": ("loss", "train_loss"), "grpo": ("reward", "loss", "train_loss")}
+
+
+def nonfinite_entries(log_history: list[dict], keys: tuple[str, ...]) -> list[tuple[Any, str, Any]]:
+    """(step, key, value) for every `log_history` entry whose `keys` value is NaN, +-inf or not a number."""
+    import math
+    bad = []
+    for i, h in enumerate(log_history or []):
+        for k in keys:
+            if k not in h:
+                continue
+            v = h[k]
+            try:
+                ok = math.isfinite(float(v))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                bad.append((h.get("step", i), k, v))
+    return bad
+
+
+def check_finite_log(log_history: list[dict], phase: str) -> None:
+    """Raise a clear `TrainingHealthError` when a logged SFT loss or GRPO reward/loss is non-finite.
+    The trainer configs set `logging_nan_inf_filter=False`, so a NaN step is logged as NaN instead
+    of being replaced by the running mean."""
+    bad = nonfinite_entries(log_history, HEALTH_KEYS[phase])
+    if bad:
+        shown = ", ".join(f"step {s}: {k}={v}" for s, k, v in bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+        what = "reward/loss" if phase == "grpo" else "loss"
+        raise TrainingHealthError(
+            f"train_reranker: {phase.upper()} logged a non-finite {what} ({shown}): training diverged, the "
+            "weights are not trustworthy; lower the learning rate, check bf16 on this hardware, or check "
+            "the examples")
+
+
 def step_rewards(trainer) -> list[float]:
     """Mean reward per logged GRPO step (TRL logs `reward` each logging step)."""
     return [float(h["reward"]) for h in trainer.state.log_history if "reward" in h]
@@ -223,6 +267,7 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
     if sft_rows:
         t = time.perf_counter()
         sft = run_sft(model, tokenizer, sft_rows, make_sft_config(rc, out / "sft", cfg.seed), peft_config=peft_config)
+        check_finite_log(sft.state.log_history, "sft")  # fail before GRPO spends anything on a diverged policy
         model = sft.model
         if peft_config is not None:  # merge the SFT adapter; GRPO gets a fresh one
             model = model.merge_and_unload()
@@ -235,6 +280,7 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
         reward = GroupwiseReward(rc.num_generations, gain=rc.reward_gain, rel_threshold=rc.reward_rel_threshold)
         grpo = run_grpo(model, tokenizer, rl_rows, make_grpo_config(rc, out / "grpo", cfg.seed), reward=reward,
                         peft_config=peft_config)
+        check_finite_log(grpo.state.log_history, "grpo")
         model = grpo.model
         summary["grpo_weights_changed"] = weights_changed(model, before)
         if peft_config is not None:

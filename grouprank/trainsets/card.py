@@ -230,7 +230,10 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
                         "prompt_tokens", "completion_tokens", "injection_flagged"]),
         "`injection_flagged`: judged pairs whose document carries text aimed at the judge (instructions, "
         "chat-template tokens, fake answer tags; `grouprank.judges.injection`); control tokens are "
-        "neutralised in every prompt.",
+        "neutralised in every prompt. "
+        + (f"{build_stats.get('injection_flagged_excluded')} flagged pairs were left out of the training views "
+           "(`datasets.exclude_injection_flagged`)." if build_stats.get("injection_flagged_excluded") is not None
+           else "Flagged pairs were kept in the training views (`datasets.exclude_injection_flagged: false`)."),
         "",
         "Agreement between judges (mean per-query Spearman over documents both judged):",
         "",

@@ -103,3 +103,30 @@ def candidate_order(candidates: pa.Table | None) -> dict[str, list[str]]:
 
 def counter_add(stats: Mapping, key: str, n: int = 1) -> None:
     stats[key] = stats.get(key, 0) + n  # type: ignore[index]
+
+
+def injection_flagged_pairs(judgments: pa.Table | None) -> set[tuple[str, str]]:
+    """(query_id, doc_id) pairs that at least one JUDGMENTS row flags (`injection_flag` true:
+    the document carries text aimed at the judge, grouprank.judges.injection). Empty without a
+    judgments table or without the column."""
+    if judgments is None or judgments.num_rows == 0 or "injection_flag" not in judgments.column_names:
+        return set()
+    return {(str(q), str(d)) for q, d, f in zip(judgments.column("query_id").to_pylist(),
+                                                 judgments.column("doc_id").to_pylist(),
+                                                 judgments.column("injection_flag").to_pylist()) if f}
+
+
+def drop_pairs(labels: Mapping[str, QueryLabels], pairs: set[tuple[str, str]]) -> tuple[dict[str, QueryLabels], int]:
+    """`labels` without the (query_id, doc_id) `pairs` (a query left with no document is dropped);
+    -> (labels, number of labelled pairs removed)."""
+    out: dict[str, QueryLabels] = {}
+    removed = 0
+    for q, ql in labels.items():
+        keep = [d for d in ql.doc_ids if (q, d) not in pairs]
+        removed += len(ql.doc_ids) - len(keep)
+        if len(keep) == len(ql.doc_ids):
+            out[q] = ql
+        elif keep:
+            out[q] = QueryLabels(q, keep, {d: ql.grades[d] for d in keep}, {d: ql.fused[d] for d in keep},
+                                 {d: ql.fused_rank[d] for d in keep}, dict(ql.extra))
+    return out, removed

@@ -134,10 +134,17 @@ def teacher_groups(judgments: pa.Table, stats: dict) -> dict[str, list[dict]]:
 
 
 def teacher_sft_rows(qid: str, groups: list[dict], query: str, labels: QueryLabels, docs: Mapping[str, str],
-                     *, max_doc_chars: int, seed: int, stats: dict) -> list[dict]:
+                     *, max_doc_chars: int, seed: int, stats: dict,
+                     exclude: set[tuple[str, str]] | frozenset = frozenset()) -> list[dict]:
+    """SFT rows from one query's judged groups. A group holding an `exclude`d (query, document) pair
+    (an injection-flagged pair) is dropped whole: the judge's rationale and scores were written with
+    that document in view. Counted as `injection_flagged_teacher_groups`."""
     rows = []
     for g in groups:
         ids, scores = list(g["doc_ids"]), list(g["scores"])
+        if exclude and any((qid, d) in exclude for d in ids):
+            counter_add(stats, "injection_flagged_teacher_groups")
+            continue
         if any(d not in docs for d in ids) or any(d not in labels.grades for d in ids):
             counter_add(stats, "teacher_groups_unlabelled_or_missing_text")
             continue
@@ -159,8 +166,11 @@ def teacher_sft_rows(qid: str, groups: list[dict], query: str, labels: QueryLabe
 def build_reranker_examples(labels: dict[str, QueryLabels], queries: Mapping[str, str], docs: Mapping[str, str],
                             spec: SamplingSpec, *, judgments: pa.Table | None = None, sft_source: str = "auto",
                             max_doc_chars: int = 3000, grade_scale: int = 3,
-                            stats: dict | None = None) -> tuple[pa.Table, pa.Table, dict]:
-    """-> (RERANKER_RL table, RERANKER_SFT table, stats)."""
+                            stats: dict | None = None,
+                            exclude: set[tuple[str, str]] | frozenset = frozenset()) -> tuple[pa.Table, pa.Table, dict]:
+    """-> (RERANKER_RL table, RERANKER_SFT table, stats). `exclude`: (query, document) pairs no
+    example may hold (the RL and fused-label SFT groups are sampled from `labels`, which the caller
+    has already cleared of them; a judge's group holding one is dropped)."""
     stats = stats if stats is not None else {}
     rl, fused_sft = build_rl_and_fused_sft(labels, queries, docs, spec, max_doc_chars=max_doc_chars,
                                            grade_scale=grade_scale, stats=stats)
@@ -173,7 +183,7 @@ def build_reranker_examples(labels: dict[str, QueryLabels], queries: Mapping[str
     for qid in sorted(set(fused_sft) | set(teacher)):
         if qid in teacher and qid in queries and qid in labels:
             rows = teacher_sft_rows(qid, teacher[qid], queries[qid], labels[qid], docs,
-                                    max_doc_chars=max_doc_chars, seed=spec.seed, stats=stats)
+                                    max_doc_chars=max_doc_chars, seed=spec.seed, stats=stats, exclude=exclude)
             if rows or sft_source == "teacher":
                 sft.extend(rows)
                 continue

@@ -15,7 +15,7 @@ from grouprank.stage import Stage, StageContext, StageResult, TableOut, file, ta
 from grouprank.prompts.groupwise import TEMPLATE_VERSION
 from grouprank.text import document_text_map
 
-from .common import as_table, candidate_order, kept_queries, labels_by_query
+from .common import as_table, candidate_order, drop_pairs, injection_flagged_pairs, kept_queries, labels_by_query
 from .reranker import build_reranker_examples
 from .retriever import GuardSpec, build_retriever_examples, human_positive_map
 from .sampling import SamplingSpec
@@ -29,27 +29,41 @@ def build_datasets(dc, *, documents, queries, labels, candidates=None, judgments
     """Library entry: -> (RERANKER_RL, RERANKER_SFT, RETRIEVER_EXAMPLES tables, stats).
     `dc` is a `DatasetsConfig`; inputs are paths, Arrow tables or DataFrames. `qrels`: the
     collection's human qrels; with `dc.human_guard` a document humans cite for a kept mined query
-    never becomes its hard negative (trainsets.retriever, rule 4b)."""
+    never becomes its hard negative (trainsets.retriever, rule 4b). `judgments`: with
+    `dc.exclude_injection_flagged` (default) a (query, document) pair any judge row flags
+    (`injection_flag`) is in no view; stats `injection_flagged_pairs` / `injection_flagged_excluded`
+    (labelled pairs left out) / `injection_flagged_teacher_groups` (judge groups dropped)."""
     labels_t = as_table(labels, LABELS)
     queries_t = as_table(queries, QUERIES)
     cand_t = as_table(candidates, CANDIDATES)
     judg_t = as_table(judgments, JUDGMENTS)
     labs = labels_by_query(labels_t)
+    # prompt-injection flags (any judge row): with datasets.exclude_injection_flagged, such a pair is
+    # in no view (not in an RL/SFT group, not a retriever positive or negative)
+    flagged = injection_flagged_pairs(judg_t)
+    exclude = flagged if dc.exclude_injection_flagged else set()
+    labs, n_excluded = drop_pairs(labs, exclude)
     queries_kept = kept_queries(queries_t)
     needed = {d for ql in labs.values() for d in ql.doc_ids}
     docs = document_text_map(as_table(documents, DOCUMENTS), needed)
     observed = max((g for ql in labs.values() for g in ql.grades.values()), default=0)
     stats: dict[str, Any] = {"queries_kept": len(queries_kept), "label_queries": len(labs),
-                             "labelled_pairs": labels_t.num_rows}
+                             "labelled_pairs": labels_t.num_rows,
+                             "injection_flagged_pairs": len(flagged),
+                             "injection_flagged_excluded": n_excluded}
     rl, sft, _ = build_reranker_examples(labs, queries_kept, docs, SamplingSpec.from_config(dc, seed),
                                          judgments=judg_t, sft_source=dc.sft_source,
                                          max_doc_chars=max_doc_chars,
-                                         grade_scale=max(int(grade_scale), int(observed), 1), stats=stats)
+                                         grade_scale=max(int(grade_scale), int(observed), 1), stats=stats,
+                                         exclude=exclude)
     human = None
     if getattr(dc, "human_guard", False) and qrels is not None:
         human = human_positive_map(as_table(qrels, QRELS), [q for q in queries_kept if q in labs])
     stats["human_guard"] = bool(human)
-    ret, _ = build_retriever_examples(labs, queries_kept, docs, candidate_order(cand_t) if cand_t is not None else None,
+    order = candidate_order(cand_t) if cand_t is not None else None
+    if order and exclude:
+        order = {q: [d for d in ds if (q, d) not in exclude] for q, ds in order.items()}
+    ret, _ = build_retriever_examples(labs, queries_kept, docs, order,
                                       GuardSpec.from_config(dc), stats=stats, human=human)
     return rl, sft, ret, stats
 

@@ -13,6 +13,12 @@ Endpoints
                               wait until released or their client disconnects; for crash tests)
   GET  /health
 
+Security: this is a test fixture, not a service. `/control`, `/stats` and `/stats/reset` are
+test-only endpoints with no authentication (any local process can read the counters, change the
+latency and fault rates, or hold requests), and so is the chat endpoint, which accepts any key.
+The server binds to 127.0.0.1 (the `serve()` / `--host` default, and `start_local_server` always),
+so only the local machine can reach it; never bind it to another interface or put it behind a proxy.
+
 Answers come from a pluggable responder `fn(messages, body) -> str` given as "module:function"
 (it may be async, and may accept a `fault` keyword to apply the wrong-labels fault itself).
 

@@ -2,7 +2,7 @@
 start and the end), the stage callback at most every few seconds."""
 import logging
 
-from grouprank.first_stage.progress import LoggingProgress, Progress, fmt_duration
+from grouprank.progress import LoggingProgress, Progress, fmt_duration
 
 
 class Clock:

@@ -169,7 +169,7 @@ class HybridRetriever:
 
     def _build_dense(self) -> None:
         from .ann import FaissIndex
-        from .progress import Progress
+        from grouprank.progress import Progress
         enc = self.encoder
         texts, model_id = self.texts, enc.model_id
         if self.maxp:

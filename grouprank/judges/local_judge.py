@@ -33,7 +33,7 @@ class LocalJudge:
         return []
 
     def run(self, pool: JudgePool) -> list[dict]:
-        from grouprank.first_stage.progress import Progress
+        from grouprank.progress import Progress
         rb = RowBuilder(self.info(), pool)
         all_ids = [d for lst in pool.pools.values() for d in lst]
         self.scorer.precompute(all_ids, progress=True)

@@ -322,7 +322,7 @@ class LocalScorer:
         ids = [d for d in dict.fromkeys(map(str, doc_ids)) if d not in self._doc_vec]
         prog = None
         if progress and ids:
-            from grouprank.first_stage.progress import Progress
+            from grouprank.progress import Progress
             prog = Progress("local judge: embed documents", len(ids), unit="docs")
         for i in range(0, len(ids), 512):
             chunk = ids[i:i + 512]

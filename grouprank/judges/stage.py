@@ -59,7 +59,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         return StageResult({"estimate": p}, stats)
     local = any(j.kind == "local" for j in cfg.judges.judges)
     indexes = retrieval_indexes(inputs.get("indexes"), docs, cfg) if local else None
-    from grouprank.first_stage.progress import LoggingProgress
+    from grouprank.progress import LoggingProgress
     progress = LoggingProgress("judge", ctx.progress, unit="requests",  # the local judge logs its own
                                quiet_parts={j.id for j in cfg.judges.judges if j.kind == "local"})
     rows, usage = run_judges(cfg, pool, background=document_text_map(docs), progress=progress,

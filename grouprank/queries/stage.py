@@ -46,8 +46,9 @@ def stats_of(report: dict) -> dict[str, Any]:
 
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     from .mine import mine_queries
+    from grouprank.progress import LoggingProgress
     table, report = mine_queries(cfg, inputs["documents"], inputs["queries"], inputs.get("qrels"),
-                                 progress=ctx.progress)
+                                 progress=LoggingProgress("generate queries", ctx.progress, unit="requests"))
     rpath = ctx.write_json("mine_queries_report.json", report)
     extra = {"config_hash": cfg.section_hash("queries", "retrieval", "llm"), "report": report}
     return StageResult({"mined_queries": TableOut(table, extra), "mine_report": rpath}, stats_of(report))

@@ -11,7 +11,6 @@ import pytest
 from data_schemas import JUDGMENTS
 from grouprank.config import DatasetsConfig, RunConfig
 from grouprank.trainsets.common import labels_by_query
-from grouprank.trainsets.human import labels_from_qrels
 from grouprank.trainsets.stage import build_datasets
 
 N_QUERIES = 4
@@ -19,12 +18,9 @@ N_QUERIES = 4
 
 @pytest.fixture(scope="module")
 def dl19(load):
-    from tests.support.bm25_candidates import bm25_candidates
-    c = load("trec_dl19_passage")
-    qids = sorted(set(c.qrels["query_id"].to_pylist()))[:N_QUERIES]
-    _, cand = bm25_candidates(c, qids)
-    labels = labels_from_qrels(c.qrels, cand, query_ids=qids)
-    return c.documents, c.queries, cand, labels
+    """(documents, queries, candidates, labels) for the first N_QUERIES judged DL19 queries."""
+    from tests.support.bm25_candidates import dl19_training_inputs
+    return dl19_training_inputs(load("trec_dl19_passage"), N_QUERIES)
 
 
 def _row(q, d, *, judge="point", kind="pointwise", flag=False, score=5.0, group=None):

@@ -19,7 +19,6 @@ from data_schemas import JUDGMENTS, RERANKER_RL
 from grouprank.config import DatasetsConfig
 from grouprank.trainsets.common import QueryLabels, labels_by_query, query_rng
 from grouprank.trainsets.export import atomic_write, plan_shards, write_sharded
-from grouprank.trainsets.human import labels_from_qrels
 from grouprank.trainsets.reranker import teacher_groups
 from grouprank.trainsets.retriever import GuardSpec, build_retriever_examples
 from grouprank.trainsets.sampling import SamplingSpec, sample_groups
@@ -30,13 +29,9 @@ N_QUERIES = 8
 
 @pytest.fixture(scope="module")
 def dl19(load):
-    """(documents, queries, candidates, labels) for 8 judged DL19 queries; candidates = BM25 top 100."""
-    from tests.support.bm25_candidates import bm25_candidates
-    c = load("trec_dl19_passage")
-    qids = sorted(set(c.qrels["query_id"].to_pylist()))[:N_QUERIES]
-    rows, cand = bm25_candidates(c, qids)
-    labels = labels_from_qrels(c.qrels, cand, query_ids=qids)
-    return c.documents, c.queries, cand, labels
+    """(documents, queries, candidates, labels) for the first N_QUERIES judged DL19 queries."""
+    from tests.support.bm25_candidates import dl19_training_inputs
+    return dl19_training_inputs(load("trec_dl19_passage"), N_QUERIES)
 
 
 # --------------------------------------------------------------------------- sampling

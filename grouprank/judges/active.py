@@ -122,9 +122,7 @@ def select(pool: JudgePool, cheap: dict[tuple[str, str], float], thresholds: lis
 def add_skipped_rows(rows: list[dict], info: JudgeInfo, pool: JudgePool, sel: Selection,
                      passes: int = 1) -> list[dict]:
     """`rows` (the judge's rows on the sub-pool) plus one "skipped" row per pair (and pass) left out."""
-    rb = RowBuilder(info, pool)
-    rb.rows = list(rows)
-    rb._seen = {(r["query_id"], r["doc_id"], r["pass_index"]) for r in rows}
+    rb = RowBuilder(info, pool)  # skipped pairs are disjoint from the judged sub-pool's by construction
     cut = sel.report.get("uncertainty_cut")
     for q, d in sel.skipped:
         why = (f"active labelling: not selected (uncertainty {sel.uncertainty.get((q, d), 0.0):.3f}"
@@ -132,4 +130,4 @@ def add_skipped_rows(rows: list[dict], info: JudgeInfo, pool: JudgePool, sel: Se
         for p in range(passes):
             rb.add(q, d, pass_index=p, request_hash=local_hash("active-skip", info.judge_id, q, d), status=SKIPPED,
                    error=why)
-    return rb.rows
+    return list(rows) + rb.rows

@@ -146,7 +146,7 @@ def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None
                 judge = judge_class(spec.kind)(spec, client, progress=cb, max_doc_chars=cfg.prompts.max_doc_chars)
                 sel = None
                 if spec.select == "uncertain":
-                    sel = _select(cfg, spec, pool, scores, rows)
+                    sel = _select(cfg, spec, pool, scores)
                 r = judge.run(sel.pool if sel is not None else pool)
                 if sel is not None:
                     from .active import add_skipped_rows
@@ -175,7 +175,7 @@ def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None
     return rows, usage
 
 
-def _select(cfg, spec, pool: JudgePool, scores: dict, rows: list[dict]):
+def _select(cfg, spec, pool: JudgePool, scores: dict):
     """Active labelling: the sub-pool `spec` judges, from the cheap judge's scores."""
     from .active import select
     from .fusion import default_thresholds

@@ -26,3 +26,13 @@ def bm25_candidates(collection, query_ids: list[str], k: int = 100) -> tuple[lis
                          "bm25_rank": i, "dense_score": None, "dense_rank": None, "fusion": "bm25",
                          "pool": "top" if i <= 10 else "sampled"})
     return rows, CANDIDATES.from_records(rows)
+
+
+def dl19_training_inputs(collection, n_queries: int):
+    """(documents, queries, candidates, labels) for the first `n_queries` judged DL19 queries:
+    candidates = BM25 top 100, labels = the human qrels over them (the dataset builders' inputs)."""
+    from grouprank.trainsets.human import labels_from_qrels
+    qids = sorted(set(collection.qrels["query_id"].to_pylist()))[:n_queries]
+    _, cand = bm25_candidates(collection, qids)
+    labels = labels_from_qrels(collection.qrels, cand, query_ids=qids)
+    return collection.documents, collection.queries, cand, labels

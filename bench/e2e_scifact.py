@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 
 from _common import ROOT, setup, write_report  # noqa: E402  (bench/_common.py)
+from grouprank.first_stage.dense import BACKENDS  # noqa: E402  (light: numpy only)
 
 setup("e2e_scifact")  # before torch / onnxruntime load
 
@@ -62,7 +63,7 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="JSON report path")
     p.add_argument("--work-dir", default=str(ROOT / "grouprank_output" / "e2e_scifact"))
     p.add_argument("--fresh", action="store_true", help="delete the work dir first (cold caches)")
-    p.add_argument("--backend", default="onnx", choices=["torch", "onnx", "onnx-int8"],
+    p.add_argument("--backend", default="onnx", choices=list(BACKENDS),
                    help="encoder backend for retrieval and evaluation (training is torch)")
     p.add_argument("--max-seq-length", type=int, default=256, help="tokens, for encoding and evaluation")
     p.add_argument("--train-max-seq-length", type=int, default=None, help="tokens while training (default: "

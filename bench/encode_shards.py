@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from _common import ROOT, setup  # noqa: E402  (bench/_common.py)
+from grouprank.first_stage.dense import BACKENDS  # noqa: E402  (light: numpy only)
 
 setup("encode_shards")
 
@@ -25,7 +26,7 @@ setup("encode_shards")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--collection", required=True)
-    ap.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"])
+    ap.add_argument("--backend", default="torch", choices=list(BACKENDS))
     ap.add_argument("--work-dir", default=str(ROOT / "grouprank_output" / "bench_retrieval"))
     ap.add_argument("--shard-size", type=int, default=512)
     ap.add_argument("--worker", type=int, default=0)

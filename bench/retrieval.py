@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from _common import ROOT, setup, write_report  # noqa: E402  (bench/_common.py)
+from grouprank.first_stage.dense import BACKENDS  # noqa: E402  (light: numpy only)
 
 setup("retrieval")  # before numpy / torch / onnxruntime load
 
@@ -125,8 +126,8 @@ def main(argv=None) -> int:
                     "collection has one, else all judged queries)")
     ap.add_argument("--work-dir", default=str(ROOT / "grouprank_output" / "bench_retrieval"),
                     help="persistent index store for the quality runs (reused across bench runs)")
-    ap.add_argument("--fast-backend", default="onnx-int8", choices=["onnx", "onnx-int8"])
-    ap.add_argument("--quality-backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+    ap.add_argument("--fast-backend", default="onnx-int8", choices=[b for b in BACKENDS if b != "torch"])
+    ap.add_argument("--quality-backend", default="torch", choices=list(BACKENDS),
                     help="dense backend of the quality systems (default torch, the reference); with the fast "
                          "backend here, fast_backend_ndcg@10_delta is not measured")
     ap.add_argument("--overhead-backend", default=None, help="encoder for the overhead runs (default: --fast-backend)")

@@ -42,7 +42,8 @@ class Progress:
         self.every_s = float(os.environ.get("GROUPRANK_PROGRESS_EVERY_S", 30.0)) if every_s is None else every_s
         self.log = logger or log
         self.clock = clock
-        self.done = 0
+        self.done = self.start = 0  # start: work done before this run (a resumed training), not in the rate
+        self.line_suffix: Callable[[], str] | None = None  # extra text for every line (e.g. the last loss)
         self.t0 = self._last_log = self._last_cb = clock()
         self.lines: list[str] = []  # every line logged (for reports and tests)
         self._bar = None
@@ -57,12 +58,13 @@ class Progress:
     def line(self) -> str:
         el = self.clock() - self.t0
         pct = f" ({100.0 * self.done / self.total:.1f}%)" if self.total else ""
-        rate = self.done / el if el > 0 else 0.0
+        rate = (self.done - self.start) / el if el > 0 else 0.0
         eta = ""
         if 0 < self.done < self.total and rate > 0:
             eta = f", ETA {fmt_duration((self.total - self.done) / rate)}"
-        return (f"{self.label}: {self.done:,}/{self.total:,} {self.unit}{pct}, {rate:.1f} {self.unit}/s, "
-                f"elapsed {fmt_duration(el)}{eta}")
+        extra = self.line_suffix() if self.line_suffix is not None else ""
+        return (f"{self.label}: {self.done:,}/{self.total:,} {self.unit}{pct}, {rate:{'.1f' if rate >= 1 else '.2g'}} {self.unit}/s, "
+                f"elapsed {fmt_duration(el)}{eta}{extra}")
 
     def _emit(self, start: bool = False) -> None:
         text = f"{self.label}: starting, {self.total:,} {self.unit}" if start else self.line()

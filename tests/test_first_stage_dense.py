@@ -95,3 +95,19 @@ def test_model_fingerprint_is_shared_with_onnx_exports_and_forgettable(tmp_path)
     (d / "config.json").write_text('{"a": 3}')
     model_files.forget_fingerprint(str(d))
     assert dense.model_fingerprint(str(d)) not in (fp, fp2)
+
+
+def test_bf16_backend_and_auto(torch_enc, monkeypatch):
+    ref = torch_enc.encode_documents(TEXTS)
+    bf = DenseEncoder(backend="torch-bf16")
+    assert "torch-bf16" in bf.model_id and bf.model_id != torch_enc.model_id  # its own index cache key
+    got = bf.encode_documents(TEXTS)
+    assert got.dtype == np.float32 and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cos = (got * ref).sum(1)
+    assert cos.min() > 0.99 and not np.allclose(got, ref, atol=1e-6)  # close to float32, but bf16 weights ran
+    # auto: bf16 only where the CPU has it natively, never on a GPU device
+    monkeypatch.setattr(dense, "_cpu_has_bf16", lambda: True)
+    assert DenseEncoder(backend="auto").backend == "torch-bf16"
+    assert DenseEncoder(backend="auto", device="cuda").backend == "torch"
+    monkeypatch.setattr(dense, "_cpu_has_bf16", lambda: False)
+    assert DenseEncoder(backend="auto").backend == "onnx"

@@ -43,6 +43,9 @@ class RerankerConfig(ScoringSpec):
     vllm_mode: Literal["colocate", "server"] = "colocate"
     reward_gain: Literal["linear", "exp"] = Field("linear", description="NDCG gain in the reward")
     reward_rel_threshold: int = Field(1, description="gold grade >= this counts as relevant for Recall@10")
+    checkpoint_steps: int = Field(50, ge=0, description="save a checkpoint every this many SFT / GRPO steps (in "
+                                  "<stage>/sft, <stage>/grpo; removed once the model is saved): a killed stage "
+                                  "resumes from the last one when rerun with the same examples and settings. 0: none")
     sft_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.SFTConfig arguments")
     grpo_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.GRPOConfig arguments")
     # --- inference (authors' code: group 20, top-100, T=0.3, top_p=0.8, 6 repeats, alpha 0.6)

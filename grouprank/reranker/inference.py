@@ -111,10 +111,14 @@ class LLMBackend:
         reqs = [LLMRequest(messages=r.messages, template_version=r.template_version, validate=r.validate,
                            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, tag=r.tag)
                 for r in requests]
+        from grouprank.progress import Progress
+        prog = Progress("rerank (llm)", len(reqs), unit="prompts", bar=False)
         out = []
         for res in self.client.map(reqs):
             out.append(Generation(res.text if res.status == "ok" else None, int(res.prompt_tokens or 0),
                                   int(res.completion_tokens or 0), None if res.status == "ok" else res.error))
+            prog.update(1)
+        prog.close()
         return out
 
 
@@ -153,6 +157,8 @@ class TransformersBackend:
         # bf16 weights on CPU: autocast keeps the few float32 ops (norms, rotary) in bf16 too
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if (model.device.type == "cpu" and
                                                                model.dtype == torch.bfloat16) else contextlib.nullcontext()
+        from grouprank.progress import Progress
+        prog = Progress("rerank (transformers)", len(requests), unit="prompts", bar=False)
         out: list[Generation] = []
         for s in range(0, len(requests), self.batch_size):
             batch = requests[s:s + self.batch_size]
@@ -174,6 +180,8 @@ class TransformersBackend:
                 n_new = int((new != tok.pad_token_id).sum()) if tok.pad_token_id != tok.eos_token_id else len(new)
                 text = tok.decode(new, skip_special_tokens=True)
                 out.append(Generation(text, int(enc["attention_mask"][i].sum()), n_new))
+            prog.update(len(batch))
+        prog.close()
         return out
 
 

@@ -128,16 +128,20 @@ DECODER_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 
 # --------------------------------------------------------------------------- runs
 
-def run_sft(model, tokenizer, rows: list[dict], args, peft_config=None, callbacks=None):
-    """Train with TRL SFTTrainer on the SFT view; returns the trainer (trainer.model is trained)."""
+def run_sft(model, tokenizer, rows: list[dict], args, peft_config=None, callbacks=None, resume: Path | None = None):
+    """Train with TRL SFTTrainer on the SFT view; returns the trainer (trainer.model is trained).
+    `resume`: a checkpoint of this same training to continue from."""
     from trl import SFTTrainer
+
+    from grouprank.trainer_support import progress_callback
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(rows), processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=callbacks)
-    trainer.train()
+                         peft_config=peft_config, callbacks=[progress_callback("reranker SFT"), *(callbacks or [])])
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     return trainer
 
 
-def run_grpo(model, tokenizer, rows: list[dict], args, reward=None, peft_config=None, callbacks=None):
+def run_grpo(model, tokenizer, rows: list[dict], args, reward=None, peft_config=None, callbacks=None,
+             resume: Path | None = None):
     """Train with TRL GRPOTrainer on the RL view with the GroupRank reward; returns the trainer.
     `trainer.state.log_history` holds per-step `reward` and the reward's own metrics
     (format shares, NDCG/Recall/JS, per-prompt reward spread)."""
@@ -156,10 +160,23 @@ def run_grpo(model, tokenizer, rows: list[dict], args, reward=None, peft_config=
             tokenizer.save_pretrained(ref)
         state.wait_for_everyone()
         model.config._name_or_path = str(ref)
+    from grouprank.trainer_support import progress_callback
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=rl_dataset(rows),
-                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
-    trainer.train()
+                          processing_class=tokenizer, peft_config=peft_config,
+                          callbacks=[progress_callback("reranker GRPO"), *(callbacks or [])])
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     return trainer
+
+
+def checkpointing(rc, phase: str, scratch: Path, *parts) -> tuple[dict, Path | None]:
+    """Trainer arguments that save a checkpoint every `rc.checkpoint_steps` steps into `scratch`, and
+    the checkpoint to resume from: the newest one of this same training (`parts`: examples, base
+    model, seed, settings), so a killed stage continues where it stopped."""
+    if not rc.checkpoint_steps:
+        return {}, None
+    from grouprank.trainer_support import fingerprint, open_checkpoints
+    resume = open_checkpoints(scratch, fingerprint(phase, rc.model_dump(mode="json"), *parts), f"reranker {phase}")
+    return {"save_strategy": "steps", "save_steps": int(rc.checkpoint_steps), "save_total_limit": 1}, resume
 
 
 def _is_peft(model) -> bool:
@@ -231,7 +248,7 @@ def step_rewards(trainer) -> list[float]:
 
 
 def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None, output_dir: str | Path,
-                   *, tokenizer=None, model=None) -> dict:
+                   *, tokenizer=None, model=None, callbacks: list | None = None) -> dict:
     """The whole training stage: SFT (if sft_rows) then GRPO (if rl_rows).
 
     The policy is `cfg.reranker.base_model` (`grouprank.reranker.policy`): "smollm2" (the bundled
@@ -264,9 +281,14 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
     else:
         summary["params"] = sum(p.numel() for p in model.parameters())
     import time
+    from grouprank.trainer_support import checkpoint_step
+    what = (summary["base_model"], cfg.seed, sft_rows or [])
     if sft_rows:
         t = time.perf_counter()
-        sft = run_sft(model, tokenizer, sft_rows, make_sft_config(rc, out / "sft", cfg.seed), peft_config=peft_config)
+        save, resume = checkpointing(rc, "sft", out / "sft", *what)
+        summary["sft_resumed_from"] = checkpoint_step(resume)
+        sft = run_sft(model, tokenizer, sft_rows, make_sft_config(rc, out / "sft", cfg.seed, **save),
+                      peft_config=peft_config, resume=resume, callbacks=callbacks)
         check_finite_log(sft.state.log_history, "sft")  # fail before GRPO spends anything on a diverged policy
         model = sft.model
         if peft_config is not None:  # merge the SFT adapter; GRPO gets a fresh one
@@ -278,8 +300,10 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
         t = time.perf_counter()
         before = None if peft_config is not None else trainable_snapshot(model)
         reward = GroupwiseReward(rc.num_generations, gain=rc.reward_gain, rel_threshold=rc.reward_rel_threshold)
-        grpo = run_grpo(model, tokenizer, rl_rows, make_grpo_config(rc, out / "grpo", cfg.seed), reward=reward,
-                        peft_config=peft_config)
+        save, resume = checkpointing(rc, "grpo", out / "grpo", *what, rl_rows)
+        summary["grpo_resumed_from"] = checkpoint_step(resume)
+        grpo = run_grpo(model, tokenizer, rl_rows, make_grpo_config(rc, out / "grpo", cfg.seed, **save), reward=reward,
+                        peft_config=peft_config, resume=resume, callbacks=callbacks)
         check_finite_log(grpo.state.log_history, "grpo")
         model = grpo.model
         summary["grpo_weights_changed"] = weights_changed(model, before)
@@ -292,5 +316,10 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
     if PartialState().is_main_process:
         model.save_pretrained(final)
         tokenizer.save_pretrained(final)
+        import shutil
+        for phase in ("sft", "grpo"):  # the model is saved: its checkpoints are no longer needed
+            for d in (out / phase).glob("checkpoint-*"):
+                shutil.rmtree(d, ignore_errors=True)
+            (out / phase / "fingerprint").unlink(missing_ok=True)
     summary["model_path"] = str(final)
     return summary

@@ -54,8 +54,10 @@ class RetrieverTrainConfig(Section):
                                     "queries held out of training and evaluated (their positives as qrels)")
     eval_measures: list[str] = Field(default_factory=lambda: ["nDCG@10", "R@100"])
     eval_depth: int = Field(100, gt=0, description="documents retrieved per query for evaluation")
-    eval_backend: Literal["torch", "onnx"] = Field("onnx", description="encoder backend for evaluation "
-                                                   "(onnx: same vectors as torch, faster on CPU)")
+    eval_backend: Literal["torch", "torch-bf16", "onnx", "auto"] = Field(
+        "onnx", description="encoder backend for evaluation (onnx: same vectors as torch, a little faster on CPU; "
+        "torch-bf16: ~2.5x faster on CPUs with native bf16, nDCG@10 within a few "
+        "thousandths; auto: torch-bf16 where the CPU has native bf16, else onnx)")
     eval_before: bool = True
     eval_after: bool = True
     checkpoint_steps: int = Field(500, ge=0, description="save a training checkpoint every this many optimizer "

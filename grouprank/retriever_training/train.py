@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from grouprank.first_stage.model_files import offline
+from grouprank.trainer_support import checkpoint_step, fingerprint, open_checkpoints, progress_callback
 
 log = logging.getLogger(__name__)
 
@@ -163,29 +164,8 @@ def checkpoint_dir(output_dir: str | Path) -> Path:
 
 def training_fingerprint(frame: pd.DataFrame, tcfg, base: str, seed: int, continued: bool) -> str:
     """What a checkpoint is valid for: the examples, the training settings, the base model and seed."""
-    import hashlib
-    h = hashlib.sha256()
-    h.update(json.dumps([list(map(str, frame.columns)), base, int(seed), bool(continued),
-                         tcfg.model_dump(mode="json")], sort_keys=True, default=str).encode())
-    for c in frame.columns:  # texts and, for distillation, lists of teacher scores
-        h.update(json.dumps(frame[c].tolist(), default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o),
-                            ensure_ascii=False).encode("utf-8", "surrogatepass"))
-    return h.hexdigest()
-
-
-def last_checkpoint(scratch: Path) -> Path | None:
-    """The newest complete checkpoint (model weights, optimizer and trainer state all written); an
-    incomplete one (killed while saving) is removed."""
-    best = None
-    for d in sorted(scratch.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])
-                    if p.name.rsplit("-", 1)[1].isdigit() else -1):
-        complete = ((d / "trainer_state.json").is_file() and (d / "optimizer.pt").is_file()
-                    and any(d.glob("*.safetensors")))
-        if complete:
-            best = d
-        else:
-            shutil.rmtree(d, ignore_errors=True)
-    return best
+    return fingerprint([list(map(str, frame.columns)), base, int(seed), bool(continued), tcfg.model_dump(mode="json")],
+                       *(frame[c].tolist() for c in frame.columns))  # texts and, for distillation, teacher scores
 
 
 def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model: str | None = None,
@@ -221,22 +201,15 @@ def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model
     resume = None
     if keep:
         scratch = checkpoint_dir(output_dir)
-        fp = training_fingerprint(frame, tcfg, str(base_model or tcfg.base_model), seed, continued)
-        marker = scratch / "fingerprint"
-        if scratch.exists() and (not marker.is_file() or marker.read_text() != fp):
-            log.info("retriever training: checkpoints in %s are for other examples or settings: removed", scratch)
-            shutil.rmtree(scratch)
-        scratch.mkdir(parents=True, exist_ok=True)
-        marker.write_text(fp)
-        resume = last_checkpoint(scratch)
-        if resume is not None:
-            log.info("retriever training: resuming from %s", resume.name)
+        resume = open_checkpoints(scratch, training_fingerprint(frame, tcfg, str(base_model or tcfg.base_model),
+                                                                seed, continued), "retriever training")
     else:
         scratch = Path(tempfile.mkdtemp(prefix=".trainer-", dir=output_dir.parent if output_dir.parent.exists() else None))
     ok = False
     try:
         args = training_arguments(tcfg, scratch, len(frame), seed)
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss, callbacks=callbacks)
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss,
+                                             callbacks=[progress_callback("retriever training"), *(callbacks or [])])
         t0 = time.time()
         out = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         dt = time.time() - t0
@@ -254,7 +227,7 @@ def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model
                        steps=int(out.global_step), epochs=float(out.metrics.get("epoch", tcfg.epochs) or 0),
                        train_loss=float(out.training_loss) if out.training_loss is not None else None,
                        train_s=dt, model=model,
-                       resumed_from=int(resume.name.rsplit("-", 1)[1]) if resume is not None else None)
+                       resumed_from=checkpoint_step(resume))
 
 
 def weight_probe(model, n: int = 12) -> list[tuple[str, Any]]:

@@ -9,6 +9,8 @@
 - a log line (logger `grouprank.progress`, INFO) at the start, then at most every `every_s` seconds
   (default 30, env GROUPRANK_PROGRESS_EVERY_S) and at the end: "encode documents: 1,024/5,183 docs
   (19.8%), 41.2 docs/s, ETA 1m41s";
+- with `heartbeat=True`, the line also when no update came for `every_s` seconds (a background
+  thread), so work made of long single steps (a training step, a slow LLM call) is never silent;
 - a tqdm bar as well, only when stderr is a terminal;
 - `callback(done, total)` (the stage context's progress callback: the Prefect progress artifact) at
   most every `callback_every_s` seconds (default 2) and at the end.
@@ -36,7 +38,7 @@ def fmt_duration(s: float) -> str:
 class Progress:
     def __init__(self, label: str, total: int, *, unit: str = "items", callback: Callable[..., None] | None = None,
                  every_s: float | None = None, callback_every_s: float = 2.0, logger: logging.Logger | None = None,
-                 bar: bool | None = None, clock: Callable[[], float] = time.monotonic):
+                 bar: bool | None = None, clock: Callable[[], float] = time.monotonic, heartbeat: bool = False):
         self.label, self.total, self.unit = label, int(total), unit
         self.callback, self.callback_every_s = callback, callback_every_s
         self.every_s = float(os.environ.get("GROUPRANK_PROGRESS_EVERY_S", 30.0)) if every_s is None else every_s
@@ -54,6 +56,18 @@ class Progress:
             except ImportError:  # pragma: no cover - tqdm comes with the project's dependencies
                 self._bar = None
         self._emit(start=True)
+        self._stop = None
+        if heartbeat and self.every_s > 0:  # work whose single steps can outlast every_s (a training step)
+            import threading
+            self._stop = threading.Event()
+            threading.Thread(target=self._beat, name=f"progress:{label}", daemon=True).start()
+
+    def _beat(self) -> None:
+        """Log the current line when nothing was logged for `every_s` (the ETA then comes from the rate so far)."""
+        while not self._stop.wait(self.every_s / 2):
+            if self.clock() - self._last_log >= self.every_s:
+                self._last_log = self.clock()
+                self._emit()
 
     def line(self) -> str:
         el = self.clock() - self.t0
@@ -87,6 +101,8 @@ class Progress:
             self._emit()
 
     def close(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -79,7 +79,8 @@ def progress_callback(label: str, every_s: float | None = None):
             self.loss: float | None = None
 
         def on_train_begin(self, args, state, control, **kw):
-            self.prog = Progress(label, total=int(state.max_steps or 0), unit="steps", every_s=every_s, bar=False)
+            self.prog = Progress(label, total=int(state.max_steps or 0), unit="steps", every_s=every_s, bar=False,
+                                 heartbeat=True)
             if state.global_step:  # resumed: count from the checkpoint
                 self.prog.done = self.prog.start = int(state.global_step)
             self.prog.line_suffix = self._suffix

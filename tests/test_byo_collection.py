@@ -45,7 +45,7 @@ def beir_test_only(tmp_path_factory):
 
 
 SMALL = ["--set", "retrieval.depth=30", "--set", "retrieval.pool_top=5", "--set", "retrieval.pool_sampled=5",
-         "--set", "retrieval.pool_sample_from=[6,30]"]
+         "--set", "retrieval.pool_sample_from=[6,30]", "--set", "queries.auto_holdout_fraction=0"]
 
 
 def test_test_only_beir_folder_through_stats_retrieve_judge_evaluate(beir_test_only, tmp_path, capsys):
@@ -56,8 +56,10 @@ def test_test_only_beir_folder_through_stats_retrieve_judge_evaluate(beir_test_o
     s = json.loads(capsys.readouterr().out)
     assert list(s["splits"]) == ["test"] and s["splits"]["test"]["judged_queries"] == N_QUERIES
     assert s["qrels"] == n_qrels and (s["grades"]["0"], s["grades"]["1"]) == (2, 1) and s["grades"]["2"] >= 5
-    assert s["default_splits"] == {"mine": ["test"], "guard": [], "evaluate": ["test"]}
-    # retrieve: no train split -> every judged query is mined (no "no queries to retrieve"), the split recorded
+    assert s["default_splits"] == {"mine": "['test'] minus a seeded 20% held out", "guard": "the held-out 20%",
+                                   "evaluate": "the held-out 20%"}
+    # retrieve: no train split -> the judged queries are mined (no "no queries to retrieve"; all of them
+    # with auto_holdout_fraction 0, as SMALL sets: these runs are scored on every judged query), the split recorded
     wd = tmp_path / "work"
     assert main(["retrieve", *src, "--work-dir", str(wd), *SMALL]) == 0
     rec = json.loads(capsys.readouterr().out)
@@ -169,7 +171,7 @@ def test_trec_folder_format(tmp_path, capsys):
         assert main(["collections", "stats", "--format", fmt, "--path", str(root), "--json"]) == 0
         s = json.loads(capsys.readouterr().out)
         assert (s["collection"], s["documents"], s["queries"], s["qrels"]) == ("mytrec", 5, 1, 2)
-        assert s["grades"] == {"0": 1, "2": 1} and s["default_splits"]["evaluate"] == ["test"]
+        assert s["grades"] == {"0": 1, "2": 1} and s["default_splits"]["evaluate"] == "the held-out 20%"
     # a path without a format, and a format without a path: one clear line each
     assert main(["collections", "stats", "--path", str(root)]) == 2
     assert "say its format with --format" in capsys.readouterr().err

@@ -47,3 +47,20 @@ def test_logging_progress_logs_per_part_and_forwards(caplog):
 
 def test_fmt_duration():
     assert [fmt_duration(x) for x in (5, 75, 3 * 3600 + 120)] == ["5s", "1m15s", "3h02m"]
+
+
+def test_heartbeat_logs_while_one_long_step_runs():
+    """A training step (or an LLM call) longer than every_s: with heartbeat the line still comes every
+    every_s; without it, nothing between the start and the first update; none after close."""
+    import time
+    quiet = Progress("grpo", 4, unit="steps", every_s=0.2, bar=False)
+    beat = Progress("grpo", 4, unit="steps", every_s=0.2, bar=False, heartbeat=True)
+    time.sleep(0.9)  # one long step
+    assert len(quiet.lines) == 1
+    assert len(beat.lines) >= 3 and all(x.startswith("grpo: 0/4 steps (0.0%)") for x in beat.lines[1:])
+    beat.update(1)
+    beat.close()
+    n = len(beat.lines)
+    time.sleep(0.5)
+    assert len(beat.lines) == n and beat.lines[-1].startswith("grpo: 1/4 steps (25.0%)")
+    quiet.close()

@@ -118,3 +118,42 @@ def test_stage_contract_and_cli(load, tmp_path):
     assert rc == 0
     t = QUERIES.read(tmp_path / "cli" / "mine_queries" / "mined_queries.parquet")
     assert t.num_rows == 6 and "x1" in t["query_id"].to_pylist()
+
+
+def test_one_split_collection_keeps_a_held_out_share_for_evaluation(load, tmp_path):
+    """Cranfield has only test queries: with the defaults (splits auto, leakage_eval_splits auto) a
+    seeded 20 % is not mined, guards the generated queries, and is what the evaluate stage and the
+    retriever's before/after evaluation score; the rest is mined. (Mining every test query used to
+    leave nothing to evaluate, and `queries.splits=[test]` flagged every query as leakage.)"""
+    from grouprank.evaluation.stage import eval_queries as evaluation_queries
+    from grouprank.queries.mine import eval_queries as guard_set
+    from grouprank.retriever_training.stage import _eval_set
+    c = load("cranfield")
+    cfg = RunConfig.model_validate({"work_dir": str(tmp_path), "data": {"collection": "cranfield"}})
+    table, report = mine_queries(cfg, c.documents, c.queries, c.qrels, collection=c.name)
+    judged = set(c.qrels["query_id"].to_pylist())
+    mined = {r["query_id"] for r in table.to_pylist() if r["decision"] == "kept"}
+    held = {e.query_id for e in guard_set(cfg, c.queries, c.name)}
+    assert report["auto_heldout_queries"] == len(held) and 0.15 * len(judged) < len(held) < 0.25 * len(judged)
+    not_kept = {r["query_id"] for r in table.to_pylist() if r["decision"] != "kept"}  # near copies of held-out ones
+    assert not mined & held and mined | held | not_kept == judged and len(not_kept) < 10
+    assert not held & set(table.column("query_id").to_pylist()) and report["leakage_eval_splits"] == []
+    assert held == sources.holdout_ids(sorted(judged), 0.2, cfg.seed)  # seeded, stable
+    assert sources.holdout_ids(sorted(judged), 0.2, cfg.seed + 1) != held
+    # the evaluate stage leaves the training queries out: the held-out share is scored (and the few
+    # existing queries not kept, which nothing trained on)
+    texts, qr, info = evaluation_queries(cfg, c.queries, c.qrels, table)
+    assert set(texts) == held | not_kept and set(qr["query_id"]) == set(texts)
+    assert info["excluded_training_queries"] == len(mined)
+    # so does the retriever's before/after evaluation (eval_split test, minus the training queries)
+    import pandas as pd
+    ex = pd.DataFrame({"query_id": sorted(mined), "anchor": [r["text"] for r in sorted(table.to_pylist(),
+                       key=lambda r: r["query_id"]) if r["query_id"] in mined], "positive": "p", "negative_1": "n"})
+    train, ev_texts, ev_qrels, desc = _eval_set(cfg, ex, documents=c.documents, queries=c.queries, qrels=c.qrels,
+                                                eval_queries=None, eval_qrels=None)
+    assert len(train) == len(ex) and set(ev_texts) == held | not_kept and f"{len(mined)} training queries left out" in desc
+    # a collection with a train split is unchanged: train mined, test guarded, nothing held out
+    sf = load("scifact")
+    cfg2 = RunConfig.model_validate({"work_dir": str(tmp_path / "sf")})
+    assert not sources.auto_holdout_applies(cfg2.queries.splits, sources.query_splits(sf.queries))
+    assert {e.query_id for e in guard_set(cfg2, sf.queries, sf.name)} == set(sf.queries_for("test")["query_id"].to_pylist())

@@ -52,12 +52,17 @@ def _load(args):
 
 
 def _stats(args) -> int:
-    from grouprank.queries.sources import default_split, query_splits
+    from grouprank.queries.config import QueryMiningConfig
+    from grouprank.queries.sources import AUTO, auto_holdout_applies, default_split, query_splits
     c = _load(args)
     s = c.stats()
     have = query_splits(c.queries)
     s["default_splits"] = {"mine": default_split(have, "mine"), "guard": default_split(have, "guard"),
                            "evaluate": default_split(have, "evaluate") or "all judged queries"}
+    if auto_holdout_applies([AUTO], have):  # no train split: a held-out share is the evaluation set
+        share = f"{QueryMiningConfig().auto_holdout_fraction:.0%}"
+        s["default_splits"].update({"mine": f"{have} minus a seeded {share} held out",
+                                    "guard": f"the held-out {share}", "evaluate": f"the held-out {share}"})
     if c.excluded:
         s["excluded_queries"] = sum(1 for v in c.excluded.values() if v)
         s["excluded_ids"] = sum(len(v) for v in c.excluded.values())

@@ -18,8 +18,9 @@ class EvaluationConfig(Section):
                                            "normalised text is among the mined training queries")
     finetuned_retriever: bool = Field(True, description="also score the train_retriever model, alone and "
                                       "fused with BM25 (encodes the corpus once more with it)")
-    rerank: Literal["auto", "off"] = Field("auto", description="auto: rerank the hybrid run with "
-                                           "reranker.mode when an LLM endpoint is configured "
-                                           "(reranker.backend llm) or reranker.model_path is set "
-                                           "(backend transformers); off: never")
+    rerank: Literal["auto", "trained", "off"] = Field("auto", description="auto: rerank the hybrid run with the "
+                                                      "train_reranker stage's policy, and with reranker.mode when "
+                                                      "an LLM endpoint is configured (reranker.backend llm) or "
+                                                      "reranker.model_path is set (backend transformers); trained: "
+                                                      "the trained policy only; off: never")
     rerank_max_queries: int | None = Field(None, ge=1, description="rerank only the first N evaluation queries")

@@ -203,7 +203,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     elif reranker_model:
         report["trained_reranker"] = str(reranker_model)
 
-    cb = _configured_backend(cfg) if ec.rerank != "off" else None
+    cb = _configured_backend(cfg) if ec.rerank == "auto" else None
     if cb is not None:
         t = time.perf_counter()
         backend, label = cb

@@ -28,6 +28,9 @@ class QueryMiningConfig(Section):
     round-trip filter and dedup. Every query is kept in mined_queries.parquet with its decision."""
     splits: list[str] = Field(default_factory=lambda: ["auto"], description="existing query splits to mine; "
                               "auto: train when the collection has one, else all its judged queries")
+    auto_holdout_fraction: float = Field(0.2, ge=0, lt=1, description="a collection without a train split mined "
+                                         "with splits auto: this seeded share of its judged queries is not mined "
+                                         "but kept for evaluation (and guarded against leakage)")
     files: list[QuerySource] = Field(default_factory=list, description="query files / HF datasets to mine")
     max_queries: int | None = Field(None, description="cap on existing queries per source (seeded sample)")
     generate: bool = Field(False, description="generate queries with the LLM (needs an endpoint)")

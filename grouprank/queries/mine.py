@@ -15,9 +15,14 @@ Precedence: parse_error/generation_failed > leakage > roundtrip > duplicate > ne
 Leakage comes first so that a leaking query can never be a dedup representative; round-trip
 comes before dedup so representatives are chosen among queries that passed it.
 Every query stays in the table with its decision; downstream stages use decision == "kept".
+
+A collection without a train split mined with `splits: [auto]` (Cranfield, CISI, NPL): a seeded
+share of its judged queries (`auto_holdout_fraction`) is left out of mining and is the leakage
+guard's evaluation set; the evaluate stage then scores exactly those (it leaves out training queries).
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from typing import Any, Callable, Sequence
@@ -33,12 +38,21 @@ from .dedup import exact_groups, near_groups
 from .leakage import EvalQuery, find_leaks
 from .roundtrip import rank_summary, source_ranks
 
+log = logging.getLogger(__name__)
+
 
 def eval_queries(cfg, queries: pa.Table | None, collection: str = "") -> list[EvalQuery]:
     """The evaluation sets: the collection's `leakage_eval_splits` plus `eval_files`."""
     qc = cfg.queries
     out: list[EvalQuery] = []
-    eval_splits = sources.resolve_splits(qc.leakage_eval_splits, sources.query_splits(queries), "guard")
+    have = sources.query_splits(queries)
+    eval_splits = sources.resolve_splits(qc.leakage_eval_splits, have, "guard")
+    if queries is not None and _auto_guard(qc) and sources.auto_holdout_applies(qc.splits, have):
+        # no train split: the held-out share of the judged queries is the evaluation set to guard
+        held = _held_out(cfg, queries)
+        out += [EvalQuery(str(q), x, f"{collection}/{sp}/heldout" if collection else f"{sp}/heldout")
+                for q, x, sp in zip(queries["query_id"].to_pylist(), queries["text"].to_pylist(),
+                                    queries["split"].to_pylist()) if str(q) in held]
     if queries is not None and eval_splits:
         have = set(queries.column("split").to_pylist())
         for split in eval_splits:
@@ -54,13 +68,28 @@ def eval_queries(cfg, queries: pa.Table | None, collection: str = "") -> list[Ev
     return out
 
 
+def _auto_guard(qc) -> bool:
+    return list(qc.leakage_eval_splits) == [sources.AUTO]
+
+
+def _held_out(cfg, queries: pa.Table) -> set[str]:
+    """The judged queries held out of "auto" mining on a collection without a train split."""
+    have = sources.query_splits(queries)
+    ids = [q for q, sp in zip(queries["query_id"].to_pylist(), queries["split"].to_pylist()) if sp in have]
+    return sources.holdout_ids(ids, cfg.queries.auto_holdout_fraction, cfg.seed)
+
+
 def existing_queries(cfg, queries: pa.Table | None, collection: str = "",
                      quarantine: list | None = None) -> list[dict]:
     qc = cfg.queries
     out: list[dict] = []
-    splits = sources.resolve_splits(qc.splits, sources.query_splits(queries), "mine")
+    have = sources.query_splits(queries)
+    splits = sources.resolve_splits(qc.splits, have, "mine")
     if queries is not None and splits:
         recs = sources.from_table(queries, splits, collection=collection or None)
+        if sources.auto_holdout_applies(qc.splits, have):  # kept apart for evaluation (eval_queries guards them)
+            held = _held_out(cfg, queries)
+            recs = [r for r in recs if str(r["query_id"]) not in held]
         for split in splits:
             part = [r for r in recs if r["split"] == split]
             out += sources.cap(part, qc.max_queries, cfg.seed)
@@ -238,6 +267,12 @@ def mine_queries(cfg, documents: pa.Table | None, queries: pa.Table | None, qrel
     guard_splits = sources.resolve_splits(qc.leakage_eval_splits, have, "guard") or []
     report["splits"] = mined_splits
     report["leakage_eval_splits"] = guard_splits
+    if queries is not None and sources.auto_holdout_applies(qc.splits, have):
+        n_held = len(_held_out(cfg, queries))
+        report["auto_heldout_queries"] = n_held
+        log.info("mine_queries: %s has no train split: %d of its judged queries (%.0f%%, queries.auto_holdout_fraction) "
+                 "are held out of mining for evaluation", collection or "the collection", n_held,
+                 100 * qc.auto_holdout_fraction)
     overlap = sorted(set(mined_splits) & set(guard_splits))
     if overlap:
         warnings.append(f"split(s) {overlap} are mined and also the evaluation set: every query of them "

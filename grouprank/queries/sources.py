@@ -73,6 +73,24 @@ def default_split(have: Sequence[str], purpose: str) -> list[str] | None:
     raise ValueError(f"unknown purpose {purpose!r}")
 
 
+def auto_holdout_applies(requested: Sequence[str] | None, have: Sequence[str]) -> bool:
+    """True when "auto" mining meets a collection without a train split (Cranfield, CISI, NPL, a BEIR
+    folder with only test): its judged queries are then both the training source and the evaluation
+    set, so a seeded share of them is held out of mining for evaluation (`holdout_ids`)."""
+    return bool(requested) and AUTO in requested and "train" not in have and bool(have)
+
+
+def holdout_ids(query_ids: Iterable[str], fraction: float, seed: int) -> set[str]:
+    """A seeded, stable share (`fraction`) of `query_ids`: by a hash of (seed, id), so the same query
+    stays held out when the collection grows or the order changes."""
+    import hashlib
+    if fraction <= 0:
+        return set()
+    def h(q: str) -> float:
+        return int.from_bytes(hashlib.sha256(f"{seed}:{q}".encode()).digest()[:8], "big") / 2 ** 64
+    return {str(q) for q in query_ids if h(str(q)) < fraction}
+
+
 def resolve_splits(requested: Sequence[str] | None, have: Sequence[str], purpose: str) -> list[str] | None:
     """`requested` with "auto" replaced by `default_split(have, purpose)`."""
     if requested is None:

@@ -112,7 +112,7 @@ class LLMBackend:
                            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, tag=r.tag)
                 for r in requests]
         from grouprank.progress import Progress
-        prog = Progress("rerank (llm)", len(reqs), unit="prompts", bar=False)
+        prog = Progress("rerank (llm)", len(reqs), unit="prompts", bar=False, heartbeat=True)
         out = []
         for res in self.client.map(reqs):
             out.append(Generation(res.text if res.status == "ok" else None, int(res.prompt_tokens or 0),
@@ -158,7 +158,7 @@ class TransformersBackend:
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if (model.device.type == "cpu" and
                                                                model.dtype == torch.bfloat16) else contextlib.nullcontext()
         from grouprank.progress import Progress
-        prog = Progress("rerank (transformers)", len(requests), unit="prompts", bar=False)
+        prog = Progress("rerank (transformers)", len(requests), unit="prompts", bar=False, heartbeat=True)
         out: list[Generation] = []
         for s in range(0, len(requests), self.batch_size):
             batch = requests[s:s + self.batch_size]

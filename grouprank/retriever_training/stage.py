@@ -73,7 +73,18 @@ def _eval_set(cfg, examples: pd.DataFrame, *, documents, queries, qrels, eval_qu
             qt = _table(qsrc).to_pandas()
             ids = set(qr["query_id"].astype(str))
             texts = {str(a): str(b) for a, b in zip(qt["query_id"], qt["text"]) if str(a) in ids}
-            return examples, texts, qr, f"split '{rc.eval_split}' ({len(ids)} queries with qrels)"
+            n_trained = 0
+            if eval_qrels is None and cfg.evaluation.exclude_training_queries:
+                # as the evaluate stage: the split's queries minus those trained on (a collection
+                # without a train split is mined from the split it is evaluated on; its held-out share remains)
+                tids, tnorm = set(examples["query_id"].astype(str)), set(examples["anchor"].map(_norm))
+                left = {i: t for i, t in texts.items() if i not in tids and _norm(t) not in tnorm}
+                n_trained = len(texts) - len(left)
+                texts = left
+                qr = qr[qr["query_id"].astype(str).isin(set(left))]
+            if texts:
+                extra = f", {n_trained} training queries left out" if n_trained else ""
+                return examples, texts, qr, f"split '{rc.eval_split}' ({len(texts)} queries with qrels{extra})"
         log.warning("no evaluation qrels/queries for split %r: holding out example queries instead", rc.eval_split)
     if rc.holdout_fraction <= 0:
         return examples, None, None, "none"
@@ -131,6 +142,8 @@ def train_retriever(cfg, **inputs: Any) -> dict:
         cfg, examples, documents=documents, queries=inputs.get("queries"), qrels=inputs.get("qrels"),
         eval_queries=inputs.get("eval_queries"), eval_qrels=inputs.get("eval_qrels"))
     train_ex, n_overlap = drop_eval_overlap(train_ex, eval_texts)
+    split = ("heldout" if inputs.get("eval_qrels") is not None else  # what the metrics are on
+             rc.eval_split if eval_desc.startswith("split") else "holdout")
     stats["train_rows_dropped_eval_overlap"] = n_overlap
     if n_overlap:
         log.warning("dropped %d training rows whose query is an evaluation query", n_overlap)
@@ -199,8 +212,6 @@ def train_retriever(cfg, **inputs: Any) -> dict:
 
     coll = cfg.data.collection
     if metrics:
-        split = ("heldout" if inputs.get("eval_qrels") is not None else
-                 rc.eval_split if inputs.get("qrels") is not None else "holdout")
         mt = [metrics_table(v, system=("base" if k == "before" else "finetuned"), collection=coll,
                             split=split, n_queries=evaluator.n_queries) for k, v in metrics.items()]
         import pyarrow as pa

@@ -4,6 +4,12 @@ resumable checkpoints and progress logs.
 - `open_checkpoints(scratch, fingerprint)`: the checkpoint folder of one training, emptied when it
   holds checkpoints of other examples or settings (a `fingerprint` file says which), and the newest
   complete checkpoint to resume from (an incomplete one, killed while saving, is removed);
+- `@exclusive`: one training at a time per process, from its training arguments to its saved model
+  (accelerate's global state is not thread-safe: TrainingArguments with use_cpu reset it, so the
+  reranker's SFT set-up, run side by side with the retriever's training by a threaded Prefect task
+  runner, broke it with "AcceleratorState object has no attribute distributed_type"; on a CPU the two
+  only share the same cores anyway);
+- `train(trainer, resume)`: `trainer.train()`, closing the progress log even when training fails;
 - `progress_callback(label)`: a TrainerCallback that logs "label: 12/45 steps (26.7%), 0.4 steps/s,
   elapsed 30s, ETA 1m22s, loss 0.81" at most every 30 s (GROUPRANK_PROGRESS_EVERY_S) through
   `grouprank.progress.Progress`, so a long training is never silent.
@@ -14,6 +20,7 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +76,31 @@ def checkpoint_step(path: Path | None) -> int | None:
     return int(path.name.rsplit("-", 1)[1]) if path is not None else None
 
 
+_TRAINING = threading.RLock()
+
+
+def exclusive(fn):
+    """Decorator: `fn` (a whole training) runs under the process-wide training lock (re-entrant)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _TRAINING:
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def train(trainer, resume: Path | None = None):
+    """`trainer.train(resume_from_checkpoint=resume)` (under the training lock)."""
+    with _TRAINING:
+        try:
+            return trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+        finally:
+            for cb in trainer.callback_handler.callbacks:  # a failed training never reached on_train_end
+                if hasattr(cb, "close_progress"):
+                    cb.close_progress()
+
+
 def progress_callback(label: str, every_s: float | None = None):
     """A transformers TrainerCallback logging optimizer steps with rate, ETA and the last loss."""
     from transformers import TrainerCallback
@@ -99,6 +131,9 @@ def progress_callback(label: str, every_s: float | None = None):
                 self.prog.update(int(state.global_step) - self.prog.done)
 
         def on_train_end(self, args, state, control, **kw):
+            self.close_progress()
+
+        def close_progress(self):
             if self.prog is not None:
                 self.prog.close()
                 self.prog = None

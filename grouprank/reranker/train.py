@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from grouprank.errors import UserError
+from grouprank.trainer_support import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +134,10 @@ def run_sft(model, tokenizer, rows: list[dict], args, peft_config=None, callback
     `resume`: a checkpoint of this same training to continue from."""
     from trl import SFTTrainer
 
-    from grouprank.trainer_support import progress_callback
+    from grouprank.trainer_support import progress_callback, train
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(rows), processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[progress_callback("reranker SFT"), *(callbacks or [])])
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    train(trainer, resume)
     return trainer
 
 
@@ -160,11 +161,11 @@ def run_grpo(model, tokenizer, rows: list[dict], args, reward=None, peft_config=
             tokenizer.save_pretrained(ref)
         state.wait_for_everyone()
         model.config._name_or_path = str(ref)
-    from grouprank.trainer_support import progress_callback
+    from grouprank.trainer_support import progress_callback, train
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=rl_dataset(rows),
                           processing_class=tokenizer, peft_config=peft_config,
                           callbacks=[progress_callback("reranker GRPO"), *(callbacks or [])])
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    train(trainer, resume)
     return trainer
 
 
@@ -247,6 +248,7 @@ def step_rewards(trainer) -> list[float]:
     return [float(h["reward"]) for h in trainer.state.log_history if "reward" in h]
 
 
+@exclusive
 def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None, output_dir: str | Path,
                    *, tokenizer=None, model=None, callbacks: list | None = None) -> dict:
     """The whole training stage: SFT (if sft_rows) then GRPO (if rl_rows).

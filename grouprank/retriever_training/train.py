@@ -24,7 +24,8 @@ from typing import Any, Mapping
 import pandas as pd
 
 from grouprank.first_stage.model_files import offline
-from grouprank.trainer_support import checkpoint_step, fingerprint, open_checkpoints, progress_callback
+from grouprank.trainer_support import (checkpoint_step, exclusive, fingerprint, open_checkpoints, progress_callback,
+                                       train)
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,7 @@ def training_fingerprint(frame: pd.DataFrame, tcfg, base: str, seed: int, contin
                        *(frame[c].tolist() for c in frame.columns))  # texts and, for distillation, teacher scores
 
 
+@exclusive
 def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model: str | None = None,
                 model=None, dataset_name: str | None = None, seed: int = 13, callbacks: list | None = None) -> TrainResult:
     """Fine-tune on a text frame `anchor, positive, negative_1..n` (see data.to_training_frame)
@@ -211,7 +213,7 @@ def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=loss,
                                              callbacks=[progress_callback("retriever training"), *(callbacks or [])])
         t0 = time.time()
-        out = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+        out = train(trainer, resume)
         dt = time.time() - t0
         history = list(trainer.state.log_history)
         ok = True

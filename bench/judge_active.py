@@ -18,7 +18,9 @@ judge's ranking), with calls, parse failures and pairs per second:
                          (`select: uncertain`), fused with weights from agreement with the human
                          labels, cross-fitted: the weights of one half of the queries come from the
                          other half (two folds), so no pair's labels were used to weight its judges.
-Active runs reuse the pointwise answers from the LLM cache (same prompts): their `calls` count the
+Active runs ask the LLM as the main configuration does (no log-probabilities: generated grades) and
+reuse the pointwise answers that parsed from the LLM cache (same prompts; a failed parse is asked
+again): their `calls` count the
 requests the configuration needs, `calls_saved` those it does not send against judging every pair.
 """
 from __future__ import annotations
@@ -40,14 +42,21 @@ def log(*a):
 
 
 def score(rows, qrels, weights=None, grade_scale=3) -> dict:
+    """Agreement of the judgments `rows`, fused with `weights`, with the human grades."""
+    from data_schemas import JUDGMENTS
+    from grouprank.judges.fusion import fuse_labels
+    L = fuse_labels(JUDGMENTS.from_records(rows), weights=weights, grade_scale=grade_scale).to_pandas()
+    return score_labels(L, qrels, grade_scale)
+
+
+def score_labels(L, qrels, grade_scale=3) -> dict:
+    """Weighted kappa of the fused grades, Spearman of the fused score and nDCG@10 of the fused-score
+    ranking against the human grades (`L`: a LABELS frame)."""
     import pandas as pd
     from scipy.stats import spearmanr
 
-    from data_schemas import JUDGMENTS
     from grouprank.evaluation.agreement import weighted_kappa
     from grouprank.evaluation.metrics import evaluate
-    from grouprank.judges.fusion import fuse_labels
-    L = fuse_labels(JUDGMENTS.from_records(rows), weights=weights, grade_scale=grade_scale).to_pandas()
     m = qrels.merge(L, on=["query_id", "doc_id"], how="left", suffixes=("_h", "_j"))
     lab = m[m.grade_j.notna()]
     out = {"pairs": int(len(m)), "labelled": int(len(lab))}
@@ -63,12 +72,13 @@ def score(rows, qrels, weights=None, grade_scale=3) -> dict:
 
 def crossfit_weights(rows, qrels, qids: list[str], min_pairs: int) -> dict[str, dict[str, float] | None]:
     """query id -> weights fitted on the other fold's queries."""
+    from data_schemas import JUDGMENTS
     from grouprank.judges.fusion import agreement_weights
     out = {}
     folds = folds_of(qids, 2)
     for i, fold in enumerate(folds):
         other = set(folds[1 - i])
-        w, _ = agreement_weights([r for r in rows if r["query_id"] in other],
+        w, _ = agreement_weights(JUDGMENTS.from_records([r for r in rows if r["query_id"] in other]),
                                  qrels[qrels.query_id.isin(other)], min_pairs)
         for q in fold:
             out[q] = w
@@ -89,6 +99,8 @@ def main(argv=None) -> int:
     p.add_argument("--parse-retries", type=int, default=0)
     p.add_argument("--min-pairs", type=int, default=30, help="calibration pairs per judge for agreement weights")
     p.add_argument("--work-dir", default="grouprank_output/bench_judge_active", help="LLM cache and judge state")
+    p.add_argument("--configs", nargs="+", default=["local", "pointwise", "groupwise", "active"],
+                   help="which configurations to run (local is always run: the active ones build on it)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
 
@@ -115,8 +127,8 @@ def main(argv=None) -> int:
     report = {"collection": a.collection, "queries": len(qids), "pairs": pool.n_pairs,
               "endpoint": a.base_url and "user endpoint" or f"managed:{a.managed}", "model": a.model, "configs": {}}
 
-    def record(name, rows, usage, secs, weights=None, extra=None):
-        r = score(rows, qrels, weights)
+    def record(name, rows, usage, secs, weights=None, extra=None, labels=None):
+        r = score(rows, qrels, weights) if labels is None else score_labels(labels, qrels)
         llm = [u for u in usage.values() if u.get("kind") != "local"]
         calls = sum(u.get("calls", 0) + u.get("cached_calls", 0) for u in llm)
         r.update({"calls": calls, "wall_s": round(secs, 1), "pairs_per_s": round(pool.n_pairs / secs, 3) if secs else None})
@@ -133,40 +145,32 @@ def main(argv=None) -> int:
     rows, usage, secs = run([{"id": "local", "kind": "local"}])
     record("local", rows, usage, secs)
     pw = {"id": "llm", "kind": "pointwise", "max_tokens": a.max_tokens}
-    rows, usage, secs = run([pw])
-    record("llm_pointwise_logprob", rows, usage, secs)
-    rows, usage, secs = run([pw], {"logprobs": False})
-    record("llm_pointwise_generated", rows, usage, secs)
-    rows, usage, secs = run([{"id": "llm", "kind": "groupwise", "group_size": a.group_size, "passes": 1,
-                              "max_tokens": max(a.max_tokens, 96)}])
-    record("llm_groupwise", rows, usage, secs)
-    for f in a.budgets:
-        rows, usage, secs = run([{"id": "local", "kind": "local"},
-                                 {**pw, "select": "uncertain", "budget_fraction": f}])
+    if "pointwise" in a.configs:
+        rows, usage, secs = run([pw])
+        record("llm_pointwise_logprob", rows, usage, secs)
+        rows, usage, secs = run([pw], {"logprobs": False})
+        record("llm_pointwise_generated", rows, usage, secs)
+    if "groupwise" in a.configs:
+        rows, usage, secs = run([{"id": "llm", "kind": "groupwise", "group_size": a.group_size, "passes": 1,
+                                  "max_tokens": max(a.max_tokens, 96)}])
+        record("llm_groupwise", rows, usage, secs)
+    for f in (a.budgets if "active" in a.configs else []):
+        rows, usage, secs = run([{"id": "local", "kind": "local"},  # the LLM graded as configs/main.yaml does
+                                 {**pw, "select": "uncertain", "budget_fraction": f}], {"logprobs": False})
         cw = crossfit_weights(rows, qrels, qids, a.min_pairs)
         parts = []
         for fold_qs in folds_of(qids, 2):
             w = cw[fold_qs[0]]
             sub = [r for r in rows if r["query_id"] in set(fold_qs)]
             parts.append((sub, w))
-        # score each fold with its own cross-fitted weights, then pool the fused labels
+        # each fold fused with the weights fitted on the other fold, then the fused labels pooled
         from data_schemas import JUDGMENTS
         from grouprank.judges.fusion import fuse_labels
         labels = pd.concat([fuse_labels(JUDGMENTS.from_records(sub), weights=w).to_pandas() for sub, w in parts])
-        fused_rows = [{"query_id": q, "doc_id": d, "judge_id": "fused", "kind": "pointwise", "model": "fused",
-                       "template_version": "-", "pass_index": 0, "group_id": None, "score": float(g) * 10 / 3,
-                       "rank": None, "rationale": None, "request_hash": "-" * 64, "status": "ok", "error": None,
-                       "injection_flag": False, "prompt_tokens": None, "completion_tokens": None}
-                      for q, d, g in zip(labels.query_id, labels.doc_id, labels.grade)]
         act = usage["llm"]["active"]
-        r = record(f"active@{f}", fused_rows, usage, secs,
-                   extra={"selected": act["selected"], "calls_saved": act["skipped"],
-                          "calls_saved_fraction": act["calls_saved_fraction"],
-                          "weights_by_fold": [w for _, w in parts]})
-        # Spearman of the pooled fused score, not the regraded one
-        from scipy.stats import spearmanr
-        m = qrels.merge(labels, on=["query_id", "doc_id"], suffixes=("_h", "_j"))
-        r["spearman"] = round(float(spearmanr(m.grade_h, m.fused_score).statistic), 4)
+        record(f"active@{f}", rows, usage, secs, labels=labels,
+               extra={"selected": act["selected"], "calls_saved": act["skipped"],
+                      "calls_saved_fraction": act["calls_saved_fraction"], "weights_by_fold": [w for _, w in parts]})
     write_report(a.out, report)
     log(f"wrote {a.out}")
     return 0

@@ -159,24 +159,17 @@ def stage_flow(stage, module: str):
 def llm_summary(cfg, stages: dict) -> dict[str, Any]:
     """The LLM endpoints of the run (name, model, managed model; never a URL or key) and the LLM
     calls each stage made, from the stages' own stats (`<judge>.calls`, `generation.llm_calls`;
-    answers served from the LLM cache are counted apart); the trained reranker's generations in
-    process (evaluate) are counted apart too, as `in_process_generations`."""
+    answers served from the LLM cache are counted apart)."""
     eps = [{"name": e.name, "model": e.model, **({"managed": e.managed} if getattr(e, "managed", None) else {})}
            for e in cfg.llm.endpoints]
     per_stage: dict[str, dict[str, int]] = {}
-    in_process: dict[str, int] = {}
     for name, st in stages.items():
         stats = st.get("stats") or {}
-        local = int(stats.get("rerank_trained.calls") or 0)  # the trained policy, in process: no endpoint
-        if local:
-            in_process[name] = local
         calls = sum(int(v) for k, v in stats.items()
-                    if isinstance(v, (int, float)) and (k.endswith(".calls") or k.endswith(".llm_calls"))
-                    and not k.startswith("rerank_trained."))
+                    if isinstance(v, (int, float)) and (k.endswith(".calls") or k.endswith(".llm_calls")))
         cached = sum(int(v) for k, v in stats.items()
                      if isinstance(v, (int, float)) and (k.endswith(".cached_calls") or k.endswith(".llm_cached")))
         if calls or cached:
             per_stage[name] = {"calls": calls, "cached_calls": cached}
     return {"endpoints": eps, "stages": per_stage, "calls": sum(v["calls"] for v in per_stage.values()),
-            "cached_calls": sum(v["cached_calls"] for v in per_stage.values()),
-            "in_process_generations": in_process}
+            "cached_calls": sum(v["cached_calls"] for v in per_stage.values())}

@@ -38,14 +38,15 @@ def fmt_duration(s: float) -> str:
 class Progress:
     def __init__(self, label: str, total: int, *, unit: str = "items", callback: Callable[..., None] | None = None,
                  every_s: float | None = None, callback_every_s: float = 2.0, logger: logging.Logger | None = None,
-                 bar: bool | None = None, clock: Callable[[], float] = time.monotonic, heartbeat: bool = False):
+                 bar: bool | None = None, clock: Callable[[], float] = time.monotonic, heartbeat: bool = False,
+                 start: int = 0, suffix: Callable[[], str] | None = None):
         self.label, self.total, self.unit = label, int(total), unit
         self.callback, self.callback_every_s = callback, callback_every_s
         self.every_s = float(os.environ.get("GROUPRANK_PROGRESS_EVERY_S", 30.0)) if every_s is None else every_s
         self.log = logger or log
         self.clock = clock
-        self.done = self.start = 0  # start: work done before this run (a resumed training), not in the rate
-        self.line_suffix: Callable[[], str] | None = None  # extra text for every line (e.g. the last loss)
+        self.done = self.start = int(start)  # start: work done before this run (a resumed training), not in the rate
+        self.suffix = suffix  # extra text for every line (e.g. the last loss)
         self.t0 = self._last_log = self._last_cb = clock()
         self.lines: list[str] = []  # every line logged (for reports and tests)
         self._bar = None
@@ -76,7 +77,7 @@ class Progress:
         eta = ""
         if 0 < self.done < self.total and rate > 0:
             eta = f", ETA {fmt_duration((self.total - self.done) / rate)}"
-        extra = self.line_suffix() if self.line_suffix is not None else ""
+        extra = self.suffix() if self.suffix is not None else ""
         return (f"{self.label}: {self.done:,}/{self.total:,} {self.unit}{pct}, {rate:{'.1f' if rate >= 1 else '.2g'}} {self.unit}/s, "
                 f"elapsed {fmt_duration(el)}{eta}{extra}")
 

@@ -56,6 +56,14 @@ def normalize_query(text: str | None) -> str:
     return _WS.sub(" ", t).strip()
 
 
+def training_queries(texts: dict[str, str], train_ids: Iterable[str], train_texts: Iterable[str]) -> set[str]:
+    """The ids of `texts` ({query id: text}) that are training queries: the same id, or the same
+    text after `normalize_query`. The evaluate stage and the retriever's evaluation leave them out."""
+    ids = {str(i) for i in train_ids}
+    norm = {normalize_query(t) for t in train_texts}
+    return {i for i, t in texts.items() if i in ids or normalize_query(t) in norm}
+
+
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the k largest of a 1-D score vector, descending, ties by ascending index."""
     n = scores.shape[0]

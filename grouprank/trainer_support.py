@@ -10,6 +10,7 @@ resumable checkpoints and progress logs.
   runner, broke it with "AcceleratorState object has no attribute distributed_type"; on a CPU the two
   only share the same cores anyway);
 - `train(trainer, resume)`: `trainer.train()`, closing the progress log even when training fails;
+- `drop_checkpoints(scratch)`: once the model is saved;
 - `progress_callback(label)`: a TrainerCallback that logs "label: 12/45 steps (26.7%), 0.4 steps/s,
   elapsed 30s, ETA 1m22s, loss 0.81" at most every 30 s (GROUPRANK_PROGRESS_EVERY_S) through
   `grouprank.progress.Progress`, so a long training is never silent.
@@ -72,6 +73,15 @@ def open_checkpoints(scratch: str | Path, fp: str, label: str) -> Path | None:
     return resume
 
 
+def drop_checkpoints(scratch: str | Path) -> None:
+    """Remove the checkpoints of a training whose model is saved (the folder itself stays: trainers
+    may keep other outputs there)."""
+    scratch = Path(scratch)
+    for d in scratch.glob("checkpoint-*"):
+        shutil.rmtree(d, ignore_errors=True)
+    (scratch / "fingerprint").unlink(missing_ok=True)
+
+
 def checkpoint_step(path: Path | None) -> int | None:
     return int(path.name.rsplit("-", 1)[1]) if path is not None else None
 
@@ -91,14 +101,13 @@ def exclusive(fn):
 
 
 def train(trainer, resume: Path | None = None):
-    """`trainer.train(resume_from_checkpoint=resume)` (under the training lock)."""
-    with _TRAINING:
-        try:
-            return trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-        finally:
-            for cb in trainer.callback_handler.callbacks:  # a failed training never reached on_train_end
-                if hasattr(cb, "close_progress"):
-                    cb.close_progress()
+    """`trainer.train(resume_from_checkpoint=resume)`, the progress log closed even when it fails."""
+    try:
+        return trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    finally:
+        for cb in trainer.callback_handler.callbacks:  # a failed training never reached on_train_end
+            if hasattr(cb, "close_progress"):
+                cb.close_progress()
 
 
 def progress_callback(label: str, every_s: float | None = None):
@@ -112,10 +121,7 @@ def progress_callback(label: str, every_s: float | None = None):
 
         def on_train_begin(self, args, state, control, **kw):
             self.prog = Progress(label, total=int(state.max_steps or 0), unit="steps", every_s=every_s, bar=False,
-                                 heartbeat=True)
-            if state.global_step:  # resumed: count from the checkpoint
-                self.prog.done = self.prog.start = int(state.global_step)
-            self.prog.line_suffix = self._suffix
+                                 heartbeat=True, start=int(state.global_step or 0), suffix=self._suffix)
 
         def _suffix(self) -> str:
             return f", loss {self.loss:.4g}" if self.loss is not None else ""

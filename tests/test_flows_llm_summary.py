@@ -13,12 +13,10 @@ def test_llm_summary_counts_calls_per_stage_and_hides_urls():
               "mine_queries": {"stats": {"generation.llm_calls": 36, "generation.llm_cached": 4, "kept": 700}},
               "judge": {"stats": {"local.calls": 0, "smollm2.calls": 150, "smollm2.cached_calls": 2,
                                   "smollm2.pairs_ok": 9}},
-              "evaluate": {"stats": {"rerank_trained.calls": 32, "rerank.calls": 8}},
-              "other": {"state": "Failed"}}
+              "evaluate": {"state": "Failed"}}
     s = llm_summary(cfg, stages)
     assert s["stages"] == {"mine_queries": {"calls": 36, "cached_calls": 4},
-                           "judge": {"calls": 150, "cached_calls": 2}, "evaluate": {"calls": 8, "cached_calls": 0}}
-    assert s["calls"] == 194 and s["cached_calls"] == 6
-    assert s["in_process_generations"] == {"evaluate": 32}  # the trained policy: not endpoint calls
+                           "judge": {"calls": 150, "cached_calls": 2}}
+    assert s["calls"] == 186 and s["cached_calls"] == 6
     assert s["endpoints"][0] == {"name": "local", "model": "SmolLM2-135M-Instruct", "managed": "smollm2"}
     assert "127.0.0.1" not in repr(s)

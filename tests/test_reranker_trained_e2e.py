@@ -81,7 +81,7 @@ def test_evaluate_stage_reranks_with_the_trained_checkpoint(trained, cran, tmp_p
              "reranker_model": res.outputs["reranker_model"]}
     out = run_stage(STAGE, cfg, files)
     st = out["stats"]
-    assert st["rerank_trained.calls"] == 2 * 2                       # 2 queries x ceil(6/3) groups, one pass
+    assert st["rerank_trained.generations"] == 2 * 2                       # 2 queries x ceil(6/3) groups, one pass
     metrics = METRICS.read(out["outputs"]["metrics"]).to_pandas()
     nq = dict(zip(metrics["system"], metrics["n_queries"]))
     assert nq["hybrid-minmax+trained-groupwise-rerank"] == 2 == nq["hybrid-minmax@reranked-queries"]

@@ -25,7 +25,7 @@ from typing import Any
 
 from data_schemas import DOCUMENTS, METRICS, QRELS, QUERIES, RUNS
 from grouprank.stage import Stage, StageContext, StageResult, file, folder, table
-from grouprank.text import normalize_query
+from grouprank.text import training_queries
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,7 @@ def eval_queries(cfg, queries, qrels, mined=None) -> tuple[dict[str, str], Any, 
         m = mined
         if "decision" in m.column_names:
             m = m.filter(pc.equal(m["decision"], "kept"))
-        ids = set(map(str, m["query_id"].to_pylist()))
-        norm = {normalize_query(t) for t in m["text"].to_pylist()}
-        drop = {i for i, t in texts.items() if i in ids or normalize_query(t) in norm}
+        drop = training_queries(texts, m["query_id"].to_pylist(), m["text"].to_pylist())
         texts = {i: t for i, t in texts.items() if i not in drop}
         info["excluded_training_queries"] = len(drop)
     qr = qr[qr["query_id"].astype(str).isin(set(texts))][["query_id", "doc_id", "grade"]]
@@ -198,7 +196,9 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         add_reranked(f"{hybrid}+trained-{rc_eff.mode}-rerank", frame)
         rinfo["reranker"] = f"trained:{reranker_model}"
         report["rerank_trained"] = rinfo
-        stats.update({f"rerank_trained.{k}": rinfo.get(f"total_{k}", 0) for k in ("calls", "prompt_tokens", "failed")})
+        # in process, not through an endpoint: "generations", so no one counts them as LLM calls
+        stats.update({"rerank_trained.generations": rinfo.get("total_calls", 0),
+                      **{f"rerank_trained.{k}": rinfo.get(f"total_{k}", 0) for k in ("prompt_tokens", "failed")}})
         report["timings_s"]["rerank_trained"] = round(time.perf_counter() - t, 2)
     elif reranker_model:
         report["trained_reranker"] = str(reranker_model)

@@ -25,6 +25,7 @@ No hub access: the default "all-MiniLM-L6-v2" resolves to the copy bundled by th
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -248,7 +249,9 @@ def resolve_backend(backend: str, device: str = "cpu") -> str:
     return "torch-bf16" if _cpu_has_bf16() else "onnx"
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_has_bf16() -> bool:
+    """Native bf16 matmuls (oneDNN: AMX / AVX512-BF16); asked once per process."""
     import torch
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -47,17 +47,18 @@ def eval_queries(cfg, queries: pa.Table | None, collection: str = "") -> list[Ev
     out: list[EvalQuery] = []
     have = sources.query_splits(queries)
     eval_splits = sources.resolve_splits(qc.leakage_eval_splits, have, "guard")
-    if queries is not None and _auto_guard(qc) and sources.auto_holdout_applies(qc.splits, have):
+    if queries is not None and list(qc.leakage_eval_splits) == [sources.AUTO] and \
+            sources.auto_holdout_applies(qc.splits, have):
         # no train split: the held-out share of the judged queries is the evaluation set to guard
         held = _held_out(cfg, queries)
         out += [EvalQuery(str(q), x, f"{collection}/{sp}/heldout" if collection else f"{sp}/heldout")
                 for q, x, sp in zip(queries["query_id"].to_pylist(), queries["text"].to_pylist(),
                                     queries["split"].to_pylist()) if str(q) in held]
     if queries is not None and eval_splits:
-        have = set(queries.column("split").to_pylist())
+        present = set(queries.column("split").to_pylist())
         for split in eval_splits:
-            if split not in have:
-                raise UserError(f"leakage eval split {split!r} not in the collection (it has {sorted(have)}); "
+            if split not in present:
+                raise UserError(f"leakage eval split {split!r} not in the collection (it has {sorted(present)}); "
                                 "set queries.leakage_eval_splits")
             t = queries.filter(pc.equal(queries["split"], split))
             out += [EvalQuery(str(q), x, f"{collection}/{split}" if collection else split)
@@ -66,10 +67,6 @@ def eval_queries(cfg, queries: pa.Table | None, collection: str = "") -> list[Ev
         for r in sources.from_source(src):
             out.append(EvalQuery(r["query_id"], r["text"], r["collection"] + "/" + r["split"]))
     return out
-
-
-def _auto_guard(qc) -> bool:
-    return list(qc.leakage_eval_splits) == [sources.AUTO]
 
 
 def _held_out(cfg, queries: pa.Table) -> set[str]:

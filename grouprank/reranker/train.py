@@ -318,10 +318,8 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
     if PartialState().is_main_process:
         model.save_pretrained(final)
         tokenizer.save_pretrained(final)
-        import shutil
+        from grouprank.trainer_support import drop_checkpoints
         for phase in ("sft", "grpo"):  # the model is saved: its checkpoints are no longer needed
-            for d in (out / phase).glob("checkpoint-*"):
-                shutil.rmtree(d, ignore_errors=True)
-            (out / phase / "fingerprint").unlink(missing_ok=True)
+            drop_checkpoints(out / phase)
     summary["model_path"] = str(final)
     return summary

@@ -77,11 +77,11 @@ def _eval_set(cfg, examples: pd.DataFrame, *, documents, queries, qrels, eval_qu
             if eval_qrels is None and cfg.evaluation.exclude_training_queries:
                 # as the evaluate stage: the split's queries minus those trained on (a collection
                 # without a train split is mined from the split it is evaluated on; its held-out share remains)
-                tids, tnorm = set(examples["query_id"].astype(str)), set(examples["anchor"].map(_norm))
-                left = {i: t for i, t in texts.items() if i not in tids and _norm(t) not in tnorm}
-                n_trained = len(texts) - len(left)
-                texts = left
-                qr = qr[qr["query_id"].astype(str).isin(set(left))]
+                from grouprank.text import training_queries
+                trained = training_queries(texts, examples["query_id"], examples["anchor"])
+                n_trained = len(trained)
+                texts = {i: t for i, t in texts.items() if i not in trained}
+                qr = qr[qr["query_id"].astype(str).isin(set(texts))]
             if texts:
                 extra = f", {n_trained} training queries left out" if n_trained else ""
                 return examples, texts, qr, f"split '{rc.eval_split}' ({len(texts)} queries with qrels{extra})"

@@ -156,7 +156,7 @@ def background_of(collection) -> dict[str, str]:
     return document_text_map(collection.documents)
 
 
-def fit_on(scorer, pool, qrels, qids, source: str):
+def fit_on(scorer, pool, qrels, qids, source: str, exclude: tuple[str, ...] | None = None):
     from grouprank.judges.local import fit_calibration
     import numpy as np
     grades = {(q, d): g for q, d, g in zip(qrels.query_id, qrels.doc_id, qrels.grade)}
@@ -166,10 +166,11 @@ def fit_on(scorer, pool, qrels, qids, source: str):
         X.append(scorer.features_for_ids(pool.queries[q], dids))
         y += [grades[(q, d)] for d in dids]
     from grouprank.judges.local import default_calibration
-    try:  # features the shipped calibration pins to 0 stay pinned in the cross-fit
-        exclude = tuple(default_calibration(scorer.features).excluded)
-    except KeyError:
-        exclude = ()
+    if exclude is None:
+        try:  # features the shipped calibration pins to 0 stay pinned in the cross-fit
+            exclude = tuple(default_calibration(scorer.features).excluded)
+        except KeyError:
+            exclude = ()
     return fit_calibration(np.concatenate(X), y, scorer.features, source=source, exclude=exclude)
 
 
@@ -240,6 +241,8 @@ def main(argv=None) -> int:
     p.add_argument("--signals", action="store_true", help="also report each local feature's own agreement")
     p.add_argument("--calibration", choices=["auto", "crossfit", "shipped"], default="auto")
     p.add_argument("--fit-calibration", metavar="JSON", help="fit the local calibration on all queries, write it, exit")
+    p.add_argument("--exclude", nargs="*", default=None, metavar="FEATURE",
+                   help="--fit-calibration: features pinned to weight 0 (default: those the shipped calibration pins)")
     p.add_argument("--work-dir", help="where the LLM cache goes (default: a temp dir, i.e. no reuse)")
     p.add_argument("--embed-cache", default=str(Path.home() / ".cache" / "grouprank" / "local_judge_embeddings.sqlite"),
                    help="local judge document-embedding cache, shared with the server's responder ('' = none)")
@@ -283,7 +286,7 @@ def main(argv=None) -> int:
         sc = LocalScorer(bg, use_e5=a.e5, use_mpnet=use_mpnet, dense_backend="onnx")
         sc.precompute([d for lst in pool.pools.values() for d in lst])
         cal = fit_on(sc, pool, qrels, list(pool.pools), source=f"{a.collection}: {len(pool.pools)} queries, "
-                     f"{pool.n_pairs} judged pairs")
+                     f"{pool.n_pairs} judged pairs", exclude=None if a.exclude is None else tuple(a.exclude))
         Path(a.fit_calibration).write_text(cal.to_json())
         print(cal.to_json())
         return 0

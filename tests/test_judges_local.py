@@ -34,14 +34,16 @@ def test_fit_calibration_recovers_an_ordinal_model():
 def test_shipped_calibration_is_monotone_in_every_feature():
     cal = default_calibration(FEATURES_BASE)
     assert cal.features == FEATURES_BASE and all(w >= 0 for w in cal.weights) and cal.weights[0] > 0
-    base = np.array([[0.3, 0.3]])
-    for j in range(2):
+    base = np.array([[0.3, 0.3, 0.0, 0.0]])
+    for j in range(len(FEATURES_BASE)):
         hi = base.copy()
         hi[0, j] += 0.2
         assert cal.score(hi)[0] >= cal.score(base)[0]
-    # the dense cosine moves the score across the whole scale
-    lo, mid, top = cal.score(np.array([[0.0, 0.3], [0.5, 0.3], [0.9, 0.3]]))
-    assert lo == 0.0 and 2.5 < mid < 7.5 and top > 7.5
+    # the dense cosine with its standing in the pool moves the score across the whole scale; lexical
+    # standing in the pool counts too (the absolute BM25 score does not: 0 weight on DL19)
+    lo, mid, top, lex = cal.score(np.array([[0.0, 0.3, -1.5, 0.0], [0.5, 0.3, 0.0, 0.0], [0.9, 0.3, 2.0, 0.0],
+                                            [0.5, 0.3, 0.0, 2.0]]))
+    assert lo == 0.0 and 1.0 < mid < 5.0 and top > 7.5 and lex > mid
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,10 @@ def test_local_judge_scores_pairs_with_real_models(dl19_bits, use_e5):
     q = next(iter(pool.pools))
     dids = pool.pools[q]
     by_id = scorer.score_ids(pool.queries[q], dids)
+    if not use_e5:  # the pool-relative columns are the standard scores of minilm and bm25 in the pool
+        X = scorer.features_for_ids(pool.queries[q], dids)
+        assert np.allclose(X[:, 2:4], (X[:, :2] - X[:, :2].mean(0)) / X[:, :2].std(0), atol=1e-6)
+        assert np.allclose(scorer.features_for_ids(pool.queries[q], dids[:1])[0, 2:4], 0.0)  # a pool of one
     texts = [" ".join(pool.docs[d].split())[:max(70, len(pool.docs[d]) // 2)] for d in dids]
     assert np.allclose(scorer.score_texts(pool.queries[q], texts), by_id)
     assert scorer.stats["texts_unmapped"] == 0

@@ -45,5 +45,15 @@ def test_mpnet_feature_is_the_cosine_of_an_independent_model():
     want = enc.encode_documents([bg[d] for d in dids]) @ enc.encode_queries([qtext])[0]
     assert np.allclose(X[:, 1], want, atol=1e-4)
     assert not np.allclose(X[:, 0], X[:, 1], atol=0.05)  # a different model than MiniLM
-    s = sc.score_ids(qtext, dids)   # the shipped calibration for (minilm, mpnet, bm25)
+    # `hybrid`: mpnet's and BM25's standard scores within the documents scored together
+    def z(x):
+        return (x - x.mean()) / x.std()
+    assert np.allclose(X[:, 3], z(X[:, 1]) + z(X[:, 2]), atol=1e-6)
+    X3 = sc.features_for_ids(qtext, dids[:3])
+    assert np.allclose(X3[:, :3], X[:3, :3]) and not np.allclose(X3[:, 3], X[:3, 3])
+    s = sc.score_ids(qtext, dids)   # the shipped calibration for (minilm, mpnet, bm25, hybrid)
     assert s.shape == (6,) and np.all((s >= 0) & (s <= 10))
+    # nothing of the MiniLM student reaches the score: MiniLM's weight is pinned to 0
+    X2 = X.copy()
+    X2[:, 0] = 1.0 - X2[:, 0]
+    assert np.allclose(sc.calibration.score(X2), s)

@@ -33,10 +33,14 @@ from typing import Sequence
 
 import numpy as np
 
-# Feature columns of the local scorer (`LocalScorer.features`), in calibration order.
-FEATURES_BASE = ("minilm", "bm25")
+# Feature columns of the local scorer (`LocalScorer.features`), in calibration order. A name ending in
+# RELATIVE is the pool-relative standard score of the feature it extends (`local_scorer.pool_relative`).
+# HYBRID is the sum of the dense teacher's and BM25's pool-relative standard scores.
+RELATIVE = "_z"
+HYBRID = "hybrid"
+FEATURES_BASE = ("minilm", "bm25", "minilm_z", "bm25_z")
 FEATURES_E5 = ("minilm", "e5", "bm25")
-FEATURES_MPNET = ("minilm", "mpnet", "bm25")
+FEATURES_MPNET = ("minilm", "mpnet", "bm25", HYBRID)
 FEATURES_MPNET_E5 = ("minilm", "mpnet", "e5", "bm25")
 
 
@@ -217,28 +221,33 @@ _DL19 = ("trec_dl19_passage: all 43 judged queries, 9260 NIST-judged pairs (grad
 _DL19_MPNET = ("trec_dl19_passage: all 43 judged queries, 9260 NIST-judged pairs (grades 0-3); features "
                "by LocalScorer(use_mpnet=True); exclude=('minilm', 'bm25')")
 DEFAULT_CALIBRATIONS: dict[tuple[str, ...], Calibration] = {
+    # bench/judge_agreement.py --fit-calibration --mpnet off --exclude (nothing pinned): minilm, bm25 and their
+    # pool-relative standard scores. The absolute BM25 weight comes out 0, its pool-relative one positive.
     FEATURES_BASE: Calibration(
-        features=FEATURES_BASE, mean=[0.42693126858506236, 0.4022738238370768],
-        std=[0.20426725521476535, 0.2562426547417555], weights=[0.9833429413437277, 0.0],
-        thresholds=[0.31397376112689546, 1.2371276810499499, 2.9103386470793],
-        cutpoints=[0.21712053585330307, 0.6646831381155327, 1.3889178820711547], source=_DL19, n_fit=9260),
+        features=FEATURES_BASE,
+        mean=[0.42693128074566106, 0.40227382383707605, 0.0, 0.0],
+        std=[0.20426725951253033, 0.2562426547417551, 1.0000000000000013, 1.0000000000000073],
+        weights=[0.3315375055723428, 0.0, 0.7950563685119694, 0.07132157537544712],
+        thresholds=[0.3188104648647758, 1.2693958470478217, 2.9983122536933493],
+        cutpoints=[0.19927121086469085, 0.7316848965157225, 1.5860653238006697],
+        source=_DL19, n_fit=9260),
     FEATURES_E5: Calibration(
         features=FEATURES_E5, mean=[0.42693126858506236, 0.8534171495530312, 0.4022738238370768],
         std=[0.20426725521476535, 0.043097193208279976, 0.2562426547417555],
         weights=[0.5178879295100359, 0.5876020321370738, 0.0],
         thresholds=[0.3317397894765352, 1.273234766524436, 2.9625615771135974],
         cutpoints=[0.2530061365556171, 0.7160307202496167, 1.4660906015987014], source=_DL19, n_fit=9260),
-    # bench/judge_agreement.py --fit-calibration --mpnet on (see _DL19_MPNET): MiniLM and BM25 pinned
-    # to 0, the fit chosen by the 2-fold cross-fit by query on DL19 (weighted kappa: mpnet alone 0.3387,
-    # minilm+mpnet 0.3382, minilm+mpnet+bm25 0.3368, minilm+bm25 0.3086). The default teacher's labels
-    # thus come from all-mpnet-base-v2 alone: nothing of the MiniLM student (BM25 and MiniLM are still
-    # computed and shown in each judgment's rationale).
+    # bench/judge_agreement.py --fit-calibration --mpnet on --exclude minilm bm25 (see _DL19_MPNET): mpnet's cosine
+    # and `hybrid` (mpnet's + BM25's pool-relative standard scores); MiniLM pinned to 0, so nothing of the MiniLM
+    # student shapes the labels (MiniLM and BM25 are still computed and shown in each judgment's rationale).
+    # Cross-fitted by query on DL19: weighted kappa 0.3606 (mpnet alone 0.3387, bm25+minilm 0.3086).
     FEATURES_MPNET: Calibration(
-        features=FEATURES_MPNET, mean=[0.4269312823539777, 0.4254480646896532, 0.40227382383707605],
-        std=[0.20426726099470305, 0.2103075400550875, 0.2562426547417551],
-        weights=[0.0, 1.0840972469287282, 0.0],
-        thresholds=[0.3279503333724418, 1.286322456194169, 2.998459227342607],
-        cutpoints=[0.22647605569684356, 0.7198572771827203, 1.5436400943746078],
+        features=FEATURES_MPNET,
+        mean=[0.42693128074566106, 0.4254480646896532, 0.40227382383707605, 0.0],
+        std=[0.20426725951253033, 0.2103075400550875, 0.2562426547417551, 1.7447995144240074],
+        weights=[0.0, 0.7620694875535393, 0.0, 0.48447234977852166],
+        thresholds=[0.33233937962371274, 1.3060044584958286, 3.051364431590472],
+        cutpoints=[0.20391865835439957, 0.7651593241744097, 1.665616051540454],
         source=_DL19_MPNET, n_fit=9260, excluded=["minilm", "bm25"]),
 }
 

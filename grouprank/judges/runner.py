@@ -107,6 +107,8 @@ def make_local_scorer(pool: JudgePool, spec, background: dict[str, str] | None =
     return LocalScorer(background if background is not None else pool.docs, use_e5=spec.local_e5,
                        use_mpnet=getattr(spec, "local_mpnet", False),
                        mpnet_max_seq_length=getattr(spec, "local_mpnet_max_tokens", 256),
+                       # all-mpnet-base-v2's int8 export fails its own fidelity check: fp32 ONNX there
+                       mpnet_backend="onnx" if backend == "onnx-int8" else backend,
                        bm25_params=bm25, embed_cache=cache, dense_backend=backend, indexes=indexes)
 
 

@@ -28,6 +28,9 @@ class DatasetsConfig(Section):
         "judgments exist, else fused")
     # --- retriever examples
     positive_grade: int = Field(2, description="grade >= this is a positive")
+    positive_fallback_grade: int | None = Field(None, ge=0, description="a query with no positive takes its "
+                                                "best-fused document as its positive when that has at least "
+                                                "this grade (None: the query gets no example)")
     negatives_per_example: int = Field(1, ge=0, description="hard negatives per example: the build keeps "
                                        "this many, the export's retriever/ view has exactly this many columns, "
                                        "and it equals the retriever training's default n_negatives (1), so the "
@@ -37,6 +40,8 @@ class DatasetsConfig(Section):
                               "negative; the disagreement with the synthetic grades is reported. Off: the data "
                               "uses no human label at all (the e2e bench's synthetic arm)")
     negative_max_grade: int = Field(0, description="a hard negative has grade <= this")
+    negative_min_rank: int = Field(1, ge=1, description="hard negatives come from this retrieval rank on (1: the "
+                                   "top): the highest ranks hold the judges' false negatives")
     false_negative_margin: float = Field(0.05, ge=0.0, description="drop a negative whose per-query "
                                          "min-max normalised fused score is >= the positive's minus this")
     max_positives_per_query: int | None = Field(None, ge=1, description="cap on positives (examples) per query")

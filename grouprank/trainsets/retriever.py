@@ -3,10 +3,14 @@
 Per kept query with labels:
 
 * positives: labelled documents with grade >= `positive_grade`, best fused rank first (capped at
-  `max_positives_per_query`); one example per positive;
+  `max_positives_per_query`); one example per positive. A query with none takes its best-fused
+  document when that has grade >= `positive_fallback_grade` (None: no fallback); counted as
+  `positives_from_fallback`. A query usually has a relevant document the judges grade below the
+  positive grade (a SciFact claim always cites one), and leaving the query out starves training;
 * negative pool: the query's retrieval candidates in retrieval order (CANDIDATES.rank: the hybrid
-  BM25 + dense ranking, so the first survivors are the documents the retrievers rank highest). Without
-  a candidates table the labelled documents in fused order are used (and the card says so);
+  BM25 + dense ranking), from rank `negative_min_rank` on: the first survivors are the highest-ranked
+  documents past that rank. Without a candidates table the labelled documents in fused order are used
+  (and the card says so);
 * the guard removes, in this order, and counts per rule (`guard_<rule>`: candidate documents
   removed for the query; the margin rule is per positive and counts (positive, candidate) pairs):
     1. `unlabelled`            — no fused grade: nobody judged it, so it may be relevant;
@@ -46,6 +50,8 @@ class GuardSpec:
     margin: float = 0.05
     negatives: int = 4
     max_positives: int | None = None
+    fallback_grade: int | None = None
+    negative_min_rank: int = 1
 
     @classmethod
     def from_config(cls, dc) -> "GuardSpec":
@@ -53,7 +59,8 @@ class GuardSpec:
             raise ValueError(f"negative_max_grade {dc.negative_max_grade} must be below positive_grade "
                              f"{dc.positive_grade}")
         return cls(dc.positive_grade, dc.negative_max_grade, dc.false_negative_margin,
-                   dc.negatives_per_example, dc.max_positives_per_query)
+                   dc.negatives_per_example, dc.max_positives_per_query, dc.positive_fallback_grade,
+                   dc.negative_min_rank)
 
 
 def duplicate_text_key(t: str) -> str:
@@ -153,7 +160,7 @@ def build_retriever_examples(labels: dict[str, QueryLabels], queries: Mapping[st
     stats.setdefault("guard_fused_margin_pairs", 0)
     stats.setdefault("guard_fused_margin_docs", 0)
     for k in ("negative_candidates_considered", "negative_candidates_eligible", "queries_without_positive",
-              "queries_without_candidates"):
+              "queries_without_candidates", "positives_from_fallback"):
         stats.setdefault(k, 0)
     stats["negative_order"] = "retrieval" if candidates else "fused_labels"
     rows: list[dict] = []
@@ -165,6 +172,11 @@ def build_retriever_examples(labels: dict[str, QueryLabels], queries: Mapping[st
         positives = [d for d in ql.doc_ids if ql.grades[d] >= spec.positive_grade and d in docs]
         if spec.max_positives is not None:
             positives = positives[: spec.max_positives]
+        if not positives and spec.fallback_grade is not None:
+            best = next((d for d in ql.doc_ids if d in docs), None)
+            if best is not None and ql.grades[best] >= spec.fallback_grade:
+                positives = [best]
+                counter_add(stats, "positives_from_fallback")
         if not positives:
             counter_add(stats, "queries_without_positive")
             continue
@@ -174,7 +186,7 @@ def build_retriever_examples(labels: dict[str, QueryLabels], queries: Mapping[st
                 counter_add(stats, "queries_without_candidates")
         else:
             pool = list(ql.doc_ids)
-        pool = [d for d in pool if d in docs]
+        pool = [d for d in pool[max(0, spec.negative_min_rank - 1):] if d in docs]
         counter_add(stats, "negative_candidates_considered", len(pool))
         eligible = guard_pool(ql, pool, spec, docs, positives, stats,
                               human_positives=(human or {}).get(qid, frozenset()))

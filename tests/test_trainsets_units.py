@@ -391,3 +391,20 @@ def test_real_fused_labels_guard_and_card_judges(dl19, tmp_path):
     m = re.search(r"\| list \| point \| (\d+) \| ([0-9.]+) \|", card)
     assert m and int(m.group(1)) == N_QUERIES and 0.5 < float(m.group(2)) < 1.0  # agree, not perfectly
     assert "kappa_weighted" in card and "rank_fusion" in card
+
+
+def test_human_agreement_with_positive_only_qrels_counts_unlisted_pool_documents_as_0():
+    """SciFact-style qrels list only cited documents: the pooled rest of a judged query is grade 0, so
+    kappa, Spearman and Kendall exist; queries the qrels do not judge stay out."""
+    import pyarrow as pa
+    from grouprank.trainsets.card import human_agreement
+    labels = pa.table({"query_id": ["q1"] * 4 + ["q2"] * 4 + ["q9"] * 2,
+                       "doc_id": ["a", "b", "c", "d", "e", "f", "g", "h", "x", "y"],
+                       "grade": [3, 2, 0, 0, 0, 3, 1, 0, 3, 0]})
+    qrels = pa.table({"query_id": ["q1", "q2"], "doc_id": ["a", "f"], "grade": [1, 1]})
+    h = human_agreement(labels, qrels)
+    assert h["n"] == 8 and h["n_unlisted_as_0"] == 6 and h["queries"] == 2
+    assert h["kappa_weighted"] is not None and h["spearman"] > 0.5 and h["kendall"] > 0.4
+    # the fused grades disagreeing with the humans shows: swap the cited documents
+    h2 = human_agreement(labels, pa.table({"query_id": ["q1", "q2"], "doc_id": ["d", "e"], "grade": [1, 1]}))
+    assert h2["spearman"] < 0

@@ -112,24 +112,35 @@ def judge_agreement(judgments: pa.Table | None) -> list[dict]:
 
 
 def human_agreement(labels: pa.Table, qrels: pa.Table | None) -> dict | None:
-    """Fused grades vs human qrels on the pairs both have (weighted kappa, Spearman, Kendall)."""
+    """Fused grades vs human qrels (weighted kappa, Spearman, Kendall) on the labelled pairs of the
+    queries the qrels judge. A pooled document the qrels do not list for such a query counts as
+    human grade 0 (the TREC convention; without it, positive-only qrels such as SciFact's would leave
+    a single human grade and no measure): `n_unlisted_as_0` says how many."""
     if qrels is None or qrels.num_rows == 0:
         return None
     human = {(str(q), str(d)): int(g) for q, d, g in zip(qrels.column("query_id").to_pylist(),
                                                          qrels.column("doc_id").to_pylist(),
                                                          qrels.column("grade").to_pylist())}
+    judged = {q for q, _ in human}
     a, b = [], []
+    unlisted = 0
     for q, d, g in zip(labels.column("query_id").to_pylist(), labels.column("doc_id").to_pylist(),
                        labels.column("grade").to_pylist()):
+        if str(q) not in judged:
+            continue
         h = human.get((str(q), str(d)))
-        if h is not None:
-            a.append(h)
-            b.append(int(g))
+        if h is None:
+            h, unlisted = 0, unlisted + 1
+        a.append(h)
+        b.append(int(g))
+    queries = {str(q) for q in labels.column("query_id").to_pylist()} & judged
+    out = {"n": len(a), "n_unlisted_as_0": unlisted, "queries": len(queries)}
     if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
-        return {"n": len(a)}
+        return out
     from grouprank.evaluation.agreement import agreement
     r = agreement(a, b, a_name="human", b_name="fused")
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "confusion"}
+    return {**out, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+                      if k not in ("confusion", "n")}}
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:

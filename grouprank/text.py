@@ -122,3 +122,13 @@ def inner_product_top_k(q: np.ndarray, p: np.ndarray, k: int, chunk: int = 1024,
             S[r, r + s] = -np.inf
         out_i[s:s + chunk], out_s[s:s + chunk] = top_k_rows(S, kk)
     return out_i, out_s
+
+
+def strip_sentence(text: str, sentence: str) -> str:
+    """`text` without `sentence` (whitespace-insensitive; whitespace collapsed), or `text` unchanged
+    when the sentence is not in it: an extractive query's source document as a training positive."""
+    flat = " ".join(str(text).split())
+    s = " ".join(str(sentence).split())
+    if not s or s not in flat:
+        return text
+    return " ".join(flat.replace(s, " ").split())

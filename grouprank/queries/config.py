@@ -42,8 +42,13 @@ class QueryMiningConfig(Section):
     sampling: Literal["random", "length_stratified"] = "random"
     length_strata: int = Field(5, gt=0, description="length bins (quantiles) for length_stratified sampling")
     min_doc_chars: int = Field(40, description="documents shorter than this are not sampled")
-    exclude_eval_docs: bool = Field(False, description="never generate from documents judged for an "
-                                    "evaluation query (needs qrels)")
+    exclude_eval_docs: bool = Field(False, description="never generate or extract from documents judged for "
+                                    "an evaluation query (needs qrels)")
+    extract_docs: int = Field(0, ge=0, description="extractive pseudo-queries (no LLM, grouprank.queries.extractive): "
+                              "this many sampled documents each give their last sentence of >= extract_min_words "
+                              "words as a query; the dataset builder removes it from the document where that is "
+                              "the training positive. 0: off")
+    extract_min_words: int = Field(8, ge=1, description="shortest sentence an extractive query may be")
     few_shot: int = Field(0, description="(query, document) examples from the mined queries + qrels "
                           "shown in generation prompts (Promptagator style)")
     temperature: float | None = Field(None, description="generation temperature (default: the endpoint's)")

@@ -105,19 +105,37 @@ def _llm_client(cfg):
     return LLMClient(ep, cache_path=cache, stage="queries")
 
 
+def _eval_docs(cfg, qrels: pa.Table | None, evals: Sequence[EvalQuery]) -> set[str]:
+    """Documents judged for an evaluation query, when queries.exclude_eval_docs asks to avoid them."""
+    if not cfg.queries.exclude_eval_docs:
+        return set()
+    if qrels is None:
+        raise UserError("queries.exclude_eval_docs needs qrels")
+    eval_ids = {e.query_id for e in evals}
+    return {str(d) for q, d in zip(qrels["query_id"].to_pylist(), qrels["doc_id"].to_pylist()) if q in eval_ids}
+
+
+def extract(cfg, documents: pa.Table, qrels: pa.Table | None, evals: Sequence[EvalQuery],
+            collection: str = "") -> tuple[list[dict], dict]:
+    """Sample documents (seeded apart from generation's) and take an extractive query from each."""
+    from .extractive import extract_queries
+    from .generation import sample_documents
+    qc = cfg.queries
+    exclude = _eval_docs(cfg, qrels, evals)
+    doc_ids = sample_documents(documents, qc.extract_docs, strategy=qc.sampling, seed=cfg.seed + 1,
+                               strata=qc.length_strata, min_chars=qc.min_doc_chars, exclude=exclude)
+    recs, skipped = extract_queries(documents, doc_ids, collection=collection, min_words=qc.extract_min_words)
+    return recs, {"sampled_docs": len(doc_ids), "excluded_eval_docs": len(exclude), "queries": len(recs),
+                  "docs_without_sentence": skipped}
+
+
 def generate(cfg, documents: pa.Table, existing: Sequence[dict], qrels: pa.Table | None, evals: Sequence[EvalQuery],
              client=None, collection: str = "", progress=None) -> tuple[list[dict], dict]:
     """Sample documents and generate queries (see generation.py). Returns (records, info).
     `progress(done, total)` is called as the requests are answered."""
     from .generation import few_shot_examples, generate_queries, sample_documents
     qc = cfg.queries
-    exclude: set[str] = set()
-    if qc.exclude_eval_docs:
-        if qrels is None:
-            raise UserError("queries.exclude_eval_docs needs qrels")
-        eval_ids = {e.query_id for e in evals}
-        exclude = {str(d) for q, d in zip(qrels["query_id"].to_pylist(), qrels["doc_id"].to_pylist())
-                   if q in eval_ids}
+    exclude = _eval_docs(cfg, qrels, evals)
     doc_ids = sample_documents(documents, qc.generate_docs, strategy=qc.sampling, seed=cfg.seed,
                                strata=qc.length_strata, min_chars=qc.min_doc_chars, exclude=exclude)
     examples = few_shot_examples(existing, qrels, documents, qc.few_shot, cfg.seed)
@@ -283,6 +301,13 @@ def mine_queries(cfg, documents: pa.Table | None, queries: pa.Table | None, qrel
         generated, info = generate(cfg, documents, existing, qrels, evals, client=client, collection=collection,
                                    progress=progress)
         report["generation"] = info
+    if qc.extract_docs:
+        if documents is None:
+            raise UserError("queries.extract_docs needs the documents table")
+        extracted, info = extract(cfg, documents, qrels, evals, collection=collection)
+        report["extraction"] = info
+        log.info("mine_queries: %d extractive queries from %d sampled documents", info["queries"], info["sampled_docs"])
+        generated = generated + extracted
     records = existing + generated
     sources.check_unique_ids(records)
     needs_embed = bool(records) and (bool(evals) or bool(generated) or qc.dedup_existing == "near")

@@ -25,7 +25,10 @@ Per kept query with labels:
     5. `fused_margin` (pairs)  — normalised fused score >= the positive's − margin (scores min-max
        normalised per query over its labelled documents, since fusion methods differ in scale):
        the judges barely separate it from the positive;
-* the first `negatives_per_example` survivors are the example's hard negatives.
+* the first `negatives_per_example` survivors are the example's hard negatives;
+* an extractive query (`grouprank.queries.extractive`: a sentence of its source document) whose
+  positive is its source document gets that document without the sentence (`strip`; counted as
+  `positives_sentence_removed`): a verbatim copy would teach string matching.
 
 Invariant (property-tested): no emitted negative has grade >= positive_grade or is unlabelled.
 """
@@ -37,6 +40,9 @@ from typing import Mapping
 import pyarrow as pa
 
 from data_schemas import RETRIEVER_EXAMPLES
+
+from grouprank.queries import extractive
+from grouprank.text import strip_sentence
 
 from .common import QueryLabels, counter_add
 
@@ -109,6 +115,16 @@ def margin_filter(ql: QueryLabels, eligible: list[str], positive: str, spec: Gua
     return keep
 
 
+def extractive_sources(queries: pa.Table | None) -> dict[str, tuple[str, str]]:
+    """Kept extractive queries -> (source doc id, query text): the positives to strip."""
+    if queries is None or "generator_model" not in queries.column_names:
+        return {}
+    cols = [queries.column(c).to_pylist() for c in ("query_id", "text", "source_doc_id", "generator_model",
+                                                     "decision")]
+    return {str(q): (str(d), t) for q, t, d, m, dec in zip(*cols)
+            if m == extractive.MODEL and d is not None and dec == "kept"}
+
+
 def human_positive_map(qrels, query_ids) -> dict[str, set[str]]:
     """query id -> doc ids with a human grade >= 1, for the given (mined, kept) query ids only.
     `qrels`: a QRELS-like Arrow table (query_id, doc_id, grade), or None."""
@@ -151,16 +167,18 @@ def human_disagreement(labels: dict[str, QueryLabels], human: Mapping[str, set[s
 def build_retriever_examples(labels: dict[str, QueryLabels], queries: Mapping[str, str], docs: Mapping[str, str],
                              candidates: Mapping[str, list[str]] | None, spec: GuardSpec,
                              stats: dict | None = None,
-                             human: Mapping[str, set[str]] | None = None) -> tuple[pa.Table, dict]:
+                             human: Mapping[str, set[str]] | None = None,
+                             strip: Mapping[str, tuple[str, str]] | None = None) -> tuple[pa.Table, dict]:
     """-> (RETRIEVER_EXAMPLES table, stats). `candidates`: query_id -> doc ids in retrieval order.
-    `human`: query id -> human-cited doc ids (rule 4b; `human_positive_map`), or None."""
+    `human`: query id -> human-cited doc ids (rule 4b; `human_positive_map`), or None.
+    `strip`: extractive query id -> (source doc id, sentence) (`extractive_sources`)."""
     stats = stats if stats is not None else {}
     for r in RULES:
         stats.setdefault(f"guard_{r}", 0)
     stats.setdefault("guard_fused_margin_pairs", 0)
     stats.setdefault("guard_fused_margin_docs", 0)
     for k in ("negative_candidates_considered", "negative_candidates_eligible", "queries_without_positive",
-              "queries_without_candidates", "positives_from_fallback"):
+              "queries_without_candidates", "positives_from_fallback", "positives_sentence_removed"):
         stats.setdefault(k, 0)
     stats["negative_order"] = "retrieval" if candidates else "fused_labels"
     rows: list[dict] = []
@@ -198,7 +216,12 @@ def build_retriever_examples(labels: dict[str, QueryLabels], queries: Mapping[st
             margin_dropped |= set(eligible) - set(keep)
             negs = keep[: spec.negatives]
             n_full += len(negs) == spec.negatives
-            rows.append({"query_id": qid, "anchor": queries[qid], "positive_doc_id": p, "positive": docs[p],
+            text = docs[p]
+            src = (strip or {}).get(qid)
+            if src is not None and src[0] == p:
+                text = strip_sentence(text, src[1])
+                counter_add(stats, "positives_sentence_removed", int(text != docs[p]))
+            rows.append({"query_id": qid, "anchor": queries[qid], "positive_doc_id": p, "positive": text,
                          "positive_grade": ql.grades[p], "negative_doc_ids": negs,
                          "negatives": [docs[d] for d in negs], "negative_grades": [ql.grades[d] for d in negs]})
         counter_add(stats, "guard_fused_margin_docs", len(margin_dropped))

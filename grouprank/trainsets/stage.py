@@ -17,7 +17,7 @@ from grouprank.text import document_text_map
 
 from .common import as_table, candidate_order, drop_pairs, injection_flagged_pairs, kept_queries, labels_by_query
 from .reranker import build_reranker_examples
-from .retriever import GuardSpec, build_retriever_examples, human_positive_map
+from .retriever import GuardSpec, build_retriever_examples, extractive_sources, human_positive_map
 from .sampling import SamplingSpec
 
 
@@ -64,7 +64,8 @@ def build_datasets(dc, *, documents, queries, labels, candidates=None, judgments
     if order and exclude:
         order = {q: [d for d in ds if (q, d) not in exclude] for q, ds in order.items()}
     ret, _ = build_retriever_examples(labs, queries_kept, docs, order,
-                                      GuardSpec.from_config(dc), stats=stats, human=human)
+                                      GuardSpec.from_config(dc), stats=stats, human=human,
+                                      strip=extractive_sources(queries_t))
     return rl, sft, ret, stats
 
 

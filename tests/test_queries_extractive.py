@@ -81,3 +81,28 @@ def test_builder_strips_the_sentence_from_an_extractive_positive_only():
     assert s not in pos["gen-sentence-d1"] and "Bleeding gums" in pos["gen-sentence-d1"]
     assert s in pos["q2"]  # an ordinary query keeps the document whole
     assert stats["positives_sentence_removed"] == 1
+
+
+def test_unreached_sampling_prefers_documents_no_existing_query_reaches(load, tmp_path):
+    from grouprank.queries.mine import extract
+    c = load("scifact")
+    docs = c.documents.slice(0, 40)
+    ids = docs["doc_id"].to_pylist()
+    cfg = RunConfig.model_validate({"work_dir": str(tmp_path), "queries": {"extract_docs": 10, "extract_reach_k": 3}})
+    existing = [{"text": f"claim {i}", "decision": "kept"} for i in range(10)]
+    asked = []
+
+    def search(texts, k):  # each claim reaches 3 documents: the first 30 of the 40
+        asked.append((len(texts), k))
+        return [[(ids[3 * i + j], 1.0) for j in range(3)] for i in range(len(texts))]
+    recs, info = extract(cfg, docs, existing, None, [], search=search)
+    assert asked == [(10, 3)] and info["reached_docs"] == 30
+    src = {r["source_doc_id"] for r in recs}
+    assert info["sampled_docs"] == 10 and info["sampled_unreached"] == 10 and src <= set(ids[30:])
+    # more documents asked for than are unreached: the rest come from the reached ones
+    cfg.queries.extract_docs = 15
+    recs, info = extract(cfg, docs, existing, None, [], search=search)
+    assert info["sampled_docs"] == 15 and info["sampled_unreached"] == 10
+    cfg.queries.extract_sampling = "random"
+    recs, info = extract(cfg, docs, existing, None, [], search=search)
+    assert len(asked) == 2 and "reached_docs" not in info  # random sampling searches nothing

@@ -37,6 +37,7 @@ class LocalJudge:
         rb = RowBuilder(self.info(), pool)
         all_ids = [d for lst in pool.pools.values() for d in lst]
         self.scorer.precompute(all_ids, progress=True)
+        self.scorer.precompute_queries([pool.queries[q] for q in pool.pools])
         wr = self.scorer.window_report(all_ids)
         for name in ("minilm", "mpnet"):
             if wr.get(f"{name}_over_window"):

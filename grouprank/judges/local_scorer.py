@@ -127,6 +127,7 @@ class LocalScorer:
         self._doc_vec: dict[str, np.ndarray] = {}
         self._doc_e5: dict[str, np.ndarray] = {}
         self._qcache: dict[str, tuple] = {}
+        self._qvec: dict[str, tuple] = {}  # batch-encoded queries (precompute_queries): text -> (minilm, mpnet)
         self._prefix: dict[str, list[str]] | None = None
         self.stats = {"texts_mapped": 0, "texts_unmapped": 0, "docs_encoded": 0,
                       "shared": {"bm25": False, "embeddings": False}}
@@ -219,10 +220,11 @@ class LocalScorer:
         hit = self._qcache.get(query)
         if hit is not None:
             return hit
-        q = self.encoder().encode_queries([query])[0]
+        pre = self._qvec.get(query)
+        q = pre[0] if pre is not None else self.encoder().encode_queries([query])[0]
         qe = np.asarray(self.e5().query(_e5_text(query)), dtype=np.float32) if self.use_e5 else None
         s = self.bm25().scores(query) if self.background else None
-        qm = self.mpnet().encode_queries([query])[0] if self.use_mpnet else None
+        qm = (pre[1] if pre is not None else self.mpnet().encode_queries([query])[0]) if self.use_mpnet else None
         if len(self._qcache) >= 256:
             self._qcache.pop(next(iter(self._qcache)))
         self._qcache[query] = hit = (q, qe, s, qm)
@@ -327,6 +329,16 @@ class LocalScorer:
             out[f"{name}_over_window"] = r["over_window"]
         self.stats["long_texts"] = out
         return out
+
+    def precompute_queries(self, queries: Sequence[str]) -> None:
+        """Encode these query texts now, in batches (one at a time costs ~20 ms a query per model)."""
+        todo = [q for q in dict.fromkeys(queries) if q not in self._qvec]
+        if not todo:
+            return
+        Q = self.encoder().encode_queries(todo)
+        M = self.mpnet().encode_queries(todo) if self.use_mpnet else [None] * len(todo)
+        for t, q, m in zip(todo, Q, M):
+            self._qvec[t] = (q, m)
 
     def precompute(self, doc_ids: Sequence[str], progress: bool = False) -> None:
         """Embed these background documents now (batched)."""

@@ -49,6 +49,11 @@ class QueryMiningConfig(Section):
                               "words as a query; the dataset builder removes it from the document where that is "
                               "the training positive. 0: off")
     extract_min_words: int = Field(8, ge=1, description="shortest sentence an extractive query may be")
+    extract_sampling: Literal["random", "unreached"] = Field(
+        "unreached", description="documents for extractive queries: unreached = those in no existing query's "
+        "hybrid top extract_reach_k (GPL-style: queries where the mined ones leave the corpus uncovered; "
+        "topped up at random when too few), random = any (queries.sampling)")
+    extract_reach_k: int = Field(10, ge=1, description="a document in an existing query's hybrid top k is reached")
     few_shot: int = Field(0, description="(query, document) examples from the mined queries + qrels "
                           "shown in generation prompts (Promptagator style)")
     temperature: float | None = Field(None, description="generation temperature (default: the endpoint's)")

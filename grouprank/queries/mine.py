@@ -115,18 +115,32 @@ def _eval_docs(cfg, qrels: pa.Table | None, evals: Sequence[EvalQuery]) -> set[s
     return {str(d) for q, d in zip(qrels["query_id"].to_pylist(), qrels["doc_id"].to_pylist()) if q in eval_ids}
 
 
-def extract(cfg, documents: pa.Table, qrels: pa.Table | None, evals: Sequence[EvalQuery],
-            collection: str = "") -> tuple[list[dict], dict]:
-    """Sample documents (seeded apart from generation's) and take an extractive query from each."""
+def extract(cfg, documents: pa.Table, existing: Sequence[dict], qrels: pa.Table | None, evals: Sequence[EvalQuery],
+            collection: str = "", search: Callable | None = None) -> tuple[list[dict], dict]:
+    """Sample documents (seeded apart from generation's) and take an extractive query from each.
+    `queries.extract_sampling: unreached` samples first among the documents no existing query
+    reaches (`search(texts, k)` -> per text [(doc_id, score), ...]; default: the retrieval's hybrid)."""
     from .extractive import extract_queries
     from .generation import sample_documents
     qc = cfg.queries
     exclude = _eval_docs(cfg, qrels, evals)
-    doc_ids = sample_documents(documents, qc.extract_docs, strategy=qc.sampling, seed=cfg.seed + 1,
-                               strata=qc.length_strata, min_chars=qc.min_doc_chars, exclude=exclude)
-    recs, skipped = extract_queries(documents, doc_ids, collection=collection, min_words=qc.extract_min_words)
-    return recs, {"sampled_docs": len(doc_ids), "excluded_eval_docs": len(exclude), "queries": len(recs),
-                  "docs_without_sentence": skipped}
+    info: dict[str, Any] = {"sampling": qc.extract_sampling, "excluded_eval_docs": len(exclude)}
+    reached: set[str] = set()
+    texts = [r["text"] for r in existing if r.get("decision") == "kept"]
+    if qc.extract_sampling == "unreached" and texts:
+        if search is None:
+            from grouprank.first_stage.hybrid import HybridRetriever
+            search = HybridRetriever(documents, cfg, cfg.work_path).search
+        reached = {d for hits in search(texts, qc.extract_reach_k) for d, _ in hits}
+        info["reached_docs"] = len(reached)
+    pick = sample_documents(documents, qc.extract_docs, strategy=qc.sampling, seed=cfg.seed + 1,
+                            strata=qc.length_strata, min_chars=qc.min_doc_chars, exclude=exclude | reached)
+    if len(pick) < qc.extract_docs and reached:  # too few unreached documents: top up among the reached
+        pick += sample_documents(documents, qc.extract_docs - len(pick), strategy=qc.sampling, seed=cfg.seed + 2,
+                                 strata=qc.length_strata, min_chars=qc.min_doc_chars, exclude=exclude | set(pick))
+    recs, skipped = extract_queries(documents, pick, collection=collection, min_words=qc.extract_min_words)
+    return recs, {**info, "sampled_docs": len(pick), "sampled_unreached": len(set(pick) - reached),
+                  "queries": len(recs), "docs_without_sentence": skipped}
 
 
 def generate(cfg, documents: pa.Table, existing: Sequence[dict], qrels: pa.Table | None, evals: Sequence[EvalQuery],
@@ -304,7 +318,7 @@ def mine_queries(cfg, documents: pa.Table | None, queries: pa.Table | None, qrel
     if qc.extract_docs:
         if documents is None:
             raise UserError("queries.extract_docs needs the documents table")
-        extracted, info = extract(cfg, documents, qrels, evals, collection=collection)
+        extracted, info = extract(cfg, documents, existing, qrels, evals, collection=collection)
         report["extraction"] = info
         log.info("mine_queries: %d extractive queries from %d sampled documents", info["queries"], info["sampled_docs"])
         generated = generated + extracted

@@ -145,7 +145,7 @@ class Timer:
 
 
 def positive_agreement(labels_path, qrels_path, positive_grade: int) -> dict:
-    """How the synthetic positives compare with the human train qrels (train claims only)."""
+    """How the synthetic positives compare with the human train qrels, on the mined claims that have them."""
     from data_schemas import LABELS, QRELS
     lab = LABELS.read(labels_path).to_pandas()
     qr = QRELS.read(qrels_path).to_pandas()
@@ -153,6 +153,7 @@ def positive_agreement(labels_path, qrels_path, positive_grade: int) -> dict:
     human = set(zip(qr["query_id"].astype(str), qr["doc_id"].astype(str)))
     qids = set(lab["query_id"].astype(str))
     human = {x for x in human if x[0] in qids}
+    lab = lab[lab["query_id"].astype(str).isin({q for q, _ in human})]  # the claims (extractive queries have no qrels)
     pos = lab[lab["grade"] >= positive_grade]
     syn = set(zip(pos["query_id"].astype(str), pos["doc_id"].astype(str)))
     top1 = lab.sort_values(["query_id", "fused_rank"]).groupby("query_id").head(1)

@@ -271,6 +271,30 @@ def test_margin_rule_removes_close_negatives():
     assert ret.to_pylist()[0]["negative_doc_ids"] == ["a", "c"] and stats["guard_duplicate_text"] == 1
 
 
+def test_fallback_positive_and_negatives_from_a_rank_on():
+    """A query whose best document is graded below the positive grade trains on it only with a fallback
+    grade it reaches; negative_min_rank skips the retrieval's top ranks."""
+    ql = QueryLabels("q", ["p", "a", "b", "c", "d"], {"p": 1, "a": 0, "b": 0, "c": 0, "d": 0},
+                     {"p": 1.0, "a": 0.5, "b": 0.4, "c": 0.3, "d": 0.2}, {"p": 1, "a": 2, "b": 3, "c": 4, "d": 5})
+    args = ({"q": ql}, {"q": "query"}, {d: f"text {d}" for d in "pabcd"}, {"q": ["p", "a", "b", "c", "d"]})
+    ret, stats = build_retriever_examples(*args, GuardSpec(positive_grade=2, negative_max_grade=1, negatives=2))
+    assert ret.num_rows == 0 and stats["queries_without_positive"] == 1
+    ret, stats = build_retriever_examples(*args, GuardSpec(positive_grade=2, negative_max_grade=0, negatives=2,
+                                                           fallback_grade=2))
+    assert ret.num_rows == 0  # the best document (grade 1) is below the fallback grade
+    ret, stats = build_retriever_examples(*args, GuardSpec(positive_grade=2, negative_max_grade=0, negatives=2,
+                                                           fallback_grade=1))
+    (row,) = ret.to_pylist()
+    assert row["positive_doc_id"] == "p" and row["negative_doc_ids"] == ["a", "b"]
+    assert stats["positives_from_fallback"] == 1 and stats["queries_without_positive"] == 0
+    ret, _ = build_retriever_examples(*args, GuardSpec(positive_grade=2, negative_max_grade=0, negatives=2,
+                                                       fallback_grade=1, negative_min_rank=4))
+    assert ret.to_pylist()[0]["negative_doc_ids"] == ["c", "d"]  # retrieval ranks 4 and 5
+    # the config reaches the guard
+    dc = DatasetsConfig(positive_fallback_grade=1, negative_min_rank=4)
+    assert (GuardSpec.from_config(dc).fallback_grade, GuardSpec.from_config(dc).negative_min_rank) == (1, 4)
+
+
 @st.composite
 def guard_case(draw):
     n = draw(st.integers(2, 25))

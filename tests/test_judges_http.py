@@ -107,11 +107,12 @@ def test_three_judges_end_to_end(tmp_path, server, small_pool):
     # groupwise: two passes, groups of 3/3/2
     gw = by_judge(rows, "gw")
     assert {r["pass_index"] for r in gw} == {0, 1}
-    # the HTTP path scores the same as the local scorer (the pointwise answer is its rounded score)
+    # the HTTP path scores the same as the local scorer (the pointwise answer is its rounded score); a
+    # pointwise prompt holds one document, so its pool-relative features are those of a pool of one
     from grouprank.judges.local_scorer import LocalScorer
     sc = LocalScorer(dict(pool.docs))
     for q, dids in pool.pools.items():
-        direct = sc.score_ids(pool.queries[q], dids)
+        direct = [sc.score_ids(pool.queries[q], [d])[0] for d in dids]
         got = {r["doc_id"]: r["score"] for r in pw if r["query_id"] == q}
         assert [got[d] for d in dids] == [min(10, max(0, round(x))) for x in direct]
     # sanity of the local scores: relevant passages (NIST >= 2) score higher on average

@@ -26,12 +26,13 @@ and the *pool-relative* ones, computed among the documents scored together (the 
 query's whole pool at once; the responder a prompt's documents): ``minilm_z`` / ``bm25_z``, the
 standard score of that feature in the pool, i.e. how the document compares with the other candidates
 of its query (cosines and BM25 scores alone do not say: their scale varies by query); ``hybrid``,
-the sum of the dense teacher's and BM25's standard scores (the retrieval stage's equal-weight
-fusion of a dense and a lexical ranking, with all-mpnet-base-v2 as the dense side when it is on).
+the sum of all-mpnet-base-v2's and BM25's standard scores (the retrieval stage's equal-weight
+fusion of a dense and a lexical ranking; in the mpnet feature set only).
 On DL19 (cross-fitted by query) they lift the weighted kappa from 0.309 to 0.354 (bm25+minilm) and
 from 0.339 to 0.361 (mpnet + hybrid); through ``hybrid`` BM25 finally counts, which its absolute
 score never did on DL19's judged pool, and on SciFact's train claims (held out of everything) the
-mpnet judge's ranking goes from nDCG@10 0.637 (mpnet alone) to 0.724. Consequence: a pair's score
+mpnet judge's ranking goes from nDCG@10 0.637 (mpnet alone) to 0.719 (bench/retriever_teachers.py).
+Consequence: a pair's score
 depends on the pool it is judged in (same pool, same score).
 
 Embeddings can be cached across processes (`embed_cache=` or GROUPRANK_LOCAL_EMBED_CACHE,
@@ -374,7 +375,7 @@ class LocalScorer:
             if f.endswith(RELATIVE) and f not in cols:
                 cols[f] = pool_relative(cols[f[:-len(RELATIVE)]])
         if HYBRID in self.features:
-            cols[HYBRID] = pool_relative(cols["mpnet" if self.use_mpnet else "minilm"]) + pool_relative(cols["bm25"])
+            cols[HYBRID] = pool_relative(cols["mpnet"]) + pool_relative(cols["bm25"])  # only the mpnet set has it
         return np.stack([np.asarray(cols[f], dtype=float) for f in self.features], axis=1)
 
     def score_ids(self, query: str, doc_ids: Sequence[str]) -> np.ndarray:

@@ -119,7 +119,7 @@ def extract(cfg, documents: pa.Table, existing: Sequence[dict], qrels: pa.Table 
             collection: str = "", search: Callable | None = None) -> tuple[list[dict], dict]:
     """Sample documents (seeded apart from generation's) and take an extractive query from each.
     `queries.extract_sampling: unreached` samples first among the documents no existing query
-    reaches (`search(texts, k)` -> per text [(doc_id, score), ...]; default: the retrieval's hybrid)."""
+    reaches (`search(texts, k)` -> per text [(doc_id, score), ...]; needed for that sampling)."""
     from .extractive import extract_queries
     from .generation import sample_documents
     qc = cfg.queries
@@ -129,8 +129,7 @@ def extract(cfg, documents: pa.Table, existing: Sequence[dict], qrels: pa.Table 
     texts = [r["text"] for r in existing if r.get("decision") == "kept"]
     if qc.extract_sampling == "unreached" and texts:
         if search is None:
-            from grouprank.first_stage.hybrid import HybridRetriever
-            search = HybridRetriever(documents, cfg, cfg.work_path).search
+            raise ValueError("extract_sampling 'unreached' needs a search function")
         reached = {d for hits in search(texts, qc.extract_reach_k) for d, _ in hits}
         info["reached_docs"] = len(reached)
     pick = sample_documents(documents, qc.extract_docs, strategy=qc.sampling, seed=cfg.seed + 1,
@@ -308,6 +307,16 @@ def mine_queries(cfg, documents: pa.Table | None, queries: pa.Table | None, qrel
                         "is flagged as leakage")
     if qc.generate and qc.few_shot and qrels is None:
         warnings.append("queries.few_shot needs qrels (the stage's qrels input): no examples used")
+    hybrid: list = []
+
+    def _hybrid():
+        """The retrieval stage's retriever exactly as configured (cfg.retrieval), built once for the
+        extractive sampling and the round trip; its indexes persist in the content-addressed store
+        under <work_dir>/indexes, where the retrieve stage finds them."""
+        if not hybrid:
+            from grouprank.first_stage.hybrid import HybridRetriever
+            hybrid.append(HybridRetriever(documents, cfg, cfg.work_path))
+        return hybrid[0]
     generated: list[dict] = []
     if qc.generate:
         if documents is None:
@@ -318,7 +327,8 @@ def mine_queries(cfg, documents: pa.Table | None, queries: pa.Table | None, qrel
     if qc.extract_docs:
         if documents is None:
             raise UserError("queries.extract_docs needs the documents table")
-        extracted, info = extract(cfg, documents, existing, qrels, evals, collection=collection)
+        extracted, info = extract(cfg, documents, existing, qrels, evals, collection=collection,
+                                  search=lambda texts, k: _hybrid().search(texts, k))
         report["extraction"] = info
         log.info("mine_queries: %d extractive queries from %d sampled documents", info["queries"], info["sampled_docs"])
         generated = generated + extracted
@@ -330,10 +340,7 @@ def mine_queries(cfg, documents: pa.Table | None, queries: pa.Table | None, qrel
         embed = default_embedder(cfg, cache_dir=cfg.work_path / "models")
     needs_rt = qc.roundtrip and any(r["source"] == "generated" and r["decision"] == "kept" for r in records)
     if rank_fn is None and needs_rt:
-        from grouprank.first_stage.hybrid import HybridRetriever
-        # the retrieval stage's retriever exactly as configured (cfg.retrieval); its indexes persist
-        # in the content-addressed store under <work_dir>/indexes, where the retrieve stage finds them
-        rank_fn = HybridRetriever(documents, cfg, cfg.work_path).rank_of
+        rank_fn = _hybrid().rank_of
     report["filters"] = apply_filters(records, evals, embed=embed, rank_fn=rank_fn, cfg=cfg)
     report.update(summarize(records))
     if warnings:

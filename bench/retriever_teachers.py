@@ -88,26 +88,20 @@ def pools(coll, qids, work: Path, mpnet_tokens: int, depth: int = 50):
 
 def teacher_scores(P):
     """name -> function(pool frame) -> scores; the shipped judges through their calibrations."""
-    import numpy as np
-
     from grouprank.judges.local_calibration import FEATURES_BASE, FEATURES_MPNET, default_calibration
-    from grouprank.judges.local_scorer import pool_relative as z
+    from grouprank.judges.local_scorer import feature_matrix
 
-    def judge_mpnet(g):
-        X = np.stack([g.minilm, g.mpnet, g.bm25 * 0, z(g.mpnet) + z(g.bm25)], 1)  # bm25 (absolute) has weight 0
-        return default_calibration(FEATURES_MPNET).eta(X)
-
-    def judge_base(g):
-        X = np.stack([g.minilm, g.bm25 * 0, z(g.minilm), z(g.bm25)], 1)
-        return default_calibration(FEATURES_BASE).eta(X)
+    def judge(features):
+        cal = default_calibration(features)
+        return lambda g: cal.eta(feature_matrix(features, {f: g[f].values for f in ("minilm", "mpnet", "bm25")}))
 
     def mm(x):
         return (x - x.min()) / (x.max() - x.min() + 1e-9)
     return {"minilm (student)": lambda g: g.minilm.values, "mpnet": lambda g: g.mpnet.values,
             "bm25": lambda g: g.bm25.values, "hybrid bm25+minilm (retrieval)": lambda g: g.hybrid.values,
             "bm25+mpnet min-max": lambda g: (mm(g.bm25) + mm(g.mpnet)).values,
-            "judge default (minilm, minilm_z, bm25_z; DL19)": judge_base,
-            "judge mpnet (mpnet, hybrid; DL19)": judge_mpnet}
+            "judge default (minilm, minilm_z, bm25_z; DL19)": judge(FEATURES_BASE),
+            "judge mpnet (mpnet, hybrid; DL19)": judge(FEATURES_MPNET)}
 
 
 def main(argv=None) -> int:
@@ -123,7 +117,6 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--seed", type=int, default=13)
     a = ap.parse_args(argv)
-    import numpy as np
     import pandas as pd
 
     from grouprank.collections import load_collection

@@ -105,3 +105,18 @@ def test_fit_calibration_can_pin_a_feature_to_zero():
     assert '"excluded"' not in free.to_json()
     with pytest.raises(ValueError, match="not in"):
         fit_calibration(X, y, ("a", "b"), exclude=("c",))
+
+
+def test_feature_matrix_derives_pool_relative_columns_in_calibration_order():
+    from grouprank.judges.local_calibration import FEATURES_BASE, FEATURES_MPNET
+    from grouprank.judges.local_scorer import feature_matrix
+    cols = {"minilm": np.array([0.2, 0.5, 0.8]), "bm25": np.array([3.0, 1.0, 2.0]), "mpnet": np.array([0.1, 0.4, 0.3])}
+    X = feature_matrix(FEATURES_BASE, cols)
+    assert X.shape == (3, 4) and set(cols) == {"minilm", "bm25", "mpnet"}  # the caller's columns untouched
+    assert np.allclose(X[:, 0], cols["minilm"]) and np.allclose(X[:, 1], cols["bm25"])
+    assert np.allclose(X[:, 2], [-1.2247449, 0.0, 1.2247449])        # minilm's standard score in the pool
+    assert np.allclose(X[:, 3], [1.2247449, -1.2247449, 0.0])        # bm25's
+    H = feature_matrix(FEATURES_MPNET, cols)[:, 3]
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+    assert np.allclose(H, z(cols["mpnet"]) + z(cols["bm25"]))
+    assert np.allclose(feature_matrix(FEATURES_BASE, {k: v[:1] for k, v in cols.items()})[:, 2:], 0.0)  # pool of one

@@ -369,14 +369,7 @@ class LocalScorer:
         return self._matrix(cols)
 
     def _matrix(self, cols: dict) -> np.ndarray:
-        """The feature matrix in calibration order; the pool-relative columns (``<f>_z``, ``hybrid``)
-        are computed here from the absolute ones."""
-        for f in self.features:
-            if f.endswith(RELATIVE) and f not in cols:
-                cols[f] = pool_relative(cols[f[:-len(RELATIVE)]])
-        if HYBRID in self.features:
-            cols[HYBRID] = pool_relative(cols["mpnet"]) + pool_relative(cols["bm25"])  # only the mpnet set has it
-        return np.stack([np.asarray(cols[f], dtype=float) for f in self.features], axis=1)
+        return feature_matrix(self.features, cols)
 
     def score_ids(self, query: str, doc_ids: Sequence[str]) -> np.ndarray:
         return self.calibration.score(self.features_for_ids(query, doc_ids))
@@ -424,6 +417,19 @@ class LocalScorer:
             E = np.asarray(self.e5().passage([_e5_text(t) for t in texts]), dtype=np.float32)
             cols["e5"] = E @ qe
         return self._matrix(cols)
+
+
+def feature_matrix(features: Sequence[str], cols: dict) -> np.ndarray:
+    """The feature matrix of one query's scored documents in calibration order, from the absolute
+    feature columns (`cols`: name -> one value per document); the pool-relative columns
+    (``<f>_z``, ``hybrid``) are computed here."""
+    cols = dict(cols)
+    for f in features:
+        if f.endswith(RELATIVE) and f not in cols:
+            cols[f] = pool_relative(cols[f[:-len(RELATIVE)]])
+    if HYBRID in features:
+        cols[HYBRID] = pool_relative(cols["mpnet"]) + pool_relative(cols["bm25"])  # only the mpnet set has it
+    return np.stack([np.asarray(cols[f], dtype=float) for f in features], axis=1)
 
 
 def pool_relative(x) -> np.ndarray:

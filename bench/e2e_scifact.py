@@ -72,7 +72,7 @@ def parse_args(argv=None):
     p.add_argument("--max-seq-length", type=int, default=256, help="tokens, for encoding and evaluation")
     p.add_argument("--train-max-seq-length", type=int, default=128, help="tokens while training (evaluation "
                    "encodes at --max-seq-length). Measured: 128 synthetic 0.6534 / human 0.6523 (16 min); 256 "
-                        "synthetic 0.6510 / human 0.6614 (training 3x longer)")
+                   "synthetic 0.6510 / human 0.6614 (training 3x longer)")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-5, help="chosen on held-out train claims: 2e-5 0.6494, 5e-5 0.6504, "

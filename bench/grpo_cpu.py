@@ -29,7 +29,6 @@ per-step rewards, timings, example answers).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -73,7 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stop-after-sft", action="store_true",
-                    help="report zero-shot and SFT only (JSON keys of the later stages are null)")
+                    help="no GRPO: report zero-shot and SFT only (the GRPO keys are null)")
     ap.add_argument("--skip-zero-shot", action="store_true", help="do not rerank with the untrained policy")
     ap.add_argument("--work-dir", default="grouprank_output/bench_grpo_cpu", help="indexes (reused) and checkpoints")
     args = ap.parse_args(argv)
@@ -193,36 +192,24 @@ def main(argv=None) -> int:
     ev_sft = rank_eval(model, "sft")
     print(f"sft: {ev_sft}", flush=True)
 
-    if args.stop_after_sft:
-        out = {"policy": src.name, "policy_file": src.gguf_file, "params": params,
-               "trainable_params": freeze["trainable_params"], "format_valid_zero_shot": ev_zero["format_valid"],
-               "format_valid_after_sft": ev_sft["format_valid"], "ndcg10_first_stage": first,
-               "ndcg10_zero_shot": ev_zero["ndcg10"], "ndcg10_sft": ev_sft["ndcg10"], "ndcg10_grpo": None,
-               "rerank_queries": len(eval_q), "wall_s": time.time() - t0, "sft_examples": len(sft_rows),
-               "sft_epochs": args.sft_epochs, "sft_lr": args.sft_lr,
-               "sft_loss_first": sft_losses[0] if sft_losses else None,
-               "sft_loss_last": sft_losses[-1] if sft_losses else None,
-               "timings_s": {"retrieve": t_retrieve, "sft": t_sft, "eval_zero_shot": ev_zero["s"],
-                             "eval_sft": ev_sft["s"]},
-               "examples": {"zero_shot": ev_zero["example"], "sft": ev_sft["example"]}}
-        write_report(args.out, out)
-        print(json.dumps({k: out[k] for k in ("ndcg10_first_stage", "ndcg10_sft", "format_valid_after_sft")}))
-        return 0
+    rewards, fmt_ok, t_grpo = [], [], 0.0
+    ev_grpo = {"ndcg10": None, "format_valid": None, "s": 0.0, "example": ""}
+    if not args.stop_after_sft:
+        reward = GroupwiseReward(num_generations=args.num_generations)
+        grpo_args = make_grpo_config(rc, work / "grpo", args.seed, per_device_train_batch_size=args.prompts_per_step *
+                                     args.num_generations, logging_steps=1, warmup_steps=0,
+                                     lr_scheduler_type="constant", use_cpu=True)
+        t3 = time.time()
+        grpo = run_grpo(model, tok, rl_rows, grpo_args, reward=reward)
+        t_grpo = time.time() - t3
+        rewards = step_rewards(grpo)
+        fmt_ok = [h.get("groupwise_reward/format/ok", h.get("format/ok")) for h in grpo.state.log_history
+                  if "reward" in h]
+        ev_grpo = rank_eval(grpo.model, "grpo")
+        print(f"grpo: {ev_grpo}", flush=True)
 
-    reward = GroupwiseReward(num_generations=args.num_generations)
-    grpo_args = make_grpo_config(rc, work / "grpo", args.seed, per_device_train_batch_size=args.prompts_per_step *
-                                 args.num_generations, logging_steps=1, warmup_steps=0, lr_scheduler_type="constant",
-                                 use_cpu=True)
-    t3 = time.time()
-    grpo = run_grpo(model, tok, rl_rows, grpo_args, reward=reward)
-    t_grpo = time.time() - t3
-    rewards = step_rewards(grpo)
-    fmt_ok = [h.get("groupwise_reward/format/ok", h.get("format/ok")) for h in grpo.state.log_history if "reward" in h]
-    ev_grpo = rank_eval(grpo.model, "grpo")
-    print(f"grpo: {ev_grpo}", flush=True)
-
-    first10 = sum(rewards[:10]) / max(1, len(rewards[:10]))
-    last10 = sum(rewards[-10:]) / max(1, len(rewards[-10:]))
+    first10 = sum(rewards[:10]) / len(rewards[:10]) if rewards else None
+    last10 = sum(rewards[-10:]) / len(rewards[-10:]) if rewards else None
     out = {
         "policy": src.name, "policy_file": src.gguf_file, "params": params,
         "trainable_params": freeze["trainable_params"], "trainable_layers": freeze.get("trainable_layers"),
@@ -231,7 +218,7 @@ def main(argv=None) -> int:
         "reward_first10": first10, "reward_last10": last10,
         "ndcg10_first_stage": first, "ndcg10_zero_shot": ev_zero["ndcg10"], "ndcg10_sft": ev_sft["ndcg10"],
         "ndcg10_grpo": ev_grpo["ndcg10"], "rerank_queries": len(eval_q),
-        "s_per_grpo_step": t_grpo / max(1, len(rewards)), "wall_s": time.time() - t0,
+        "s_per_grpo_step": t_grpo / len(rewards) if rewards else None, "wall_s": time.time() - t0,
         "collection": "scifact", "first_stage": f"hybrid-{res.fusion}", "top": args.top,
         "group_size": args.group_size, "doc_chars": args.doc_chars, "train_queries": len(train_q),
         "sft_examples": len(sft_rows), "rl_examples": len(rl_rows), "sft_epochs": args.sft_epochs,

@@ -32,8 +32,7 @@ On DL19 (cross-fitted by query) they lift the weighted kappa from 0.309 to 0.354
 from 0.339 to 0.361 (mpnet + hybrid); through ``hybrid`` BM25 finally counts, which its absolute
 score never did on DL19's judged pool, and on SciFact's train claims (held out of everything) the
 mpnet judge's ranking goes from nDCG@10 0.637 (mpnet alone) to 0.719 (bench/retriever_teachers.py).
-Consequence: a pair's score
-depends on the pool it is judged in (same pool, same score).
+Consequence: a pair's score depends on the pool it is judged in (same pool, same score).
 
 Embeddings can be cached across processes (`embed_cache=` or GROUPRANK_LOCAL_EMBED_CACHE,
 `local_cache.VectorCache`).
@@ -366,9 +365,6 @@ class LocalScorer:
                 cols["e5"] = E @ qe
             if self.use_mpnet:
                 cols["mpnet"] = self._last_mp @ qm if doc_ids else np.zeros(0)
-        return self._matrix(cols)
-
-    def _matrix(self, cols: dict) -> np.ndarray:
         return feature_matrix(self.features, cols)
 
     def score_ids(self, query: str, doc_ids: Sequence[str]) -> np.ndarray:
@@ -416,7 +412,7 @@ class LocalScorer:
         if self.use_e5:
             E = np.asarray(self.e5().passage([_e5_text(t) for t in texts]), dtype=np.float32)
             cols["e5"] = E @ qe
-        return self._matrix(cols)
+        return feature_matrix(self.features, cols)
 
 
 def feature_matrix(features: Sequence[str], cols: dict) -> np.ndarray:

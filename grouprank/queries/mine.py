@@ -22,6 +22,7 @@ guard's evaluation set; the evaluate stage then scores exactly those (it leaves 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -307,16 +308,15 @@ def mine_queries(cfg, documents: pa.Table | None, queries: pa.Table | None, qrel
                         "is flagged as leakage")
     if qc.generate and qc.few_shot and qrels is None:
         warnings.append("queries.few_shot needs qrels (the stage's qrels input): no examples used")
-    hybrid: list = []
 
+    @functools.cache
     def _hybrid():
         """The retrieval stage's retriever exactly as configured (cfg.retrieval), built once for the
         extractive sampling and the round trip; its indexes persist in the content-addressed store
         under <work_dir>/indexes, where the retrieve stage finds them."""
-        if not hybrid:
-            from grouprank.first_stage.hybrid import HybridRetriever
-            hybrid.append(HybridRetriever(documents, cfg, cfg.work_path))
-        return hybrid[0]
+        from grouprank.first_stage.hybrid import HybridRetriever
+        return HybridRetriever(documents, cfg, cfg.work_path)
+
     generated: list[dict] = []
     if qc.generate:
         if documents is None:

@@ -201,7 +201,7 @@ def test_request_hash_content_addressing(tmp_path):
 def test_sampling_params_and_json_schema_are_sent(tmp_path):
     schema = {"title": "scores", "type": "object", "properties": {"score": {"type": "integer"}}}
     with start_local_server("request_echo") as srv:
-        for json_schema in (True, False):
+        for json_schema in (True, "json_object", False):
             c = LLMClient(endpoint(srv.base_url, json_schema=json_schema, temperature=0.3, top_p=0.8,
                                    max_tokens=77), None)
             r = c.map([LLMRequest(messages=[{"role": "user", "content": "hi"}], template_version="t@1",
@@ -209,7 +209,9 @@ def test_sampling_params_and_json_schema_are_sent(tmp_path):
             assert r.ok
             sent = r.parsed
             assert (sent["temperature"], sent["top_p"], sent["max_tokens"], sent["seed"]) == (0.3, 0.8, 77, 5)
-            if json_schema:
+            if json_schema == "json_object":  # llama-cpp-python's form
+                assert sent["response_format"] == {"type": "json_object", "schema": schema}
+            elif json_schema:
                 assert sent["response_format"] == {"type": "json_schema",
                                                    "json_schema": {"name": "scores", "schema": schema}}
             else:

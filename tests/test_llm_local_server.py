@@ -103,6 +103,22 @@ def test_pointwise_grades_come_from_logprobs_when_the_answer_has_them(smollm2, p
     client2.close()
 
 
+def test_json_object_schema_constrains_the_real_servers_answers(smollm2, pool, tmp_path):
+    """`json_schema: json_object` sends the schema in the form llama-cpp-python's server turns into a
+    grammar: every pointwise answer is then the schema's JSON object (free-form, SmolLM2 answered 1 of
+    20 SciFact pairs in a parseable form when measured)."""
+    from grouprank.judges.pointwise import PointwiseJudge
+    client = LLMClient(smollm2.endpoint(max_tokens=64, json_schema="json_object", logprobs=False),
+                       tmp_path / "c.sqlite", stage="t")
+    judge = PointwiseJudge(JudgeSpec(id="pw", kind="pointwise"), client, max_doc_chars=600)
+    results = client.map(judge.plan(pool))
+    assert [r.ok for r in results] == [True, True]
+    for r in results:
+        obj = json.loads(r.text)
+        assert set(obj) == {"score", "reason"} and isinstance(obj["score"], int) and 0 <= obj["score"] <= 10
+    client.close()
+
+
 def test_query_generation_and_cut_answers(smollm2, tmp_path):
     """Real query generation: every record kept or refused with a reason; an answer cut at
     max_tokens is never kept (before: half a query was)."""

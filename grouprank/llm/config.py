@@ -1,6 +1,8 @@
 """Configuration of the LLM client layer: endpoints and the answer cache."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from grouprank.config_section import Section
@@ -32,7 +34,10 @@ class LLMEndpoint(Section):
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 2048
-    json_schema: bool = Field(False, description="send response_format json_schema (endpoint must support it)")
+    json_schema: bool | Literal["json_object"] = Field(
+        False, description="constrain answers to the template's JSON schema: true sends response_format "
+        "{type: json_schema} (OpenAI, vLLM, SGLang, Ollama, llama.cpp's llama-server); json_object sends "
+        "{type: json_object, schema} (llama-cpp-python's server, which answers HTTP 500 to json_schema)")
     logprobs: bool = Field(True, description="ask for top_logprobs where a judge uses them (pointwise: the grade "
                            "is the expected value over the grade tokens); turn off for an endpoint that rejects "
                            "the parameter")

@@ -56,7 +56,9 @@ def request_body(req: LLMRequest, endpoint) -> dict:
     if req.top_logprobs and getattr(endpoint, "logprobs", True):
         body["logprobs"] = True
         body["top_logprobs"] = int(req.top_logprobs)
-    if req.response_schema is not None and endpoint.json_schema:
+    if req.response_schema is not None and endpoint.json_schema == "json_object":
+        body["response_format"] = {"type": "json_object", "schema": req.response_schema}
+    elif req.response_schema is not None and endpoint.json_schema:
         name = re.sub(r"[^A-Za-z0-9_-]", "_", str(req.response_schema.get("title", "answer")))[:64]
         body["response_format"] = {"type": "json_schema",
                                    "json_schema": {"name": name or "answer", "schema": req.response_schema}}

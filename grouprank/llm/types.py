@@ -21,8 +21,8 @@ class LLMRequest:
 
     messages          OpenAI chat messages [{"role": ..., "content": ...}, ...]
     template_version  prompt template id@version, e.g. "judge.pointwise@1" (part of the cache key)
-    response_schema   JSON schema of the answer; sent as response_format=json_schema only when the
-                      endpoint has `json_schema=True` (always part of the cache key)
+    response_schema   JSON schema of the answer; sent as a response_format only when the endpoint
+                      has `json_schema` set (true or "json_object"); always part of the cache key
     validate          parse + validate the answer text -> parsed value (stored in LLMResult.parsed);
                       raise ParseError on a bad/incomplete answer: one retry, then status "failed"
     temperature/top_p/max_tokens/seed   per-request overrides of the endpoint's sampling params

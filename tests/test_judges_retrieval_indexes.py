@@ -158,7 +158,7 @@ def test_judge_falls_back_when_the_manifest_does_not_fit(retrieved, counters, tm
 
 
 def test_open_indexes_checks_documents_settings_and_store(retrieved, tmp_path):
-    from grouprank.first_stage.hybrid import IndexMismatch, open_indexes
+    from grouprank.first_stage.indexes import IndexMismatch, open_indexes
     cfg = retrieved
     mpath = Path(_record(cfg, "retrieve")["outputs"]["indexes"])
     docs = DOCUMENTS.read(_record(cfg, "load")["outputs"]["documents"])
@@ -181,7 +181,7 @@ def test_open_indexes_checks_documents_settings_and_store(retrieved, tmp_path):
 def test_local_scorer_uses_only_what_matches(retrieved, caplog):
     """A background corpus other than the indexed one, or other BM25 settings, are not served from
     the retrieval's indexes."""
-    from grouprank.first_stage.hybrid import open_indexes
+    from grouprank.first_stage.indexes import open_indexes
     from grouprank.judges.local_scorer import LocalScorer
     from grouprank.text import document_text_map
     cfg = retrieved

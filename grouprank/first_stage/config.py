@@ -56,3 +56,10 @@ class RetrievalConfig(Section):
     pool_top: int = 10
     pool_sampled: int = 40
     pool_sample_from: tuple[int, int] = (11, 200)
+
+
+def as_retrieval_config(cfg) -> RetrievalConfig:
+    """The retrieval settings of a RunConfig, a RetrievalConfig itself, or the defaults for None."""
+    if cfg is None:
+        return RetrievalConfig()
+    return cfg.retrieval if hasattr(cfg, "retrieval") else cfg

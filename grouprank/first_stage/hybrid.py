@@ -13,8 +13,8 @@ to `depth`. `bm25_rank` / `dense_rank` are the ranks in each retriever's own top
 Indexes persist under `<work_dir>/indexes` (see `store`): reruns reuse them; a corpus, model or
 parameter change makes a new key. `HybridRetriever.index_manifest()` names the indexes a retriever
 used (store, keys, encoder, corpus fingerprint): the retrieve stage writes it as its `indexes`
-output, and `open_indexes(manifest, documents, cfg)` opens those same indexes for another stage
-(the local judge) without building or encoding anything.
+output, and `indexes.open_indexes(manifest, documents, cfg)` opens those same indexes for another
+stage (the local judge) without building or encoding anything.
 """
 from __future__ import annotations
 
@@ -34,30 +34,11 @@ from data_schemas import RANKING
 from . import fusion as F
 from grouprank.text import document_texts, top_k
 
+from .config import as_retrieval_config
+from .indexes import INDEX_MANIFEST_FORMAT, bm25_key, embeddings_key
 from .store import IndexStore, corpus_fingerprint, encode_resumable, stable_key
 
 _log = logging.getLogger(__name__)
-
-
-def bm25_key(corpus_hash: str, bm) -> str:
-    """Store key of a BM25 index: corpus fingerprint + the `BM25Retriever`'s parameters."""
-    return stable_key("bm25", corpus_hash, bm.params())
-
-
-def embeddings_key(corpus_hash: str, model_id: str) -> str:
-    """Store key of document embeddings: corpus fingerprint + the encoder's `model_id`."""
-    return stable_key("emb", corpus_hash, model_id)
-
-
-INDEX_MANIFEST_FORMAT = 1
-
-
-def _rcfg(cfg):
-    """Accept a RunConfig or a RetrievalConfig (or None for defaults)."""
-    from .config import RetrievalConfig
-    if cfg is None:
-        return RetrievalConfig()
-    return cfg.retrieval if hasattr(cfg, "retrieval") else cfg
 
 
 @dataclass
@@ -78,7 +59,7 @@ class HybridRetriever:
 
     def __init__(self, documents: pa.Table, cfg=None, work_dir: str | os.PathLike | None = None, *,
                  encoder=None, show_progress: bool = False, progress=None):
-        self.cfg = _rcfg(cfg)
+        self.cfg = as_retrieval_config(cfg)
         self.seed = int(getattr(cfg, "seed", 13))  # the run's seed when given a RunConfig (IVF training sample)
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.show_progress = show_progress
@@ -228,7 +209,7 @@ class HybridRetriever:
         self.timings["dense_index_s"] = time.perf_counter() - t
 
     def index_manifest(self) -> dict:
-        """The persisted indexes this retriever uses, for another stage to open (`open_indexes`):
+        """The persisted indexes this retriever uses, for another stage to open (`indexes.open_indexes`):
         store root, keys and folder names, BM25 parameters, encoder `model_id`, corpus fingerprint.
         Plain, deterministic JSON (no timestamps): the same indexes give the same bytes."""
         if self.store is None:
@@ -266,7 +247,6 @@ class HybridRetriever:
         t_bm = time.perf_counter() - t
         t_rest = 0.0
         union = self.cfg.union_rescore
-        emb = self.embeddings
         for qi, ids_q in enumerate(token_ids):
             t0 = time.perf_counter()
             s = self.bm25.scores_from_token_ids(ids_q)
@@ -497,7 +477,7 @@ def retrieve(documents: pa.Table, queries, cfg=None, work_dir: str | os.PathLike
     RetrievalConfig. `work_dir`: where `indexes/` persist (None = nothing persisted). `excluded`:
     {query_id: doc ids} never returned for that query (BRIGHT's excluded_ids)."""
     t0 = time.perf_counter()
-    rcfg = _rcfg(cfg)
+    rcfg = as_retrieval_config(cfg)
     if retriever is None:
         retriever = HybridRetriever(documents, rcfg, work_dir, encoder=encoder, show_progress=show_progress,
                                     progress=progress)
@@ -522,7 +502,7 @@ def store_embeddings(documents: pa.Table, cfg, work_dir: str | os.PathLike, mode
     """Put precomputed document embeddings (corpus order) into the store under the key a
     HybridRetriever with an encoder of this `model_id` looks up, so it reuses them."""
     from .store import ShardedEmbeddings
-    rcfg = _rcfg(cfg)
+    rcfg = as_retrieval_config(cfg)
     ids, texts = document_texts(documents, rcfg.include_title)
     if embeddings.shape[0] != len(ids):
         raise ValueError(f"{embeddings.shape[0]} embeddings for {len(ids)} documents")
@@ -535,83 +515,3 @@ def store_embeddings(documents: pa.Table, cfg, work_dir: str | os.PathLike, mode
         se.put_shard(i, embeddings[lo:hi])
     se.finalize()
     return d
-
-
-# --- the indexes a retrieval used, opened by another stage ------------------------------------
-
-class IndexMismatch(ValueError):
-    """The indexes a manifest names cannot be used for these documents and settings (the reason
-    is the message): the caller builds its own instead."""
-
-
-@dataclass
-class RetrievalIndexes:
-    """A retrieval's persisted indexes, opened read-only (`open_indexes`): the BM25 index and the
-    document embeddings (row = corpus position) over `doc_ids`, and the encoder that made them
-    (for queries)."""
-    doc_ids: list[str]
-    corpus_hash: str
-    bm25: Any                 # BM25Retriever
-    embeddings: np.ndarray    # float32 [n_docs, dim], read-only memmap
-    encoder: Any              # DenseEncoder (or anything with model_id / encode_queries)
-    keys: dict[str, str]
-    _pos: dict[str, int] | None = field(default=None, repr=False)
-
-    def position(self, doc_id: str) -> int | None:
-        if self._pos is None:
-            self._pos = {d: i for i, d in enumerate(self.doc_ids)}
-        return self._pos.get(doc_id)
-
-
-def _check_index(store, kind: str, key: str, recorded: dict, what: str) -> None:
-    """The manifest names this index (same key) and the store holds it complete, else IndexMismatch."""
-    if key != recorded.get("key"):
-        raise IndexMismatch(f"{what}: key {key} is not the retrieval's {recorded.get('key')}")
-    if not store.is_complete(kind, key):
-        raise IndexMismatch(f"{what}: {store.path(kind, key)} is missing or incomplete")
-
-
-def open_indexes(manifest: dict | str | os.PathLike, documents: pa.Table, cfg=None,
-                 work_dir: str | os.PathLike | None = None, *, encoder=None) -> RetrievalIndexes:
-    """Open the BM25 index and the embeddings a retrieval recorded in `manifest` (its
-    `index_manifest()`, or the path of the JSON file), for `documents` and the retrieval settings
-    of `cfg`. Builds and encodes nothing; FAISS is not opened (no search happens).
-
-    The keys are recomputed from the documents and `cfg` exactly as `HybridRetriever` computes
-    them and must equal the manifest's, and the store folders must be complete; otherwise
-    `IndexMismatch` says why. `encoder`: the retrieval's encoder (default: the shared one for
-    `cfg`, with its ONNX exports under `<work_dir>/models`)."""
-    from .bm25 import BM25Retriever
-    from .store import ShardedEmbeddings
-    if not isinstance(manifest, dict):
-        try:
-            manifest = json.loads(Path(manifest).read_text())
-        except (OSError, ValueError) as e:
-            raise IndexMismatch(f"cannot read the index manifest {manifest}: {e}") from None
-    if manifest.get("format") != INDEX_MANIFEST_FORMAT:
-        raise IndexMismatch(f"index manifest format {manifest.get('format')!r}, expected {INDEX_MANIFEST_FORMAT}")
-    rc = _rcfg(cfg)
-    ids, texts = document_texts(documents, rc.include_title)
-    ch = corpus_fingerprint(ids, texts)
-    if ch != manifest.get("corpus"):
-        raise IndexMismatch("the documents (or include_title) differ from the corpus the retrieval indexed")
-    store = IndexStore(manifest["store"])
-    bm = BM25Retriever(rc.bm25_k1, rc.bm25_b, rc.bm25_method, rc.bm25_stemmer, rc.bm25_stopwords)
-    bkey = bm25_key(ch, bm)
-    mb = manifest.get("bm25") or {}
-    _check_index(store, "bm25", bkey, mb, f"BM25 (settings {bm.params()} vs the retrieval's {mb.get('params')})")
-    if encoder is None:
-        from .dense import encoder_from_config
-        root = Path(work_dir) if work_dir is not None else store.root.parent
-        encoder = encoder_from_config(rc, cache_dir=root / "models")
-    ekey = embeddings_key(ch, encoder.model_id)
-    me = manifest.get("embeddings") or {}
-    _check_index(store, "emb", ekey, me, f"embeddings (encoder {encoder.model_id} vs the retrieval's "
-                                         f"{me.get('model_id')})")
-    emb = ShardedEmbeddings.load(store.path("emb", ekey))
-    if emb.ndim != 2 or emb.shape[0] != len(ids):
-        raise IndexMismatch(f"embeddings of shape {emb.shape} for {len(ids)} documents")
-    bm25 = BM25Retriever.load(store.path("bm25", bkey))
-    if bm25.doc_ids != ids:
-        raise IndexMismatch("the BM25 index's document order differs from the documents'")
-    return RetrievalIndexes(ids, ch, bm25, emb, encoder, {"bm25": bkey, "embeddings": ekey})

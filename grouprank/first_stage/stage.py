@@ -5,7 +5,7 @@ run), `run` (the full fused top-`depth` ranking as a TREC run), `retrieval_repor
 (indexes.json): the manifest of the indexes it used. Indexes persist in the content-addressed store
 under <work_dir>/indexes (see `store`), where the query-mining round-trip filter and reruns find them
 instead of rebuilding. The judge stage takes `indexes` as an input and opens the BM25 index and the
-document embeddings it names (`hybrid.open_indexes`) for the local judge; the manifest, a few
+document embeddings it names (`indexes.open_indexes`) for the local judge; the manifest, a few
 hundred bytes of keys, is what the executor fingerprints, not the index folders.
 """
 from __future__ import annotations

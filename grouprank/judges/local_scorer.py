@@ -37,7 +37,7 @@ Consequence: a pair's score depends on the pool it is judged in (same pool, same
 Embeddings can be cached across processes (`embed_cache=` or GROUPRANK_LOCAL_EMBED_CACHE,
 `local_cache.VectorCache`).
 
-Reusing the retrieval's indexes (`indexes=`, a `grouprank.first_stage.hybrid.RetrievalIndexes`,
+Reusing the retrieval's indexes (`indexes=`, a `grouprank.first_stage.indexes.RetrievalIndexes`,
 which the judge stage opens from the retrieve stage's `indexes` output): when the background corpus
 is the corpus the retrieval indexed (same ordered ids and texts, i.e. the same corpus fingerprint),
 the ``bm25`` feature comes from the retrieval's BM25 index (its parameters must equal

@@ -96,7 +96,7 @@ def make_local_scorer(pool: JudgePool, spec, background: dict[str, str] | None =
                       indexes=None):
     """The local judge's scorer, with the retrieval's BM25 settings (all of them: k1, b, method,
     stemmer, stopwords) and dense backend. `indexes`: the retrieval's opened indexes
-    (`first_stage.hybrid.RetrievalIndexes`), reused instead of indexing and encoding again."""
+    (`first_stage.indexes.RetrievalIndexes`), reused instead of indexing and encoding again."""
     from .local_scorer import LocalScorer
     rc = cfg.retrieval if cfg is not None else None
     bm25 = ({"k1": rc.bm25_k1, "b": rc.bm25_b, "method": rc.bm25_method, "stemmer": rc.bm25_stemmer,

@@ -6,7 +6,7 @@ with their reason) and `judge_report` (usage per judge). With `judges.dry_run` n
 the stage writes only `estimate` (calls, tokens, cost per judge).
 
 Input `indexes` (optional): the retrieve stage's index manifest. When given, the local judge opens
-the retrieval's BM25 index and document embeddings from the store (`first_stage.hybrid.open_indexes`)
+the retrieval's BM25 index and document embeddings from the store (`first_stage.indexes.open_indexes`)
 instead of indexing the collection and encoding the pool documents again; the judgments are the
 same. A manifest that does not fit these documents and settings (or a judge fed from files without
 one) leaves the local judge building its own, with a warning.
@@ -33,7 +33,7 @@ def retrieval_indexes(manifest: Path | None, documents, cfg):
     warning, when they do not fit: the local judge then builds its own)."""
     if manifest is None:
         return None
-    from grouprank.first_stage.hybrid import IndexMismatch, open_indexes
+    from grouprank.first_stage.indexes import IndexMismatch, open_indexes
     try:
         return open_indexes(manifest, documents, cfg, cfg.work_path)
     except IndexMismatch as e:

@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from grouprank.config import RunConfig
+from grouprank.model_lock import held
 from grouprank.paths import REPO_ROOT
 from grouprank.stage import Stage, StageContext, StageResult, TableOut
 from grouprank.stage_list import all_stages, plan, wiring_of
@@ -185,7 +187,9 @@ def run_stage(stage: Stage, cfg: RunConfig, inputs: dict[str, str | os.PathLike]
     _marker(cfg, stage).unlink(missing_ok=True)  # its outputs are being rewritten
     ctx = StageContext(out_dir=out, work_dir=cfg.work_path, progress=progress, api_keys=api_keys,
                        input_paths={k: str(v) for k, v in inputs.items()})
-    result = stage.run(read_inputs(stage, inputs), cfg, ctx)
+    data = read_inputs(stage, inputs)
+    with held(f"stage {stage.name}") if stage.builds_models else contextlib.nullcontext():
+        result = stage.run(data, cfg, ctx)
     paths = write_outputs(stage, out, result)
     stats = _plain(result.stats or {})
     return {"stage": stage.name, "outputs": paths, "stats": stats, "fingerprints": fingerprints(paths),

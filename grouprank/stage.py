@@ -104,6 +104,9 @@ class Stage:
     # config sections in the cache key: "section" or ("section", (excluded fields...))
     sections: tuple = ()
     uses_llm: Callable[[Any], bool] | None = None
+    # builds ML models in process (transformers / sentence-transformers / torch): run one at a time
+    # per process (grouprank.model_lock says why)
+    builds_models: bool = False
     timeout_s: float = 6 * HOUR
     retries: int = 2
     title: str = ""

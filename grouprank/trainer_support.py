@@ -1,14 +1,9 @@
 """What every `transformers.Trainer` run of the project shares (retriever and reranker training):
-resumable checkpoints and progress logs.
+resumable checkpoints and progress logs. One training at a time per process: `grouprank.model_lock`.
 
 - `open_checkpoints(scratch, fingerprint)`: the checkpoint folder of one training, emptied when it
   holds checkpoints of other examples or settings (a `fingerprint` file says which), and the newest
   complete checkpoint to resume from (an incomplete one, killed while saving, is removed);
-- `@exclusive`: one training at a time per process, from its training arguments to its saved model
-  (accelerate's global state is not thread-safe: TrainingArguments with use_cpu reset it, so the
-  reranker's SFT set-up, run side by side with the retriever's training by a threaded Prefect task
-  runner, broke it with "AcceleratorState object has no attribute distributed_type"; on a CPU the two
-  only share the same cores anyway);
 - `train(trainer, resume)`: `trainer.train()`, closing the progress log even when training fails;
 - `drop_checkpoints(scratch)`: once the model is saved;
 - `progress_callback(label)`: a TrainerCallback that logs "label: 12/45 steps (26.7%), 0.4 steps/s,
@@ -21,7 +16,6 @@ import hashlib
 import json
 import logging
 import shutil
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -84,20 +78,6 @@ def drop_checkpoints(scratch: str | Path) -> None:
 
 def checkpoint_step(path: Path | None) -> int | None:
     return int(path.name.rsplit("-", 1)[1]) if path is not None else None
-
-
-_TRAINING = threading.RLock()
-
-
-def exclusive(fn):
-    """Decorator: `fn` (a whole training) runs under the process-wide training lock (re-entrant)."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _TRAINING:
-            return fn(*args, **kwargs)
-    return wrapper
 
 
 def train(trainer, resume: Path | None = None):

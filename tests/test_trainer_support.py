@@ -1,38 +1,10 @@
-"""What the retriever and reranker trainings share (grouprank.trainer_support): one training at a time
-per process, checkpoint folders that only resume the same training, progress closed on failure."""
+"""What the retriever and reranker trainings share (grouprank.trainer_support): checkpoint folders that
+only resume the same training, progress closed on failure. One training at a time: test_model_lock.py."""
 from __future__ import annotations
-
-import threading
-import time
 
 import pytest
 
 from grouprank import trainer_support as ts
-
-
-def test_trainings_in_threads_never_overlap():
-    """The retriever and reranker stages run side by side in a threaded Prefect task runner; accelerate's
-    global state breaks when two trainings set up at once, so `@exclusive` trainings take turns."""
-    spans: list[tuple[str, float, float]] = []
-
-    @ts.exclusive
-    def training(name):
-        t0 = time.monotonic()
-        time.sleep(0.2)
-        spans.append((name, t0, time.monotonic()))
-
-    threads = [threading.Thread(target=training, args=(n,)) for n in ("retriever", "reranker", "other")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    spans.sort(key=lambda s: s[1])
-    assert len(spans) == 3 and all(a[2] <= b[1] for a, b in zip(spans, spans[1:]))
-
-    @ts.exclusive
-    def outer():  # re-entrant: a training that calls another exclusive step does not deadlock
-        return ts.exclusive(lambda: "inner")()
-    assert outer() == "inner"
 
 
 def test_checkpoint_folder_resumes_only_the_same_training(tmp_path):

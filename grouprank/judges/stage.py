@@ -119,7 +119,7 @@ def _cli_overrides(args) -> dict:
 
 
 STAGE = Stage(
-    name="judge", title="LLM judges", run=run,
+    name="judge", title="LLM judges", run=run, builds_models=True,
     help="judge candidate pools with the configured judges (LLM or local)",
     inputs=(table("documents", DOCUMENTS), table("mined_queries", QUERIES), table("candidates", CANDIDATES),
             file("indexes", optional=True, doc="the retrieve stage's index manifest: the local judge reuses "

@@ -93,7 +93,7 @@ def _cli_overrides(args) -> dict:
 
 
 STAGE = Stage(
-    name="mine_queries", title="mine queries", run=run,
+    name="mine_queries", title="mine queries", run=run, builds_models=True,
     help="mine / generate queries with dedup, round-trip filter, leakage guard",
     inputs=(table("documents", DOCUMENTS), table("queries", QUERIES), table("qrels", QRELS, optional=True)),
     outputs=(table("mined_queries", QUERIES), file("mine_report", "mine_queries_report.json")),

@@ -176,7 +176,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
 
 
 STAGE = Stage(
-    name="train_reranker", title="train reranker", run=run,
+    name="train_reranker", title="train reranker", run=run, builds_models=True,
     help="SFT warm start then GRPO (TRL) on the reranker example tables",
     inputs=(table("reranker_sft", RERANKER_SFT, optional=True), table("reranker_rl", RERANKER_RL, optional=True)),
     outputs=(folder("reranker_model", "final", optional=True), file("reranker_summary", "summary.json")),

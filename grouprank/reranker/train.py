@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from grouprank.errors import UserError
-from grouprank.trainer_support import exclusive
+from grouprank.model_lock import exclusive
 
 log = logging.getLogger(__name__)
 

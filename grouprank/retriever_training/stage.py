@@ -254,7 +254,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
 
 
 STAGE = Stage(
-    name="train_retriever", title="train retriever", run=run,
+    name="train_retriever", title="train retriever", run=run, builds_models=True,
     help="fine-tune a dense retriever (sentence-transformers, MNRL) on the retriever examples",
     inputs=(table("retriever_examples", RETRIEVER_EXAMPLES, lenient=True,
                   doc="RETRIEVER_EXAMPLES, or the exported anchor/positive/negative_1..n view (file or folder)"),

@@ -24,8 +24,8 @@ from typing import Any, Mapping
 import pandas as pd
 
 from grouprank.first_stage.model_files import offline
-from grouprank.trainer_support import (checkpoint_step, exclusive, fingerprint, open_checkpoints, progress_callback,
-                                       train)
+from grouprank.model_lock import exclusive
+from grouprank.trainer_support import checkpoint_step, fingerprint, open_checkpoints, progress_callback, train
 
 log = logging.getLogger(__name__)
 

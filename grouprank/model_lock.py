@@ -43,9 +43,9 @@ def held(label: str | None = None):
 
 
 def exclusive(fn):
-    """Decorator: `fn` runs under the process-wide model lock (re-entrant)."""
+    """Decorator: `fn` runs under the process-wide model lock (`held`, re-entrant)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with _LOCK:
+        with held(getattr(fn, "__qualname__", None)):
             return fn(*args, **kwargs)
     return wrapper

@@ -12,12 +12,36 @@ from grouprank.stage import Stage, StageResult
 from grouprank.stage_list import all_stages
 
 
-def _stages(flag: bool, body_of):
-    return [Stage(name=f"s{i}", run=body_of(f"s{i}"), builds_models=flag) for i in range(3)]
+def _timed(spans: list, seconds: float = 0.3) -> None:
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    spans.append((t0, time.monotonic()))
+
+
+def _timed_stage(name: str, spans: list, builds_models: bool) -> Stage:
+    def run(inputs, cfg, ctx):
+        _timed(spans)
+        return StageResult()
+    return Stage(name=name, run=run, builds_models=builds_models)
+
+
+def _concurrently(calls) -> None:
+    """Start every call in its own thread at the same moment; wait for all."""
+    start = threading.Barrier(len(calls))
+
+    def go(call):
+        start.wait()
+        call()
+
+    threads = [threading.Thread(target=go, args=(c,)) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def _overlap(spans) -> bool:
-    s = sorted(spans.values())
+    s = sorted(spans)
     return any(b[0] < a[1] for a, b in zip(s, s[1:]))
 
 
@@ -27,45 +51,18 @@ def test_model_building_stages_take_turns_in_threads(tmp_path):
     another thread, came out with a random lm_head. Such stages must never overlap; the others may."""
     cfg = RunConfig.model_validate({"work_dir": str(tmp_path)})
     for flag in (True, False):
-        spans: dict = {}
-        start = threading.Barrier(3)
-
-        def body_of(name):
-            def run(inputs, cfg, ctx):
-                t0 = time.monotonic()
-                time.sleep(0.3)
-                spans[name] = (t0, time.monotonic())
-                return StageResult()
-            return run
-
-        def go(st):
-            start.wait()
-            executor.run_stage(st, cfg, {})
-
-        threads = [threading.Thread(target=go, args=(st,)) for st in _stages(flag, body_of)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        spans: list = []
+        stages = [_timed_stage(f"s{i}", spans, flag) for i in range(3)]
+        _concurrently([lambda st=st: executor.run_stage(st, cfg, {}) for st in stages])
         assert len(spans) == 3
         assert _overlap(spans) is (not flag)
 
 
 def test_exclusive_trainings_take_turns_and_reenter():
-    spans: list[tuple[float, float]] = []
-
-    @exclusive
-    def training():
-        t0 = time.monotonic()
-        time.sleep(0.2)
-        spans.append((t0, time.monotonic()))
-
-    threads = [threading.Thread(target=training) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(spans) == 3 and not _overlap({i: s for i, s in enumerate(spans)})
+    spans: list = []
+    training = exclusive(lambda: _timed(spans, 0.2))
+    _concurrently([training] * 3)
+    assert len(spans) == 3 and not _overlap(spans)
 
     @exclusive
     def outer():  # a training that calls another exclusive step does not deadlock

@@ -1,0 +1,92 @@
+"""Training rows from teacher-labelled pseudo-queries, and the candidate recipes.
+
+A pseudo-query's source document is its positive only when the teacher agrees (the source is in the
+teacher's top `keep_top` for the query: Promptagator's round-trip consistency filter, with the
+teacher as the retriever); its hard negative is a document the teacher ranks in `neg_ranks` (GPL
+mines them from a retriever; ranks 10-30 keep clear of unlabeled positives at the very top: the
+false-negative guard). Each row carries the teacher's margin (combined standard score of positive
+minus negative, times `margin_scale`) for the MarginMSE recipes (GPL's distillation target).
+Trivial pairs (`pseudo_queries.trivial`) never become rows.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from .pseudo_queries import PseudoQuery
+from .teacher import Pools, rank_of
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    loss: str  # RetrieverTrainConfig.loss
+    epochs: float = 1.0
+    lr: float = 2e-5
+    margin_mse_weight: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+    def train_config(self, *, max_steps: int | None, train_tokens: int, eval_tokens: int, batch_size: int = 32):
+        from grouprank.retriever_training.config import RetrieverTrainConfig
+        return RetrieverTrainConfig(loss=self.loss, epochs=self.epochs, lr=self.lr, batch_size=batch_size,
+                                    margin_mse_weight=self.margin_mse_weight, max_steps=max_steps,
+                                    train_max_seq_length=train_tokens, max_seq_length=eval_tokens,
+                                    bf16=True, checkpoint_steps=0)
+
+
+RECIPES: dict[str, Recipe] = {
+    "mnrl": Recipe("mnrl", "mnrl"),
+    "mnrl+margin_mse": Recipe("mnrl+margin_mse", "mnrl+margin_mse", margin_mse_weight=10.0),
+    "margin_mse": Recipe("margin_mse", "margin_mse", lr=5e-5),
+}
+
+
+def training_rows(queries: Sequence[PseudoQuery], pools: Pools, targets: Sequence[int], corpus: Sequence[str],
+                  weights: Mapping[str, float], *, keep_top: int = 3, neg_ranks: tuple[int, int] = (10, 30),
+                  margin_scale: float = 0.1, seed: int = 13) -> tuple[pd.DataFrame, dict]:
+    """(rows anchor, positive, negative_1, label=[margin]; stats) for the non-trivial queries whose
+    source the teacher ranks in its top `keep_top`. `corpus`: the texts negatives are taken from."""
+    rng = random.Random(seed)
+    rows, stats = [], {"queries": len(queries), "trivial": 0, "teacher_disagrees": 0, "no_negative": 0}
+    for i, (q, t) in enumerate(zip(queries, targets)):
+        if q.trivial:
+            stats["trivial"] += 1
+            continue
+        order, score = pools.ranking(i, weights)
+        r = rank_of(order, int(t))
+        if r is None or r > keep_top:
+            stats["teacher_disagrees"] += 1
+            continue
+        lo, hi = neg_ranks
+        cand = [j for j in range(lo - 1, min(hi, len(order))) if order[j] != t]
+        if not cand:
+            stats["no_negative"] += 1
+            continue
+        j = rng.choice(cand)
+        rows.append({"anchor": q.text, "positive": q.positive, "negative_1": corpus[int(order[j])],
+                     "label": [float(margin_scale * (score[r - 1] - score[j]))], "query_id": q.query_id})
+    stats["rows"] = len(rows)
+    return pd.DataFrame(rows, columns=["anchor", "positive", "negative_1", "label", "query_id"]), stats
+
+
+def query_log_rows(queries: Sequence[str], pools: Pools, corpus: Sequence[str], weights: Mapping[str, float], *,
+                   positives: int = 1, neg_ranks: tuple[int, int] = (10, 30), margin_scale: float = 0.1,
+                   seed: int = 13) -> pd.DataFrame:
+    """The query-log arm's rows: real queries without labels, the teacher's top `positives` documents
+    as positives and a document of its ranks `neg_ranks` as the hard negative (with the margin)."""
+    rng = random.Random(seed)
+    rows = []
+    for i, q in enumerate(queries):
+        order, score = pools.ranking(i, weights)
+        lo, hi = neg_ranks
+        cand = list(range(lo - 1, min(hi, len(order))))
+        if not cand:
+            continue
+        for p in range(min(positives, len(order))):
+            j = rng.choice(cand)
+            rows.append({"anchor": q, "positive": corpus[int(order[p])], "negative_1": corpus[int(order[j])],
+                         "label": [float(margin_scale * (score[p] - score[j]))]})
+    return pd.DataFrame(rows, columns=["anchor", "positive", "negative_1", "label"])

@@ -1,0 +1,105 @@
+"""Corpus-only adaptation (grouprank.adaptation): pseudo-queries, the trivial-pair check, the teacher's
+combination, training rows, and a user's BEIR folder with no queries and no qrels end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from grouprank.adaptation.pseudo_queries import copied_run, make_pseudo_queries, trivial
+from grouprank.adaptation.recipe import training_rows
+from grouprank.adaptation.teacher import Pools, rank_of, source_metrics
+
+CRAN_TITLE = "experimental investigation of the aerodynamics of a wing in a slipstream"
+CRAN_BODY = (CRAN_TITLE + " . an experimental study of a wing in a propeller slipstream was made in order to "
+             "determine the spanwise distribution of the lift increase due to slipstream. The results were "
+             "intended in part as an evaluation basis for different theoretical treatments of this problem. "
+             "The comparative span loading curves, together with supporting evidence, showed that a substantial "
+             "part of the lift increment produced by the slipstream was due to a destalling action.")
+
+
+def test_trivial_flags_a_query_copied_into_its_positive_not_a_paraphrase():
+    assert trivial(CRAN_TITLE, CRAN_BODY)  # Cranfield: the title opens the text
+    assert copied_run(CRAN_TITLE, CRAN_BODY) == (11, 11)
+    assert not trivial("lift of a wing behind a propeller", "the spanwise distribution of the lift increase")
+    # a short keyword query present verbatim is how retrieval works, not a copy
+    assert not trivial("wing slipstream", CRAN_BODY)
+
+
+def test_title_query_positive_loses_every_copy_of_the_title():
+    (view,) = make_pseudo_queries(["1"], [CRAN_TITLE], [CRAN_BODY], per_doc=1, seed=0, kinds=("title",))
+    (q,) = view
+    assert q.kind == "title" and q.text == CRAN_TITLE
+    assert CRAN_TITLE not in q.positive and "spanwise distribution" in q.positive
+    assert not q.trivial  # with the title stripped, the pair is no longer solvable by copying
+
+
+def test_sentence_queries_skip_the_first_sentence_and_leave_their_positive():
+    views = make_pseudo_queries(["1"], [None], [CRAN_BODY], per_doc=2, seed=3, kinds=("sentence",))
+    qs = [q for v in views for q in v]
+    assert len(qs) == 2 and len({q.text for q in qs}) == 2
+    first = CRAN_BODY.split(" . ")[0]
+    for q in qs:
+        assert not q.text.startswith(first[:30])
+        assert q.text not in q.positive and len(q.text.split()) <= 16
+        assert not q.trivial
+
+
+def test_pools_combine_standard_scores_with_weights():
+    # 1 query, 4 documents: BM25 prefers doc 0, mpnet doc 2; with mpnet weighted 2 doc 2 wins
+    scores = {"bm25": np.array([[9.0, 1.0, 5.0, 0.0]]), "mpnet": np.array([[0.1, 0.2, 0.9, 0.3]])}
+    p = Pools(scores, depth=4)
+    assert p.ranking(0, {"bm25": 1.0})[0][0] == 0
+    assert p.ranking(0, {"mpnet": 1.0})[0][0] == 2
+    order, comb = p.ranking(0, {"bm25": 1.0, "mpnet": 2.0})
+    assert order[0] == 2 and comb[0] > comb[1]
+    assert rank_of(order, 0) == 2 and rank_of(order, 7) is None
+    m = source_metrics([1, 2, None])
+    assert m["MRR@10"] == round((1 + 0.5) / 3, 4) and m["R@10"] == round(2 / 3, 4)
+
+
+def test_training_rows_keep_teacher_agreed_non_trivial_pairs_with_a_ranked_negative():
+    from grouprank.adaptation.pseudo_queries import PseudoQuery
+    n = 40
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(3, n))
+    s[0, 5] = 10  # query 0: the teacher puts its source (5) first
+    s[1, 5] = 10  # query 1: source 6 is far down -> teacher disagrees
+    s[2, 7] = 10  # query 2: agreed but trivial -> dropped
+    pools = Pools({"bm25": s}, depth=n)
+    qs = [PseudoQuery("a", "5", "q a", "sentence", "pos a", False),
+          PseudoQuery("b", "6", "q b", "sentence", "pos b", False),
+          PseudoQuery("c", "7", "q c", "title", "pos c", True)]
+    corpus = [f"doc {i}" for i in range(n)]
+    fr, st = training_rows(qs, pools, [5, 6, 7], corpus, {"bm25": 1.0}, keep_top=3, neg_ranks=(10, 30))
+    assert st == {"queries": 3, "trivial": 1, "teacher_disagrees": 1, "no_negative": 0, "rows": 1}
+    row = fr.iloc[0]
+    assert row.anchor == "q a" and row.positive == "pos a"
+    order = pools.ranking(0, {"bm25": 1.0})[0]
+    assert 10 <= rank_of(order, int(row.negative_1.split()[1])) <= 30
+    assert row.label[0] > 0  # the teacher's margin: positive above negative
+
+
+@pytest.mark.timeout(600)
+def test_bare_beir_folder_goes_through_the_corpus_only_arm(tmp_path):
+    """No queries.jsonl, no qrels/: the arm makes its own queries, picks a teacher, trains and
+    reports held-out synthetic scores."""
+    from grouprank.adaptation.arm import ArmSettings, CorpusArm
+    from grouprank.collections import load_collection
+    cisi = load_collection("cisi").documents.slice(0, 80).to_pylist()  # real abstracts, written as a user's corpus
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    with open(folder / "corpus.jsonl", "w") as f:
+        for d in cisi:
+            f.write(json.dumps({"_id": d["doc_id"], "title": d["title"], "text": d["text"]}) + "\n")
+    coll = load_collection("mine", format="beir", path=str(folder))
+    assert coll.queries.num_rows == 0 and coll.qrels.num_rows == 0
+    s = ArmSettings(recipes=("mnrl",), max_train_rows=64, max_holdout=12, student_tokens=64, mpnet_tokens=64,
+                    train_tokens=64, depth=20, neg_ranks=(4, 12))
+    res = CorpusArm(coll.documents, tmp_path / "work", s).run()
+    assert res["pseudo_queries"]["held_out"] == 12 and res["train_rows"] > 0
+    assert res["teacher"] in s.teachers and "minilm" != res["teacher"]
+    assert set(res["validation"]["recipes"]) == {"base", "mnrl"}
+    assert res["chosen"] in ("base", "mnrl")
+    assert res["train"]["mnrl"]["steps"] >= 1

@@ -46,6 +46,18 @@ def test_sentence_queries_skip_the_first_sentence_and_leave_their_positive():
         assert not q.trivial
 
 
+def test_untitled_unpunctuated_abstract_gives_its_lead_phrase_or_a_span():
+    # NPL: no title field, no punctuation; the title-like lead is set off by a double space
+    body = ("compact memories have flexible capacities  a digital data storage system with capacity up to "
+            "bits and random and or sequential access is described together with the circuits of its "
+            "read and write amplifiers and the timing of its magnetic core matrix")
+    (v0, v1) = make_pseudo_queries(["n1"], [None], [body], per_doc=2, seed=1)
+    assert (v0[0].kind, v0[0].text) == ("lead", "compact memories have flexible capacities")
+    assert "compact memories" not in v0[0].positive and "digital data storage" in v0[0].positive
+    assert v1[0].kind == "span" and len(v1[0].text.split()) == 12
+    assert v1[0].text not in v1[0].positive and not v1[0].trivial
+
+
 def test_pools_combine_standard_scores_with_weights():
     # 1 query, 4 documents: BM25 prefers doc 0, mpnet doc 2; with mpnet weighted 2 doc 2 wins
     scores = {"bm25": np.array([[9.0, 1.0, 5.0, 0.0]]), "mpnet": np.array([[0.1, 0.2, 0.9, 0.3]])}

@@ -6,9 +6,13 @@ document's v-th query, so within a view each document lost at most one span of t
 - ``title``: the title, when it has 3-30 words. Its positive is the document with every occurrence
   of the title removed (Cranfield repeats its title at the start of the text: kept, every positive
   would contain its query verbatim and the student learns to copy; measured 0.375 -> 0.364).
+- ``lead``: without a title field, the leading phrase a double space sets off (NPL's abstracts open
+  with their title that way), removed from the positive like a title.
 - ``sentence``: a body sentence other than the first (the first often restates the title), 6-40
   words, cut to a random window of `window` words when longer (real queries are shorter than
   sentences); the whole sentence is removed from the positive (the inverse cloze task).
+- ``span``: in a text with no sentence boundary at all, a `window`-word span from past its first
+  quarter, removed from the positive.
 
 `trivial(query, positive)` flags a pair whose positive still holds most of the query verbatim
 (longest common run of tokens >= `min_share` of the query's tokens and >= `min_run` tokens): e.g. a
@@ -35,7 +39,7 @@ class PseudoQuery:
     query_id: str
     doc_id: str
     text: str
-    kind: str  # "title" | "sentence"
+    kind: str  # "title" | "lead" | "sentence" | "span"
     positive: str  # the document's text without the query's source span
     trivial: bool
 
@@ -65,6 +69,10 @@ def _candidates(title: str | None, body: str, rng: random.Random, window: int) -
     t = " ".join(str(title or "").split())
     if t and 3 <= len(t.split()) <= 30:
         out.append(("title", t, t))
+    elif "  " in str(body or "").strip():  # no title field, but a leading phrase set off by a double space (NPL)
+        lead = " ".join(str(body).strip().split("  ")[0].split())
+        if 3 <= len(lead.split()) <= 20:
+            out.append(("lead", lead, lead))
     parts = sentences(body)
     if len(parts) < 2:  # lower-case corpora (Cranfield): split after . ! ? whatever follows
         parts = [" ".join(x.split()) for x in _LOOSE_END.split(str(body or "")) if x.strip()]
@@ -78,12 +86,18 @@ def _candidates(title: str | None, body: str, rng: random.Random, window: int) -
         else:
             q = s
         out.append(("sentence", q.strip(" ,;:"), s))
+    if len(parts) < 2:  # no sentence boundary at all (unpunctuated abstracts): a span of the text
+        w = str(body or "").split()
+        if len(w) >= 2 * window:
+            i = rng.randrange(len(w) // 4, len(w) - window + 1)
+            q = " ".join(w[i:i + window])
+            out.append(("span", q, q))
     return out
 
 
 def make_pseudo_queries(doc_ids: Sequence[str], titles: Sequence[str | None], bodies: Sequence[str], *,
                         per_doc: int = 1, window: int = 12, seed: int = 13, min_positive_words: int = 8,
-                        kinds: Sequence[str] = ("title", "sentence")) -> list[list[PseudoQuery]]:
+                        kinds: Sequence[str] = ("title", "lead", "sentence", "span")) -> list[list[PseudoQuery]]:
     """Views of pseudo-queries: views[v] has at most one query per document (its v-th). With
     `per_doc` 1 a document alternates between its title and a sentence (seeded), so both kinds
     are represented; with more, the title comes first. Positives shorter than
@@ -93,7 +107,7 @@ def make_pseudo_queries(doc_ids: Sequence[str], titles: Sequence[str | None], bo
     for d, ti, b in zip(doc_ids, titles, bodies):
         full = document_text(ti, b)
         cands = [c for c in _candidates(ti, b, rng, window) if c[0] in kinds]
-        if per_doc == 1 and len(cands) > 1 and cands[0][0] == "title" and rng.random() < 0.5:
+        if per_doc == 1 and len(cands) > 1 and cands[0][0] in ("title", "lead") and rng.random() < 0.5:
             cands = cands[1:]
         v = 0
         for kind, q, removed in cands:

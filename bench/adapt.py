@@ -212,6 +212,12 @@ def summary(out: str, reports: list[str]) -> int:
         print(f"{n:20s} base {r['base']:.4f} adapted {r['adapted']:.4f} delta {r['adapted'] - r['base']:+.4f} "
               f"teacher {r['teacher']:.4f} ({r['teacher_name']}) gap_closed {r['gap_closed']} wall {r['wall_s']} s")
     print(f"mean delta {rep['mean_delta']} min delta {rep['min_delta']}")
+    print("\n| collection | judged queries | base | adapted | Δ | teacher (chosen on synthetic) | gap closed | "
+          "recipe | train rows | wall |\n|---|---|---|---|---|---|---|---|---|---|")
+    for n, r in cols.items():
+        print(f"| {n} | {r['test_queries']} | {r['base']:.3f} | {r['adapted']:.3f} | {r['adapted'] - r['base']:+.3f} | "
+              f"{r['teacher']:.3f} ({r['teacher_name']}) | {r['gap_closed']} | {r['chosen_recipe']} | "
+              f"{r['train_queries']} | {r['wall_s'] / 60:.0f} min |")
     return 0
 
 

@@ -1,6 +1,6 @@
 """The body every flow shares: run the stages a flow targets (and the stages they need, from the
 cache when nothing changed), in waves of independent stages, then publish the artifacts and write
-the run summary.
+the run summary. A flow run holds the work dir's lock (`grouprank.work_lock`) while it runs.
 
 Resume: a finished stage's result is persisted with its cache key, so a rerun (after a crash, a
 cancel, or with the same configuration) skips it; a stage that crashed half-way reruns, and its LLM
@@ -22,6 +22,7 @@ from grouprank.config import RunConfig
 
 from grouprank.executor import stage_inputs, stale_outputs
 from grouprank.stage_list import levels, plan
+from grouprank.work_lock import work_dir_lock
 
 from flows import artifacts
 from flows.tasks import _library_logging, describe, ensure_llm_limit, stage_task
@@ -38,11 +39,18 @@ def _flow_run() -> tuple[str, str | None]:
 def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: str,
                summary_file: str | None = None) -> dict[str, Any]:
     """Run `targets` (None: every stage) and their prerequisites; returns the run summary."""
+    cfg = config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
+    cfg.work_path.mkdir(parents=True, exist_ok=True)
+    flow_name, _ = _flow_run()
+    with work_dir_lock(cfg.work_path, command=f"Prefect flow {flow_name} ({flow_label})"):  # one writer per work dir
+        return _run_stages(cfg, targets, flow_label, summary_file)
+
+
+def _run_stages(cfg: RunConfig, targets: tuple[str, ...] | None, flow_label: str,
+                summary_file: str | None) -> dict[str, Any]:
     log = get_run_logger()
     _library_logging()
-    cfg = config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
     t_all = time.time()
-    cfg.work_path.mkdir(parents=True, exist_ok=True)
 
     todo = plan(targets)
     log.info("%s: %d stage(s) for run %r on collection %r in %s: %s", flow_label, len(todo), cfg.name,

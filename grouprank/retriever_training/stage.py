@@ -265,7 +265,7 @@ STAGE = Stage(
              table("run_before", RUNS, STAGE_FILES["run_before"], optional=True),
              table("run_after", RUNS, STAGE_FILES["run_after"], optional=True),
              file("retriever_summary", STAGE_FILES["retriever_summary"])),
-    sections=("data", "retriever", "retrieval", "seed"), timeout_s=72 * 3600, retries=1,
+    sections=("data", "retriever", "retrieval", "evaluation", "datasets", "seed"), timeout_s=72 * 3600, retries=1,
 )
 
 

@@ -145,5 +145,5 @@ STAGE = Stage(
             table("qrels", QRELS, optional=True)),
     outputs=(folder("export", "."), file("dataset_card", "README.md"), file("manifest", "manifest.json"),
              file("histogram", "grade_histogram.png")),
-    sections=("data", "datasets"),
+    sections=(),  # every section: the dataset card holds the whole run configuration
 )

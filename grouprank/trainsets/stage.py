@@ -10,6 +10,8 @@ import pyarrow as pa
 
 from data_schemas import (CANDIDATES, DOCUMENTS, JUDGMENTS, LABELS, QRELS, QUERIES, RERANKER_RL, RERANKER_SFT,
                           RETRIEVER_EXAMPLES)
+from grouprank.config_reads import only
+from grouprank.judges.config import JudgesConfig
 from grouprank.stage import Stage, StageContext, StageResult, TableOut, file, table
 
 from grouprank.prompts.groupwise import TEMPLATE_VERSION
@@ -96,5 +98,5 @@ STAGE = Stage(
             table("qrels", QRELS, optional=True)),
     outputs=(table("reranker_rl", RERANKER_RL), table("reranker_sft", RERANKER_SFT),
              table("retriever_examples", RETRIEVER_EXAMPLES), file("build_stats", "build_stats.json")),
-    sections=("data", "datasets", "prompts", "seed"),
+    sections=("data", "datasets", "prompts", "seed", only("judges", JudgesConfig, "grade_scale")),
 )

@@ -89,6 +89,9 @@ NOT_RESULT_ENV = {
     "GROUPRANK_LLM_CONCURRENCY": "the flows' concurrency limit",
     "GROUPRANK_RETRY_BACKOFF_S": "the flows' retry delay",
     "GROUPRANK_LOCK_TIMEOUT_S": "how long a run waits for the work dir's lock",
+    "GROUPRANK_TASK_RUNNER": "which Prefect task runner runs the stages (where, not what)",
+    "GROUPRANK_DASK_WORKERS": "the Dask task runner's worker count",
+    "GROUPRANK_MAX_WORKERS": "the thread task runner's worker count",
 }
 # libraries whose version can change results: their versions are in every key
 RESULT_LIBRARIES = ("numpy", "pyarrow", "torch", "transformers", "sentence-transformers", "bm25s", "faiss-cpu",

@@ -3,13 +3,14 @@ can run: every project module reachable from it.
 
 Counted as an edge from module m to w:
 - every `import` / `from ... import` that names w, at module level or inside a function;
-- the packages above w (`import a.b.c` runs `a/__init__.py` and `a/b/__init__.py` first);
 - every module of m's own package when m imports by name at run time (`importlib.import_module`,
   `__import__`: the lazy `__getattr__` of `grouprank.llm`), since the name is not in the source.
 
 The stage cache key (`grouprank.executor.source_key`) hashes the files of a stage's reachable
-modules, plus the non-Python files (presets, templates) in their folders; tests/test_import_graph.py
-checks the graph for cycles.
+modules, plus the `__init__.py` of the packages above them (`import a.b.c` runs `a/__init__.py` and
+`a/b/__init__.py` first; their own code is counted, the modules they import are not: a stage that
+uses them imports them by name) and the non-Python files (presets, templates) in their folders.
+tests/test_import_graph.py checks the graph for cycles.
 """
 from __future__ import annotations
 
@@ -76,9 +77,6 @@ def import_graph(root: Path = REPO_ROOT, packages: tuple[str, ...] = PACKAGES,
                     graph[m].add(r)
         if dynamic:
             graph[m].update(w for w in mods if w.startswith(pkg + ".") and w != m)
-    for m in mods:  # importing a module runs the packages above it
-        parts = m.split(".")
-        graph[m].update(".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in mods)
     return graph, names
 
 
@@ -115,6 +113,8 @@ def source_files(starts: list[str] | tuple[str, ...], root: Path = REPO_ROOT) ->
     for m in reachable(starts, graph):
         p = mods[m]
         files.add(p)
+        parts = m.split(".")
+        files.update(mods[".".join(parts[:i])] for i in range(1, len(parts)) if ".".join(parts[:i]) in mods)
         files.update(f for f in p.parent.iterdir() if f.is_file() and f.suffix in DATA_SUFFIXES)
         for sub in p.parent.iterdir():  # data folders beside the module (e.g. reranker/presets/)
             if sub.is_dir() and sub.name != "__pycache__" and not (sub / "__init__.py").exists():

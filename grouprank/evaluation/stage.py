@@ -245,6 +245,12 @@ def _llm_reranker(cfg) -> bool:
     return cfg.reranker.backend == "llm" and bool(cfg.llm.endpoints)
 
 
+def excluded_files(cfg) -> dict[str, str]:
+    """BRIGHT's excluded ids filter this stage's runs: their file is in its cache key."""
+    from grouprank.collections import excluded_files as files
+    return files(cfg)
+
+
 STAGE = Stage(
     name="evaluate", title="evaluate", run=run, builds_models=True,
     help="score the first stage, the fine-tuned retriever and reranking on judged queries (ir-measures)",
@@ -252,6 +258,6 @@ STAGE = Stage(
             table("mined_queries", QUERIES, optional=True), folder("retriever_model", optional=True),
             folder("reranker_model", optional=True)),
     outputs=(table("metrics", METRICS), table("runs", RUNS), file("eval_report", "eval_report.json")),
-    sections=("data", "retrieval", "reranker", "llm", "evaluation", "prompts", "seed"), uses_llm=_llm_reranker,
+    reads=excluded_files, sections=("data", "retrieval", "reranker", "llm", "evaluation", "prompts", "seed"), uses_llm=_llm_reranker,
     timeout_s=24 * 3600,
 )

@@ -3,8 +3,8 @@ can run: every project module reachable from it.
 
 Counted as an edge from module m to w:
 - every `import` / `from ... import` that names w, at module level or inside a function;
-- every module of m's own package when m imports by name at run time (`importlib.import_module`,
-  `__import__`: the lazy `__getattr__` of `grouprank.llm`), since the name is not in the source.
+- every module of m's own package when m imports its submodules by a name built at run time
+  (`importlib.import_module(f"{__name__}.{mod}")`: the lazy `__getattr__` of `grouprank.llm`).
 
 The stage cache key (`grouprank.executor.source_key`) hashes the files of a stage's reachable
 modules, plus the `__init__.py` of the packages above them (`import a.b.c` runs `a/__init__.py` and
@@ -69,7 +69,9 @@ def import_graph(root: Path = REPO_ROOT, packages: tuple[str, ...] = PACKAGES,
             elif isinstance(node, ast.Call):
                 f = node.func
                 fname = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
-                dynamic = dynamic or fname in ("import_module", "__import__")
+                # a lazy import of the module's own submodules by name (f"{__name__}.{mod}")
+                dynamic = dynamic or (fname in ("import_module", "__import__") and any(
+                    isinstance(n, ast.Name) and n.id == "__name__" for a in node.args for n in ast.walk(a)))
             names[m].update(targets)
             for t in targets:
                 r = resolve(t)

@@ -1,8 +1,9 @@
 """Shared Prefect task wrappers: one generic task runs any library stage.
 
-- Cache key (`StageCachePolicy` + Prefect's `TASK_SOURCE`): the stage name, the hash of the config
-  sections the stage reads (plus the work dir), the content hashes of its input files, and the
-  hash of the stage's library source. Rerunning the same configuration therefore recomputes
+- Cache key (`StageCachePolicy` + Prefect's `TASK_SOURCE`): `grouprank.executor.cache_key`: the
+  stage name, the config sections the stage reads (plus the work dir), the content hashes of its
+  input files, the files and environment variables it reads, and the source of every project module
+  it can import. Rerunning the same configuration therefore recomputes
   nothing; changing only `judges` changes the judge key, the judge outputs, and so the keys of
   everything downstream, while the stages before judging stay cached.
 - Results (a small JSON dict: output paths, stats, output fingerprints) are persisted under
@@ -44,7 +45,8 @@ RETRY_BACKOFF_S = float(os.environ.get("GROUPRANK_RETRY_BACKOFF_S", "30"))
 # ------------------------------------------------------------------------------------------
 @dataclass
 class StageCachePolicy(CachePolicy):
-    """Key = stage + config sections it reads + input content hashes + library source.
+    """Key = `grouprank.executor.cache_key` (stage, config sections it reads, input content hashes,
+    files and environment it reads, the source it can import).
     Ignores the other task arguments (the RunConfig object itself, the progress artifact id)."""
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],

@@ -93,3 +93,21 @@ def test_the_holders_command_line_hides_keys(monkeypatch, tmp_path):
     with work_dir_lock(tmp_path / "w") as me:
         assert "plainsecret123" not in me["command"] and "sk-ABCDEFGH" not in me["command"]
         assert "judge" in me["command"]
+
+
+@pytest.mark.timeout(120)
+def test_a_prefect_flow_run_takes_the_same_lock(tmp_path):
+    """flows.dag.run_stages (the body of every flow) holds the work dir's lock before anything else:
+    with another process holding it, the flow stops naming that process."""
+    from flows.dag import run_stages
+    from grouprank.config import RunConfig
+    work = tmp_path / "w"
+    h = subprocess.Popen([sys.executable, "-c", HOLD, str(work)], env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert h.stdout.readline().strip() == "held"
+        with pytest.raises(WorkDirLocked, match=rf"pid {h.pid}"):
+            run_stages(RunConfig(work_dir=str(work)), ("load",), "load")
+        assert not (work / "collection").exists()
+    finally:
+        h.kill()
+        h.wait()

@@ -298,7 +298,11 @@ def encode_shards(directory: str | os.PathLike, texts: Sequence[str], encode_fn:
     the embeddings are complete."""
     se = ShardedEmbeddings(directory, len(texts), dim, shard_size, meta)
     if se.complete:
-        return True
+        why = verify_folder(se.dir)
+        if why is None:
+            return True
+        log.warning("not reusing the embeddings in %s: %s; encoding again", se.dir, why)
+        se.redo(range(se.n_shards))
     se.open()
     wanted = range(se.n_shards) if shards is None else sorted(set(shards))
     for i in wanted:

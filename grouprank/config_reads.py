@@ -28,8 +28,16 @@ def _recording_class(cls: type) -> type:
                 log["_reads"].add(log["_prefix"] + name)
         return object.__getattribute__(self, name)
 
+    def __reduce__(self):  # pickled (another process): a plain copy, which records nothing
+        return _plain, (cls, dict(object.__getattribute__(self, "__dict__")),
+                        set(object.__getattribute__(self, "__pydantic_fields_set__")))
+
     return type(f"Recording{cls.__name__}", (cls,), {"__getattribute__": __getattribute__,
-                                                     "__module__": __name__})
+                                                     "__reduce__": __reduce__, "__module__": __name__})
+
+
+def _plain(cls: type, values: dict, fields_set: set) -> Any:
+    return cls.model_construct(_fields_set=fields_set, **values)
 
 
 class _Reads(set):

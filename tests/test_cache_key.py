@@ -95,6 +95,12 @@ def test_a_stage_that_reads_undeclared_configuration_is_refused(tmp_path):
         executor.run_stage(_toy(excl, lambda c: c.model_copy(deep=True).judges.beta), cfg, {})
     with pytest.raises(RuntimeError, match=r"'reranker'"):
         executor.run_stage(_toy(("data",), lambda c: c.model_copy(deep=True).reranker.top), cfg, {})
+    # the recording copy still is a RunConfig, and pickles (to another process) as a plain one
+    import pickle
+    from grouprank.config_reads import recording
+    view, reads = recording(cfg, deep=("judges",))
+    back = pickle.loads(pickle.dumps(view))
+    assert type(back) is RunConfig and back == cfg and isinstance(view, RunConfig)
 
 
 def test_the_drifted_declarations_are_in_the_keys(tmp_path):

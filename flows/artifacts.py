@@ -10,7 +10,9 @@ Published at the end of every flow run (also when every stage came from the cach
 | grouprank-judge-agreement-..    | table    | judge vs judge (Spearman) and fused vs human qrels |
 | grouprank-llm-usage-<name>      | table    | LLM calls, cached calls, tokens, cost              |
 | grouprank-grade-histogram-..    | markdown | the export's grade histogram PNG (data: URI)       |
-| grouprank-judge-progress-<name> | progress | created before judging, updated while it runs      |
+| grouprank-<stage>-progress-<n.> | progress | one per stage declaring progress parts (judge,     |
+|                                 |          | retrieve, training, ...): created at the start of  |
+|                                 |          | the run, updated while the stage runs              |
 
 The Prefect UI shows an image artifact only from a URL, and the PNG is a local file: the histogram is
 embedded in a markdown artifact as a `data:image/png;base64,...` URI (the UI's markdown renderer
@@ -38,6 +40,11 @@ def artifact_key(kind: str, run_name: str) -> str:
     return f"grouprank-{kind}-{slug(run_name)}"[:200]
 
 
+def progress_kind(stage: str) -> str:
+    """The artifact kind of a stage's progress artifact: `judge-progress`, `train-reranker-progress`."""
+    return f"{slug(stage)}-progress"
+
+
 def _num(v: Any) -> str:
     if isinstance(v, bool):
         return str(v)
@@ -52,7 +59,7 @@ def numbers(stats: dict, limit: int = 8) -> str:
     """The first numeric stats as `k=v` (for table cells)."""
     out = []
     for k, v in (stats or {}).items():
-        if k == "wall_s" or isinstance(v, bool) or not isinstance(v, (int, float)):
+        if k in ("wall_s", "model_lock_wait_s", "work_s") or isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         out.append(f"{k}={_num(v)}")
         if len(out) >= limit:
@@ -64,6 +71,9 @@ def stage_rows(records: list[dict]) -> list[dict]:
     """records: [{"stage", "state", "seconds", "stats"}] -> table rows with identical columns."""
     return [{"stage": r["stage"], "state": r["state"],
              "seconds": round(float(r.get("seconds") or 0.0), 2),
+             # of `seconds`, the time spent waiting for another stage's model building (grouprank.model_lock)
+             "model_lock_wait_s": round(float(r["model_lock_wait_s"]), 2) if r.get("model_lock_wait_s") is not None
+             else None,
              "numbers": numbers(r.get("stats") or {})} for r in records]
 
 

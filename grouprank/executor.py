@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from grouprank.config import RunConfig
+from grouprank.log_summary import summarised_warnings
 from grouprank.model_lock import held
 from grouprank.paths import REPO_ROOT
 from grouprank.stage import Stage, StageContext, StageResult, TableOut
@@ -188,12 +189,17 @@ def run_stage(stage: Stage, cfg: RunConfig, inputs: dict[str, str | os.PathLike]
     ctx = StageContext(out_dir=out, work_dir=cfg.work_path, progress=progress, api_keys=api_keys,
                        input_paths={k: str(v) for k, v in inputs.items()})
     data = read_inputs(stage, inputs)
-    with held(f"stage {stage.name}") if stage.builds_models else contextlib.nullcontext():
+    with held(f"stage {stage.name}") if stage.builds_models else contextlib.nullcontext() as lock, \
+            summarised_warnings(f"stage {stage.name}"):
         result = stage.run(data, cfg, ctx)
     paths = write_outputs(stage, out, result)
     stats = _plain(result.stats or {})
+    wall = round(time.time() - t0, 2)
+    if lock is not None:  # waiting for another stage's model building is not this stage's work
+        stats["model_lock_wait_s"] = round(lock.waited_s, 2)
+        stats["work_s"] = round(wall - lock.waited_s, 2)
     return {"stage": stage.name, "outputs": paths, "stats": stats, "fingerprints": fingerprints(paths),
-            "wall_s": round(time.time() - t0, 2)}
+            "wall_s": wall}
 
 
 # --------------------------------------------------------------------------- in-process runner

@@ -247,6 +247,7 @@ def _llm_reranker(cfg) -> bool:
 
 STAGE = Stage(
     name="evaluate", title="evaluate", run=run, builds_models=True,
+    progress_parts=lambda c: 1,  # the encodings and the reranking, in turn
     help="score the first stage, the fine-tuned retriever and reranking on judged queries (ir-measures)",
     inputs=(table("documents", DOCUMENTS), table("queries", QUERIES), table("qrels", QRELS),
             table("mined_queries", QUERIES, optional=True), folder("retriever_model", optional=True),

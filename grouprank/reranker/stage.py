@@ -177,6 +177,8 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
 
 STAGE = Stage(
     name="train_reranker", title="train reranker", run=run, builds_models=True,
+    # SFT steps, GRPO steps, the held-out generations
+    progress_parts=lambda c: 1 + (c.reranker.grpo_steps > 0) + (c.reranker.heldout_fraction > 0),
     help="SFT warm start then GRPO (TRL) on the reranker example tables",
     inputs=(table("reranker_sft", RERANKER_SFT, optional=True), table("reranker_rl", RERANKER_RL, optional=True)),
     outputs=(folder("reranker_model", "final", optional=True), file("reranker_summary", "summary.json")),

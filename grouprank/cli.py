@@ -15,8 +15,12 @@ import importlib
 import json
 import sys
 
-from grouprank.commands.collection_args import add_debug_arg, add_out_dir_arg
-from grouprank.config import add_config_args, config_from_args
+from grouprank.console import quiet_progress_bars
+
+quiet_progress_bars()  # before any library that draws bars is imported (they read their switches then)
+
+from grouprank.commands.collection_args import add_debug_arg, add_out_dir_arg  # noqa: E402
+from grouprank.config import add_config_args, config_from_args  # noqa: E402
 
 # modules exposing register(subparsers) for the commands that are not one stage
 COMMAND_MODULES = ["grouprank.commands.collections", "grouprank.commands.rerank", "grouprank.commands.llm"]

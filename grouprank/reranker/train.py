@@ -64,12 +64,14 @@ def rl_dataset(rows: list[dict]):
 def make_sft_config(rc, output_dir: str | Path, seed: int = 13, **overrides):
     """`trl.SFTConfig` from a RerankerConfig (+ rc.sft_args, + overrides)."""
     from trl import SFTConfig
+
+    from grouprank.console import on_terminal
     kw: dict[str, Any] = dict(
         output_dir=str(output_dir), num_train_epochs=rc.sft_epochs, learning_rate=rc.sft_lr,
         per_device_train_batch_size=rc.per_device_batch_size, gradient_accumulation_steps=rc.grad_accum,
         max_length=rc.sft_max_length, bf16=rc.bf16, activation_checkpointing=rc.gradient_checkpointing,
         completion_only_loss=True, logging_steps=10, save_strategy="no", report_to="none", seed=seed,
-        lr_scheduler_type="cosine", warmup_steps=0.03,
+        lr_scheduler_type="cosine", warmup_steps=0.03, disable_tqdm=not on_terminal(),  # a bar only on a terminal
     )
     kw.update(_cpu_bf16(rc))
     kw.update(rc.sft_args)
@@ -90,13 +92,15 @@ def make_grpo_config(rc, output_dir: str | Path, seed: int = 13, **overrides):
     """`trl.GRPOConfig` from a RerankerConfig (+ rc.grpo_args, + overrides).
     Paper: 8 rollouts, KL 0.001, lr 1e-5, temperature 1.0 (LoRA r=32 via `make_lora_config`)."""
     from trl import GRPOConfig
+
+    from grouprank.console import on_terminal
     kw: dict[str, Any] = dict(
         output_dir=str(output_dir), max_steps=rc.grpo_steps, learning_rate=rc.grpo_lr,
         num_generations=rc.num_generations, beta=rc.beta_kl, temperature=rc.temperature, top_p=1.0,
         per_device_train_batch_size=rc.per_device_batch_size, gradient_accumulation_steps=rc.grad_accum,
         max_completion_length=rc.max_completion_length, bf16=rc.bf16,
         activation_checkpointing=rc.gradient_checkpointing, use_vllm=rc.use_vllm, logging_steps=1,
-        save_strategy="no", report_to="none", seed=seed,
+        save_strategy="no", report_to="none", seed=seed, disable_tqdm=not on_terminal(),
     )
     if rc.use_vllm:
         kw["vllm_mode"] = rc.vllm_mode

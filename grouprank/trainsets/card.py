@@ -163,6 +163,7 @@ COLLECTION_LICENSES = {"scifact": "cc-by-nc-2.0", "trec_dl19_passage": "other", 
 LICENSE_NOTES = {"trec_dl19_passage": "passages from MS MARCO (Microsoft; terms allow non-commercial research use), "
                                       "queries and qrels from the TREC 2019 Deep Learning Track (NIST)",
                  "scifact": "SciFact, released by AllenAI under CC BY-NC 2.0 (non-commercial)"}
+LICENSE_NAMES = {"trec_dl19_passage": "ms-marco-and-trec-dl-2019-terms"}  # for `license: other`
 TASK_CATEGORIES = ["text-ranking", "text-retrieval"]
 DEFAULT_VIEW = "reranker_rl"
 
@@ -177,7 +178,7 @@ def size_category(n: int) -> str:
 
 
 def card_metadata(*, pretty_name: str, license: str, language: list[str], views: Mapping[str, dict],
-                  default_view: str = DEFAULT_VIEW) -> str:
+                  default_view: str = DEFAULT_VIEW, license_name: str | None = None) -> str:
     """The card's YAML block, made by `huggingface_hub.DatasetCardData`: licence, language, task
     categories, size category (of the largest view), pretty name, and one config per view with
     `default_view` the default (so `datasets.load_dataset(export_dir)` needs no config name)."""
@@ -190,9 +191,10 @@ def card_metadata(*, pretty_name: str, license: str, language: list[str], views:
             c["default"] = True
         configs.append(c)
     largest = max((int(v.get("rows", 0)) for v in views.values()), default=0)
+    extra = {"license_name": license_name} if license == "other" and license_name else {}
     data = DatasetCardData(license=license, language=list(language), task_categories=list(TASK_CATEGORIES),
                            size_categories=[size_category(largest)], pretty_name=pretty_name,
-                           tags=["grouprank", "reranking", "retrieval", "synthetic"], configs=configs)
+                           tags=["grouprank", "reranking", "retrieval", "synthetic"], configs=configs, **extra)
     return "---\n" + data.to_yaml() + "\n---\n"
 
 
@@ -257,7 +259,8 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
     cfg_json = json.dumps(redact(dict(run_config)), indent=2, sort_keys=True)
     lic = license or COLLECTION_LICENSES.get(collection, "unknown")
     header = card_metadata(pretty_name=f"GroupRank synthesized relevance data: {name}", license=lic,
-                           language=language or ["en"], views=views).splitlines() + [""]
+                           language=language or ["en"], views=views,
+                           license_name=LICENSE_NAMES.get(collection)).splitlines() + [""]
     sft_src = {k[len("sft_target_"):]: v for k, v in build_stats.items() if k.startswith("sft_target_")}
     guard = {k[len("guard_"):]: v for k, v in build_stats.items() if k.startswith("guard_")}
     run_seed = config.get("seed") if config.get("seed") is not None else seed

@@ -96,6 +96,8 @@ def evaluation_rows(eval_report: str | None) -> list[dict]:
         return []
     rep = json.loads(Path(eval_report).read_text())
     measures = list(rep.get("measures") or [])
+    sig = rep.get("significance") or {}
+    base = sig.get("baseline")
     rows = []
     for system, vals in (rep.get("systems") or {}).items():
         row = {"system": system}
@@ -103,7 +105,18 @@ def evaluation_rows(eval_report: str | None) -> list[dict]:
             v = vals.get(m)
             row[m] = round(float(v), 4) if isinstance(v, (int, float)) else None
         row["split"] = rep.get("split")
-        row["queries"] = rep.get("queries")
+        # the queries this system was scored on (a reranker: the subset it reranked)
+        row["queries"] = (rep.get("system_queries") or {}).get(system, rep.get("queries"))
+        if sig:
+            row["baseline"] = "(baseline)" if system == base else base
+            cmp = (sig.get("systems") or {}).get(system) or {}
+            for m in measures:
+                c = cmp.get(m) or {}
+                row[f"{m} Δ"] = c.get("mean_diff")
+                row[f"{m} 95% CI"] = (f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" if c.get("ci95") else None)
+                row[f"{m} p (t-test)"] = c.get("p_ttest")
+                row[f"{m} p (Wilcoxon)"] = c.get("p_wilcoxon")
+                row[f"{m} pairs"] = c.get("n")
         rows.append(row)
     return rows
 

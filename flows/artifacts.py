@@ -138,14 +138,24 @@ def agreement_rows(judgments_path: str | None, labels_path: str | None, qrels_pa
     rows: list[dict] = []
     if judgments_path and Path(judgments_path).exists():
         for r in judge_agreement(pq.read_table(judgments_path)):
+            note = ("mean per-query Spearman over the documents both judges judged, on queries with >= 3 such "
+                    "documents that neither judge scored all alike; Kendall and weighted kappa: human row only")
+            if r.get("mean_spearman") is None:
+                note = ("blank: no query where both judges judged >= 3 documents with varying values (e.g. an "
+                        "active-labelling judge asked about a few pairs per query only)")
             rows.append({"a": r["a"], "b": r["b"], "pairs_or_queries": r.get("queries"),
-                         "spearman": r.get("mean_spearman"), "kendall": None, "kappa_weighted": None})
+                         "spearman": r.get("mean_spearman"), "kendall": None, "kappa_weighted": None,
+                         "unlisted_as_grade_0": None, "note": note})
     if labels_path and qrels_path and Path(labels_path).exists() and Path(qrels_path).exists():
         h = human_agreement(pq.read_table(labels_path), pq.read_table(qrels_path))
         if h and h.get("n"):
-            rows.append({"a": "human qrels", "b": "fused labels", "pairs_or_queries": h.get("n"),
+            n, unl = int(h["n"]), int(h.get("n_unlisted_as_0") or 0)
+            rows.append({"a": "human qrels", "b": "fused labels", "pairs_or_queries": n,
                          "spearman": h.get("spearman"), "kendall": h.get("kendall"),
-                         "kappa_weighted": h.get("kappa_weighted")})
+                         "kappa_weighted": h.get("kappa_weighted"), "unlisted_as_grade_0": unl,
+                         "note": f"labelled pairs of the {h.get('queries')} queries the qrels judge; {unl:,} of the "
+                                 f"{n:,} are pooled documents the qrels do not list, counted as human grade 0 "
+                                 f"(TREC convention); {n - unl:,} carry a human label"})
     return rows
 
 

@@ -97,6 +97,12 @@ def test_train_reranker_stage_tiny_policy(tmp_path, tables):
     rewards = [reward_one(g["text"], g["gold_grades"], g["gold_scores"]).reward for g in gens]
     assert st["heldout_greedy_reward"] == round(sum(rewards) / len(gens), 4)
     assert summary["heldout"]["heldout_example_output"] == gens[0]["text"][:500]
+    # beside it, the same reward for the all-0 answer and for the gold scores (the oracle), same rows
+    from grouprank.reranker.reward import score_reward
+    zero = [score_reward([0.0] * len(g["gold_grades"]), g["gold_grades"], g["gold_scores"]).reward for g in gens]
+    best = [score_reward(g["gold_scores"], g["gold_grades"], g["gold_scores"]).reward for g in gens]
+    assert st["heldout_reward_constant_0"] == round(sum(zero) / len(gens), 4)
+    assert st["heldout_reward_oracle"] == round(sum(best) / len(gens), 4) > st["heldout_reward_constant_0"]
 
 
 def test_train_reranker_stage_can_be_switched_off(tmp_path, tables):

@@ -62,6 +62,18 @@ def sample(rows: list[dict], k: int | None, seed: int) -> list[dict]:
     return [rows[i] for i in idx]
 
 
+def heldout_reward_baselines(rows: list[dict]) -> dict:
+    """The mean reward of two answers no model is needed for, on the same rows: every document scored 0
+    (a well-formed answer that ranks nothing: the floor a format-following policy gets for free) and the
+    gold scores themselves (the oracle: the most the reward gives)."""
+    from grouprank.reranker.reward import score_reward
+    n = max(1, len(rows))
+    zero = sum(score_reward([0.0] * len(r["gold_grades"]), r["gold_grades"], r.get("gold_scores")).reward for r in rows)
+    oracle = sum(score_reward(list(r.get("gold_scores") or r["gold_grades"]), r["gold_grades"],
+                              r.get("gold_scores")).reward for r in rows)
+    return {"heldout_reward_constant_0": round(zero / n, 4), "heldout_reward_oracle": round(oracle / n, 4)}
+
+
 def heldout_eval(model_path: str | Path, rows: list[dict], max_new_tokens: int, batch_size: int = 8,
                  dtype: str = "auto") -> dict:
     """Greedy generation on held-out RL rows: strict/lenient format validity and mean reward."""
@@ -76,9 +88,12 @@ def heldout_eval(model_path: str | Path, rows: list[dict], max_new_tokens: int, 
                  for g, r in zip(gens, rows))
     lenient = sum(parse_output(g.text or "", len(r["gold_grades"])).status == "ok" for g, r in zip(gens, rows))
     rewards = [reward_one(g.text or "", r["gold_grades"], r.get("gold_scores")).reward for g, r in zip(gens, rows)]
+    base = heldout_reward_baselines(rows)
     return {"heldout_examples": len(rows), "heldout_format_valid": round(strict / n, 4),
             "heldout_format_valid_lenient": round(lenient / n, 4),
             "heldout_greedy_reward": round(sum(rewards) / n, 4),
+            # the same reward for answers that need no model: what the policy's number sits between
+            **base,
             "heldout_example_output": (gens[0].text or "")[:500] if gens else "",
             # every held-out generation with its gold grades, so the numbers above can be rechecked
             "heldout_generations": [{"query_id": r["query_id"], "text": g.text or "", "gold_grades": r["gold_grades"],

@@ -110,6 +110,9 @@ def _data(artifact: dict):
 
 def test_deployments_from_prefect_yaml(env):
     pf = env["pf"]
+    # the server's UI build went into PREFECT_HOME (PREFECT_UI_STATIC_DIRECTORY), not the venv
+    ui = pf.home / "ui-static"
+    assert any(ui.rglob("index.html")), sorted(str(p) for p in ui.rglob("*"))[:5]
     for name in ("synthesize/nightly", "fuse-labels/judge-only", "train-retriever/train-retriever",
                  "train-reranker/train-reranker", "evaluate/evaluate"):
         dep = pf.deployment(name)

@@ -108,7 +108,7 @@ status() {
 
 case "${1:-}" in
   start) start ;;
-  ui) start_server; echo "[prefect_local] UI: http://$HOST:$PORT/runs (state: $PREFECT_HOME)" ;;
+  ui) start_server; echo "[prefect_local] UI: http://$HOST:$PORT (state: $PREFECT_HOME)" ;;
   stop) stop ;;
   restart) stop; start ;;
   status) status ;;

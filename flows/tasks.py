@@ -198,11 +198,6 @@ class ProgressReporter:
         n = len(self.state or self.sink_state)
         return f"{self.label}{who}: {done}/{total} ({n}/{max(self.parts, n)})"
 
-    def note(self, text: str) -> None:
-        """Say what the stage does before any count moves (e.g. waiting for the model lock)."""
-        self.current, self.current_state = text, (0, 0)
-        self.version += 1
-
     def _push(self) -> None:
         if self.version == self.sent_version:
             return

@@ -10,7 +10,7 @@
   (default 30, env GROUPRANK_PROGRESS_EVERY_S) and at the end: "encode documents: 1,024/5,183 docs
   (19.8%), 41.2 docs/s, ETA 1m41s";
 - with `heartbeat=True`, the line also when no update came for `every_s` seconds (a background
-  thread), so work made of long single steps (a training step, a slow LLM call) is never silent;
+  thread), so work made of long single steps (a training step, a slow LLM call) is never silent.
   The heartbeat thread runs in a copy of its creator's `contextvars` context, so whatever the
   creator's log records carry (an orchestrator's run context: Prefect's task run) its lines carry
   too; a heartbeat line says how long the current step has run ("step running for 45s");

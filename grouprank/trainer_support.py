@@ -92,10 +92,9 @@ def _quiet_callbacks(trainer) -> None:
         def on_log(self, args, state, control, logs=None, **kwargs):
             pass
 
-    trainer.remove_callback(PrinterCallback)
-    if any(type(cb) is ProgressCallback for cb in trainer.callback_handler.callbacks):
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(BarOnly)
+    h = trainer.callback_handler
+    h.callbacks = [BarOnly() if type(cb) is ProgressCallback else cb for cb in h.callbacks
+                   if type(cb) is not PrinterCallback]
 
 
 def train(trainer, resume: Path | None = None):

@@ -78,3 +78,25 @@ def test_agreement_rows_say_what_the_pool_is_made_of_and_why_a_cell_is_blank(tmp
     assert "2 carry a human label" in h["note"]
     assert len({frozenset(r) for r in rows.values()}) == 1  # same columns in every row
     del pa
+
+
+def test_console_summary_of_the_evaluation(tmp_path):
+    """What `python -m flows synthesize` prints at the end: each system's queries and its difference to
+    the first stage with CI and p (the same report the artifact reads)."""
+    from flows.__main__ import evaluation_text
+    from grouprank.evaluation.significance import compare
+    pq_vals = {"hybrid-minmax": {"nDCG@10": {f"q{i}": 0.1 * (i % 3) for i in range(8)}},
+               "hybrid-minmax+trained-groupwise-rerank": {"nDCG@10": {f"q{i}": 0.1 * (i % 3) + 0.05 for i in range(3)}}}
+    rep = {"collection": "scifact", "split": "test", "queries": 8, "measures": ["nDCG@10"],
+           "systems": {"hybrid-minmax": {"nDCG@10": 0.1}, "hybrid-minmax+trained-groupwise-rerank": {"nDCG@10": 0.15}},
+           "system_queries": {"hybrid-minmax": 8, "hybrid-minmax+trained-groupwise-rerank": 3},
+           "significance": compare(pq_vals, "hybrid-minmax", ["nDCG@10"])}
+    p = tmp_path / "eval_report.json"
+    p.write_text(json.dumps(rep))
+    text = evaluation_text(str(p))
+    lines = text.splitlines()
+    assert lines[0] == "(scifact, split test)"
+    assert lines[1].split()[:3] == ["system", "queries", "nDCG@10"]
+    rr = next(ln for ln in lines if ln.startswith("hybrid-minmax+trained"))
+    assert rr.split()[1] == "3" and "+0.0500" in rr  # 3 queries, +0.05 on each
+    assert next(ln for ln in lines if ln.startswith("hybrid-minmax ")).split()[1] == "8"

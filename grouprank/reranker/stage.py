@@ -166,7 +166,8 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     t = time.perf_counter()
     summary = train_reranker(run_cfg, sft or None, rl or None, out)
     stats["train_s"] = round(time.perf_counter() - t, 2)
-    for k in ("params", "trainable_params", "sft_s", "grpo_s", "grpo_weights_changed"):
+    for k in ("params", "trainable_params", "sft_s", "grpo_s", "grpo_weights_changed", "rl_prompt_tokens_median",
+              "rl_prompt_tokens_p90", "rl_prompt_tokens_max", "rl_prompts_over_context", "policy_context_tokens"):
         if k in summary:
             stats[k] = summary[k]
     check_training_health(summary, grpo_ran=bool(rl), require_grpo_update=rc.require_grpo_update)

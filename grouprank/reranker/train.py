@@ -253,6 +253,33 @@ def step_rewards(trainer) -> list[float]:
 
 
 @exclusive
+def prompt_token_lengths(tokenizer, rl_rows: list[dict], model, max_completion_length: int) -> dict:
+    """The RL prompts' length in the policy's tokens (chat template applied): median, p90, max, and how
+    many leave less than `max_completion_length` of the model's context window (TRL's GRPOConfig has no
+    prompt cap: such a prompt is not cut, its completion runs past the window). Warns when any do."""
+    lens = []
+    for r in rl_rows:
+        try:
+            text = tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
+        except Exception:  # noqa: BLE001 - a tokenizer without a chat template (the tiny test policy)
+            text = "\n".join(str(m.get("content") or "") for m in r["prompt"])
+        lens.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    if not lens:
+        return {}
+    lens.sort()
+    window = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    over = sum(n + max_completion_length > window for n in lens) if window else 0
+    out = {"rl_prompt_tokens_median": lens[len(lens) // 2], "rl_prompt_tokens_p90": lens[min(len(lens) - 1,
+           int(0.9 * len(lens)))], "rl_prompt_tokens_max": lens[-1], "rl_prompts_over_context": over}
+    if window:
+        out["policy_context_tokens"] = int(window)
+    if over:
+        log.warning("%d of %d RL prompts leave less than max_completion_length (%d) of the policy's %d-token "
+                    "window (TRL's GRPOConfig does not cut prompts); shorten documents with "
+                    "reranker.train_doc_chars", over, len(lens), max_completion_length, window)
+    return out
+
+
 def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None, output_dir: str | Path,
                    *, tokenizer=None, model=None, callbacks: list | None = None) -> dict:
     """The whole training stage: SFT (if sft_rows) then GRPO (if rl_rows).
@@ -303,6 +330,7 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
         summary["sft_s"] = round(time.perf_counter() - t, 2)
     if rl_rows:
         from grouprank.reranker.reward import GroupwiseReward
+        summary.update(prompt_token_lengths(tokenizer, rl_rows, model, rc.max_completion_length))
         t = time.perf_counter()
         before = None if peft_config is not None else trainable_snapshot(model)
         reward = GroupwiseReward(rc.num_generations, gain=rc.reward_gain, rel_threshold=rc.reward_rel_threshold)

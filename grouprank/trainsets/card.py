@@ -339,7 +339,9 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
             "",
             _table([{"unit": "characters", **ch}, {"unit": "words (whitespace)", **wd}],
                    ["unit", "min", "median", "p90", "max"]),
-            "Tokens depend on the policy's tokenizer (`len(tokenizer.apply_chat_template(row[\"prompt\"]))`). "
+            "Tokens depend on the policy's tokenizer (`len(tokenizer.apply_chat_template(row[\"prompt\"]))`); "
+            "`grouprank train-reranker` reports them in its policy's tokens (`rl_prompt_tokens_median` / `_p90` / "
+            "`_max`, and `rl_prompts_over_context` against the model's window). "
             "TRL's `GRPOConfig` has no prompt length cap: a prompt longer than the policy's context window is "
             "not cut by the trainer; cut documents when building (`prompts.max_doc_chars`) or when training "
             "(`reranker.train_doc_chars`), or filter rows by length.",

@@ -268,6 +268,7 @@ STAGE = Stage(
              table("run_after", RUNS, STAGE_FILES["run_after"], optional=True),
              file("retriever_summary", STAGE_FILES["retriever_summary"])),
     sections=("data", "retriever", "retrieval", "seed"), timeout_s=72 * 3600, retries=1,
+    sources=("grouprank/trainsets/retriever.py",),  # select_examples lives there (the card counts with it)
 )
 
 

@@ -61,12 +61,15 @@ def _run_stages(cfg: RunConfig, targets: tuple[str, ...] | None, flow_label: str
         limit = ensure_llm_limit()
         log.info("global concurrency limit %r: %d slots", "llm", limit)
 
-    progress_id = None
-    if any(st.name == "judge" for st in todo):
+    # a progress artifact for every stage that declares progress parts, updated while it runs
+    progress_ids: dict[str, str] = {}
+    if any(st.progress_parts for st in todo):
         from prefect.artifacts import create_progress_artifact
-        progress_id = str(create_progress_artifact(
-            progress=0.0, key=artifacts.artifact_key("judge-progress", cfg.name),
-            description="judging: waiting for upstream stages"))
+        for st in todo:
+            if st.progress_parts:
+                progress_ids[st.name] = str(create_progress_artifact(
+                    progress=0.0, key=artifacts.artifact_key(artifacts.progress_kind(st.name), cfg.name),
+                    description=f"{st.title or st.name}: waiting for upstream stages"))
 
     results: dict[str, dict] = {}
     records: list[dict] = []
@@ -100,7 +103,7 @@ def _run_stages(cfg: RunConfig, targets: tuple[str, ...] | None, flow_label: str
 
     def submit(st, inputs, hashes, refresh=False):
         return stage_task(st, cfg, refresh=refresh).submit(
-            st.name, cfg, inputs, hashes, progress_id if st.name == "judge" else None)
+            st.name, cfg, inputs, hashes, progress_ids.get(st.name))
 
     for wave in levels(todo):
         futures = {}
@@ -129,12 +132,14 @@ def _run_stages(cfg: RunConfig, targets: tuple[str, ...] | None, flow_label: str
             results[name] = res
             if cached:
                 log.info("%s: cached (skipped): %s", name, describe(res.get("stats", {})))
-            if name == "judge" and progress_id:
+            if name in progress_ids:
                 from prefect.artifacts import update_progress_artifact
-                update_progress_artifact(artifact_id=progress_id, progress=100.0,
-                                         description="judging: done (cached)" if cached else "judging: done")
+                title = st.title or st.name
+                update_progress_artifact(artifact_id=progress_ids[name], progress=100.0,
+                                         description=f"{title}: done (cached)" if cached else f"{title}: done")
             records.append({"stage": name, "state": "cached" if cached else "ran",
-                            "seconds": 0.0 if cached else res.get("wall_s", 0.0), "stats": res.get("stats", {})})
+                            "seconds": 0.0 if cached else res.get("wall_s", 0.0), "stats": res.get("stats", {}),
+                            "model_lock_wait_s": 0.0 if cached else (res.get("stats") or {}).get("model_lock_wait_s")})
             summary["stages"][name] = {"state": "cached" if cached else "ran", "wall_s": res.get("wall_s"),
                                        "executor": res.get("executor"),
                                        "outputs": res.get("outputs", {}), "stats": res.get("stats", {})}

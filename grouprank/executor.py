@@ -29,6 +29,7 @@ from typing import Any, Callable
 from grouprank.config import RunConfig
 from grouprank.config_reads import recording, undeclared
 from grouprank.file_hash import file_sha256
+from grouprank.log_summary import summarised_warnings
 from grouprank.model_lock import held
 from grouprank.paths import REPO_ROOT
 from grouprank.stage import Stage, StageContext, StageResult, TableOut
@@ -239,7 +240,8 @@ def run_stage(stage: Stage, cfg: RunConfig, inputs: dict[str, str | os.PathLike]
                        input_paths={k: str(v) for k, v in inputs.items()})
     data = read_inputs(stage, inputs)
     view, reads = recording(cfg, deep=tuple(s[0] for s in stage.sections if not isinstance(s, str)))
-    with held(f"stage {stage.name}") if stage.builds_models else contextlib.nullcontext():
+    with held(f"stage {stage.name}") if stage.builds_models else contextlib.nullcontext() as lock, \
+            summarised_warnings(f"stage {stage.name}"):
         result = stage.run(data, view, ctx)
     missed = undeclared(reads, stage.sections or ALL_SECTIONS)
     if missed:  # its cache key would not change with them: a stale result could be reused
@@ -247,8 +249,12 @@ def run_stage(stage: Stage, cfg: RunConfig, inputs: dict[str, str | os.PathLike]
                            f"{list(stage.sections)} does not declare (declare it in {stage.package})")
     paths = write_outputs(stage, out, result)
     stats = _plain(result.stats or {})
+    wall = round(time.time() - t0, 2)
+    if lock is not None:  # waiting for another stage's model building is not this stage's work
+        stats["model_lock_wait_s"] = round(lock.waited_s, 2)
+        stats["work_s"] = round(wall - lock.waited_s, 2)
     return {"stage": stage.name, "outputs": paths, "stats": stats, "fingerprints": fingerprints(paths),
-            "wall_s": round(time.time() - t0, 2)}
+            "wall_s": wall}
 
 
 # --------------------------------------------------------------------------- in-process runner

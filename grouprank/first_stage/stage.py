@@ -127,6 +127,7 @@ def excluded_files(cfg) -> dict[str, str]:
 
 STAGE = Stage(
     name="retrieve", title="retrieve candidates", run=run, builds_models=True,
+    progress_parts=lambda c: 1,  # the corpus encoding
     inputs=(table("documents", DOCUMENTS), table("mined_queries", QUERIES)),
     outputs=(table("candidates", CANDIDATES), file("pool_run", "candidates.trec"), file("run", "run.trec"),
              file("run_bm25", "run_bm25.trec", doc="BM25's own top-depth ranking (TREC run)"),

@@ -41,6 +41,19 @@ def retrieval_indexes(manifest: Path | None, documents, cfg):
         return None
 
 
+def dry_run_text(est: dict) -> str:
+    """The dry run's totals in words: the completion figure is a ceiling (every call using its whole
+    max_tokens), and a cost of $0 says whether prices are set at all."""
+    t = est.get("total") or {}
+    llm = [e for e in (est.get("judges") or {}).values() if e.get("kind") != "local"]
+    priced = any(e.get("prices_set") for e in llm)
+    cost = (f"${t.get('est_cost_usd', 0.0):,.4f} at the endpoints' prices, completion at its ceiling" if priced
+            else "$0 (no prices set: llm.endpoints[].price_prompt_per_mtok / price_completion_per_mtok)")
+    return (f"{t.get('calls', 0):,} calls, {t.get('prompt_tokens', 0):,} prompt tokens, at most "
+            f"{t.get('completion_tokens', 0):,} completion tokens (a ceiling: max_tokens per call; answers are "
+            f"usually shorter); cost {cost}")
+
+
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     from grouprank.judges.base import JudgePool
     from grouprank.judges.runner import dry_run, judgments_table, run_judges
@@ -56,6 +69,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
             stats[f"{jid}.est_calls"] = e["calls"]
             stats[f"{jid}.est_prompt_tokens"] = e["prompt_tokens"]
             stats[f"{jid}.est_cost_usd"] = e.get("est_cost_usd", 0.0)
+        log.info("judge dry run (nothing sent): %s", dry_run_text(est))
         return StageResult({"estimate": p}, stats)
     local = any(j.kind == "local" for j in cfg.judges.judges)
     indexes = retrieval_indexes(inputs.get("indexes"), docs, cfg) if local else None

@@ -102,6 +102,7 @@ def _cli_overrides(args) -> dict:
 
 STAGE = Stage(
     name="mine_queries", title="mine queries", run=run, builds_models=True,
+    progress_parts=lambda c: 1,  # query generation (or the encodings)
     help="mine / generate queries with dedup, round-trip filter, leakage guard",
     inputs=(table("documents", DOCUMENTS), table("queries", QUERIES), table("qrels", QRELS, optional=True)),
     outputs=(table("mined_queries", QUERIES), file("mine_report", "mine_queries_report.json")),

@@ -255,6 +255,8 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
 
 STAGE = Stage(
     name="train_retriever", title="train retriever", run=run, builds_models=True,
+    # the training steps, and the corpus encodings of the before/after evaluation
+    progress_parts=lambda c: 1 + 2 * (c.retriever.eval_split != "none"),
     help="fine-tune a dense retriever (sentence-transformers, MNRL) on the retriever examples",
     inputs=(table("retriever_examples", RETRIEVER_EXAMPLES, lenient=True,
                   doc="RETRIEVER_EXAMPLES, or the exported anchor/positive/negative_1..n view (file or folder)"),

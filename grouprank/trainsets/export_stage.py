@@ -30,7 +30,7 @@ def export_datasets(cfg, out_dir: str | Path, *, documents, queries, labels, rer
     describes the examples with the build configuration; the export itself uses only cfg's shard
     bounds."""
     from .card import (grade_counts, grade_histogram_png, human_agreement, judge_agreement, judges_summary,
-                       render_card, write_card)
+                       prompt_lengths, render_card, write_card)
     from .export import (parquet_rows, sha256_file, st_table, st_view, synthetic_qrels, write_beir,
                          write_sharded, write_text_atomic, write_trec)
 
@@ -75,8 +75,10 @@ def export_datasets(cfg, out_dir: str | Path, *, documents, queries, labels, rer
     trec = write_trec(out / "qrels.train.trec", syn)
     outputs.update({"beir": str(out / "beir"), "trec_qrels": str(trec)})
     for key, p in [*beir.items(), ("trec_qrels", trec)]:
+        lines = sum(1 for _ in open(p, encoding="utf-8"))
         files.append({"path": Path(p).relative_to(out).as_posix(), "schema": key, "version": "",
-                      "rows": sum(1 for _ in open(p, encoding="utf-8")), "bytes": Path(p).stat().st_size})
+                      # data rows: the TSV's header line is not one
+                      "rows": lines - 1 if key == "beir_qrels" else lines, "bytes": Path(p).stat().st_size})
 
     lab_counts = grade_counts(labels_t)
     rl_counts: dict[int, int] = {}
@@ -105,7 +107,10 @@ def export_datasets(cfg, out_dir: str | Path, *, documents, queries, labels, rer
     text = render_card(name=f"{cfg.name} ({cfg.data.collection})", files=files, views=view_info, counts=counts,
                        build_stats=build_stats, label_grades=lab_counts, judges=judges, agreement_rows=agree,
                        human=human, methods=methods, config=bconf, run_config=run_cfg,
-                       schemas=schemas, template_version=tv, histogram=hist.name)
+                       schemas=schemas, template_version=tv, histogram=hist.name, seed=cfg.seed,
+                       collection=cfg.data.collection, license=dc.card_license, language=dc.card_language,
+                       columns={name: tdef for name, (_, tdef) in views.items()}, lengths=prompt_lengths(rl),
+                       retriever_training=retriever_use(cfg, ret))
     readme = write_card(out / "README.md", text)
     manifest_files = []
     for f in sorted(files, key=lambda f: f["path"]) + [
@@ -123,6 +128,19 @@ def export_datasets(cfg, out_dir: str | Path, *, documents, queries, labels, rer
              "labels_rows": labels_t.num_rows, "qrels_rows": syn.num_rows,
              "shards": sum(v["shards"] for v in view_info.values())}
     return {"outputs": outputs, "stats": stats}
+
+
+def retriever_use(cfg, examples: pa.Table) -> dict:
+    """How the run's retriever training uses the exported retriever examples (for the card): the
+    positives-per-query cap and the rows it selects, negatives per row, batch size and sampler."""
+    from .retriever import select_examples
+    rc = cfg.retriever
+    out = {"rows": examples.num_rows, "max_positives_per_query": rc.max_positives_per_query,
+           "n_negatives": rc.n_negatives, "batch_size": rc.batch_size, "batch_sampler": rc.batch_sampler}
+    if rc.max_positives_per_query and examples.num_rows:
+        out["selected_rows"] = len(select_examples(examples.select(["query_id", "positive_grade"]).to_pandas(),
+                                                   rc.max_positives_per_query))
+    return out
 
 
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:

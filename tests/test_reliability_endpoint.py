@@ -155,3 +155,38 @@ def test_failed_pairs_fail_the_stage_and_zero_labels_fail_fuse(tmp_path):
         rc, out, err, _ = cli(["judge", "--config", conf, *feed(inputs), "--refresh"])
         assert rc == 0, err
         assert json.loads(out)["stats"]["failed"] == 10
+
+
+# --------------------------------------------------------------------------- a hung endpoint (issue 27, item 5)
+
+def _hung_server():
+    from tests.support.fake_openai_server import start_local_server
+    return start_local_server("tests.support.judge_responder:respond", faults={"hang": 1.0}, hang_s=3600.0)
+
+
+def test_hung_endpoint_stops_the_judge_stage_through_the_breaker(tmp_path):
+    """Every request hangs. Timeouts count toward the breaker, so 100 pairs with 1 s attempts and 5
+    retries each stop after `breaker_failures` timeouts (a few seconds), not after 100 x 6 timeouts
+    / 4 in flight (~150 s, what 8a543dc spent); the summary names the endpoint and the reason."""
+    with _hung_server() as srv:
+        conf = write_cfg(tmp_path, srv.base_url, breaker_failures=6, max_concurrency=4, timeout_s=1.0)
+        rc, out, err, wall = cli(["judge", "--config", conf, *feed(stage_inputs(tmp_path))], timeout=100)
+    assert rc != 0, (out, err)
+    assert wall < 30, (wall, err[-2000:])
+    assert "'deadend'" in err and "consecutive timeouts" in err and "rerun" in err, err[-2000:]
+    assert "Traceback" not in err and CANARY not in err + out
+    assert not (tmp_path / "work" / "judge" / "judgments.parquet").exists()
+
+
+def test_hung_endpoint_stops_within_the_time_budget(tmp_path):
+    """Breaker off and a 60 s attempt timeout: `time_budget_s` alone bounds the stage. The requests in
+    flight are cut when the 3 s budget is spent and nothing more is sent."""
+    with _hung_server() as srv:
+        conf = write_cfg(tmp_path, srv.base_url, breaker_failures=0, max_concurrency=4, timeout_s=60.0,
+                         time_budget_s=3.0)
+        rc, out, err, wall = cli(["judge", "--config", conf, *feed(stage_inputs(tmp_path))], timeout=100)
+        received = srv.stats(detail=False)["requests"]
+    assert rc != 0, (out, err)
+    assert wall < 25, (wall, err[-2000:])
+    assert "'deadend'" in err and "time budget of 3s" in err, err[-2000:]
+    assert received <= 8, received  # the 4 in flight (+ their one retry), no more

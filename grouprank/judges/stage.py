@@ -46,7 +46,8 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     from grouprank.judges.runner import dry_run, judgments_table, run_judges
     from grouprank.text import document_text_map
     cands, docs, qs = inputs["candidates"], inputs["documents"], inputs["mined_queries"]
-    pool = JudgePool.from_tables(cands, docs, qs, max_per_query=cfg.judges.max_per_query)
+    pool = JudgePool.from_tables(cands, docs, qs, max_per_query=cfg.judges.max_per_query,
+                                 max_query_chars=cfg.prompts.max_query_chars)
     stats: dict[str, Any] = {"queries": len(pool.pools), "pairs": pool.n_pairs, "judges": len(cfg.judges.judges)}
     if cfg.judges.dry_run:
         est = dry_run(cfg, pool)

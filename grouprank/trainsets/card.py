@@ -1,7 +1,7 @@
 """The dataset card (README.md) of an export, its grade histogram, and judge statistics.
 
 The card is deterministic for equal inputs (no dates, no absolute paths), like the Parquet files,
-and shows no credential (the embedded run configuration goes through `grouprank.llm.redact`).
+and shows no credential (the embedded run configuration goes through `grouprank.redact`).
 """
 from __future__ import annotations
 
@@ -158,9 +158,9 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
                 config: Mapping[str, Any], run_config: Mapping[str, Any], schemas: Mapping[str, int],
                 template_version: str, histogram: str) -> str:
     """`config`: the datasets section; `run_config`: the whole run configuration, shown through
-    `grouprank.llm.redact.redact` (credential-like keys as ***, URLs without user-info or query; the
+    `grouprank.redact.redact` (credential-like keys as ***, URLs without user-info or query; the
     configuration sections already refuse or clean credentials when they are loaded)."""
-    from grouprank.llm.redact import redact
+    from grouprank.redact import redact
     cfg_json = json.dumps(redact(dict(run_config)), indent=2, sort_keys=True)
     header = ["---", "configs:"]
     for view, info in views.items():

@@ -49,9 +49,9 @@ def stage_inputs(tmp_path: Path, n_queries: int = 10, per_query: int = 10) -> di
 
 
 def write_cfg(tmp_path: Path, base_url: str, **ep) -> str:
+    ep = {"max_retries": 5, "backoff_base_s": 0.2, "backoff_max_s": 1.0, "timeout_s": 5, **ep}
     cfg = RunConfig(work_dir=str(tmp_path / "work"),
-                    llm={"endpoints": [LLMEndpoint(name="deadend", base_url=base_url, model="m", max_retries=5,
-                                                   backoff_base_s=0.2, backoff_max_s=1.0, timeout_s=5, **ep)]},
+                    llm={"endpoints": [LLMEndpoint(name="deadend", base_url=base_url, model="m", **ep)]},
                     judges={"judges": [JudgeSpec(id="pw", kind="pointwise", endpoint="deadend")]})
     p = tmp_path / "cfg.json"
     p.write_text(cfg.model_dump_json())

@@ -145,6 +145,7 @@ def test_failed_pairs_fail_the_stage_and_zero_labels_fail_fuse(tmp_path):
         Path(conf).write_text(json.dumps(cfgd))
         rc, out, err, _ = cli(["judge", "--config", conf, *feed(inputs)])
         assert rc != 0 and "judge 'pw': 10 of 10 pairs failed" in err and "http_500" in err, err
+        assert "Rerun the same command to resume" in err, err  # the pair failed after its retries: say how to go on
         rc, out, err, _ = cli(["judge", "--config", conf, *feed(inputs), "--set", "judges.max_failed_fraction=1"])
         assert rc == 0, err
         judgments = json.loads(out)["outputs"]["judgments"]
@@ -190,3 +191,29 @@ def test_hung_endpoint_stops_within_the_time_budget(tmp_path):
     assert wall < 25, (wall, err[-2000:])
     assert "'deadend'" in err and "time budget of 3s" in err, err[-2000:]
     assert received <= 8, received  # the 4 in flight (+ their one retry), no more
+
+
+def test_retries_are_reported_with_a_worst_case_bound(monkeypatch, caplog):
+    """While nothing comes back a rate-based ETA says nothing; the client logs its retries by kind
+    and the worst case for the requests still open (timeouts x attempts plus backoff, per wave of
+    `max_concurrency`), bounded by the time budget and the breaker."""
+    import logging
+
+    from grouprank.llm.client import EndpointUnavailable
+    monkeypatch.setenv("GROUPRANK_PROGRESS_EVERY_S", "0")
+    caplog.set_level(logging.INFO, logger="grouprank.llm")
+    with _hung_server() as srv:
+        ep = LLMEndpoint(name="slow", base_url=srv.base_url, model="m", max_retries=3, timeout_s=0.5,
+                         backoff_base_s=0.01, backoff_max_s=0.02, breaker_failures=8, max_concurrency=2,
+                         time_budget_s=6.0)
+        client = LLMClient(ep, None, api_key=CANARY)
+        reqs = [LLMRequest(messages=[{"role": "user", "content": f"q{i}"}], template_version="t@1") for i in range(6)]
+        with pytest.raises(EndpointUnavailable, match="'slow'"):
+            client.map(reqs)
+    lines = [r.getMessage() for r in caplog.records if "retrying (" in r.getMessage()]
+    assert lines, [r.getMessage() for r in caplog.records][-5:]
+    first = lines[0]
+    assert "'slow'" in first and "timeout x" in first and "requests still open" in first, first
+    # 6 open, 2 at a time: 3 waves x 4 attempts x (0.5 s + 0.02 s backoff cap) = 6.24 s
+    assert "at most 6s for the 6 requests still open" in first or "at most 6s for the 5 requests" in first, first
+    assert "time budget" in first and "more consecutive failures" in first, first

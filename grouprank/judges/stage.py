@@ -103,8 +103,9 @@ def check_failures(rows: list[dict], bound: float) -> None:
             top = ", ".join(f"{why} x{c}" for why, c in reasons.most_common(3))
             bad.append(f"judge {jid!r}: {k} of {n} pairs failed for the endpoint's sake ({top})")
     if bad:
-        raise UserError("judge: " + "; ".join(bad) + f" (judges.max_failed_fraction={bound:g}; the answers "
-                        "received are cached: a rerun sends only the failed requests)")
+        raise UserError("judge: " + "; ".join(bad) + f" (judges.max_failed_fraction={bound:g}). Rerun the same "
+                        "command to resume: the answers received are cached, only the failed requests are sent "
+                        "again")
 
 
 def _any_llm_judge(cfg) -> bool:

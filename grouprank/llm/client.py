@@ -106,6 +106,9 @@ class LLMClient:
         self._conn_streak = 0          # consecutive connection failures (no HTTP answer at all)
         self._breaker: str | None = None  # the reason, once the circuit breaker has opened
         self._streak_kinds: set[str] = set()
+        self._pending = 0               # requests of the current map not finished yet (for the retry ETA)
+        self._retries: dict[str, int] = {}
+        self._retry_logged = 0.0
         self._deadline: float | None = None  # time_budget_s: monotonic deadline, set on first use
         register(self)
 
@@ -227,6 +230,31 @@ class LLMClient:
             self._conn_streak = 0
             self._streak_kinds = set()
 
+    def _note_retry(self, kind: str, left: float | None) -> None:
+        """While requests are being retried, a progress line at most every GROUPRANK_PROGRESS_EVERY_S
+        (30 s): the retries so far by kind and the worst case for the requests still open (each may
+        take every attempt's timeout plus its backoff), bounded by the time budget and the breaker;
+        a rate-based ETA says nothing while answers do not come back."""
+        self._retries[kind] = self._retries.get(kind, 0) + 1
+        every = float(os.environ.get("GROUPRANK_PROGRESS_EVERY_S", 30.0))
+        now = time.monotonic()
+        if now - self._retry_logged < every:
+            return
+        self._retry_logged = now
+        ep = self.endpoint
+        attempts = max(0, int(ep.max_retries)) + 1
+        per_request = attempts * float(ep.timeout_s) + attempts * float(getattr(ep, "backoff_max_s", 30.0))
+        waves = -(-max(1, self._pending) // max(1, int(ep.max_concurrency)))
+        worst = waves * per_request
+        bound = f"at most {worst:,.0f}s for the {self._pending} requests still open"
+        if left is not None:
+            bound += f" (time budget: {max(0.0, left):,.0f}s left)"
+        n = int(getattr(ep, "breaker_failures", 0) or 0)
+        if n:
+            bound += f"; the breaker stops it after {max(0, n - self._conn_streak)} more consecutive failures"
+        log.info("%s: retrying (%s so far); %s", self._where(),
+                 ", ".join(f"{k} x{v}" for k, v in sorted(self._retries.items())), bound)
+
     def _open_breaker(self, reason: str) -> None:
         if self._breaker is None:
             self._breaker = reason
@@ -323,6 +351,7 @@ class LLMClient:
                 if left is not None:
                     delay = max(0.0, min(delay, left))
                 acct(req.tag, retries=1, backoff_s=delay)
+                self._note_retry(e.kind, left)
                 log.debug("retry %d for %s in %.2fs (%s)", transport_retries, key[:12], delay,
                           self.scrub(str(e)))
                 await asyncio.sleep(delay)
@@ -443,11 +472,14 @@ class LLMClient:
             groups = list(todo.values())
             it = iter(groups)
 
+            self._pending = len(groups)
+
             async def worker():
                 nonlocal done
                 for idx in it:
                     first = idx[0]
                     res = await self._complete_uncached(reqs[first], keys[first])
+                    self._pending -= 1
                     results[first] = res
                     for j in idx[1:]:  # duplicates in the batch: same answer, counted as cached
                         results[j] = self._dup(reqs[j], res)

@@ -17,7 +17,7 @@ CITED = re.compile(r"bench/results/[A-Za-z0-9_./-]+")
 # numbers that can only come from a measurement: metric values with 3+ decimals, speed-ups,
 # weighted kappa, durations in minutes and seconds, memory peaks
 MEASURED = re.compile(r"\b0\.\d{3,4}\b|\b\d+(?:\.\d+)?\s?[×x]\s|\bκ\b|\b\d+ min \d+ s\b|\b\d+(?:\.\d+)? GB peak")
-PROVENANCE = re.compile(r"bench/results/|not re-measured")
+PROVENANCE = re.compile(r"bench/results/|not\s+re-measured")
 
 
 def _blocks(text: str) -> list[str]:

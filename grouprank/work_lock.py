@@ -68,7 +68,7 @@ def _describe(h: dict | None) -> str:
 
 def _command_line() -> str:
     """This process's command line, fit to show: credential-like settings and key-shaped values masked."""
-    from grouprank.llm.redact import MASK, is_secret_key, redact
+    from grouprank.redact import MASK, is_secret_key, redact
     out = []
     for a in [Path(sys.argv[0]).name, *sys.argv[1:]]:
         k, eq, _ = a.partition("=")

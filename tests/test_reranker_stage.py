@@ -64,9 +64,24 @@ def test_train_reranker_stage_fails_when_grpo_changes_nothing(tmp_path, tables):
         run({"reranker_sft": sft_table, "reranker_rl": rl_table}, cfg, _ctx(cfg))
 
 
-def test_train_reranker_stage_tiny_policy(tmp_path, tables):
+def test_train_reranker_stage_tiny_policy(tmp_path, tables, monkeypatch):
+    import torch
+
+    from grouprank.reranker import train as train_mod
     from grouprank.reranker.stage import run
     sft_table, rl_table, rl, sft = tables
+    # a spy on GRPO: every parameter before and after it, to check the stage's grpo_weights_changed
+    # against (before: `isinstance(..., bool)`, which any answer passed)
+    seen = {}
+    real_run_grpo = train_mod.run_grpo
+
+    def spying_run_grpo(model, *a, **kw):
+        seen["before"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        trainer = real_run_grpo(model, *a, **kw)
+        seen["changed"] = any(not torch.equal(p.detach(), seen["before"][n])
+                              for n, p in trainer.model.named_parameters() if n in seen["before"])
+        return trainer
+    monkeypatch.setattr(train_mod, "run_grpo", spying_run_grpo)
     cfg = RunConfig.load(None, {"work_dir": str(tmp_path / "work"), "reranker.heldout_fraction": 0.2,
                                 "reranker.base_model": "tiny", "reranker.require_grpo_update": False,
                                 "reranker.train_max_group_size": 5, "reranker.max_train_examples": 6,
@@ -82,7 +97,7 @@ def test_train_reranker_stage_tiny_policy(tmp_path, tables):
     assert 0 < st["sft_rows_over_max_group"] <= n_big_sft
     assert st["sft_rows_trained"] == 6 and st["rl_rows_trained"] == 6
     assert st["grpo_steps"] == 2 and st["sft_loss_first"] > 0 and st["preset"] == "tiny-cpu"
-    assert isinstance(st["grpo_weights_changed"], bool)
+    assert "changed" in seen and st["grpo_weights_changed"] is seen["changed"]
     model = Path(res.outputs["reranker_model"])
     assert (model / "config.json").exists() and (model / "tokenizer.json").exists()
     summary = json.loads(Path(res.outputs["reranker_summary"]).read_text())

@@ -113,6 +113,8 @@ def rerank_run(cfg, rc, backend, hybrid_run, texts: dict[str, str], documents, q
     sub = hybrid_run[hybrid_run["query_id"].isin(keep)]
     for q, d, s in zip(sub["query_id"], sub["doc_id"], sub["score"]):
         cands.setdefault(str(q), []).append((str(d), float(s)))
+    from grouprank.prompts.common import cut_queries
+    texts = cut_queries({q: texts[q] for q in cands if q in texts}, cfg.prompts.max_query_chars, "rerank")
     res = rerank(rc.mode, cands, texts, document_text_map(documents), backend, top=rc.top, group_size=rc.group_size,
                  passes=rc.passes, alpha=rc.alpha, seed=cfg.seed,
                  max_doc_chars=rc.infer_doc_chars or cfg.prompts.max_doc_chars,

@@ -59,7 +59,8 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     from grouprank.judges.runner import dry_run, judgments_table, run_judges
     from grouprank.text import document_text_map
     cands, docs, qs = inputs["candidates"], inputs["documents"], inputs["mined_queries"]
-    pool = JudgePool.from_tables(cands, docs, qs, max_per_query=cfg.judges.max_per_query)
+    pool = JudgePool.from_tables(cands, docs, qs, max_per_query=cfg.judges.max_per_query,
+                                 max_query_chars=cfg.prompts.max_query_chars)
     stats: dict[str, Any] = {"queries": len(pool.pools), "pairs": pool.n_pairs, "judges": len(cfg.judges.judges)}
     if cfg.judges.dry_run:
         est = dry_run(cfg, pool)
@@ -116,8 +117,9 @@ def check_failures(rows: list[dict], bound: float) -> None:
             top = ", ".join(f"{why} x{c}" for why, c in reasons.most_common(3))
             bad.append(f"judge {jid!r}: {k} of {n} pairs failed for the endpoint's sake ({top})")
     if bad:
-        raise UserError("judge: " + "; ".join(bad) + f" (judges.max_failed_fraction={bound:g}; the answers "
-                        "received are cached: a rerun sends only the failed requests)")
+        raise UserError("judge: " + "; ".join(bad) + f" (judges.max_failed_fraction={bound:g}). Rerun the same "
+                        "command to resume: the answers received are cached, only the failed requests are sent "
+                        "again")
 
 
 def _any_llm_judge(cfg) -> bool:

@@ -1,7 +1,7 @@
 """The dataset card (README.md) of an export, its grade histogram, and judge statistics.
 
 The card is deterministic for equal inputs (no dates, no absolute paths), like the Parquet files,
-and shows no credential (the embedded run configuration goes through `grouprank.llm.redact`).
+and shows no credential (the embedded run configuration goes through `grouprank.redact`).
 """
 from __future__ import annotations
 
@@ -251,11 +251,11 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
                 columns: Mapping[str, Any] | None = None, lengths: Mapping[str, Any] | None = None,
                 retriever_training: Mapping[str, Any] | None = None) -> str:
     """`config`: the datasets section; `run_config`: the whole run configuration, shown through
-    `grouprank.llm.redact.redact` (credential-like keys as ***, URLs without user-info or query; the
+    `grouprank.redact.redact` (credential-like keys as ***, URLs without user-info or query; the
     configuration sections already refuse or clean credentials when they are loaded). `columns`: view
     -> its `data_schemas` Table (every column described from it); `lengths`: `prompt_lengths` of the
     RL view; `retriever_training`: how the run's retriever training uses the retriever view."""
-    from grouprank.llm.redact import redact
+    from grouprank.redact import redact
     cfg_json = json.dumps(redact(dict(run_config)), indent=2, sort_keys=True)
     lic = license or COLLECTION_LICENSES.get(collection, "unknown")
     header = card_metadata(pretty_name=f"GroupRank synthesized relevance data: {name}", license=lic,

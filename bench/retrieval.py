@@ -57,10 +57,16 @@ def log(*a):
 EXCLUDED: dict = {}  # the collection's excluded ids (BRIGHT), removed from every run before scoring
 
 
-def evaluate(run_df, qrels):
+PER_QUERY: dict = {}  # system -> measure -> {query_id: value}, for the paired significance vs bm25
+
+
+def evaluate(run_df, qrels, system: str | None = None):
     try:
         from grouprank.evaluation.metrics import evaluate as ev
-        m = ev(run_df, qrels, MEASURES, excluded=EXCLUDED)
+        from grouprank.evaluation.significance import per_query_values
+        m, per = ev(run_df, qrels, MEASURES, excluded=EXCLUDED, per_query=True)
+        if system:
+            PER_QUERY[system] = per_query_values(per, MEASURES)
     except ImportError:  # fall back to ir_measures directly
         import ir_measures
         q = qrels.to_pandas().rename(columns={"grade": "relevance"})[["query_id", "doc_id", "relevance"]]
@@ -265,10 +271,13 @@ def main(argv=None) -> int:
     res = retrieve(docs, queries, rcfg, work, encoder=qenc, excluded=coll.excluded)
     nq = queries.num_rows
     systems = out["systems"]
-    systems["bm25"] = evaluate(res.run("bm25"), qrels)
-    systems["dense"] = evaluate(res.run("dense"), qrels)
-    systems["hybrid_minmax"] = evaluate(res.with_fusion("minmax").run(), qrels)
-    systems["hybrid_rrf"] = evaluate(res.with_fusion("rrf").run(), qrels)
+    systems["bm25"] = evaluate(res.run("bm25"), qrels, "bm25")
+    systems["dense"] = evaluate(res.run("dense"), qrels, "dense")
+    systems["hybrid_minmax"] = evaluate(res.with_fusion("minmax").run(), qrels, "hybrid_minmax")
+    systems["hybrid_rrf"] = evaluate(res.with_fusion("rrf").run(), qrels, "hybrid_rrf")
+    if PER_QUERY:  # each system vs bm25, paired per query (t-test, Wilcoxon, 95% CI of the difference)
+        from grouprank.evaluation.significance import compare
+        out["significance"] = compare(PER_QUERY, "bm25", MEASURES)
     # the same fusions without union rescoring (missing score = min / no RRF term), for reference
     res_nu = retrieve(docs, queries, rcfg.model_copy(update={"union_rescore": False}), work, encoder=qenc,
                       excluded=coll.excluded)
@@ -299,6 +308,11 @@ def main(argv=None) -> int:
         timing["fast_backend_ndcg@10_delta"] = None  # the quality systems already use a non-torch backend
 
     write_report(args.out, out, key="host")
+    if out.get("significance"):
+        for name, res_m in out["significance"]["systems"].items():
+            print("  ".join([f"{name} vs bm25:"] + [
+                f"{m} {r['mean_diff']:+.4f} (95% CI {r['ci95'][0]:+.4f}..{r['ci95'][1]:+.4f}, p={r['p_ttest']}, "
+                f"{r['n']} queries)" for m, r in res_m.items() if r.get("ci95")]))
     print(json.dumps({"collection": out["collection"], "systems": systems, "timing": {
         k: timing.get(k) for k in ("bm25_index_s", "dense_encode_docs_per_s", "queries_per_s", "fast_backend_speedup",
                                    "fast_backend_cpu_speedup", "fast_backend_ndcg@10_delta")}, "overhead_vs_raw": out.get("overhead_vs_raw")},

@@ -194,8 +194,9 @@ class Table:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
+            # page checksums (CRC32): a reader (`read`) detects a flipped bit in any data page
             pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size,
-                           write_statistics=True, store_schema=True)
+                           write_statistics=True, store_schema=True, write_page_checksum=True)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -211,7 +212,28 @@ class Table:
         except Exception as e:  # pyarrow raises several types for non-Parquet files
             raise SchemaError(f"{self.name}: {path}: not a readable Parquet file ({e})") from None
         self.check_file_schema(schema, path)
-        return pq.read_table(path, columns=list(columns) if columns else None)
+        try:  # pages written with a checksum are verified (Table.write writes them)
+            table = pq.read_table(path, columns=list(columns) if columns else None,
+                                  page_checksum_verification=True)
+        except OSError as e:  # pyarrow: "CRC checksum verification failed", a corrupt page, ...
+            raise SchemaError(f"{path}: table '{self.name}': the file is damaged ({e})") from None
+        self.check_finite(table, str(path))
+        return table
+
+    def check_finite(self, table: pa.Table, where: str) -> None:
+        """Fields with the `finite` check hold no NaN or infinity (vectorised: run on every read)."""
+        import pyarrow.compute as pc
+        for f in self.fields:
+            if finite not in f.checks or f.name not in table.column_names:
+                continue
+            col = table.column(f.name)
+            if not pa.types.is_floating(col.type):
+                continue
+            bad = pc.invert(pc.fill_null(pc.is_finite(col), True))
+            if pc.any(bad).as_py():
+                i = pc.index(bad, True).as_py()
+                raise SchemaError(f"{self.name}: {where}: row {i}: field '{f.name}': "
+                                  f"{col[i].as_py()!r} is not finite")
 
     def check_file_schema(self, schema: pa.Schema, path: str | os.PathLike) -> None:
         md = schema.metadata or {}

@@ -52,12 +52,13 @@ QUERIES = Table(
 QRELS = Table(
     "qrels", 1,
     (
-        Field("query_id", S, checks=(non_empty,)),
-        Field("doc_id", S, checks=(non_empty,)),
+        Field("query_id", S, doc="query id (queries.jsonl `_id`)", checks=(non_empty,)),
+        Field("doc_id", S, doc="document id (corpus.jsonl `_id`)", checks=(non_empty,)),
         Field("grade", I, doc="graded relevance, higher = more relevant, 0 = not relevant"),
-        Field("original_label", S, doc="the label exactly as the source gave it"),
-        Field("split", S),
-        Field("source", S, checks=(one_of("human", "synthetic"),)),
+        Field("original_label", S, doc="the label exactly as the source gave it (synthesized qrels: the grade)"),
+        Field("split", S, doc="query split the judgment belongs to (synthesized qrels: train)"),
+        Field("source", S, doc="human (the collection's qrels) or synthetic (fused LLM/local judges)",
+              checks=(one_of("human", "synthetic"),)),
     ),
     doc="Graded relevance judgments (human or synthesized).",
     key=("query_id", "doc_id", "split"),
@@ -70,9 +71,9 @@ CANDIDATES = Table(
         Field("doc_id", S),
         Field("rank", I, doc="1-based rank in the fused ranking", checks=(in_range(1),)),
         Field("fused_score", F, checks=(finite,)),
-        Field("bm25_score", F, nullable=True),
+        Field("bm25_score", F, nullable=True, checks=(finite,)),
         Field("bm25_rank", I, nullable=True, doc="null if BM25 did not retrieve the document"),
-        Field("dense_score", F, nullable=True),
+        Field("dense_score", F, nullable=True, checks=(finite,)),
         Field("dense_rank", I, nullable=True),
         Field("fusion", S, doc="minmax / rrf / bm25 / dense"),
         Field("pool", S, doc="why it is in the pool", checks=(one_of("top", "sampled", "all"),)),
@@ -99,7 +100,7 @@ JUDGMENTS = Table(
         Field("template_version", S),
         Field("pass_index", I, doc="shuffle pass for groupwise; 0 otherwise"),
         Field("group_id", S, nullable=True, doc="group or window the pair was judged in"),
-        Field("score", F, nullable=True, doc="raw 0-10 score (pointwise/groupwise/local)"),
+        Field("score", F, nullable=True, doc="raw 0-10 score (pointwise/groupwise/local)", checks=(finite,)),
         Field("rank", I, nullable=True, doc="raw rank (listwise)"),
         Field("rationale", S, nullable=True),
         Field("request_hash", S, doc="content hash of the LLM request (cache key)"),
@@ -117,14 +118,19 @@ JUDGMENTS = Table(
 LABELS = Table(
     "labels", 1,
     (
-        Field("query_id", S),
-        Field("doc_id", S),
+        Field("query_id", S, doc="query id"),
+        Field("doc_id", S, doc="document id"),
         Field("grade", I, doc="fused graded relevance (default scale 0-3), higher = more relevant"),
-        Field("fused_score", F, checks=(finite,)),
-        Field("fused_rank", I, checks=(in_range(1),)),
-        Field("method", S, doc="rank_fusion / score_mean / single"),
-        Field("n_judges", I),
-        Field("judge_scores", S, doc="JSON map judge_id -> raw score or rank"),
+        Field("fused_score", F, doc="the judges' fused score (higher = more relevant; its scale depends on "
+              "`method`), from which the grade is cut", checks=(finite,)),
+        Field("fused_rank", I, doc="1-based rank of the document among the query's labelled documents by "
+              "fused_score", checks=(in_range(1),)),
+        Field("method", S, doc="how the judges were fused: rank_fusion / score_mean / single"),
+        Field("n_judges", I, doc="judges that gave the pair a value"),
+        Field("judge_scores", S, doc="JSON object (a string: judge ids vary per run, so no fixed struct) "
+              "mapping judge_id to that judge's raw value: a 0-10 score (pointwise, groupwise, local) or a "
+              "rank (listwise, 1 = best), null when the judge failed or skipped the pair; read with "
+              "`json.loads`"),
     ),
     doc="Graded relevance fused from the judges.",
     key=("query_id", "doc_id"),
@@ -133,13 +139,14 @@ LABELS = Table(
 RERANKER_RL = Table(
     "reranker_rl_examples", 1,
     (
-        Field("example_id", S),
-        Field("query_id", S),
-        Field("prompt", pa.list_(MSG), doc="chat messages in the GroupRank format (TRL conversational prompt)"),
+        Field("example_id", S, doc="unique example id, `<query_id>#g<k>`: the query's k-th sampled group"),
+        Field("query_id", S, doc="the query the group was sampled for"),
+        Field("prompt", pa.list_(MSG), doc="chat messages in the GroupRank format (TRL conversational prompt): "
+              "system instructions, then the query with documents [1]..[c]"),
         Field("doc_ids", pa.list_(S), doc="document ids in prompt order [1]..[c]"),
-        Field("gold_grades", pa.list_(I), doc="gold grade per document, prompt order"),
+        Field("gold_grades", pa.list_(I), doc="gold (fused) grade per document, prompt order"),
         Field("gold_scores", pa.list_(F), doc="gold fused score per document, prompt order"),
-        Field("group_size", I, checks=(in_range(1),)),
+        Field("group_size", I, doc="documents in the group (c)", checks=(in_range(1),)),
     ),
     doc="Groupwise RL examples for TRL GRPOTrainer (prompt + gold columns for the reward).",
     key=("example_id",),
@@ -148,12 +155,13 @@ RERANKER_RL = Table(
 RERANKER_SFT = Table(
     "reranker_sft_examples", 2,
     (
-        Field("example_id", S),
-        Field("query_id", S),
+        Field("example_id", S, doc="unique example id: `<query_id>#g<k>` (the RL view's group k, fused-label "
+              "targets) or `<query_id>#<judge_id>#p<pass>#<group>` (a groupwise judge's own group)"),
+        Field("query_id", S, doc="the query the group was sampled for"),
         Field("messages", pa.list_(MSG), doc="system + user + assistant target in the GroupRank format"),
-        Field("doc_ids", pa.list_(S)),
-        Field("gold_grades", pa.list_(I)),
-        Field("group_size", I, checks=(in_range(1),)),
+        Field("doc_ids", pa.list_(S), doc="document ids in prompt order [1]..[c]"),
+        Field("gold_grades", pa.list_(I), doc="gold (fused) grade per document, prompt order"),
+        Field("group_size", I, doc="documents in the group (c)", checks=(in_range(1),)),
         Field("target_source", S, doc="teacher:<judge_id> (the groupwise judge's rationale and scores), "
               "teacher_scores:<judge_id> (its scores, templated rationale) or fused_labels "
               "(scores from fused grades, templated rationale)"),
@@ -165,14 +173,15 @@ RERANKER_SFT = Table(
 RETRIEVER_EXAMPLES = Table(
     "retriever_examples", 1,
     (
-        Field("query_id", S),
-        Field("anchor", S, checks=(non_empty,)),
-        Field("positive_doc_id", S),
-        Field("positive", S, checks=(non_empty,)),
-        Field("positive_grade", I),
-        Field("negative_doc_ids", pa.list_(S)),
-        Field("negatives", pa.list_(S)),
-        Field("negative_grades", pa.list_(I)),
+        Field("query_id", S, doc="query id"),
+        Field("anchor", S, doc="the query text", checks=(non_empty,)),
+        Field("positive_doc_id", S, doc="id of the positive document"),
+        Field("positive", S, doc="text of the positive document (grade >= the positive grade)", checks=(non_empty,)),
+        Field("positive_grade", I, doc="the positive's fused grade"),
+        Field("negative_doc_ids", pa.list_(S), doc="ids of the hard negatives, in retrieval order"),
+        Field("negatives", pa.list_(S), doc="texts of the hard negatives (guarded against false negatives), "
+              "same order"),
+        Field("negative_grades", pa.list_(I), doc="fused grade of each hard negative, same order"),
     ),
     doc="Contrastive triplets; exported for sentence-transformers as anchor/positive/negative_1..n.",
     key=("query_id", "positive_doc_id"),

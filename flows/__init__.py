@@ -9,3 +9,7 @@
 
 Deployments: prefect.yaml; local server + worker: scripts/prefect_local.sh.
 """
+
+from grouprank.console import quiet_progress_bars
+
+quiet_progress_bars()  # off a terminal (a worker's log): no library progress bars, set before they are imported

@@ -57,10 +57,20 @@ def main(argv: list[str] | None = None) -> int:
     ev = (summary.get("stages", {}).get("evaluate") or {})
     if ev.get("outputs", {}).get("eval_report"):
         print(f"evaluation: {ev['outputs']['eval_report']}")
-        for k, v in sorted((ev.get("stats") or {}).items()):
-            if k.endswith(".nDCG@10"):
-                print(f"  nDCG@10 {k[:-len('.nDCG@10')]:40s} {v:.4f}")
+        print(evaluation_text(ev["outputs"]["eval_report"]))
     return 0
+
+
+def evaluation_text(eval_report: str) -> str:
+    """The evaluation's systems x measures with each system's query count and its paired difference to
+    the first stage (95% CI, p), from eval_report.json."""
+    from pathlib import Path
+
+    from grouprank.evaluation.significance import table_text
+    rep = json.loads(Path(eval_report).read_text())
+    queries = rep.get("system_queries") or {s: rep.get("queries", 0) for s in rep.get("systems", {})}
+    head = f"({rep.get('collection')}, split {rep.get('split')})"
+    return head + "\n" + table_text(rep.get("systems", {}), queries, rep.get("significance"), rep.get("measures", []))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ Published at the end of every flow run (also when every stage came from the cach
 | grouprank-judge-agreement-..    | table    | judge vs judge (Spearman) and fused vs human qrels |
 | grouprank-llm-usage-<name>      | table    | LLM calls, cached calls, tokens, cost              |
 | grouprank-grade-histogram-..    | markdown | the export's grade histogram PNG (data: URI)       |
-| grouprank-judge-progress-<name> | progress | created before judging, updated while it runs      |
+| grouprank-<stage>-progress-<n.> | progress | one per stage declaring progress parts (judge,     |
+|                                 |          | retrieve, training, ...): created at the start of  |
+|                                 |          | the run, updated while the stage runs              |
 
 The Prefect UI shows an image artifact only from a URL, and the PNG is a local file: the histogram is
 embedded in a markdown artifact as a `data:image/png;base64,...` URI (the UI's markdown renderer
@@ -38,6 +40,11 @@ def artifact_key(kind: str, run_name: str) -> str:
     return f"grouprank-{kind}-{slug(run_name)}"[:200]
 
 
+def progress_kind(stage: str) -> str:
+    """The artifact kind of a stage's progress artifact: `judge-progress`, `train-reranker-progress`."""
+    return f"{slug(stage)}-progress"
+
+
 def _num(v: Any) -> str:
     if isinstance(v, bool):
         return str(v)
@@ -52,7 +59,7 @@ def numbers(stats: dict, limit: int = 8) -> str:
     """The first numeric stats as `k=v` (for table cells)."""
     out = []
     for k, v in (stats or {}).items():
-        if k == "wall_s" or isinstance(v, bool) or not isinstance(v, (int, float)):
+        if k in ("wall_s", "model_lock_wait_s", "work_s") or isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         out.append(f"{k}={_num(v)}")
         if len(out) >= limit:
@@ -64,6 +71,9 @@ def stage_rows(records: list[dict]) -> list[dict]:
     """records: [{"stage", "state", "seconds", "stats"}] -> table rows with identical columns."""
     return [{"stage": r["stage"], "state": r["state"],
              "seconds": round(float(r.get("seconds") or 0.0), 2),
+             # of `seconds`, the time spent waiting for another stage's model building (grouprank.model_lock)
+             "model_lock_wait_s": round(float(r["model_lock_wait_s"]), 2) if r.get("model_lock_wait_s") is not None
+             else None,
              "numbers": numbers(r.get("stats") or {})} for r in records]
 
 
@@ -86,6 +96,8 @@ def evaluation_rows(eval_report: str | None) -> list[dict]:
         return []
     rep = json.loads(Path(eval_report).read_text())
     measures = list(rep.get("measures") or [])
+    sig = rep.get("significance") or {}
+    base = sig.get("baseline")
     rows = []
     for system, vals in (rep.get("systems") or {}).items():
         row = {"system": system}
@@ -93,7 +105,18 @@ def evaluation_rows(eval_report: str | None) -> list[dict]:
             v = vals.get(m)
             row[m] = round(float(v), 4) if isinstance(v, (int, float)) else None
         row["split"] = rep.get("split")
-        row["queries"] = rep.get("queries")
+        # the queries this system was scored on (a reranker: the subset it reranked)
+        row["queries"] = (rep.get("system_queries") or {}).get(system, rep.get("queries"))
+        if sig:
+            row["baseline"] = "(baseline)" if system == base else base
+            cmp = (sig.get("systems") or {}).get(system) or {}
+            for m in measures:
+                c = cmp.get(m) or {}
+                row[f"{m} Δ"] = c.get("mean_diff")
+                row[f"{m} 95% CI"] = (f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" if c.get("ci95") else None)
+                row[f"{m} p (t-test)"] = c.get("p_ttest")
+                row[f"{m} p (Wilcoxon)"] = c.get("p_wilcoxon")
+                row[f"{m} pairs"] = c.get("n")
         rows.append(row)
     return rows
 
@@ -115,14 +138,24 @@ def agreement_rows(judgments_path: str | None, labels_path: str | None, qrels_pa
     rows: list[dict] = []
     if judgments_path and Path(judgments_path).exists():
         for r in judge_agreement(pq.read_table(judgments_path)):
+            note = ("mean per-query Spearman over the documents both judges judged, on queries with >= 3 such "
+                    "documents that neither judge scored all alike; Kendall and weighted kappa: human row only")
+            if r.get("mean_spearman") is None:
+                note = ("blank: no query where both judges judged >= 3 documents with varying values (e.g. an "
+                        "active-labelling judge asked about a few pairs per query only)")
             rows.append({"a": r["a"], "b": r["b"], "pairs_or_queries": r.get("queries"),
-                         "spearman": r.get("mean_spearman"), "kendall": None, "kappa_weighted": None})
+                         "spearman": r.get("mean_spearman"), "kendall": None, "kappa_weighted": None,
+                         "unlisted_as_grade_0": None, "note": note})
     if labels_path and qrels_path and Path(labels_path).exists() and Path(qrels_path).exists():
         h = human_agreement(pq.read_table(labels_path), pq.read_table(qrels_path))
         if h and h.get("n"):
-            rows.append({"a": "human qrels", "b": "fused labels", "pairs_or_queries": h.get("n"),
+            n, unl = int(h["n"]), int(h.get("n_unlisted_as_0") or 0)
+            rows.append({"a": "human qrels", "b": "fused labels", "pairs_or_queries": n,
                          "spearman": h.get("spearman"), "kendall": h.get("kendall"),
-                         "kappa_weighted": h.get("kappa_weighted")})
+                         "kappa_weighted": h.get("kappa_weighted"), "unlisted_as_grade_0": unl,
+                         "note": f"labelled pairs of the {h.get('queries')} queries the qrels judge; {unl:,} of the "
+                                 f"{n:,} are pooled documents the qrels do not list, counted as human grade 0 "
+                                 f"(TREC convention); {n - unl:,} carry a human label"})
     return rows
 
 

@@ -1,6 +1,6 @@
 """The body every flow shares: run the stages a flow targets (and the stages they need, from the
 cache when nothing changed), in waves of independent stages, then publish the artifacts and write
-the run summary.
+the run summary. A flow run holds the work dir's lock (`grouprank.work_lock`) while it runs.
 
 Resume: a finished stage's result is persisted with its cache key, so a rerun (after a crash, a
 cancel, or with the same configuration) skips it; a stage that crashed half-way reruns, and its LLM
@@ -22,6 +22,7 @@ from grouprank.config import RunConfig
 
 from grouprank.executor import stage_inputs, stale_outputs
 from grouprank.stage_list import levels, plan
+from grouprank.work_lock import work_dir_lock
 
 from flows import artifacts
 from flows.tasks import _library_logging, describe, ensure_llm_limit, stage_task
@@ -38,11 +39,18 @@ def _flow_run() -> tuple[str, str | None]:
 def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: str,
                summary_file: str | None = None) -> dict[str, Any]:
     """Run `targets` (None: every stage) and their prerequisites; returns the run summary."""
+    cfg = config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
+    cfg.work_path.mkdir(parents=True, exist_ok=True)
+    flow_name, _ = _flow_run()
+    with work_dir_lock(cfg.work_path, command=f"Prefect flow {flow_name} ({flow_label})"):  # one writer per work dir
+        return _run_stages(cfg, targets, flow_label, summary_file)
+
+
+def _run_stages(cfg: RunConfig, targets: tuple[str, ...] | None, flow_label: str,
+                summary_file: str | None) -> dict[str, Any]:
     log = get_run_logger()
     _library_logging()
-    cfg = config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
     t_all = time.time()
-    cfg.work_path.mkdir(parents=True, exist_ok=True)
 
     todo = plan(targets)
     log.info("%s: %d stage(s) for run %r on collection %r in %s: %s", flow_label, len(todo), cfg.name,
@@ -53,12 +61,15 @@ def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: s
         limit = ensure_llm_limit()
         log.info("global concurrency limit %r: %d slots", "llm", limit)
 
-    progress_id = None
-    if any(st.name == "judge" for st in todo):
+    # a progress artifact for every stage that declares progress parts, updated while it runs
+    progress_ids: dict[str, str] = {}
+    if any(st.progress_parts for st in todo):
         from prefect.artifacts import create_progress_artifact
-        progress_id = str(create_progress_artifact(
-            progress=0.0, key=artifacts.artifact_key("judge-progress", cfg.name),
-            description="judging: waiting for upstream stages"))
+        for st in todo:
+            if st.progress_parts:
+                progress_ids[st.name] = str(create_progress_artifact(
+                    progress=0.0, key=artifacts.artifact_key(artifacts.progress_kind(st.name), cfg.name),
+                    description=f"{st.title or st.name}: waiting for upstream stages"))
 
     results: dict[str, dict] = {}
     records: list[dict] = []
@@ -92,7 +103,7 @@ def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: s
 
     def submit(st, inputs, hashes, refresh=False):
         return stage_task(st, cfg, refresh=refresh).submit(
-            st.name, cfg, inputs, hashes, progress_id if st.name == "judge" else None)
+            st.name, cfg, inputs, hashes, progress_ids.get(st.name))
 
     for wave in levels(todo):
         futures = {}
@@ -121,12 +132,14 @@ def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: s
             results[name] = res
             if cached:
                 log.info("%s: cached (skipped): %s", name, describe(res.get("stats", {})))
-            if name == "judge" and progress_id:
+            if name in progress_ids:
                 from prefect.artifacts import update_progress_artifact
-                update_progress_artifact(artifact_id=progress_id, progress=100.0,
-                                         description="judging: done (cached)" if cached else "judging: done")
+                title = st.title or st.name
+                update_progress_artifact(artifact_id=progress_ids[name], progress=100.0,
+                                         description=f"{title}: done (cached)" if cached else f"{title}: done")
             records.append({"stage": name, "state": "cached" if cached else "ran",
-                            "seconds": 0.0 if cached else res.get("wall_s", 0.0), "stats": res.get("stats", {})})
+                            "seconds": 0.0 if cached else res.get("wall_s", 0.0), "stats": res.get("stats", {}),
+                            "model_lock_wait_s": 0.0 if cached else (res.get("stats") or {}).get("model_lock_wait_s")})
             summary["stages"][name] = {"state": "cached" if cached else "ran", "wall_s": res.get("wall_s"),
                                        "executor": res.get("executor"),
                                        "outputs": res.get("outputs", {}), "stats": res.get("stats", {})}

@@ -1,8 +1,9 @@
 """Shared Prefect task wrappers: one generic task runs any library stage.
 
-- Cache key (`StageCachePolicy` + Prefect's `TASK_SOURCE`): the stage name, the hash of the config
-  sections the stage reads (plus the work dir), the content hashes of its input files, and the
-  hash of the stage's library source. Rerunning the same configuration therefore recomputes
+- Cache key (`StageCachePolicy` + Prefect's `TASK_SOURCE`): `grouprank.executor.cache_key`: the
+  stage name, the config sections the stage reads (plus the work dir), the content hashes of its
+  input files, the files and environment variables it reads, and the source of every project module
+  it can import. Rerunning the same configuration therefore recomputes
   nothing; changing only `judges` changes the judge key, the judge outputs, and so the keys of
   everything downstream, while the stages before judging stay cached.
 - Results (a small JSON dict: output paths, stats, output fingerprints) are persisted under
@@ -10,10 +11,12 @@
 - Retries with exponential backoff (+ jitter) on transient errors only; a timeout per stage.
 - LLM-calling stages hold slots of the global concurrency limit `llm` (created if missing) while
   they run, so several flow runs share one endpoint's budget.
-- The judge stage gets a progress callback that updates a Prefect progress artifact.
+- Every stage that declares `progress_parts` gets a progress callback that updates a Prefect
+  progress artifact; every library log record (heartbeat threads included) reaches the run logs.
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
@@ -44,7 +47,8 @@ RETRY_BACKOFF_S = float(os.environ.get("GROUPRANK_RETRY_BACKOFF_S", "30"))
 # ------------------------------------------------------------------------------------------
 @dataclass
 class StageCachePolicy(CachePolicy):
-    """Key = stage + config sections it reads + input content hashes + library source.
+    """Key = `grouprank.executor.cache_key` (stage, config sections it reads, input content hashes,
+    files and environment it reads, the source it can import).
     Ignores the other task arguments (the RunConfig object itself, the progress artifact id)."""
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
@@ -139,16 +143,22 @@ class ProgressReporter:
     the API, whatever thread or event loop calls it).
 
     Accepts `progress(done, total)` (LLMClient.map) and `progress(part, done, total)` (the judges'
-    runner: part = judge id). With `parts` parts (e.g. the number of judges) the percentage is the
-    mean of the parts' fractions, parts not started counting 0."""
+    runner: part = judge id), handed to the stage as its context's callback; and, through `sink`
+    (`grouprank.progress.reporting`), every `Progress` of the stage without a callback of its own
+    (training steps, encodings): part = its label. The stage's own calls, where it makes them, set
+    the percentage; the others then only name what runs. With `parts` parts the percentage is the
+    mean of the parts' fractions, parts not started counting 0; it never goes back."""
 
     def __init__(self, artifact_id: str, label: str, interval: float = 1.0, parts: int = 1):
         self.artifact_id = artifact_id
         self.label = label
         self.interval = interval
         self.parts = max(1, int(parts))
-        self.state: dict[str, tuple[int, int]] = {}
+        self.state: dict[str, tuple[int, int]] = {}       # the stage's own calls
+        self.sink_state: dict[str, tuple[int, int]] = {}  # Progress objects without a callback
         self.current = ""
+        self.current_state: tuple[int, int] = (0, 0)
+        self.shown = 0.0
         self.version = 0
         self.sent_version = 0
         self.updates = 0
@@ -167,18 +177,28 @@ class ProgressReporter:
             return
         done = int(rest[0])
         total = int(rest[1]) if len(rest) > 1 and rest[1] is not None else done
-        self.state[part] = (done, total)
-        self.current = part
+        self._set(self.state, part, done, total)
+
+    def sink(self, label: str, done: int, total: int) -> None:
+        """`grouprank.progress.reporting` target: a `Progress` (training steps, an encoding) moved."""
+        self._set(self.sink_state, str(label), int(done), int(total))
+
+    def _set(self, where: dict, part: str, done: int, total: int) -> None:
+        where[part] = (done, total)
+        self.current, self.current_state = part, (done, total)
         self.version += 1
 
     def percent(self) -> float:
-        fr = [min(1.0, d / t) if t else 1.0 for d, t in self.state.values()]
-        return 100.0 * sum(fr) / max(self.parts, len(fr))
+        st = self.state or self.sink_state
+        fr = [min(1.0, d / t) if t else 1.0 for d, t in st.values()]
+        self.shown = max(self.shown, 100.0 * sum(fr) / max(self.parts, len(fr)))
+        return self.shown
 
     def describe(self) -> str:
-        done, total = self.state.get(self.current, (0, 0))
+        done, total = self.current_state
         who = f" {self.current}" if self.current else ""
-        return f"{self.label}{who}: {done}/{total} ({len(self.state)}/{max(self.parts, len(self.state))})"
+        n = len(self.state or self.sink_state)
+        return f"{self.label}{who}: {done}/{total} ({n}/{max(self.parts, n)})"
 
     def _push(self) -> None:
         if self.version == self.sent_version:
@@ -206,23 +226,60 @@ class ProgressReporter:
 # ------------------------------------------------------------------------------------------
 # the stage task
 # ------------------------------------------------------------------------------------------
-class _InRunOnly(logging.Filter):
-    """Records logged outside a flow/task run context (e.g. from the library's own helper threads)
-    are not sent to the API (Prefect would warn about each)."""
+# stage task runs going on in this process: task run id -> flow run id (a record logged by a thread
+# that has no Prefect run context, e.g. a library helper thread, goes to them)
+_RUNS: dict[str, str] = {}
+_RUNS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _running_stage():
+    """Register the current task run while its stage runs (see `_ToRun`)."""
+    from prefect.context import TaskRunContext
+    ctx = TaskRunContext.get()
+    key = str(ctx.task_run.id) if ctx is not None else None
+    if key is not None:
+        with _RUNS_LOCK:
+            _RUNS[key] = str(ctx.task_run.flow_run_id)
+    try:
+        yield
+    finally:
+        if key is not None:
+            with _RUNS_LOCK:
+                _RUNS.pop(key, None)
+
+
+class _ToRun(logging.Filter):
+    """Every library record reaches a run's logs, whichever thread logs it.
+
+    A record logged with Prefect's run context (the stage's thread, and threads started with a copy
+    of its context, like `grouprank.progress` heartbeats) goes where the context says. A record from
+    a thread without it (a helper thread of a library) is given the `flow_run_id` (and, when a
+    single stage runs, the `task_run_id`) that `APILogHandler` reads from a record's attributes,
+    as Prefect's own run loggers set them (`extra=`); with no stage running it is not sent (Prefect
+    would warn about each)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from prefect.context import FlowRunContext, TaskRunContext
-        return bool(TaskRunContext.get() or FlowRunContext.get())
+        if getattr(record, "flow_run_id", None) or TaskRunContext.get() or FlowRunContext.get():
+            return True
+        with _RUNS_LOCK:
+            runs = list(_RUNS.items())
+        if not runs or len({f for _, f in runs}) > 1:
+            return False
+        record.flow_run_id = runs[0][1]
+        record.task_run_id = runs[0][0] if len(runs) == 1 else None
+        return True
 
 
 def _library_logging() -> None:
-    """Send the library's `grouprank.*` log records to the Prefect run logs too."""
+    """Send the library's `grouprank.*` log records to the Prefect run logs too (from any thread)."""
     from prefect.logging.handlers import APILogHandler
     lg = logging.getLogger("grouprank")
     if not any(isinstance(h, APILogHandler) for h in lg.handlers):
         h = APILogHandler()
         h.setLevel(logging.INFO)
-        h.addFilter(_InRunOnly())
+        h.addFilter(_ToRun())
         lg.addHandler(h)
     if lg.level == logging.NOTSET or lg.level > logging.INFO:
         lg.setLevel(logging.INFO)
@@ -266,8 +323,10 @@ def _run_stage_sync(st: Stage, config: RunConfig, inputs: dict[str, str],
         if progress_artifact_id else None
     log.info("%s: starting with inputs %s", st.name,
              ", ".join(f"{k}={Path(v).name}" for k, v in inputs.items()) or "-")
+    from grouprank.progress import reporting
     try:
-        rec = executor.run_stage(st, config, inputs, progress=reporter, api_keys=secret_api_keys(config) or None)
+        with _running_stage(), reporting(reporter.sink if reporter is not None else None):
+            rec = executor.run_stage(st, config, inputs, progress=reporter, api_keys=secret_api_keys(config) or None)
     finally:
         if reporter is not None:
             reporter.close()

@@ -15,8 +15,12 @@ import importlib
 import json
 import sys
 
-from grouprank.commands.collection_args import add_debug_arg, add_out_dir_arg
-from grouprank.config import add_config_args, config_from_args
+from grouprank.console import quiet_progress_bars
+
+quiet_progress_bars()  # before any library that draws bars is imported (they read their switches then)
+
+from grouprank.commands.collection_args import add_debug_arg, add_out_dir_arg  # noqa: E402
+from grouprank.config import add_config_args, config_from_args  # noqa: E402
 
 # modules exposing register(subparsers) for the commands that are not one stage
 COMMAND_MODULES = ["grouprank.commands.collections", "grouprank.commands.rerank", "grouprank.commands.llm"]
@@ -63,6 +67,9 @@ def add_stage_command(sub, stage) -> None:
         g.add_argument("--rel", type=int, default=1,
                        help="relevance threshold of the binary measures (R@k, RR@k): grade >= REL (default 1; "
                             "TREC DL uses 2)")
+        g.add_argument("--baseline", metavar="NAME",
+                       help="the run every other run is compared with (paired t-test / Wilcoxon on the per-query "
+                            "values, 95%% CI of the difference); default the first run")
         g.add_argument("--measure", action="append", metavar="MEASURE",
                        help="ir-measures measure, repeatable (default evaluation.measures: nDCG@10, R@100, RR@10)")
     p.set_defaults(func=functools.partial(run_stage_command, stage))

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grouprank.collections.config import DataConfig
 from grouprank.evaluation.config import EvaluationConfig
@@ -53,6 +53,16 @@ class RunConfig(BaseModel):
     retriever: RetrieverTrainConfig = Field(default_factory=RetrieverTrainConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _mask_key_shapes(cls, data):
+        """The one redaction pass over everything given (files and --set alike), before any
+        validation error could repeat a value (grouprank.redact.mask_config)."""
+        if not isinstance(data, dict):
+            return data
+        from grouprank.redact import mask_config
+        return mask_config(data)
+
     # --- helpers ---------------------------------------------------------------------
     @property
     def work_path(self) -> Path:
@@ -89,10 +99,17 @@ class RunConfig(BaseModel):
 
 
 def _set_dotted(d: dict, dotted: str, value: Any) -> None:
+    """Set `value` at a dotted key; a number indexes an existing list (`llm.endpoints.0.model`)."""
     keys = dotted.split(".")
     for k in keys[:-1]:
-        d = d.setdefault(k, {})
-    d[keys[-1]] = value
+        if isinstance(d, list) and k.isdigit() and int(k) < len(d):
+            d = d[int(k)]
+        else:
+            d = d.setdefault(k, {}) if isinstance(d, dict) else {}
+    if isinstance(d, list) and keys[-1].isdigit() and int(keys[-1]) < len(d):
+        d[int(keys[-1])] = value
+    elif isinstance(d, dict):
+        d[keys[-1]] = value
 
 
 def parse_override(s: str) -> tuple[str, Any]:

@@ -3,11 +3,21 @@ assignment. Sections live in the package that uses them (`<package>/config.py`);
 composes them into the run's `RunConfig`."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mask_key_shapes(cls, data):
+        """No key-shaped value survives loading (grouprank.redact.mask_config), however the
+        section is built."""
+        if not isinstance(data, dict):
+            return data
+        from grouprank.redact import mask_config
+        return mask_config(data, "", frozenset(cls.model_fields))
 
 
 def _model_at(model, loc) -> type | None:
@@ -39,7 +49,8 @@ def describe_validation_error(e, model=None) -> str:
     for er in e.errors():
         loc = tuple(er.get("loc", ()))
         key = ".".join(str(p) for p in loc)
-        given = er.get("input")
+        from grouprank.redact import redact
+        given = redact(er.get("input"))
         typ = er.get("type", "")
         if typ == "extra_forbidden":
             holder = _model_at(model, loc) if model is not None else None

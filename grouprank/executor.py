@@ -3,10 +3,13 @@
 - `run_stage(stage, cfg, inputs)`: read the declared input tables, call `stage.run`, write the
   declared output tables (the only place stage Parquet files are read or written), check that every
   required output exists, fingerprint the outputs, time the call. Returns a JSON-able record.
-- `cache_key(stage, cfg, input_hashes)`: stage name + the config sections it declares + the content
-  hashes of its inputs + its library source. The Prefect task's cache policy and the in-process
+- `cache_key(stage, cfg, input_hashes)`: stage name + the config sections it declares (checked: the
+  stage runs on a recording copy of the configuration and may read nothing else) + the content
+  hashes of its inputs + the files it reads besides them and the result-changing environment
+  variables + the source of every project module it can import and the library versions. The Prefect task's cache policy and the in-process
   runner's resume both use it.
-- `run_pipeline(cfg, targets)`: the in-process runner. A finished stage leaves its record and key in
+- `run_pipeline(cfg, targets)`: the in-process runner, holding the work dir's lock
+  (`grouprank.work_lock`: one writer per work dir). A finished stage leaves its record and key in
   `<work_dir>/_stages/<stage>.json`; a rerun whose key and output fingerprints still match reuses it,
   so a crashed or killed run resumes at the first unfinished stage. LLM answers already paid for
   come from the LLM client's own cache when a stage reruns.
@@ -18,13 +21,15 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
 from grouprank.config import RunConfig
+from grouprank.config_reads import recording, undeclared
+from grouprank.file_hash import file_sha256
+from grouprank.log_summary import summarised_warnings
 from grouprank.model_lock import held
 from grouprank.paths import REPO_ROOT
 from grouprank.stage import Stage, StageContext, StageResult, TableOut
@@ -33,28 +38,12 @@ from grouprank.stage_list import all_stages, plan, wiring_of
 log = logging.getLogger("grouprank.executor")
 
 RECORDS = "_stages"  # <work_dir>/_stages/<stage>.json: a finished stage's record and key
-ALL_SECTIONS = tuple(n for n in RunConfig.model_fields if n != "name")
+ALL_SECTIONS = tuple(n for n in RunConfig.model_fields if n != "work_dir")  # work_dir: in every key
 
 
 # --------------------------------------------------------------------------- fingerprints
-_HASH_MEMO: dict[tuple, str] = {}
-_MEMO_LOCK = threading.Lock()
-
-
 def _file_sha(p: Path) -> str:
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    with _MEMO_LOCK:
-        if key in _HASH_MEMO:
-            return _HASH_MEMO[key]
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    d = h.hexdigest()
-    with _MEMO_LOCK:
-        _HASH_MEMO[key] = d
-    return d
+    return file_sha256(p)
 
 
 def fingerprint(path: str | os.PathLike | None) -> str:
@@ -84,6 +73,33 @@ def stale_outputs(record: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------- cache keys
+# Environment variables that change what a stage computes, and the module that reads each: a stage
+# whose code can import that module has the variable's value, and the content hash of the file it
+# names, in its key. tests/test_cache_key.py checks that every GROUPRANK_* variable read anywhere is
+# here or in NOT_RESULT_ENV.
+RESULT_ENV = {"GROUPRANK_LOCAL_CALIBRATION": "grouprank.judges.local_calibration"}
+NOT_RESULT_ENV = {
+    "GROUPRANK_DATA_ROOT": "where the collections are: the load stage's key hashes the files it reads",
+    "GROUPRANK_LOCAL_EMBED_CACHE": "a cache of embeddings keyed by model and text",
+    "GROUPRANK_MODELS_DIR": "where model files are kept (named by model)",
+    "GROUPRANK_CACHE_DIR": "where ONNX exports are kept (keyed by model and settings)",
+    "GROUPRANK_STATE_DIR": "the managed LLM server's pid files",
+    "GROUPRANK_PROGRESS_EVERY_S": "how often progress is logged",
+    "GROUPRANK_LLM_HTTPX": "the HTTP transport, not the answers (cached by prompt)",
+    "GROUPRANK_LLM_EXTRA_BUFTS": "a llama.cpp buffer option (speed)",
+    "GROUPRANK_LLM_CONCURRENCY": "the flows' concurrency limit",
+    "GROUPRANK_RETRY_BACKOFF_S": "the flows' retry delay",
+    "GROUPRANK_LOCK_TIMEOUT_S": "how long a run waits for the work dir's lock",
+    "GROUPRANK_TASK_RUNNER": "which Prefect task runner runs the stages (where, not what)",
+    "GROUPRANK_DASK_WORKERS": "the Dask task runner's worker count",
+    "GROUPRANK_MAX_WORKERS": "the thread task runner's worker count",
+}
+# libraries whose version can change results: their versions are in every key
+RESULT_LIBRARIES = ("numpy", "pyarrow", "torch", "transformers", "sentence-transformers", "bm25s", "faiss-cpu",
+                    "trl", "peft", "onnxruntime", "ir-measures", "scipy")
+SOURCE_ROOT = REPO_ROOT  # where source_key reads the code (a test points it at an edited copy)
+
+
 def config_key(stage: Stage, cfg: RunConfig) -> str:
     """Hash of the config sections the stage declares (and the work dir: outputs live there)."""
     payload: dict = {"work_dir": str(cfg.work_path)}
@@ -94,29 +110,64 @@ def config_key(stage: Stage, cfg: RunConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+def source_modules(stage: Stage) -> tuple[str, ...]:
+    """Where the code a stage runs starts: its run function's module, the executor's table I/O
+    (data_schemas), the Stage and RunConfig definitions, and the stage's extra `sources`."""
+    return (stage.run.__module__, "data_schemas", "grouprank.stage", "grouprank.config",
+            *(s.replace("/", ".").removesuffix(".py") for s in stage.sources))
+
+
 def source_key(stage: Stage) -> str:
-    """Hash of the library source the stage runs: its package, the shared modules, `sources`."""
-    pkg = REPO_ROOT / stage.package.replace(".", "/")
-    shared = [REPO_ROOT / "grouprank" / f for f in ("text.py", "stage.py", "config.py")] + [REPO_ROOT / "data_schemas"]
-    return _source_hash(tuple(str(p) for p in [pkg, *shared, *(REPO_ROOT / s for s in stage.sources)]))
+    """Hash of every project source file the stage's run can import (the import graph,
+    `grouprank.source_graph`), the data files beside them, and the versions of the libraries that
+    compute results."""
+    return _source_hash(source_modules(stage), str(SOURCE_ROOT))
 
 
-@lru_cache(maxsize=64)
-def _source_hash(paths: tuple[str, ...]) -> str:
+@lru_cache(maxsize=1)
+def _library_versions() -> tuple[tuple[str, str], ...]:
+    from importlib.metadata import PackageNotFoundError, version
+    out = []
+    for name in RESULT_LIBRARIES:
+        try:
+            out.append((name, version(name)))
+        except PackageNotFoundError:
+            out.append((name, "absent"))
+    return tuple(out)
+
+
+def _source_hash(starts: tuple[str, ...], root: str) -> str:
+    from grouprank.source_graph import source_files
     h = hashlib.sha256()
-    for p in sorted(set(paths)):
-        root = Path(p)
-        files = [root] if root.is_file() else sorted(
-            f for f in root.rglob("*.py") if "__pycache__" not in f.parts) if root.is_dir() else []
-        for f in files:
-            h.update(str(f.relative_to(REPO_ROOT) if f.is_relative_to(REPO_ROOT) else f).encode())
-            h.update(f.read_bytes())
+    for f in source_files(starts, Path(root)):
+        h.update(str(f.relative_to(root)).encode() + b"\0")
+        h.update(_file_sha(f).encode())
+    h.update(json.dumps(_library_versions()).encode())
     return h.hexdigest()[:24]
+
+
+def external_inputs(stage: Stage, cfg: RunConfig) -> dict[str, str]:
+    """{name: content hash} of what a stage reads besides its wired inputs: the files its `reads`
+    declares (a collection's files, BRIGHT's excluded ids) and the result-changing environment
+    variables its code can read (with the file each names)."""
+    out: dict[str, str] = {}
+    for name, path in sorted((stage.reads(cfg) if stage.reads else {}).items()):
+        out[f"file:{name}"] = f"{path}:{fingerprint(path)}" if path else "none"
+    env = {k: m for k, m in RESULT_ENV.items() if os.environ.get(k)}
+    if env:
+        from grouprank.source_graph import cached_graph, reachable
+        mods = reachable(list(source_modules(stage)), cached_graph(Path(SOURCE_ROOT)))
+        for k, m in sorted(env.items()):
+            if m in mods:
+                v = os.environ[k]
+                out[f"env:{k}"] = f"{v}:{fingerprint(v)}"
+    return out
 
 
 def cache_key(stage: Stage, cfg: RunConfig, input_hashes: dict[str, str]) -> str:
     payload = {"stage": stage.name, "config": config_key(stage, cfg),
-               "inputs": dict(sorted(input_hashes.items())), "source": source_key(stage)}
+               "inputs": dict(sorted(input_hashes.items())), "source": source_key(stage),
+               "external": external_inputs(stage, cfg)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -151,7 +202,7 @@ def _read_table(port, path: Path):
     if port.lenient:
         import pyarrow.parquet as pq
         if path.is_dir() or (pq.read_schema(path).metadata or {}).get(META_NAME) != port.table.name.encode():
-            return pq.read_table(path)  # another layout: the stage normalises it
+            return pq.read_table(path, page_checksum_verification=True)  # another layout: the stage normalises it
     return port.table.read(path)
 
 
@@ -188,12 +239,22 @@ def run_stage(stage: Stage, cfg: RunConfig, inputs: dict[str, str | os.PathLike]
     ctx = StageContext(out_dir=out, work_dir=cfg.work_path, progress=progress, api_keys=api_keys,
                        input_paths={k: str(v) for k, v in inputs.items()})
     data = read_inputs(stage, inputs)
-    with held(f"stage {stage.name}") if stage.builds_models else contextlib.nullcontext():
-        result = stage.run(data, cfg, ctx)
+    view, reads = recording(cfg, deep=tuple(s[0] for s in stage.sections if not isinstance(s, str)))
+    with held(f"stage {stage.name}") if stage.builds_models else contextlib.nullcontext() as lock, \
+            summarised_warnings(f"stage {stage.name}"):
+        result = stage.run(data, view, ctx)
+    missed = undeclared(reads, stage.sections or ALL_SECTIONS)
+    if missed:  # its cache key would not change with them: a stale result could be reused
+        raise RuntimeError(f"stage {stage.name} read configuration {missed} that its Stage.sections "
+                           f"{list(stage.sections)} does not declare (declare it in {stage.package})")
     paths = write_outputs(stage, out, result)
     stats = _plain(result.stats or {})
+    wall = round(time.time() - t0, 2)
+    if lock is not None:  # waiting for another stage's model building is not this stage's work
+        stats["model_lock_wait_s"] = round(lock.waited_s, 2)
+        stats["work_s"] = round(wall - lock.waited_s, 2)
     return {"stage": stage.name, "outputs": paths, "stats": stats, "fingerprints": fingerprints(paths),
-            "wall_s": round(time.time() - t0, 2)}
+            "wall_s": wall}
 
 
 # --------------------------------------------------------------------------- in-process runner
@@ -310,6 +371,12 @@ def run_pipeline(cfg: RunConfig, targets: list[str] | tuple[str, ...] | None = N
     names = list(targets) if targets else list(every)
     plan(names)  # unknown names: KeyError
     cfg.work_path.mkdir(parents=True, exist_ok=True)
+    from grouprank.work_lock import work_dir_lock
+    with work_dir_lock(cfg.work_path):  # one writer per work dir
+        return _run_locked(cfg, names, every, overrides, refresh, log_fn, summary_file, progress, out_dirs)
+
+
+def _run_locked(cfg, names, every, overrides, refresh, log_fn, summary_file, progress, out_dirs) -> dict[str, Any]:
     runner = _Runner(cfg, names, overrides or {}, refresh, out_dirs or {}, log_fn, progress)
     t_all = time.time()
     for name in names:

@@ -23,21 +23,36 @@ import contextlib
 import functools
 import logging
 import threading
+import time
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
 _LOCK = threading.RLock()
 
 
+@dataclass
+class Wait:
+    """How long a holder of the lock waited for it (seconds; 0 when it was free)."""
+    waited_s: float = 0.0
+
+
 @contextlib.contextmanager
 def held(label: str | None = None):
-    """Hold the process-wide model lock; says so in the log when it has to wait (`label`: who waits)."""
+    """Hold the process-wide model lock; says so in the log when it has to wait (`label`: who waits),
+    and how long it waited once it has it. Yields a `Wait` (the executor puts it in the stage's
+    stats apart from the work)."""
+    w = Wait()
     if not _LOCK.acquire(blocking=False):
         if label:
             log.info("%s: waiting for the model lock (one model-building stage at a time per process)", label)
+        t0 = time.monotonic()
         _LOCK.acquire()
+        w.waited_s = time.monotonic() - t0
+        if label:
+            log.info("%s: got the model lock after waiting %.1f s; starting its work", label, w.waited_s)
     try:
-        yield
+        yield w
     finally:
         _LOCK.release()
 

@@ -101,8 +101,12 @@ class Stage:
     run: Callable[[dict, Any, StageContext], StageResult]
     inputs: tuple[Port, ...] = ()
     outputs: tuple[Port, ...] = ()
-    # config sections in the cache key: "section" or ("section", (excluded fields...))
+    # config sections in the cache key: "section" or ("section", (excluded fields...)); () = all.
+    # The executor records what the run reads (grouprank.config_reads) and refuses undeclared reads.
     sections: tuple = ()
+    # files the stage reads besides its wired inputs, {name: path} for a configuration (a
+    # collection's files, BRIGHT's excluded ids): hashed into the cache key
+    reads: Callable[[Any], dict[str, str]] | None = None
     uses_llm: Callable[[Any], bool] | None = None
     # builds ML models in process (transformers / sentence-transformers / torch): run one at a time
     # per process (grouprank.model_lock says why)
@@ -111,8 +115,8 @@ class Stage:
     retries: int = 2
     title: str = ""
     dirname: str | None = None     # folder under the work dir (default: the stage name)
-    # extra source folders (relative to the repository root) whose code is in the cache key, besides
-    # the package that declares the stage
+    # extra modules (dotted, or paths relative to the repository root) whose code is in the cache key
+    # besides what the stage's run module can import (grouprank.source_graph finds those)
     sources: tuple[str, ...] = ()
     # progress parts (e.g. one per judge) for the progress display
     progress_parts: Callable[[Any], int] | None = None

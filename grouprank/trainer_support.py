@@ -8,7 +8,9 @@ resumable checkpoints and progress logs. One training at a time per process: `gr
 - `drop_checkpoints(scratch)`: once the model is saved;
 - `progress_callback(label)`: a TrainerCallback that logs "label: 12/45 steps (26.7%), 0.4 steps/s,
   elapsed 30s, ETA 1m22s, loss 0.81" at most every 30 s (GROUPRANK_PROGRESS_EVERY_S) through
-  `grouprank.progress.Progress`, so a long training is never silent.
+  `grouprank.progress.Progress`, so a long training is never silent; and the trainer's metrics
+  ("label: step 12: loss 0.81, grad_norm 1.02, ...") through the logger, which `train` makes the only
+  place they go (transformers would print each dict).
 """
 from __future__ import annotations
 
@@ -80,14 +82,39 @@ def checkpoint_step(path: Path | None) -> int | None:
     return int(path.name.rsplit("-", 1)[1]) if path is not None else None
 
 
+def _quiet_callbacks(trainer) -> None:
+    """No metrics dict printed: transformers prints each log dict (`PrinterCallback`, added when
+    `disable_tqdm`; `ProgressCallback` writes it under its bar). Our progress callback logs the
+    metrics through the project's logger instead; on a terminal the bar stays, without the dicts."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    h = trainer.callback_handler
+    h.callbacks = [BarOnly() if type(cb) is ProgressCallback else cb for cb in h.callbacks
+                   if type(cb) is not PrinterCallback]
+
+
 def train(trainer, resume: Path | None = None):
     """`trainer.train(resume_from_checkpoint=resume)`, the progress log closed even when it fails."""
+    _quiet_callbacks(trainer)
     try:
         return trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     finally:
         for cb in trainer.callback_handler.callbacks:  # a failed training never reached on_train_end
             if hasattr(cb, "close_progress"):
                 cb.close_progress()
+
+
+def metrics_text(logs: dict) -> str:
+    """A trainer's log dict as `loss 0.8123, grad_norm 1.02, learning_rate 5e-05` (numbers to 4 significant
+    digits; non-numbers as they are)."""
+    out = []
+    for k, v in logs.items():
+        out.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+    return ", ".join(out)
 
 
 def progress_callback(label: str, every_s: float | None = None):
@@ -111,6 +138,8 @@ def progress_callback(label: str, every_s: float | None = None):
                 if logs and isinstance(logs.get(key), (int, float)):
                     self.loss = float(logs[key])
                     break
+            if logs:  # the trainer's metrics, through the logger (transformers would print the dict)
+                log.info("%s: step %d: %s", label, int(state.global_step or 0), metrics_text(logs))
 
         def on_step_end(self, args, state, control, **kw):
             if self.prog is not None:

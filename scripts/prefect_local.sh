@@ -5,6 +5,8 @@
 #                                     $PREFECT_HOME, default <repo>/.prefect), the `process` work
 #                                     pool, the `llm` global concurrency limit, `prefect deploy --all`
 #                                     from prefect.yaml, and a worker on the pool
+#   scripts/prefect_local.sh ui       the server only: browse finished runs (the main job's, which
+#                                     ran in ephemeral mode on the same $PREFECT_HOME database)
 #   scripts/prefect_local.sh stop     stop the worker, then the server
 #   scripts/prefect_local.sh status   what is running
 #   scripts/prefect_local.sh env      the exports a shell needs to talk to this server
@@ -19,6 +21,8 @@ HOST=127.0.0.1
 PORT="${PREFECT_PORT:-4200}"
 export PREFECT_API_URL="http://$HOST:$PORT/api"
 export PREFECT_UI_API_URL="$PREFECT_API_URL"        # what the UI in the browser calls
+# the server copies its UI build here on start (by default it would write into the venv's site-packages)
+export PREFECT_UI_STATIC_DIRECTORY="${PREFECT_UI_STATIC_DIRECTORY:-$PREFECT_HOME/ui-static}"
 export PREFECT_SERVER_ANALYTICS_ENABLED="${PREFECT_SERVER_ANALYTICS_ENABLED:-false}"
 export DO_NOT_TRACK=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -50,7 +54,7 @@ stop_one() {  # pidfile label: SIGINT (graceful, like Ctrl-C), then SIGTERM, the
   rm -f "$f"
 }
 
-start() {
+start_server() {
   if alive "$RUN/server.pid"; then
     echo "[prefect_local] server already running (pid $(cat "$RUN/server.pid"))"
   else
@@ -69,6 +73,10 @@ start() {
   done
   healthy || { echo "[prefect_local] server not healthy in time; see $RUN/server.log" >&2; exit 1; }
   echo "[prefect_local] server healthy (${SECONDS}s)"
+}
+
+start() {
+  start_server
 
   "$PF" work-pool inspect process >/dev/null 2>&1 || "$PF" work-pool create process --type process
   "$PF" global-concurrency-limit inspect llm >/dev/null 2>&1 \
@@ -100,9 +108,11 @@ status() {
 
 case "${1:-}" in
   start) start ;;
+  ui) start_server; echo "[prefect_local] UI: http://$HOST:$PORT (state: $PREFECT_HOME)" ;;
   stop) stop ;;
   restart) stop; start ;;
   status) status ;;
-  env) echo "export PREFECT_HOME='$PREFECT_HOME' PREFECT_API_URL='$PREFECT_API_URL'" ;;
-  *) echo "usage: $0 start|stop|restart|status|env" >&2; exit 2 ;;
+  env) echo "export PREFECT_HOME='$PREFECT_HOME' PREFECT_API_URL='$PREFECT_API_URL'" \
+            "PREFECT_UI_API_URL='$PREFECT_UI_API_URL' PREFECT_UI_STATIC_DIRECTORY='$PREFECT_UI_STATIC_DIRECTORY'" ;;
+  *) echo "usage: $0 start|ui|stop|restart|status|env" >&2; exit 2 ;;
 esac

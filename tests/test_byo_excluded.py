@@ -84,3 +84,32 @@ def test_evaluate_removes_excluded_ids_before_scoring(bright, tmp_path, capsys):
     q = pd.DataFrame({"query_id": ["q1", "q2"], "doc_id": ["d5", "d1"], "grade": [1, 1]})
     s2, _ = score_runs({"mine": read_run(run)}, q, measures=["RR@10"])
     assert s2["systems"]["mine"]["RR@10"] == pytest.approx((1 / 3 + 1) / 2, abs=1e-4)
+
+
+def test_train_retriever_runs_and_metrics_never_hold_excluded_ids(bright, tmp_path):
+    """Issue 27, item 4: the retriever's before/after evaluation (DenseEvaluator, as train_retriever
+    builds it from the configuration) drops BRIGHT's excluded ids before a run is written or scored,
+    and still returns `depth` documents per query."""
+    import pandas as pd
+
+    from grouprank.collections import excluded_from_config, load_collection
+    from grouprank.config import RunConfig
+    from grouprank.retriever_training.evaluate import DenseEvaluator
+    coll = load_collection("mybright", format="bright", path=str(bright))
+    cfg = RunConfig(work_dir=str(tmp_path / "w"), data={"collection": "mybright", "format": "bright",
+                                                           "path": str(bright)})
+    excluded = excluded_from_config(cfg)
+    qrels = pd.DataFrame({"query_id": ["q1", "q2"], "doc_id": ["d5", "d1"], "grade": [1, 1]})
+    texts = {"q1": "solar panel efficiency in cold weather", "q2": "sourdough starter bread"}
+    plain = DenseEvaluator(coll.documents, texts, qrels, max_seq_length=64, depth=5)
+    run0 = plain.run("all-MiniLM-L6-v2")
+    top = set(run0[run0.query_id == "q1"].doc_id)
+    assert {"d0", "d20"} <= top, "the excluded documents are q1's best matches without the exclusion"
+    ev = DenseEvaluator(coll.documents, texts, qrels, max_seq_length=64, depth=5, excluded=excluded)
+    run = ev.run("all-MiniLM-L6-v2")
+    pairs = set(zip(run.query_id, run.doc_id))
+    assert not (pairs & {("q1", "d0"), ("q1", "d20")})
+    assert run.groupby("query_id").size().to_dict() == {"q1": 5, "q2": 5}
+    assert ev.last["excluded_removed"] == 2
+    m_plain, m_ex = plain.evaluate("all-MiniLM-L6-v2"), ev.evaluate("all-MiniLM-L6-v2")
+    assert m_ex["nDCG@10"] > m_plain["nDCG@10"]  # d5 moves up once d0 and d20 are gone

@@ -64,3 +64,44 @@ def test_heartbeat_logs_while_one_long_step_runs():
     time.sleep(0.5)
     assert len(beat.lines) == n and beat.lines[-1].startswith("grpo: 1/4 steps (25.0%)")
     quiet.close()
+
+
+def test_heartbeat_lines_carry_the_creators_context_and_the_step_time(caplog):
+    """The heartbeat thread runs in a copy of its creator's contextvars context (so an orchestrator's
+    run context, e.g. Prefect's task run, reaches its log records) and says how long the step runs."""
+    import contextvars
+    import time
+    caplog.set_level(logging.INFO, logger="grouprank.progress")
+    run = contextvars.ContextVar("run", default=None)
+    seen = []
+
+    class Grab(logging.Handler):
+        def emit(self, record):
+            seen.append((record.threadName, run.get(), record.getMessage()))
+
+    h = Grab()
+    logging.getLogger("grouprank.progress").addHandler(h)
+    try:
+        run.set("task-run-7")
+        p = Progress("grpo", 4, unit="steps", every_s=0.2, bar=False, heartbeat=True)
+        time.sleep(0.7)
+        p.close()
+    finally:
+        logging.getLogger("grouprank.progress").removeHandler(h)
+    beats = [s for s in seen if s[0] == "progress:grpo"]
+    assert beats and all(ctx == "task-run-7" for _, ctx, _ in beats)
+    assert all(", step running for " in m for _, _, m in beats)
+    assert "step running" not in seen[-1][2]  # the closing line is no heartbeat
+
+
+def test_reporting_sink_gets_progress_without_a_callback():
+    from grouprank.progress import reporting
+    got = []
+    with reporting(lambda label, d, n: got.append((label, d, n))):
+        p = Progress("reranker GRPO", 3, unit="steps", every_s=0, callback_every_s=0, bar=False)
+        p.update(1)
+        own = Progress("judge", 2, callback=lambda d, n: got.append(("own", d, n)), callback_every_s=0, bar=False)
+        own.update(2)
+        p.close()
+    assert ("reranker GRPO", 1, 3) in got and ("reranker GRPO", 1, 3) == got[0]
+    assert ("own", 2, 2) in got and not any(g[0] == "judge" for g in got)

@@ -74,6 +74,17 @@ def test_evaluate_stage_systems_exclusion_and_llm_rerank(tmp_path, cran):
     assert rr["query_id"].nunique() == 3 and len(rr) == 30
     report = json.loads(open(res["outputs"]["eval_report"]).read())
     assert report["rerank"]["reranker"] == "llm:local" and report["split"] == "test"
+    # each system's own query count; every system against the first stage, paired on shared queries
+    nq = judged - 3
+    assert report["system_queries"]["hybrid-minmax+groupwise-rerank"] == 3 and report["system_queries"]["bm25"] == nq
+    sig = report["significance"]
+    assert sig["baseline"] == "hybrid-minmax" and "hybrid-minmax" not in sig["systems"]
+    assert sig["systems"]["hybrid-minmax+groupwise-rerank"]["nDCG@10"]["n"] == 3
+    b = sig["systems"]["bm25"]["nDCG@10"]
+    assert b["n"] == nq and b["mean_diff"] == pytest.approx(st["bm25.nDCG@10"] - st["hybrid-minmax.nDCG@10"], abs=1e-4)
+    assert 0 <= b["p_ttest"] <= 1 and b["ci95"][0] <= b["mean_diff"] <= b["ci95"][1]
+    assert sig["systems"]["dense-finetuned"]["nDCG@10"]["p_ttest"] is not None
+    assert st["bm25.nDCG@10.p_vs_hybrid-minmax"] == b["p_ttest"]
 
 
 def test_evaluate_stage_refuses_a_split_without_judged_queries(tmp_path, cran):

@@ -5,6 +5,7 @@ scripts/prefect_local.sh; the local OpenAI-compatible server answers the LLM jud
 1. the nightly (end-to-end) deployment, triggered with a small configuration, runs to COMPLETED
    on the worker; the API shows every stage's task run and the artifacts;
 2. the same configuration again: every task run Cached, zero requests reach the LLM server;
+   every progress line of every stage (training heartbeats included) is in the run's logs;
 3. headless Chromium opens the flow run's page, waits for the artifacts and reads the summary table;
 4. the same flow with the Dask task runner (2-worker local cluster) after changing only the judges:
    the stages before judging are Cached, judging and everything after it run (on Dask workers).
@@ -28,7 +29,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ARTIFACT_KINDS = {"summary": "markdown", "stage-counts": "table", "grade-distribution": "table",
                   "judge-agreement": "table", "llm-usage": "table", "judge-progress": "progress",
-                  "grade-histogram": "markdown", "evaluation": "table", "stage-numbers": "table"}
+                  "grade-histogram": "markdown", "evaluation": "table", "stage-numbers": "table",
+                  "retrieve-progress": "progress", "train-reranker-progress": "progress",
+                  "train-retriever-progress": "progress", "evaluate-progress": "progress",
+                  "mine-queries-progress": "progress"}
+
+# the progress labels (grouprank.progress) each stage logs in the small configuration
+PROGRESS_LABELS = {"judge": ("judge local (local)", "judge llm"),
+                   "train_reranker": ("reranker SFT", "reranker GRPO"),
+                   "train_retriever": ("retriever training",), "evaluate": ("rerank (llm)",)}
+TRAINING_LABELS = ("reranker SFT", "reranker GRPO", "retriever training")
 
 
 def _expected_stages() -> list[str]:
@@ -43,7 +53,9 @@ def env(tmp_path_factory):
     llm = start_local_server(responder="tests.support.judge_responder:respond",
                              env={"GROUPRANK_JUDGE_CORPUS": "cranfield", "GROUPRANK_LOCAL_E5": "0"},
                              log_path=base / "llm_server.log")
-    pf = LocalPrefect(base / "prefect_home")
+    # progress lines every 0.3 s: the tiny trainings' steps outlast that, so their heartbeats (from a
+    # thread of their own) show up, and must reach the run's logs
+    pf = LocalPrefect(base / "prefect_home", extra_env={"GROUPRANK_PROGRESS_EVERY_S": "0.3"})
     t0 = time.time()
     try:
         pf.start()
@@ -98,6 +110,9 @@ def _data(artifact: dict):
 
 def test_deployments_from_prefect_yaml(env):
     pf = env["pf"]
+    # the server's UI build went into PREFECT_HOME (PREFECT_UI_STATIC_DIRECTORY), not the venv
+    ui = pf.home / "ui-static"
+    assert any(ui.rglob("index.html")), sorted(str(p) for p in ui.rglob("*"))[:5]
     for name in ("synthesize/nightly", "fuse-labels/judge-only", "train-retriever/train-retriever",
                  "train-reranker/train-reranker", "evaluate/evaluate"):
         dep = pf.deployment(name)
@@ -160,7 +175,7 @@ def test_end_to_end_deployment_run(env):
     if "judge" in stages:
         assert run["llm_requests"] > 0, "the LLM judge never called the local server"
         assert float(keys["grouprank-judge-progress-flowtest"]["data"]) == 100.0
-        logs = " ".join(l["message"] for l in env["pf"].logs(run["id"]))
+        logs = " ".join(l["message"] for l in env["pf"].all_logs(run["id"]))
         assert "judge: done in" in logs and "holding" in logs  # numbers logged; `llm` slots taken
         assert env["pf"].call("GET", "/v2/concurrency_limits/llm")["limit"] == 16  # re-created by the flow
     if "export" in stages:
@@ -184,9 +199,58 @@ def test_end_to_end_deployment_run(env):
         assert ("judge", "llm.prompt_tokens") in usage
 
 
+def test_every_progress_line_reaches_the_flow_run_logs(env):
+    """Every progress line of every stage, the training heartbeats (logged by a thread of their own)
+    included, is in the flow run's logs read through the Prefect API, under its stage's task run; the
+    worker's console (the flow run's process output) has no progress line the API lacks."""
+    import re
+    run = env["runs"].get("first")
+    if run is None:
+        pytest.skip("no completed run")
+    logs = env["pf"].all_logs(run["id"])
+    task_of = {t["id"]: t["name"] for t in run["task_runs"]}
+    progress = [(task_of.get(l.get("task_run_id")), l["message"]) for l in logs if l["name"] == "grouprank.progress"]
+    stages = _expected_stages()
+    for stage, labels in PROGRESS_LABELS.items():
+        if stage not in stages:
+            continue
+        for label in labels:
+            mine = [m for t, m in progress if m.startswith(label + ":")]
+            assert any(m == f"{label}: starting" or m.startswith(f"{label}: starting,") for m in mine), (label, mine)
+            assert any(re.match(rf"{re.escape(label)}: [\d,]+/[\d,]+ ", m) for m in mine), (label, mine)
+            assert {t for t, m in progress if m.startswith(label + ":")} == {stage}, (label, stage)
+    beats = [(t, m) for t, m in progress if ", step running for " in m]
+    assert any(m.startswith(TRAINING_LABELS) for _, m in beats), beats[:5]
+    assert all(t in ("train_reranker", "train_retriever", "evaluate", "judge", "retrieve", "mine_queries")
+               for t, m in beats), beats
+    # the run's console output (streamed into the worker's log): no progress line missing from the API
+    console = [ln.split("grouprank.progress - ", 1)[1].strip() for ln in env["pf"].log("worker").splitlines()
+               if "grouprank.progress - " in ln]
+    assert console, "no progress line in the worker's log (output of the flow run's process)"
+    api = [m for _, m in progress]
+    # (a console line may be wrapped: its first part starts an API message)
+    missing = [c for c in set(console) if not any(m.startswith(c) for m in api)]
+    assert not missing, sorted(missing)[:10]
+    # the model lock: waits logged and counted apart from the work
+    counts = {r["stage"]: r for r in _data({a["key"]: a for a in run["artifacts"] if a.get("key")}
+                                            ["grouprank-stage-counts-flowtest"])}
+    for s in ("train_reranker", "train_retriever", "evaluate", "retrieve"):
+        if s in counts:
+            assert counts[s]["model_lock_wait_s"] is not None, counts[s]
+    for s in ("load", "fuse", "export"):
+        if s in counts:
+            assert counts[s]["model_lock_wait_s"] is None, counts[s]
+    arts = {a["key"]: a for a in run["artifacts"] if a.get("key")}
+    for s in stages:
+        from grouprank.stage_list import all_stages
+        if all_stages()[s].progress_parts:
+            art = arts.get(f"grouprank-{s.replace('_', '-')}-progress-flowtest")
+            assert art is not None and art["type"] == "progress" and float(art["data"]) == 100.0, (s, art)
+
+
 def test_second_run_is_all_cached_and_calls_no_llm(env):
-    if "first" not in env["runs"]:
-        pytest.skip("first run failed")
+    # the first run is this test's input: its failure fails this test too (a skip here hid it)
+    assert "first" in env["runs"], "the first flow run did not complete (see test_end_to_end_deployment_run)"
     run = _trigger(env, "second", _cfg(env))
     stages = _expected_stages()
     states = {t["name"]: t["state"]["name"] for t in run["task_runs"]}
@@ -205,8 +269,7 @@ def test_second_run_is_all_cached_and_calls_no_llm(env):
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (scripts/run_tests.sh installs it)")
 def test_browser_shows_the_run_and_its_artifacts(env, tmp_path):
     run = env["runs"].get("first")
-    if run is None:
-        pytest.skip("no completed run")
+    assert run is not None, "the first flow run did not complete"
     pf = env["pf"]
     shots = env["base"] / "screenshots"
     shots.mkdir(exist_ok=True)
@@ -236,18 +299,19 @@ def test_browser_shows_the_run_and_its_artifacts(env, tmp_path):
             assert "bm25" in text
             b.screenshot(shots / "evaluation_artifact.png")
         hist = [a for a in run["artifacts"] if a.get("key") == "grouprank-grade-histogram-flowtest"]
-        if hist:  # the PNG embedded as a data: URI renders as an image in the UI
-            b.goto(f"{pf.ui}/v2/artifacts/artifact/{hist[0]['id']}")
-            b.wait_text(["Grade histogram"], timeout=60)
-            w = 0
-            for _ in range(30):
-                w = b.eval("(() => { const i = [...document.images].find(i => i.src.startsWith('data:image/png'));"
-                           " return i ? i.naturalWidth : 0 })()") or 0
-                if w:
-                    break
-                time.sleep(1)
-            assert w > 100
-            b.screenshot(shots / "grade_histogram_artifact.png")
+        assert hist, "no grade histogram artifact"
+        # the PNG embedded as a data: URI renders as an image in the UI
+        b.goto(f"{pf.ui}/v2/artifacts/artifact/{hist[0]['id']}")
+        b.wait_text(["Grade histogram"], timeout=60)
+        w = 0
+        for _ in range(30):
+            w = b.eval("(() => { const i = [...document.images].find(i => i.src.startsWith('data:image/png'));"
+                       " return i ? i.naturalWidth : 0 })()") or 0
+            if w:
+                break
+            time.sleep(1)
+        assert w > 100
+        b.screenshot(shots / "grade_histogram_artifact.png")
     finally:
         b.close()
     print(f"screenshots in {shots}")
@@ -256,11 +320,10 @@ def test_browser_shows_the_run_and_its_artifacts(env, tmp_path):
 def test_judge_change_reruns_from_judging_on_dask(env):
     """Only the judge configuration changes; the run goes through the Dask task runner (local
     cluster, 2 worker processes) in this test's own process tree, reporting to the same server."""
-    if "first" not in env["runs"]:
-        pytest.skip("first run failed")
+    # the first run is this test's input: its failure fails this test too (a skip here hid it)
+    assert "first" in env["runs"], "the first flow run did not complete (see test_end_to_end_deployment_run)"
     stages = _expected_stages()
-    if "judge" not in stages:
-        pytest.skip("judge stage not in this checkout yet")
+    assert "judge" in stages
     cfg = _cfg(env, kind="listwise")
     cfg_path = env["base"] / "judge_changed.json"
     cfg_path.write_text(json.dumps(cfg))

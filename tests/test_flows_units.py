@@ -97,14 +97,17 @@ def test_task_runner_factory(monkeypatch):
 def test_artifact_builders(tmp_path):
     from data_schemas import LABELS
     records = [{"stage": "load", "state": "cached", "seconds": 0, "stats": {"documents": 1400, "name": "x"}},
-               {"stage": "judge", "state": "ran", "seconds": 3.21, "stats": {"llm_calls": 12, "cost_usd": 0.5}}]
+               {"stage": "judge", "state": "ran", "seconds": 3.21, "model_lock_wait_s": 1.5,
+                "stats": {"llm_calls": 12, "cost_usd": 0.5, "model_lock_wait_s": 1.5, "work_s": 1.71}}]
     rows = artifacts.stage_rows(records)
-    assert rows[0] == {"stage": "load", "state": "cached", "seconds": 0.0, "numbers": "documents=1,400"}
+    assert rows[0] == {"stage": "load", "state": "cached", "seconds": 0.0, "model_lock_wait_s": None,
+                       "numbers": "documents=1,400"}
+    assert rows[1]["model_lock_wait_s"] == 1.5  # the wait in its own column, not among the numbers
     assert [set(r) for r in rows] == [set(rows[0])] * 2
     md = artifacts.summary_markdown({"run": "r1", "flow": "synthesize/x", "collection": "cranfield",
                                      "work_dir": "/w", "wall_s": 1.0, "exports": "/w/export"}, rows)
     assert "# GroupRank run `r1`" in md and "| stages ran / cached | 1 / 1 |" in md
-    assert "| judge | ran | 3.21 | llm_calls=12, cost_usd=0.5 |" in md
+    assert "| judge | ran | 3.21 | 1.5 | llm_calls=12, cost_usd=0.5 |" in md
     usage = artifacts.usage_rows({"judge": {"stats": {"llm_calls": 12, "cost_usd": 0.5, "pairs": 9}}})
     assert {(u["metric"], u["value"]) for u in usage} == {("llm_calls", 12), ("cost_usd", 0.5)}
     assert artifacts.artifact_key("summary", "My Run_1") == "grouprank-summary-my-run-1"
@@ -185,3 +188,63 @@ def test_progress_reporter_accepts_both_callback_shapes(monkeypatch):
     r2(3, 4)                    # LLMClient.map shape: (done, total)
     r2.close()
     assert calls[n:][-1][0] == pytest.approx(75.0)
+
+
+def test_progress_reporter_sink_and_stage_calls(monkeypatch):
+    """Progress objects without a callback of their own (training steps) reach the artifact through
+    the sink; where the stage makes its own calls, those set the percentage; it never goes back."""
+    import prefect.artifacts as pa
+
+    from flows.tasks import ProgressReporter
+    from grouprank.progress import Progress, reporting
+    calls = []
+    monkeypatch.setattr(pa, "update_progress_artifact",
+                        lambda artifact_id, progress, description=None, **kw: calls.append((progress, description)))
+    r = ProgressReporter("id-3", "train reranker", interval=0.05, parts=2)
+    with reporting(r.sink):
+        p = Progress("reranker SFT", 4, unit="steps", every_s=0, callback_every_s=0, bar=False)
+        p.update(2)
+    r._push()
+    assert calls[-1] == (pytest.approx(25.0), "train reranker reranker SFT: 2/4 (1/2)")
+    p.update(2)
+    p.close()
+    q = Progress("outside", 4, every_s=0, callback_every_s=0, bar=False)  # no sink outside the block
+    q.update(4)
+    r.close()
+    assert calls[-1][0] == pytest.approx(50.0) and "outside" not in calls[-1][1]
+    r2 = ProgressReporter("id-4", "LLM judges", interval=10, parts=1)
+    r2.sink("judge local (local)", 10, 10)   # the local judge's own Progress
+    r2("local", 2, 10)                       # the stage's call: it rules the percentage
+    assert r2.percent() == pytest.approx(20.0)
+    r2("local", 1, 10)
+    assert r2.percent() == pytest.approx(20.0)  # never back
+    r2.close()
+
+
+def test_records_from_threads_without_run_context_reach_the_stage_run():
+    """A library thread that has no Prefect run context (not a copy of the stage's) logs: the record
+    gets the running stage's task run and flow run ids, which Prefect's APILogHandler reads."""
+    import logging
+    import threading
+    import uuid
+
+    from flows import tasks
+    f = tasks._ToRun()
+    rec = logging.LogRecord("grouprank.x", logging.INFO, __file__, 1, "m", (), None)
+    assert f.filter(rec) is False  # no stage running: not sent
+    tid, fid = str(uuid.uuid4()), str(uuid.uuid4())
+    tasks._RUNS[tid] = fid
+    try:
+        out = []
+        t = threading.Thread(target=lambda: out.append(f.filter(rec)))
+        t.start()
+        t.join()
+        assert out == [True] and rec.flow_run_id == fid and rec.task_run_id == tid
+        tasks._RUNS[str(uuid.uuid4())] = fid  # two stages of one flow run: the flow run only
+        rec2 = logging.LogRecord("grouprank.x", logging.INFO, __file__, 1, "m", (), None)
+        assert f.filter(rec2) is True and rec2.flow_run_id == fid and rec2.task_run_id is None
+        tasks._RUNS[str(uuid.uuid4())] = str(uuid.uuid4())  # two flow runs: nobody's
+        rec3 = logging.LogRecord("grouprank.x", logging.INFO, __file__, 1, "m", (), None)
+        assert f.filter(rec3) is False
+    finally:
+        tasks._RUNS.clear()

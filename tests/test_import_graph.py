@@ -2,54 +2,21 @@
 (also those inside functions), and no Prefect in the library."""
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from grouprank.source_graph import import_graph as source_import_graph
+from grouprank.source_graph import modules
 
 ROOT = Path(__file__).resolve().parents[1] / "grouprank"
 
 
 def _modules(root: Path) -> dict[str, Path]:
-    mods = {}
-    for p in root.rglob("*.py"):
-        parts = list(p.relative_to(root.parent).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        mods[".".join(parts)] = p
-    return mods
+    return modules(root.parent, (root.name,))
 
 
 def import_graph(root: Path = ROOT) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-    """(module graph, raw imported names per module)."""
-    mods = _modules(root)
-
-    def resolve(name: str) -> str | None:
-        while name:
-            if name in mods:
-                return name
-            name = name.rpartition(".")[0]
-        return None
-
-    graph: dict[str, set[str]] = {m: set() for m in mods}
-    names: dict[str, set[str]] = {m: set() for m in mods}
-    for m, p in mods.items():
-        pkg = m if p.name == "__init__.py" else m.rpartition(".")[0]
-        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    b = pkg.split(".")
-                    src = ".".join(b[: len(b) - (node.level - 1)] + ([node.module] if node.module else []))
-                else:
-                    src = node.module or ""
-                targets = [src + "." + a.name for a in node.names] + [src]
-            names[m].update(targets)
-            for t in targets:
-                r = resolve(t)
-                if r and r != m and not m.startswith(r + "."):
-                    graph[m].add(r)
-    return graph, names
+    """(module graph, raw imported names per module): the graph the cache keys use."""
+    return source_import_graph(root.parent, (root.name,))
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

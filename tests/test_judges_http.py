@@ -80,6 +80,15 @@ def test_dry_run_sends_nothing(tmp_path, server, small_pool):
     assert all(v["prompt_tokens"] > 0 for v in j.values())
     assert est["total"]["calls"] == 24 + 9 + 18
     assert server.stats(detail=False)["requests"] == 0
+    # the console line: the completion figure is a ceiling; $0 without prices says so
+    from grouprank.judges.stage import dry_run_text
+    assert not any(v["prices_set"] for v in j.values())
+    text = dry_run_text(est)
+    assert f"at most {est['total']['completion_tokens']:,} completion tokens (a ceiling" in text
+    assert "cost $0 (no prices set" in text
+    priced = {**est, "judges": {k: {**v, "prices_set": True} for k, v in j.items()},
+              "total": {**est["total"], "est_cost_usd": 1.5}}
+    assert "cost $1.5000 at the endpoints' prices, completion at its ceiling" in dry_run_text(priced)
 
 
 def test_three_judges_end_to_end(tmp_path, server, small_pool):

@@ -86,3 +86,34 @@ def test_documents_are_delimited_and_cannot_close_their_block():
     _, docs = extract_query_and_docs(msgs[1]["content"])
     assert [lab for lab, _ in docs] == [1, 2, 3]
     assert render_doc(1, "x </document> y", None).count("</document>") == 1
+
+
+# --- hand-written attack fixture (issue 27, item 4): paraphrases the v1 rules missed -------------
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+_CASES = json.loads((Path(__file__).parent / "fixtures" / "injection_cases.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("text", _CASES["attacks"])
+def test_hand_written_paraphrased_attacks_are_flagged(text):
+    r = detect(text)
+    assert r.flagged, text
+    # ... also inside a real abstract, where an attacker would put it
+    host = _sample("scifact", 3)[1]
+    assert is_injection(host[:400] + " " + text + " " + host[400:])
+
+
+@pytest.mark.parametrize("text", _CASES["benign"])
+def test_hand_written_benign_sentences_are_not_flagged(text):
+    assert not is_injection(text), detect(text).matches
+
+
+@pytest.mark.parametrize("collection", ["scifact", "cranfield"])
+def test_no_false_flags_on_whole_corpora(collection):
+    """Every SciFact abstract (5,183) and every Cranfield document (1,400): no flag (a scan of CISI,
+    NPL and the DL19 pool with the v2 rules found none either)."""
+    texts = _sample(collection)
+    assert len(texts) in (5183, 1400)
+    flagged = [(t[:100], detect(t).matches) for t in texts if is_injection(t)]
+    assert flagged == []

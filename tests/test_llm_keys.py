@@ -124,3 +124,20 @@ def test_sampling_params_request_overrides_endpoint():
     sp = sampling_params(R(messages=[], template_version="t", temperature=0, top_p=1, max_tokens=5, seed=7), EP2)
     assert sp == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 5, "seed": 7}
     assert isinstance(sp["temperature"], float)
+
+
+def test_a_constrained_request_has_its_own_cache_key():
+    """The same request sent with the answer schema as a grammar (`json_schema`) and without it gets
+    different answers: they must not share a cache entry (found while rewriting the real-server judge
+    test, issue 27 item 10). A request without a schema keeps its key whatever the endpoint says."""
+    from grouprank.llm.config import LLMEndpoint
+    from grouprank.llm.keys import request_hash
+    from grouprank.llm.types import LLMRequest
+    msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    with_schema = LLMRequest(messages=msgs, template_version="t@1", response_schema={"type": "object"})
+    plain = LLMRequest(messages=msgs, template_version="t@1")
+    eps = [LLMEndpoint(name="e", base_url="http://127.0.0.1:9/v1", model="m", json_schema=js)
+           for js in (False, True, "json_object")]
+    keys = [request_hash(with_schema, e) for e in eps]
+    assert len(set(keys)) == 3
+    assert len({request_hash(plain, e) for e in eps}) == 1

@@ -14,6 +14,7 @@ import pytest
 from grouprank.config import JudgeSpec, RunConfig
 from grouprank.errors import UserError
 from grouprank.judges.base import JudgePool
+from grouprank.judges.pointwise import PointwiseJudge
 from grouprank.llm import LLMClient, LLMRequest
 from grouprank.llm.config import LLMEndpoint
 from grouprank.prompts import pointwise as PW
@@ -40,33 +41,94 @@ def _cfg(tmp_path, ep, specs):
                                      "judges": {"judges": [s.model_dump() for s in specs]}})
 
 
-def test_every_judge_kind_through_the_real_server(smollm2, pool, tmp_path):
+@pytest.fixture()
+def answers(monkeypatch):
+    """request hash -> LLMResult, as the code under test receives each answer (a spy on the real
+    `LLMClient.amap`; asking again is not reproducible: llama.cpp's prompt cache can change a
+    greedy answer)."""
+    from grouprank.llm.client import LLMClient as Client
+    got: dict[str, object] = {}
+    real_amap = Client.amap
+
+    async def recording_amap(self, reqs, progress=None):
+        results = await real_amap(self, reqs, progress)
+        got.update({r.request_hash: r for r in results})
+        return results
+    monkeypatch.setattr(Client, "amap", recording_amap)
+    return got
+
+
+def test_every_judge_kind_through_the_real_server(smollm2, pool, tmp_path, answers):
+    """Every row a judge writes agrees with SmolLM2's real answer to its request, read again here with
+    the template's parser: a pair is `ok` exactly when its answer yields its score / label (and then
+    holds that value), else `failed` with the reason. (Before: any mix of ok and failed rows passed,
+    and the rank check looked at the ok rows only.)"""
     from grouprank.judges.runner import run_judges
+    from grouprank.llm.types import ParseError
+    from grouprank.prompts import groupwise as GW
+    from grouprank.prompts import listwise as LW
+
     ep = smollm2.endpoint(max_tokens=64)
-    specs = [JudgeSpec(id="pw", kind="pointwise"), JudgeSpec(id="lw", kind="listwise"),
-             JudgeSpec(id="gw", kind="groupwise", group_size=2, max_tokens=128)]
-    rows, usage = run_judges(_cfg(tmp_path, ep, specs), pool)
-    by = {}
+    # SmolLM2 free-form rarely follows a format; the same pointwise judge under the answer schema
+    # (a llama.cpp grammar) always does: both paths, failed and ok, are checked
+    ep_json = smollm2.endpoint(name="smollm2-json", max_tokens=64, json_schema="json_object")
+    specs = [JudgeSpec(id="pw", kind="pointwise", endpoint=ep.name), JudgeSpec(id="lw", kind="listwise", endpoint=ep.name),
+             JudgeSpec(id="gw", kind="groupwise", group_size=2, max_tokens=128, endpoint=ep.name),
+             JudgeSpec(id="pwj", kind="pointwise", endpoint="smollm2-json")]
+    cfg = RunConfig.model_validate({"work_dir": str(tmp_path),
+                                    "llm": {"endpoints": [ep.model_dump(), ep_json.model_dump()]},
+                                    "judges": {"judges": [s.model_dump() for s in specs]}})
+    rows, usage = run_judges(cfg, pool)
+    by: dict[str, dict[str, dict]] = {}
     for r in rows:
-        by.setdefault(r["judge_id"], []).append(r)
-    for jid in ("pw", "lw", "gw"):
-        got = by[jid]
-        assert sorted(r["doc_id"] for r in got) == ["d1", "d2"]
+        by.setdefault(r["judge_id"], {})[r["doc_id"]] = r
+    assert [by["pwj"][d]["status"] for d in ("d1", "d2")] == ["ok", "ok"]  # the grammar's answers parse
+    for jid in ("pw", "lw", "gw", "pwj"):
+        assert sorted(by[jid]) == ["d1", "d2"]
         u = usage[jid]
         assert u["calls"] >= 1 and u["answers"] >= 1 and u["model"] == "smollm2"
         assert u["parse_failures"] == u["errors"].get("parse", 0) + u["errors"].get("truncated", 0)
-        assert 0.0 <= u["parse_failure_rate"] <= 1.0 and u["parse_failure_rate"] == round(
-            u["parse_failures"] / u["answers"], 4)
-        for r in got:
-            assert r["status"] in ("ok", "failed")
-            if r["status"] == "failed":
-                assert r["error"]
-            elif jid in ("pw", "gw"):
-                assert 0.0 <= r["score"] <= 10.0
-            else:
-                assert r["rank"] >= 1
-    lw_ok = [r for r in by["lw"] if r["status"] == "ok"]
-    assert sorted(r["rank"] for r in lw_ok) == list(range(1, len(lw_ok) + 1))
+        assert u["parse_failure_rate"] == round(u["parse_failures"] / u["answers"], 4)
+        assert u["pairs_ok"] == sum(r["status"] == "ok" for r in by[jid].values())
+        for r in by[jid].values():
+            assert (r["status"] == "failed") == bool(r["error"]), r
+            assert r["request_hash"] in answers, r  # every row names the request it was judged in
+
+    # pointwise: ok <=> PW.parse reads a score from the answer; the grade from its logprobs or number
+    for jid in ("pw", "pwj"):
+        for row in by[jid].values():
+            res = answers[row["request_hash"]]
+            try:
+                score, _ = PW.parse(res.text)
+            except ParseError:
+                assert row["status"] == "failed" and row["score"] is None, (row, res.text)
+                continue
+            ev = PW.expected_grade(res.logprobs, res.text)
+            assert row["status"] == "ok", (row, res.text)
+            assert row["score"] == pytest.approx(ev[0] if ev is not None else float(score)), (row, res.text)
+
+    # groupwise: each document ok <=> the group's answer scores its label ([k] from group_id "...#k")
+    for row in by["gw"].values():
+        res = answers[row["request_hash"]]
+        pg = GW.parse_output(res.text or "", 2)
+        scores = pg.scores if pg.ok else GW.partial_scores(res.text, 2)[0]
+        s = scores[int(row["group_id"].rsplit("#", 1)[1]) - 1]
+        if s is None:
+            assert row["status"] == "failed" and row["score"] is None, (row, res.text)
+        else:
+            assert row["status"] == "ok" and row["score"] == pytest.approx(float(s)), (row, res.text)
+
+    # listwise: one window of both documents (pool order); the labels its answer names, in order,
+    # get ranks 1..k; a document it does not name is failed, with no rank
+    (h,) = {r["request_hash"] for r in by["lw"].values()}
+    named, _ = LW.parse_partial(answers[h].text, 2)
+    want = {pool.pools["q1"][i - 1]: k for k, i in enumerate(named, 1)}
+    for d in ("d1", "d2"):
+        row = by["lw"][d]
+        if d in want:
+            assert row["status"] == "ok" and row["rank"] == want[d], (row, answers[h].text)
+        else:
+            assert row["status"] == "failed" and row["rank"] is None, (row, answers[h].text)
 
 
 def test_pointwise_grades_come_from_logprobs_when_the_answer_has_them(smollm2, pool, tmp_path):
@@ -119,19 +181,29 @@ def test_json_object_schema_constrains_the_real_servers_answers(smollm2, pool, t
     client.close()
 
 
-def test_query_generation_and_cut_answers(smollm2, tmp_path):
-    """Real query generation: every record kept or refused with a reason; an answer cut at
-    max_tokens is never kept (before: half a query was)."""
+def test_query_generation_and_cut_answers(smollm2, tmp_path, answers):
+    """Real query generation: each record's decision is what the template's parser makes of
+    SmolLM2's real answer (kept with exactly the parsed query, or parse_error with the parser's
+    reason; before: either decision passed); an answer cut at max_tokens is never kept (before:
+    half a query was)."""
     import pyarrow as pa
-    from grouprank.queries.generation import generate_queries
-    docs = pa.table({"doc_id": ["d1"], "title": [None], "text": [DOCS["d1"]]})
+    from grouprank.llm.types import ParseError
+    from grouprank.queries import templates as T
+    from grouprank.queries.generation import generate_queries, parse_query
+    docs = pa.table({"doc_id": ["d1", "d3"], "title": [None, None], "text": [DOCS["d1"], DOCS["d3"]]})
     client = LLMClient(smollm2.endpoint(), None, stage="queries")
-    recs = generate_queries(docs, ["d1"], client, ["question"], collection="t")
-    assert len(recs) == 1 and recs[0]["decision"] in ("kept", "parse_error")
-    if recs[0]["decision"] == "kept":
-        assert len(recs[0]["text"].split()) >= 2
-    else:
-        assert recs[0]["decision_detail"]
+    recs = generate_queries(docs, ["d1", "d3"], client, ["keyword", "question"], collection="t")
+    assert len(recs) == 4 and len(answers) == 4
+    by_doc_type = {(r.meta[0], r.meta[1]): r for r in answers.values()}
+    for rec in recs:
+        res = by_doc_type[(rec["source_doc_id"], rec["query_type"])]
+        try:
+            want = parse_query(res.text, T.get(rec["query_type"]), DOCS[rec["source_doc_id"]])["query"]
+        except ParseError as e:
+            assert rec["decision"] == "parse_error", (rec, res.text)
+            assert str(e) in rec["decision_detail"], (rec["decision_detail"], str(e))
+            continue
+        assert rec["decision"] == "kept" and rec["text"] == want, (rec, res.text)
     cut = generate_queries(docs, ["d1"], client, ["question"], collection="t", max_tokens=3)
     assert cut[0]["decision"] == "parse_error" and "max_tokens" in cut[0]["decision_detail"]
     assert client.usage()["errors"].get("truncated", 0) >= 1

@@ -75,3 +75,26 @@ def test_every_stage_that_builds_models_is_declared_so():
     stay free to run beside them."""
     flagged = {name for name, s in all_stages().items() if s.builds_models}
     assert flagged == {"mine_queries", "retrieve", "judge", "train_reranker", "train_retriever", "evaluate"}
+
+
+def test_lock_wait_is_logged_and_counted_apart_from_the_work(tmp_path, caplog):
+    """Two model-building stages at once: the one that waited says so (waiting, then got the lock
+    after N s) and its stats carry the wait apart from its own work (model_lock_wait_s + work_s)."""
+    import logging
+    caplog.set_level(logging.INFO, logger="grouprank.model_lock")
+    cfg = RunConfig.model_validate({"work_dir": str(tmp_path)})
+    spans: list = []
+    recs: dict = {}
+    stages = [_timed_stage(f"w{i}", spans, True) for i in range(2)]
+    _concurrently([lambda st=st: recs.__setitem__(st.name, executor.run_stage(st, cfg, {})) for st in stages])
+    waits = sorted(r["stats"]["model_lock_wait_s"] for r in recs.values())
+    assert waits[0] < 0.1 and 0.2 <= waits[1] <= 1.0, waits
+    waited = max(recs.values(), key=lambda r: r["stats"]["model_lock_wait_s"])
+    assert abs(waited["stats"]["work_s"] + waited["stats"]["model_lock_wait_s"] - waited["wall_s"]) < 0.02
+    assert 0.25 <= waited["stats"]["work_s"] < 0.5  # its own 0.3 s sleep, not the other's
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any(m == f"stage {waited['stage']}: waiting for the model lock (one model-building stage at a time "
+               "per process)" for m in msgs)
+    assert any(m.startswith(f"stage {waited['stage']}: got the model lock after waiting 0.") for m in msgs)
+    free = executor.run_stage(_timed_stage("free", spans, False), cfg, {})
+    assert "model_lock_wait_s" not in free["stats"]  # a stage that builds no model never waits

@@ -49,9 +49,9 @@ def stage_inputs(tmp_path: Path, n_queries: int = 10, per_query: int = 10) -> di
 
 
 def write_cfg(tmp_path: Path, base_url: str, **ep) -> str:
+    ep = {"max_retries": 5, "backoff_base_s": 0.2, "backoff_max_s": 1.0, "timeout_s": 5, **ep}
     cfg = RunConfig(work_dir=str(tmp_path / "work"),
-                    llm={"endpoints": [LLMEndpoint(name="deadend", base_url=base_url, model="m", max_retries=5,
-                                                   backoff_base_s=0.2, backoff_max_s=1.0, timeout_s=5, **ep)]},
+                    llm={"endpoints": [LLMEndpoint(name="deadend", base_url=base_url, model="m", **ep)]},
                     judges={"judges": [JudgeSpec(id="pw", kind="pointwise", endpoint="deadend")]})
     p = tmp_path / "cfg.json"
     p.write_text(cfg.model_dump_json())
@@ -145,6 +145,7 @@ def test_failed_pairs_fail_the_stage_and_zero_labels_fail_fuse(tmp_path):
         Path(conf).write_text(json.dumps(cfgd))
         rc, out, err, _ = cli(["judge", "--config", conf, *feed(inputs)])
         assert rc != 0 and "judge 'pw': 10 of 10 pairs failed" in err and "http_500" in err, err
+        assert "Rerun the same command to resume" in err, err  # the pair failed after its retries: say how to go on
         rc, out, err, _ = cli(["judge", "--config", conf, *feed(inputs), "--set", "judges.max_failed_fraction=1"])
         assert rc == 0, err
         judgments = json.loads(out)["outputs"]["judgments"]
@@ -155,3 +156,64 @@ def test_failed_pairs_fail_the_stage_and_zero_labels_fail_fuse(tmp_path):
         rc, out, err, _ = cli(["judge", "--config", conf, *feed(inputs), "--refresh"])
         assert rc == 0, err
         assert json.loads(out)["stats"]["failed"] == 10
+
+
+# --------------------------------------------------------------------------- a hung endpoint (issue 27, item 5)
+
+def _hung_server():
+    from tests.support.fake_openai_server import start_local_server
+    return start_local_server("tests.support.judge_responder:respond", faults={"hang": 1.0}, hang_s=3600.0)
+
+
+def test_hung_endpoint_stops_the_judge_stage_through_the_breaker(tmp_path):
+    """Every request hangs. Timeouts count toward the breaker, so 100 pairs with 1 s attempts and 5
+    retries each stop after `breaker_failures` timeouts (a few seconds), not after 100 x 6 timeouts
+    / 4 in flight (~150 s, what 8a543dc spent); the summary names the endpoint and the reason."""
+    with _hung_server() as srv:
+        conf = write_cfg(tmp_path, srv.base_url, breaker_failures=6, max_concurrency=4, timeout_s=1.0)
+        rc, out, err, wall = cli(["judge", "--config", conf, *feed(stage_inputs(tmp_path))], timeout=100)
+    assert rc != 0, (out, err)
+    assert wall < 30, (wall, err[-2000:])
+    assert "'deadend'" in err and "consecutive timeouts" in err and "rerun" in err, err[-2000:]
+    assert "Traceback" not in err and CANARY not in err + out
+    assert not (tmp_path / "work" / "judge" / "judgments.parquet").exists()
+
+
+def test_hung_endpoint_stops_within_the_time_budget(tmp_path):
+    """Breaker off and a 60 s attempt timeout: `time_budget_s` alone bounds the stage. The requests in
+    flight are cut when the 3 s budget is spent and nothing more is sent."""
+    with _hung_server() as srv:
+        conf = write_cfg(tmp_path, srv.base_url, breaker_failures=0, max_concurrency=4, timeout_s=60.0,
+                         time_budget_s=3.0)
+        rc, out, err, wall = cli(["judge", "--config", conf, *feed(stage_inputs(tmp_path))], timeout=100)
+        received = srv.stats(detail=False)["requests"]
+    assert rc != 0, (out, err)
+    assert wall < 25, (wall, err[-2000:])
+    assert "'deadend'" in err and "time budget of 3s" in err, err[-2000:]
+    assert received <= 8, received  # the 4 in flight (+ their one retry), no more
+
+
+def test_retries_are_reported_with_a_worst_case_bound(monkeypatch, caplog):
+    """While nothing comes back a rate-based ETA says nothing; the client logs its retries by kind
+    and the worst case for the requests still open (timeouts x attempts plus backoff, per wave of
+    `max_concurrency`), bounded by the time budget and the breaker."""
+    import logging
+
+    from grouprank.llm.client import EndpointUnavailable
+    monkeypatch.setenv("GROUPRANK_PROGRESS_EVERY_S", "0")
+    caplog.set_level(logging.INFO, logger="grouprank.llm")
+    with _hung_server() as srv:
+        ep = LLMEndpoint(name="slow", base_url=srv.base_url, model="m", max_retries=3, timeout_s=0.5,
+                         backoff_base_s=0.01, backoff_max_s=0.02, breaker_failures=8, max_concurrency=2,
+                         time_budget_s=6.0)
+        client = LLMClient(ep, None, api_key=CANARY)
+        reqs = [LLMRequest(messages=[{"role": "user", "content": f"q{i}"}], template_version="t@1") for i in range(6)]
+        with pytest.raises(EndpointUnavailable, match="'slow'"):
+            client.map(reqs)
+    lines = [r.getMessage() for r in caplog.records if "retrying (" in r.getMessage()]
+    assert lines, [r.getMessage() for r in caplog.records][-5:]
+    first = lines[0]
+    assert "'slow'" in first and "timeout x" in first and "requests still open" in first, first
+    # 6 open, 2 at a time: 3 waves x 4 attempts x (0.5 s + 0.02 s backoff cap) = 6.24 s
+    assert "at most 6s for the 6 requests still open" in first or "at most 6s for the 5 requests" in first, first
+    assert "time budget" in first and "more consecutive failures" in first, first

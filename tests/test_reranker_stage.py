@@ -64,9 +64,24 @@ def test_train_reranker_stage_fails_when_grpo_changes_nothing(tmp_path, tables):
         run({"reranker_sft": sft_table, "reranker_rl": rl_table}, cfg, _ctx(cfg))
 
 
-def test_train_reranker_stage_tiny_policy(tmp_path, tables):
+def test_train_reranker_stage_tiny_policy(tmp_path, tables, monkeypatch):
+    import torch
+
+    from grouprank.reranker import train as train_mod
     from grouprank.reranker.stage import run
     sft_table, rl_table, rl, sft = tables
+    # a spy on GRPO: every parameter before and after it, to check the stage's grpo_weights_changed
+    # against (before: `isinstance(..., bool)`, which any answer passed)
+    seen = {}
+    real_run_grpo = train_mod.run_grpo
+
+    def spying_run_grpo(model, *a, **kw):
+        seen["before"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        trainer = real_run_grpo(model, *a, **kw)
+        seen["changed"] = any(not torch.equal(p.detach(), seen["before"][n])
+                              for n, p in trainer.model.named_parameters() if n in seen["before"])
+        return trainer
+    monkeypatch.setattr(train_mod, "run_grpo", spying_run_grpo)
     cfg = RunConfig.load(None, {"work_dir": str(tmp_path / "work"), "reranker.heldout_fraction": 0.2,
                                 "reranker.base_model": "tiny", "reranker.require_grpo_update": False,
                                 "reranker.train_max_group_size": 5, "reranker.max_train_examples": 6,
@@ -82,7 +97,7 @@ def test_train_reranker_stage_tiny_policy(tmp_path, tables):
     assert 0 < st["sft_rows_over_max_group"] <= n_big_sft
     assert st["sft_rows_trained"] == 6 and st["rl_rows_trained"] == 6
     assert st["grpo_steps"] == 2 and st["sft_loss_first"] > 0 and st["preset"] == "tiny-cpu"
-    assert isinstance(st["grpo_weights_changed"], bool)
+    assert "changed" in seen and st["grpo_weights_changed"] is seen["changed"]
     model = Path(res.outputs["reranker_model"])
     assert (model / "config.json").exists() and (model / "tokenizer.json").exists()
     summary = json.loads(Path(res.outputs["reranker_summary"]).read_text())
@@ -97,6 +112,19 @@ def test_train_reranker_stage_tiny_policy(tmp_path, tables):
     rewards = [reward_one(g["text"], g["gold_grades"], g["gold_scores"]).reward for g in gens]
     assert st["heldout_greedy_reward"] == round(sum(rewards) / len(gens), 4)
     assert summary["heldout"]["heldout_example_output"] == gens[0]["text"][:500]
+    # beside it, the same reward for the all-0 answer and for the gold scores (the oracle), same rows
+    from grouprank.reranker.reward import score_reward
+    zero = [score_reward([0.0] * len(g["gold_grades"]), g["gold_grades"], g["gold_scores"]).reward for g in gens]
+    best = [score_reward(g["gold_scores"], g["gold_grades"], g["gold_scores"]).reward for g in gens]
+    assert st["heldout_reward_constant_0"] == round(sum(zero) / len(gens), 4)
+    assert st["heldout_reward_oracle"] == round(sum(best) / len(gens), 4) > st["heldout_reward_constant_0"]
+    # the RL prompts' length in the trained policy's own tokens, next to its context window
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model)
+    assert st["rl_prompt_tokens_max"] >= st["rl_prompt_tokens_p90"] >= st["rl_prompt_tokens_median"] > 10
+    assert st["policy_context_tokens"] > 0 and st["rl_prompts_over_context"] >= 0
+    assert st["rl_prompt_tokens_max"] <= max(len(tok("\n".join(m["content"] for m in r["prompt"]),
+                                                    add_special_tokens=False)["input_ids"]) for r in rl) + 64
 
 
 def test_train_reranker_stage_can_be_switched_off(tmp_path, tables):
@@ -104,3 +132,28 @@ def test_train_reranker_stage_can_be_switched_off(tmp_path, tables):
     cfg = RunConfig.load(None, {"work_dir": str(tmp_path), "reranker.train": False})
     res = run({"reranker_sft": tables[0], "reranker_rl": tables[1]}, cfg, _ctx(cfg))
     assert res.stats == {"skipped": 1} and "reranker_model" not in res.outputs
+
+
+def test_rl_prompt_token_lengths_and_the_context_window(caplog):
+    """The RL prompts' length in the policy's tokens, and the prompts that leave less than the
+    completion budget of the context window counted and warned about (TRL does not cut prompts)."""
+    import logging
+    from types import SimpleNamespace
+
+    from grouprank.reranker.train import prompt_token_lengths
+
+    class Tok:
+        def apply_chat_template(self, msgs, tokenize, add_generation_prompt):
+            return " ".join(m["content"] for m in msgs) + " <assistant>"
+
+        def __call__(self, text, add_special_tokens):
+            return {"input_ids": text.split()}
+
+    rows = [{"prompt": [{"role": "user", "content": " ".join(["w"] * n)}]} for n in (3, 5, 7, 20)]
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=12))
+    caplog.set_level(logging.WARNING, logger="grouprank.reranker.train")
+    out = prompt_token_lengths(Tok(), rows, model, max_completion_length=4)
+    # 4, 6, 8, 21 tokens (the template adds one); over: 8 + 4 = 12 is not > 12, 21 + 4 is
+    assert out == {"rl_prompt_tokens_median": 8, "rl_prompt_tokens_p90": 21, "rl_prompt_tokens_max": 21,
+                   "rl_prompts_over_context": 1, "policy_context_tokens": 12}
+    assert any("1 of 4 RL prompts leave less than max_completion_length (4)" in r.getMessage() for r in caplog.records)

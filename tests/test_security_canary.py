@@ -25,7 +25,8 @@ C_USER, C_PASS, C_QUERY = "canaryuserQ7", "CANARYpassW0rd9x", "CANARYqueryKEY3c1
 C_HUB, C_NESTED, C_GRPO = "hf_CANARYhubTOKEN0123456789abcdefAB", "CANARYnestedTOKENz8", "CANARYgrpoTOKENy7"
 C_ENV = "sk-CANARYenvKEY0123456789abcdefghij"
 C_TYPED = "sk-CANARYtypedKEY0123456789abcdefgh"
-CANARIES = [C_USER, C_PASS, C_QUERY, C_HUB, C_NESTED, C_GRPO, C_ENV, C_TYPED]
+C_MODEL = "sk-proj-CANARYmodelKEY0123456789abcd"  # a key pasted into `model` (issue 27, item 7)
+CANARIES = [C_USER, C_PASS, C_QUERY, C_HUB, C_NESTED, C_GRPO, C_ENV, C_TYPED, C_MODEL]
 
 
 def planted(cfg: dict, base_url: str) -> dict:
@@ -33,7 +34,7 @@ def planted(cfg: dict, base_url: str) -> dict:
     host = base_url.split("://", 1)[1]
     cfg = json.loads(json.dumps(cfg))
     cfg["llm"] = {"endpoints": [{"name": "local", "base_url": f"http://{C_USER}:{C_PASS}@{host}?api-key={C_QUERY}",
-                                 "model": "local", "max_retries": 1, "timeout_s": 10, "max_concurrency": 4,
+                                 "model": C_MODEL, "max_retries": 1, "timeout_s": 10, "max_concurrency": 4,
                                  "backoff_base_s": 0.01, "backoff_max_s": 0.02}]}
     cfg["judges"] = {"judges": [{"id": "local", "kind": "local"},
                                 {"id": "llm", "kind": "pointwise", "endpoint": "local"}]}
@@ -75,6 +76,7 @@ def test_no_canary_in_export_summary_records_or_logs(tmp_path, caplog, capfd, mo
         # cleaned on load: the address works without its credentials
         assert cfg.llm.endpoints[0].base_url == srv.base_url
         assert "hub_token" not in cfg.reranker.sft_args and cfg.reranker.sft_args["logging_steps"] == 1
+        assert cfg.llm.endpoints[0].model == "***"  # masked on load: judgments, reports, cache, card see ***
         summary = run_pipeline(cfg, ["export"], log_fn=lines.append)
         requests = srv.stats(detail=False)["requests"]
     assert requests > 0  # the LLM judge really used the endpoint
@@ -87,6 +89,21 @@ def test_no_canary_in_export_summary_records_or_logs(tmp_path, caplog, capfd, mo
     assert [c for c in CANARIES if c in out + err + logged] == []
     # the warnings say what was removed, by name
     assert "reranker.sft_args.hub_token: dropped" in logged and "removed the URL's user-info and query" in logged
+    assert "llm.endpoints.0.model: a value shaped like an API key was masked" in logged
+    # the card's judges table names the (masked) model of the LLM judge
+    assert any("pointwise" in ln and "***" in ln for ln in card.splitlines()), card[:3000]
+
+
+@pytest.mark.timeout(120)
+def test_a_key_set_on_the_command_line_without_a_config_file_is_not_printed(tmp_path):
+    """`--set llm.endpoints.0.api_key=sk-...` with no --config: the error names the key path, never
+    the value (8a543dc printed `llm.endpoints = {'0': {'api_key': 'sk-...'}}`)."""
+    for arg in (f"llm.endpoints.0.api_key={C_TYPED}", f"llm.endpoints.0.model={C_TYPED}",
+                f"judges.judges.0.id={C_TYPED}"):
+        p = _cli(["load", "--work-dir", str(tmp_path / "w"), "--set", arg])
+        assert p.returncode != 0, p.stdout[-2000:]
+        assert "llm.endpoints" in p.stderr or "judges.judges" in p.stderr, p.stderr[-2000:]
+        assert C_TYPED not in p.stderr + p.stdout, p.stderr[-2000:]
 
 
 def _cli(args: list[str], env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

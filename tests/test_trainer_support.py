@@ -46,3 +46,35 @@ def test_failed_training_closes_its_progress():
     with pytest.raises(RuntimeError, match="diverged"):
         ts.train(Trainer())
     assert cb.prog is None
+
+
+def test_trainer_metrics_go_through_the_logger_not_print(caplog, capsys):
+    """`train` drops transformers' PrinterCallback (it prints every log dict when disable_tqdm) and keeps
+    a terminal's bar without the dicts; our callback logs the metrics as one line."""
+    import logging
+
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    caplog.set_level(logging.INFO, logger="grouprank.trainer_support")
+    cb = ts.progress_callback("reranker GRPO", every_s=0)
+
+    class State:
+        max_steps, global_step, is_world_process_zero = 4, 3, True
+
+    class Handler:
+        callbacks = [PrinterCallback(), ProgressCallback(), cb]
+
+    class Trainer:
+        callback_handler = Handler()
+
+        def train(self, resume_from_checkpoint=None):
+            cb.on_train_begin(None, State(), None)
+            for c in self.callback_handler.callbacks:
+                c.on_log(None, State(), None, logs={"loss": 0.81234, "reward": 1.5, "epoch": 1})
+            cb.on_train_end(None, State(), None)
+
+    ts.train(Trainer())
+    kinds = [type(c) for c in Trainer.callback_handler.callbacks]
+    assert PrinterCallback not in kinds and ProgressCallback not in kinds
+    assert any(issubclass(k, ProgressCallback) for k in kinds)  # the bar-only variant
+    assert "{'loss'" not in capsys.readouterr().out
+    assert "reranker GRPO: step 3: loss 0.8123, reward 1.5, epoch 1" in [r.getMessage() for r in caplog.records]

@@ -153,12 +153,87 @@ def test_dataset_card(exported):
     _, b, e = exported
     out = Path(e["outputs"]["export"])
     card = (out / "README.md").read_text()
-    assert card.startswith("---\nconfigs:\n")
+    assert card.startswith("---\n")
     for needle in ("![grade histogram](grade_histogram.png)", "| reranker_sft_examples | 2 |",
                    f"| reranker RL examples | {b['stats']['rl_examples']} |", "fused_labels:",
-                   "| grade_at_or_above_positive |", '"seed": 13', "groupwise@1", "kappa_weighted"):
+                   "| grade_at_or_above_positive |", '"seed": 13', "groupwise@1", "| kappa_weighted |",
+                   "shuffled; seed 13 (the run seed)", "TRL's `GRPOConfig` has no prompt length cap",
+                   "`no_duplicates` batch sampler"):
         assert needle in card, needle
     assert "<work_dir>" in card and str(out) not in card
+    assert "seed None" not in card and "DESIGN" not in card  # no document outside the repository
+    assert "{'n':" not in card and '{"kappa' not in card  # human agreement as a table, not a raw dict
+    # BEIR qrels: data rows, the header line not counted
+    tsv = out / "beir" / "qrels" / "train.tsv"
+    n = len(tsv.read_text().splitlines()) - 1
+    manifest = {f["path"]: f for f in json.loads((out / "manifest.json").read_text())["files"]}
+    assert manifest["beir/qrels/train.tsv"]["rows"] == n == pq.read_table(out / "qrels").num_rows
+    assert f"| beir/qrels/train.tsv | beir_qrels |  | {n} |" in card
+    # the RL prompts' length distribution, from the exported rows
+    rl = pq.read_table(out / "reranker_rl")
+    chars = sorted(len("\n".join(m["content"] for m in p)) for p in rl.column("prompt").to_pylist())
+    assert f"| characters | {chars[0]} | " in card and f" | {chars[-1]} |" in card
+
+
+def test_card_metadata_parses_offline_with_huggingface_hub(exported):
+    """The card's YAML block is what the Hub reads: licence, language, task categories, size
+    category and a default config, parsed by huggingface_hub's DatasetCard / DatasetCardData."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+    _, b, e = exported
+    out = Path(e["outputs"]["export"])
+    card = DatasetCard.load(out / "README.md")  # a local path: no network
+    data = card.data
+    assert isinstance(data, DatasetCardData)
+    assert data.license == "other"  # DL19: MS MARCO passages (terms: non-commercial research)
+    assert data.to_dict()["license_name"] == "ms-marco-and-trec-dl-2019-terms"
+    assert data.language == ["en"]
+    assert data.task_categories == ["text-ranking", "text-retrieval"]
+    rows = {v: pq.read_table(out / v).num_rows for v in VIEWS}
+    from grouprank.trainsets.card import size_category
+    assert max(rows.values()) == 990 and data.size_categories == ["n<1K"] == [size_category(990)]
+    assert size_category(1000) == "1K<n<10K" and size_category(10_000) == "10K<n<100K"
+    assert data.pretty_name and "trec_dl19_passage" in data.pretty_name
+    configs = {c["config_name"]: c for c in data.configs}
+    assert set(configs) == set(VIEWS)
+    assert [n for n, c in configs.items() if c.get("default")] == ["reranker_rl"]
+    assert configs["retriever"]["data_files"] == [{"split": "train", "path": "retriever/train-*.parquet"}]
+    # a licence of one's own, and the built-in SciFact's
+    from grouprank.trainsets.card import card_metadata, COLLECTION_LICENSES
+    assert COLLECTION_LICENSES["scifact"] == "cc-by-nc-2.0"
+    yaml_block = card_metadata(pretty_name="x", license="cc-by-4.0", language=["de"], views={
+        "reranker_rl": {"glob": "reranker_rl/train-*.parquet", "rows": 5}})
+    d2 = DatasetCard(yaml_block + "\nbody\n").data
+    assert d2.license == "cc-by-4.0" and d2.language == ["de"] and d2.size_categories == ["n<1K"]
+
+
+def test_load_dataset_without_a_config_name(exported, tmp_path):
+    import datasets
+    _, b, e = exported
+    out = Path(e["outputs"]["export"])
+    ds = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds.column_names == [f.name for f in __import__("data_schemas").RERANKER_RL.fields]
+    assert len(ds) == pq.read_table(out / "reranker_rl").num_rows == b["stats"]["rl_examples"]
+
+
+def test_every_column_of_every_view_is_described(exported):
+    """Each exported view's columns (read from its Parquet files) each have a row in the card's
+    Columns section under that view, with the description from data_schemas (none empty)."""
+    import re
+    _, _, e = exported
+    out = Path(e["outputs"]["export"])
+    card = (out / "README.md").read_text()
+    cols_section = card.split("## Columns", 1)[1].split("\n## ", 1)[0]
+    sections = {m.group(1): body for m, body in zip(
+        re.finditer(r"^### `([a-z_]+)/`", cols_section, re.M),
+        re.split(r"^### `[a-z_]+/`.*$", cols_section, flags=re.M)[1:])}
+    assert set(sections) == set(VIEWS)
+    for view in VIEWS:
+        schema = pq.read_schema(next((out / view).glob("*.parquet")))
+        for f in schema:
+            row = re.search(rf"^\| `{re.escape(f.name)}` \| `[^|]+`[^|]* \| (.+) \|$", sections[view], re.M)
+            assert row, (view, f.name)
+            doc = (f.metadata or {}).get(b"doc", b"").decode()
+            assert doc and row.group(1).strip() == doc.replace("|", "\\|"), (view, f.name)
     png = (out / "grade_histogram.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 

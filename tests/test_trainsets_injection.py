@@ -67,9 +67,13 @@ def test_flagged_pairs_are_in_no_view_by_default_and_stay_when_off(dl19):
     rl, sft, ret, stats = build_datasets(DatasetsConfig(), documents=docs, queries=queries, labels=labels,
                                          candidates=cand, judgments=judg)
     got = _pairs(rl, sft, ret)
+    # the other documents of group A were judged with the attack in the same prompt: out as well
+    neighbours = {(q_teacher, d) for d in ga[1:]}
     for view, pairs in got.items():
         assert not (pairs & flagged), f"flagged pairs in the {view} view: {sorted(pairs & flagged)}"
-    assert stats["injection_flagged_pairs"] == 3 and stats["injection_flagged_excluded"] == 3
+        assert not (pairs & neighbours), f"same-prompt neighbours in the {view} view: {sorted(pairs & neighbours)}"
+    assert stats["injection_flagged_pairs"] == 3 and stats["injection_neighbour_pairs"] == 2
+    assert stats["injection_flagged_excluded"] == 5
     assert stats["injection_flagged_teacher_groups"] == 1  # group A dropped whole, group B kept
     sft_rows = sft.to_pylist()
     assert [r["doc_ids"] for r in sft_rows if r["query_id"] == q_teacher] == [gb]
@@ -96,3 +100,90 @@ def test_no_judgments_no_flags(dl19):
                        labels=labels, candidates=cand)
     assert a[3]["injection_flagged_pairs"] == 0 == a[3]["injection_flagged_excluded"]
     assert all(x.equals(y) for x, y in zip(a[:3], b[:3]))
+
+
+def test_exported_label_files_hold_no_flagged_pair_nor_its_prompt_neighbours(dl19, tmp_path):
+    """Issue 27, item 4: attacks from the hand-written fixture planted in real DL19 passages, flagged by
+    the judge pool's detector; after build + export, no flagged pair and no pair judged in the same
+    groupwise prompt is in any exported file (labels/, qrels/, beir/qrels/train.tsv, qrels.train.trec,
+    the reranker and retriever views), and the card counts them."""
+    import json
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from grouprank.judges.base import JudgePool
+    from grouprank.trainsets.export_stage import export_datasets
+    docs, queries, cand, labels = dl19
+    attacks = json.loads((Path(__file__).parent / "fixtures" / "injection_cases.json").read_text())["attacks"]
+    labs = labels_by_query(labels)
+    # per query: its best-graded document and two more carry an attack
+    planted: dict[str, str] = {}
+    for i, q in enumerate(sorted(labs)):
+        ids = labs[q].doc_ids
+        for j, d in enumerate([ids[0], ids[len(ids) // 2], ids[-1]]):
+            planted[d] = attacks[(3 * i + j) % len(attacks)]
+    rows = docs.to_pylist()
+    for r in rows:
+        if r["doc_id"] in planted:
+            r["text"] = r["text"][:200] + " " + planted[r["doc_id"]] + " " + r["text"][200:]
+    docs2 = pa.Table.from_pylist(rows, schema=docs.schema)
+    import pandas as pd
+    judged = pd.DataFrame([(q, d) for q in sorted(labs) for d in labs[q].doc_ids], columns=["query_id", "doc_id"])
+    pool = JudgePool.from_tables(judged, docs2, queries)
+    # a pointwise judge on every labelled pair; a groupwise judge on groups of 4 in fused order
+    judg_rows, neighbours, flagged = [], set(), set()
+    for q in sorted(labs):
+        ids = labs[q].doc_ids
+        for d in ids:
+            f = pool.injection_flag(d)
+            judg_rows.append(_row(q, d, flag=f))
+            if f:
+                flagged.add((q, d))
+        for g in range(0, len(ids), 4):
+            grp = ids[g:g + 4]
+            hit = any(pool.injection_flag(d) for d in grp)
+            for k, d in enumerate(grp):
+                r = _row(q, d, judge="gw", kind="groupwise", flag=pool.injection_flag(d), group=f"g{g}#{k + 1}")
+                r["request_hash"] = f"{q}-g{g}"
+                judg_rows.append(r)
+                if hit:
+                    neighbours.add((q, d))
+    assert len(flagged) == 3 * len(labs), "every planted attack is flagged by the detector"
+    neighbours -= flagged
+    assert neighbours
+    judg = JUDGMENTS.from_records(judg_rows)
+    cfg = RunConfig(datasets={"negatives_per_example": 2})
+    rl, sft, ret, stats = build_datasets(cfg.datasets, documents=docs2, queries=queries, labels=labels,
+                                         candidates=cand, judgments=judg)
+    assert stats["injection_flagged_pairs"] == len(flagged)
+    out = tmp_path / "export"
+    res = export_datasets(cfg, out, documents=docs2, queries=queries, labels=labels, reranker_rl=rl,
+                          reranker_sft=sft, retriever_examples=ret, judgments=judg, build_stats=stats,
+                          build_config=cfg.datasets.model_dump(mode="json"))
+    bad = flagged | neighbours
+    found: dict[str, set] = {}
+    for view in ("labels", "qrels", "retriever_examples", "reranker_rl", "reranker_sft"):
+        t = pq.read_table(out / view)
+        pairs = set()
+        for r in t.to_pylist():
+            ds = r.get("doc_ids") or ([r["doc_id"]] if "doc_id" in r else
+                                      [r["positive_doc_id"], *r["negative_doc_ids"]])
+            pairs |= {(r["query_id"], d) for d in ds}
+        found[view] = pairs
+    found["beir"] = {tuple(ln.split("\t")[:2]) for ln in (out / "beir" / "qrels" / "train.tsv").read_text().splitlines()[1:]}
+    found["trec"] = {(ln.split()[0], ln.split()[2]) for ln in (out / "qrels.train.trec").read_text().splitlines()}
+    for view, pairs in found.items():
+        assert pairs, view
+        assert not (pairs & bad), f"{view}: {sorted(pairs & bad)[:5]}"
+    # the retriever's text view holds no planted attack either
+    st = pq.read_table(out / "retriever").to_pylist()
+    assert st and not any(a in v for r in st for v in r.values() for a in planted.values())
+    assert res["stats"]["labels_rows_excluded_injection"] == len(bad) == labels.num_rows - found_labels_rows(out)
+    assert "injection-flagged or judged in the same prompt" in (out / "README.md").read_text()
+
+
+def found_labels_rows(out) -> int:
+    import pyarrow.parquet as pq
+    return pq.read_table(out / "labels").num_rows

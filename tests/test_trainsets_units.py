@@ -139,18 +139,27 @@ def _judgment(q, d, pos, score, *, group="g0", reason="[1] is best.", status="ok
             "prompt_tokens": 10, "completion_tokens": 5}
 
 
-def test_teacher_targets_are_the_groupwise_judges_own_answers(dl19, tmp_path):
+def test_teacher_targets_are_the_groupwise_judges_own_answers(dl19, tmp_path, monkeypatch):
     """The groupwise judge, run through the LLM client against the local OpenAI-compatible server,
     writes `<group>#<position>` group ids; the SFT view then holds each judged group verbatim: the
-    judge's prompt (documents in its order) and, as the target, the answer the server gives for
-    exactly that prompt."""
-    import urllib.request
-
+    exact messages the judge sent (recorded as sent, not rebuilt here) and, as the target, the exact
+    answer the judge received for them (recorded as received, not asked again). The responder's
+    scores depend on the documents' positions, so a group rebuilt in another order, or scores put
+    back in the wrong places, give a different target."""
     from grouprank.config import JudgeSpec, LLMEndpoint, RunConfig
     from grouprank.judges.base import JudgePool
     from grouprank.judges.groupwise import judge_groups
     from grouprank.judges.runner import run_judges
+    from grouprank.llm.client import LLMClient
     from tests.support.fake_openai_server import start_local_server
+    sent: list[tuple[list, str]] = []  # (messages, answer text) of every groupwise request the judge made
+    real_amap = LLMClient.amap
+
+    async def recording_amap(self, reqs, progress=None):
+        results = await real_amap(self, reqs, progress)
+        sent.extend((list(q.messages), r.text) for q, r in zip(reqs, results) if r.ok)
+        return results
+    monkeypatch.setattr(LLMClient, "amap", recording_amap)
     docs, queries, cand, labels = dl19
     labs = labels_by_query(labels)
     qids = sorted(labs)[:2]
@@ -163,41 +172,24 @@ def test_teacher_targets_are_the_groupwise_judges_own_answers(dl19, tmp_path):
         cfg = RunConfig.model_validate({"work_dir": str(tmp_path), "llm": {"endpoints": [ep.model_dump()]},
                                         "judges": {"judges": [spec.model_dump()]}})
         rows, _ = run_judges(cfg, pool)
-        judg = JUDGMENTS.from_records(rows)
-        _, sft, _, st = build_datasets(_dc(sft_source="teacher"), documents=docs, queries=queries, labels=labels,
-                                       candidates=cand, judgments=judg, max_doc_chars=cfg.prompts.max_doc_chars)
-
-        def ask(messages):  # the server's answer to a prompt, asked again (the responder is deterministic)
-            body = json.dumps({"model": "local-responder", "messages": messages}).encode()
-            req = urllib.request.Request(srv.base_url.rstrip("/") + "/chat/completions", data=body,
-                                         headers={"content-type": "application/json"})
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return json.loads(r.read())["choices"][0]["message"]["content"]
-        answers = [ask(r["messages"][:2]) for r in sft.to_pylist()]
+    judg = JUDGMENTS.from_records(rows)
+    _, sft, _, st = build_datasets(_dc(sft_source="teacher"), documents=docs, queries=queries, labels=labels,
+                                   candidates=cand, judgments=judg, max_doc_chars=cfg.prompts.max_doc_chars)
 
     # every judgment row names its group and its position in the judge's prompt
     assert all(re.fullmatch(r"p0g\d+#[1-3]", r["group_id"]) for r in rows)
     sft_rows = sft.to_pylist()
     groups = {q: judge_groups(pool.pools[q], 3, cfg.seed, q, 0) for q in qids}   # the judge's seed: the run's
-    assert len(sft_rows) == sum(len(g) for g in groups.values()) == st["sft_target_teacher"] == 6  # 7 docs -> 3+2+2
-    for r, answer in zip(sft_rows, answers):
+    assert len(sft_rows) == sum(len(g) for g in groups.values()) == st["sft_target_teacher"] == len(sent) == 6
+    judged = {json.dumps(m, sort_keys=True): a for m, a in sent}
+    # the responder scores by content and position: the six answers are not all the same text
+    assert len(set(judged.values())) > 1
+    for r in sft_rows:
         assert r["target_source"] == "teacher:gw"
         assert r["doc_ids"] in groups[r["query_id"]]                 # the judge's own order
-        assert r["messages"][:2] == GW_build(queries, r["query_id"], r["doc_ids"], docs, cfg.prompts.max_doc_chars)
-        assert r["messages"][2]["content"] == answer                  # verbatim
-        # the rationale names a position; that position has the top score in the same answer
-        from grouprank.prompts.groupwise import parse_output
-        p = parse_output(answer, len(r["doc_ids"]), strict=True)
-        best = int(re.search(r"for \[(\d+)\]", p.reason).group(1))
-        assert p.scores[best - 1] == max(p.scores)
-
-
-def GW_build(queries, qid, doc_ids, docs, max_doc_chars):
-    from grouprank.prompts.groupwise import build_messages
-    from grouprank.text import document_text_map
-    qtext = dict(zip(queries["query_id"].to_pylist(), queries["text"].to_pylist()))
-    texts = document_text_map(docs, set(doc_ids))
-    return build_messages(qtext[qid], [texts[d] for d in doc_ids], max_doc_chars=max_doc_chars)
+        key = json.dumps(r["messages"][:2], sort_keys=True)
+        assert key in judged, "the SFT prompt is not a prompt the judge sent"
+        assert r["messages"][2] == {"role": "assistant", "content": judged[key]}   # the answer, verbatim
 
 
 def test_teacher_rows_without_positions_or_incomplete(dl19):

@@ -48,6 +48,28 @@ def load_from_config(cfg) -> Collection:
                            quarantine=d.quarantine)
 
 
+def source_files(cfg) -> dict[str, str]:
+    """The files the configured collection is read from (a built-in collection's folder under the
+    data root, or `data.path`): the `load` stage's cache key hashes them."""
+    d = cfg.data
+    if d.format == "builtin":
+        return {"collection_files": str(cfg.data_root() / d.collection)}
+    return {"collection_files": str(Path(d.path or d.collection).expanduser().resolve())}
+
+
+def excluded_files(cfg) -> dict[str, str]:
+    """The file BRIGHT's excluded ids come from (none for other formats): the key of every stage that
+    filters runs with them hashes it."""
+    from .formats import _find
+    d = cfg.data
+    if d.format != "bright":
+        return {}
+    try:
+        return {"excluded_ids": str(_find(Path(d.path or d.collection), "examples"))}
+    except Exception:  # the stage itself reports the missing file, naming it
+        return {"excluded_ids": str(Path(d.path or d.collection))}
+
+
 def excluded_from_config(cfg) -> dict[str, set[str]]:
     """The configured collection's excluded ids per query (BRIGHT's `excluded_ids`; {} for other
     formats). Every run is filtered with them before it is written or scored."""

@@ -36,6 +36,38 @@ _CHAR_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", " ":
                "\ufeff": "a byte-order mark (U+FEFF)", "\x00": "a NUL byte"}
 
 
+def _invisible(ch: str) -> bool:
+    """A character that renders as nothing or changes the look of its neighbour: Unicode format
+    characters (category Cf: zero-width joiners, bidi controls, tag characters U+E0000-E007F),
+    other controls, surrogates, line/paragraph separators, and variation selectors (U+FE00-FE0F,
+    U+E0100-E01EF), which make two ids that print the same compare different."""
+    o = ord(ch)
+    if 0xFE00 <= o <= 0xFE0F or 0xE0100 <= o <= 0xE01EF:
+        return True
+    return unicodedata.category(ch) in ("Cf", "Cc", "Cs", "Zs", "Zl", "Zp")
+
+
+_STRICT_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def strict_int(v: Any) -> int:
+    """An integer from a source label, strictly: ASCII digits with an optional sign (surrounding
+    whitespace allowed). Python's int() also reads '1_0' as 10 and Arabic-Indic digits; a label like
+    that is a data error, not a grade. Raises ValueError naming the value."""
+    if isinstance(v, bool):
+        raise ValueError(f"{v!r} is not an integer")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        if v.is_integer():
+            return int(v)
+        raise ValueError(f"{v!r} is not an integer")
+    t = str(v).strip()
+    if not _STRICT_INT.fullmatch(t):
+        raise ValueError(f"{str(v)[:40]!r} is not an integer (digits 0-9 with an optional sign)")
+    return int(t)
+
+
 def id_problem(v: Any) -> str | None:
     """Why `v` cannot be an id (None when it can): not a string, empty, too long, or containing
     whitespace / control / invisible format characters."""
@@ -47,11 +79,18 @@ def id_problem(v: Any) -> str | None:
         return f"id of {len(v):,} characters (at most {MAX_ID_CHARS:,})"
     m = _ID_BAD.search(v)
     if m is None:
-        return None
-    ch = m.group(0)
-    what = _CHAR_NAMES.get(ch) or f"U+{ord(ch):04X} ({unicodedata.name(ch, 'a control character').lower()})"
-    return (f"id {v[:80]!r} contains {what} at position {m.start()}: ids are written into TREC and TSV "
-            "files, where whitespace and control characters would split or forge a line")
+        if v.isascii():
+            return None
+        pos = next((i for i, c in enumerate(v) if _invisible(c)), None)
+        if pos is None:
+            return None
+        ch, start = v[pos], pos
+    else:
+        ch, start = m.group(0), m.start()
+    what = _CHAR_NAMES.get(ch) or f"U+{ord(ch):04X} ({unicodedata.name(ch, 'an invisible character').lower()})"
+    return (f"id {v[:80]!r} contains {what} at position {start}: ids are written into TREC and TSV "
+            "files, where whitespace, control and invisible characters would split or forge a line, or make "
+            "two ids that print the same differ")
 
 
 def grade_problem(g: Any) -> str | None:

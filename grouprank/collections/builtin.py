@@ -27,7 +27,7 @@ import pyarrow as pa
 from grouprank.errors import InputError
 
 from .base import (DEFAULT_MAX_DOC_CHARS, Collection, build_qrels, check_qrels_refs, decode_lines,
-                   existing_query, make_sinks, qrel, quarantine_table)
+                   existing_query, make_sinks, qrel, quarantine_table, strict_int)
 
 BUILTIN = ("scifact", "trec_dl19_passage", "cranfield", "cisi", "npl")
 
@@ -206,7 +206,7 @@ def load_cranfield(root: Path, quarantine: list | None, max_chars: int = DEFAULT
         if not parts:
             continue
         try:
-            qid, did, code = parts[0], parts[1], int(parts[2])
+            qid, did, code = parts[0], parts[1], strict_int(parts[2])
             grade = CRANFIELD_GRADES[code]
         except (IndexError, ValueError, KeyError):
             _reject_line(quarantine, str(rfile), no, "expected 'qid docid code' with code in 1-4 or -1", line)

@@ -19,7 +19,8 @@ from data_schemas import RUNS
 from grouprank.errors import InputError
 
 from .base import (DEFAULT_MAX_DOC_CHARS, Collection, build_qrels, check_qrels_refs, decode_lines,
-                   existing_query, id_problem, make_sinks, no_records, qrel, quarantine_table, score_problem)
+                   existing_query, id_problem, make_sinks, no_records, qrel, quarantine_table, score_problem,
+                   strict_int)
 
 
 # --- generic record readers: (where, record dict) ------------------------------------------
@@ -33,10 +34,45 @@ def iter_jsonl(path: Path, quarantine: list | None) -> Iterator[tuple[str, Any]]
         except json.JSONDecodeError as e:
             _bad(quarantine, path, f"line {no}", None, f"malformed JSON ({e.msg} at column {e.colno})", line)
             continue
+        except RecursionError:
+            _bad(quarantine, path, f"line {no}", None, "JSON nested too deeply to read (a record is a flat object)",
+                 line[:200])
+            continue
         if not isinstance(obj, dict):
             _bad(quarantine, path, f"line {no}", None, f"expected a JSON object, got {type(obj).__name__}", line)
             continue
+        field = _surrogate_field(obj)
+        if field is not None:
+            # "\ud800" escapes decode to a lone surrogate, which no UTF-8 file (Parquet, TREC) can hold
+            _bad(quarantine, path, f"line {no}", field, "a lone UTF-16 surrogate escape (\\ud800-\\udfff) "
+                 "is not a character", line[:200])
+            continue
         yield f"line {no}", obj
+
+
+def _surrogate_field(obj: dict) -> str | None:
+    """The first top-level field whose value holds a lone surrogate anywhere (None: clean)."""
+    for k, v in obj.items():
+        stack = [k, v]
+        while stack:
+            x = stack.pop()
+            if isinstance(x, str):
+                if not x.isascii():
+                    try:
+                        x.encode("utf-8")
+                    except UnicodeEncodeError:
+                        return str(k).encode("utf-8", "backslashreplace").decode()
+            elif isinstance(x, dict):
+                stack.extend(x.keys())
+                stack.extend(x.values())
+            elif isinstance(x, list):
+                stack.extend(x)
+    return None
+
+
+# documents up to the documented limit (DEFAULT_MAX_DOC_CHARS) must fit in one CSV field; csv's own
+# default (131,072) would refuse them, and a field past this limit is a record error with its line
+CSV_FIELD_LIMIT = 2 * DEFAULT_MAX_DOC_CHARS
 
 
 def iter_csv(path: Path, quarantine: list | None, delimiter: str = ",") -> Iterator[tuple[str, Any]]:
@@ -48,8 +84,21 @@ def iter_csv(path: Path, quarantine: list | None, delimiter: str = ",") -> Itera
         _bad(quarantine, path, f"line {line}", None, f"invalid UTF-8 at byte {e.start}", None)
         text = data.decode("utf-8", "replace")  # only reached in quarantine mode; the bad row is recorded
     text = text.removeprefix("\ufeff")  # a byte-order mark opening the file (one inside an id is refused)
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    for i, row in enumerate(reader, start=1):
+    i = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            i += 1
+            _bad(quarantine, path, f"row {i} (line {reader.line_num})", None,
+                 f"unreadable CSV record: {e} (documents may hold up to {DEFAULT_MAX_DOC_CHARS:,} characters)", None)
+            continue
+        i += 1
         if None in row:
             _bad(quarantine, path, f"row {i}", None, "more fields than the header", row)
             continue
@@ -172,7 +221,7 @@ def read_trec_qrels(path, split: str = "test", quarantine: list | None = None, g
             _bad(quarantine, path, f"line {no}", None, "expected 4 columns 'qid iter docid rel'", line)
             continue
         try:
-            rel = int(parts[3])
+            rel = strict_int(parts[3])
         except ValueError:
             _bad(quarantine, path, f"line {no}", "rel", f"relevance {parts[3]!r} is not an integer", line)
             continue
@@ -303,7 +352,7 @@ def load_beir(path, name: str | None = None, quarantine: list | None = None,
         split = f.stem
         for where, rec in iter_csv(f, quarantine, delimiter="\t"):
             try:
-                qid, did, score = str(rec["query-id"]).strip(), str(rec["corpus-id"]).strip(), int(rec["score"])
+                qid, did, score = str(rec["query-id"]).strip(), str(rec["corpus-id"]).strip(), strict_int(rec["score"])
             except (KeyError, ValueError, TypeError) as e:
                 _bad(quarantine, f, where, None, f"expected columns query-id, corpus-id, integer score ({e})", rec)
                 continue

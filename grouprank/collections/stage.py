@@ -7,6 +7,11 @@ from data_schemas import DOCUMENTS, QRELS, QUARANTINE, QUERIES
 from grouprank.stage import Stage, StageContext, StageResult, file, table
 
 
+def source_files(cfg) -> dict[str, str]:
+    from . import source_files as files
+    return files(cfg)
+
+
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     from . import load_from_config
     c = load_from_config(cfg)
@@ -24,5 +29,5 @@ STAGE = Stage(
     help="load the collection (built-in or your files) as validated documents, queries and qrels tables",
     outputs=(table("documents", DOCUMENTS), table("queries", QUERIES), table("qrels", QRELS),
              table("quarantine", QUARANTINE, optional=True), file("collection_summary", "collection_summary.json")),
-    sections=("data",), timeout_s=7200,
+    sections=("data",), timeout_s=7200, reads=source_files,
 )

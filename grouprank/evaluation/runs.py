@@ -63,10 +63,14 @@ def grade_scale(qrels) -> dict[str, int]:
 
 
 def score_runs(runs: Mapping[str, Any], qrels, *, measures: Sequence[str], rel: int = 1,
-               excluded: Mapping[str, set[str]] | None = None) -> tuple[dict[str, Any], Any]:
+               excluded: Mapping[str, set[str]] | None = None,
+               baseline: str | None = None) -> tuple[dict[str, Any], Any]:
     """Score each run (DataFrame query_id, doc_id, score) on the judged queries of `qrels` (DataFrame
     query_id, doc_id, grade). Returns (summary, per-query DataFrame: system, query_id, one column per
-    measure)."""
+    measure). With two runs or more, `summary["significance"]`: every run against `baseline` (default
+    the first), paired on the judged queries (grouprank.evaluation.significance). A run that shares
+    no query with the qrels is warned about (it scores 0 everywhere: wrong split or ids?)."""
+    from .significance import compare, per_query_values
     import pandas as pd
 
     from .metrics import evaluate, remove_excluded
@@ -84,18 +88,32 @@ def score_runs(runs: Mapping[str, Any], qrels, *, measures: Sequence[str], rel: 
                     "(they are averaged in, as trec_eval -c does): %s%s", len(no_rel), len(judged), rel,
                     ", ".join(no_rel[:10]), " ..." if len(no_rel) > 10 else "")
     frames = []
+    values: dict[str, dict] = {}
+    summary["no_overlap"] = []
     for system, run in runs.items():
         n0 = len(run)
         run = remove_excluded(run, excluded)
         summary["excluded_removed"][system] = int(n0 - len(run))
         runq = set(run["query_id"].astype(str))
         agg, per = evaluate(run, qrels, measures, rel=rel, per_query=True)
+        values[system] = per_query_values(per, measures)
         summary["systems"][system] = {k: round(float(v), 5) for k, v in agg.items()}
         summary["systems"][system]["queries_in_run"] = len(runq & set(judged))
+        if judged and not runq & set(judged):
+            summary["no_overlap"].append(system)
+            log.warning("run %s shares no query with the qrels (%d run queries, e.g. %s; %d judged, e.g. %s): "
+                        "every measure is 0 for it. Another split (evaluation.split) or other query ids?",
+                        system, len(runq), ", ".join(sorted(runq)[:3]) or "-", len(judged), ", ".join(judged[:3]))
         wide = per.pivot(index="query_id", columns="measure", values="value").reset_index()
         wide.insert(0, "system", system)
         frames.append(wide[["system", "query_id", *measures]])
     per_query = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(values) >= 2:
+        from grouprank.errors import UserError
+        base = baseline or next(iter(values))
+        if base not in values:
+            raise UserError(f"--baseline {base!r} is not one of the runs: {', '.join(values)}")
+        summary["significance"] = compare(values, base, measures)
     return summary, per_query
 
 
@@ -116,14 +134,12 @@ def write_outputs(summary: dict, per_query, out_dir: Path) -> dict[str, str]:
 
 
 def table_text(summary: dict) -> str:
-    """The systems x measures table, as text."""
+    """The systems x measures table with each run's judged queries and, with several runs, the paired
+    difference to the baseline (95% CI, p), as text."""
+    from .significance import table_text as sig_table
     ms = summary["measures"]
-    names = list(summary["systems"])
-    w = max([len("system")] + [len(n) for n in names])
-    lines = [f"{'system':<{w}}  " + "  ".join(f"{m:>8}" for m in ms)]
-    for n in names:
-        lines.append(f"{n:<{w}}  " + "  ".join(f"{summary['systems'][n][m]:>8.4f}" for m in ms))
-    return "\n".join(lines)
+    queries = {n: v.get("queries_in_run", 0) for n, v in summary["systems"].items()}
+    return sig_table(summary["systems"], queries, summary.get("significance"), ms)
 
 
 def evaluate_command(args, cfg) -> int:
@@ -145,7 +161,8 @@ def evaluate_command(args, cfg) -> int:
     qdf = qrels.to_pandas()[["query_id", "doc_id", "grade"]]
     runs = {name: read_run(p) for name, p in run_files(args.run).items()}
     measures = args.measure or list(cfg.evaluation.measures)
-    summary, per_query = score_runs(runs, qdf, measures=measures, rel=args.rel, excluded=coll.excluded)
+    summary, per_query = score_runs(runs, qdf, measures=measures, rel=args.rel, excluded=coll.excluded,
+                                    baseline=getattr(args, "baseline", None))
     summary = {"collection": coll.name, "split": split or "all", "runs": {n: str(p) for n, p in
                run_files(args.run).items()}, **summary}
     out_dir = Path(args.out_dir) if args.out_dir else cfg.work_path / "evaluate_runs"
@@ -155,6 +172,9 @@ def evaluate_command(args, cfg) -> int:
         if summary["queries_without_relevant"] else ""
     print(f"({coll.name}, split {summary['split']}: {summary['judged_queries']} judged queries{extra}; "
           f"relevant = grade >= {args.rel}, grades {summary['grade_scale']['min']}..{summary['grade_scale']['max']})")
+    for name in summary["no_overlap"]:
+        print(f"WARNING: run {name} shares no query with the qrels of split {summary['split']}: it scores 0 "
+              "everywhere (another split, or other query ids?)")
     for k, v in paths.items():
         print(f"{k}: {v}")
     return 0

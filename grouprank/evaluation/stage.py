@@ -113,6 +113,8 @@ def rerank_run(cfg, rc, backend, hybrid_run, texts: dict[str, str], documents, q
     sub = hybrid_run[hybrid_run["query_id"].isin(keep)]
     for q, d, s in zip(sub["query_id"], sub["doc_id"], sub["score"]):
         cands.setdefault(str(q), []).append((str(d), float(s)))
+    from grouprank.prompts.common import cut_queries
+    texts = cut_queries({q: texts[q] for q in cands if q in texts}, cfg.prompts.max_query_chars, "rerank")
     res = rerank(rc.mode, cands, texts, document_text_map(documents), backend, top=rc.top, group_size=rc.group_size,
                  passes=rc.passes, alpha=rc.alpha, seed=cfg.seed,
                  max_doc_chars=rc.infer_doc_chars or cfg.prompts.max_doc_chars,
@@ -219,11 +221,16 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         # the first stage on exactly the reranked queries, next to the rerankers
         runs[f"{hybrid}@reranked-queries"] = runs[hybrid][runs[hybrid]["query_id"].isin(reranked_q)]
         subsets[f"{hybrid}@reranked-queries"] = reranked_q
+    from grouprank.evaluation.significance import compare, per_query_values, table_text
     mtables, rtables = [], []
+    per_query: dict[str, dict] = {}
+    report["system_queries"] = {}  # the queries each system was scored on (a reranker: a subset)
     for system, frame in runs.items():
         sub = subsets.get(system)
         qd = qrels_df if sub is None else qrels_df[qrels_df["query_id"].astype(str).isin(sub)]
-        agg = evaluate(frame, qd, ec.measures, excluded=excluded)
+        agg, pq_frame = evaluate(frame, qd, ec.measures, excluded=excluded, per_query=True)
+        per_query[system] = per_query_values(pq_frame, ec.measures)
+        report["system_queries"][system] = len(qids) if sub is None else len(sub)
         report["systems"][system] = {k: round(v, 5) for k, v in agg.items()}
         stats.update({f"{system}.{k}": round(v, 4) for k, v in agg.items()})
         mtables.append(metrics_table(agg, system=system, collection=cfg.data.collection, split=info["split"],
@@ -232,11 +239,17 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         f["rank"] = f.groupby("query_id").cumcount() + 1
         f["system"] = system
         rtables.append(RUNS.from_pandas(f[["query_id", "doc_id", "rank", "score", "system"]], validate=False))
+    # every system against the configured first stage, paired on the queries both were scored on
+    report["significance"] = compare(per_query, hybrid, ec.measures)
+    for system, res in report["significance"]["systems"].items():
+        for m, r in res.items():
+            if r.get("p_ttest") is not None:
+                stats[f"{system}.{m}.p_vs_{hybrid}"] = r["p_ttest"]
     report["wall_s"] = round(time.perf_counter() - t0, 2)
     rpath = ctx.write_json("eval_report.json", report)
     stats["wall_s"] = report["wall_s"]
-    for system, vals in report["systems"].items():
-        log.info("evaluate %s: %s", system, ", ".join(f"{k} {v:.4f}" for k, v in vals.items()))
+    log.info("evaluate (%s, split %s):\n%s", cfg.data.collection, info["split"],
+             table_text(report["systems"], report["system_queries"], report["significance"], ec.measures))
     return StageResult({"metrics": pa.concat_tables(mtables), "runs": pa.concat_tables(rtables),
                         "eval_report": rpath}, stats)
 
@@ -245,13 +258,20 @@ def _llm_reranker(cfg) -> bool:
     return cfg.reranker.backend == "llm" and bool(cfg.llm.endpoints)
 
 
+def excluded_files(cfg) -> dict[str, str]:
+    """BRIGHT's excluded ids filter this stage's runs: their file is in its cache key."""
+    from grouprank.collections import excluded_files as files
+    return files(cfg)
+
+
 STAGE = Stage(
     name="evaluate", title="evaluate", run=run, builds_models=True,
+    progress_parts=lambda c: 1,  # the encodings and the reranking, in turn
     help="score the first stage, the fine-tuned retriever and reranking on judged queries (ir-measures)",
     inputs=(table("documents", DOCUMENTS), table("queries", QUERIES), table("qrels", QRELS),
             table("mined_queries", QUERIES, optional=True), folder("retriever_model", optional=True),
             folder("reranker_model", optional=True)),
     outputs=(table("metrics", METRICS), table("runs", RUNS), file("eval_report", "eval_report.json")),
-    sections=("data", "retrieval", "reranker", "llm", "evaluation", "prompts", "seed"), uses_llm=_llm_reranker,
+    reads=excluded_files, sections=("data", "retrieval", "reranker", "llm", "evaluation", "prompts", "seed"), uses_llm=_llm_reranker,
     timeout_s=24 * 3600,
 )

@@ -119,8 +119,15 @@ def _cli_overrides(args) -> dict:
     return {"queries.splits": args.split, "queries.leakage_eval_splits": []} if args.split else {}
 
 
+def excluded_files(cfg) -> dict[str, str]:
+    """BRIGHT's excluded ids filter this stage's runs: their file is in its cache key."""
+    from grouprank.collections import excluded_files as files
+    return files(cfg)
+
+
 STAGE = Stage(
     name="retrieve", title="retrieve candidates", run=run, builds_models=True,
+    progress_parts=lambda c: 1,  # the corpus encoding
     inputs=(table("documents", DOCUMENTS), table("mined_queries", QUERIES)),
     outputs=(table("candidates", CANDIDATES), file("pool_run", "candidates.trec"), file("run", "run.trec"),
              file("run_bm25", "run_bm25.trec", doc="BM25's own top-depth ranking (TREC run)"),
@@ -128,6 +135,6 @@ STAGE = Stage(
              file("retrieval_report", "retrieval_report.json"),
              file("indexes", INDEX_MANIFEST, doc="manifest of the persisted BM25 index and document embeddings "
                   "(store, keys, encoder model_id, corpus fingerprint); read by the judge stage")),
-    sections=("data", "retrieval", "seed"), timeout_s=24 * 3600,
+    reads=excluded_files, sections=("data", "retrieval", "seed"), timeout_s=24 * 3600,
     help="retrieve, fuse and pool candidates (BM25 + dense)", cli_args=_cli_args, cli_overrides=_cli_overrides,
 )

@@ -12,11 +12,17 @@ A directory is complete when its `manifest.json` exists; everything except the e
 in a temporary sibling directory and renamed into place, so a crash never leaves a half-written
 index under a final name. Embeddings are the one artefact written in place, shard by shard, so an
 interrupted encode resumes at the first shard without a `.done` marker.
+
+Verified reuse: every manifest records the sha256 of each file of its folder (`files`); a folder
+whose files no longer match (a flipped bit, NaN rows written into `embeddings.npy`, a truncated
+index) is not complete: `is_complete` removes it so it is built again, and `encode_resumable`
+re-encodes. Embeddings must be finite before their manifest is written.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,7 +33,25 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from grouprank.file_hash import folder_hashes
+
 MANIFEST = "manifest.json"
+log = logging.getLogger("grouprank.first_stage.store")
+
+
+def verify_folder(directory: str | os.PathLike) -> str | None:
+    """None when the folder's files are those its manifest recorded; else why not."""
+    d = Path(directory)
+    try:
+        recorded = json.loads((d / MANIFEST).read_text()).get("files")
+    except (OSError, ValueError) as e:
+        return f"unreadable manifest ({e})"
+    if not isinstance(recorded, dict) or not recorded:
+        return "the manifest records no file hashes (written by an older version)"
+    now = folder_hashes(d, skip=(MANIFEST,))
+    changed = sorted(k for k in set(recorded) | {k for k in now if not k.startswith("shards/")}
+                     if recorded.get(k) != now.get(k))
+    return f"file(s) changed since written: {changed}" if changed else None
 
 
 # --- corpus fingerprints ----------------------------------------------------------------
@@ -61,7 +85,17 @@ class IndexStore:
         return self.root / f"{kind}-{key}"
 
     def is_complete(self, kind: str, key: str) -> bool:
-        return (self.path(kind, key) / MANIFEST).exists()
+        """The folder holds a complete index whose files are the ones its manifest recorded. A
+        folder that fails the check is removed (logged), so the caller builds it again."""
+        d = self.path(kind, key)
+        if not (d / MANIFEST).exists():
+            return False
+        why = verify_folder(d)
+        if why is None:
+            return True
+        log.warning("not reusing %s: %s; it is rebuilt", d, why)
+        shutil.rmtree(d, ignore_errors=True)
+        return False
 
     def manifest(self, kind: str, key: str) -> dict:
         return json.loads((self.path(kind, key) / MANIFEST).read_text())
@@ -74,7 +108,9 @@ class IndexStore:
         tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-{key}.", dir=self.root))
         try:
             yield tmp
-            (tmp / MANIFEST).write_text(json.dumps({**manifest, "created": time.time()}, indent=2, default=str))
+            (tmp / MANIFEST).write_text(json.dumps({**manifest, "created": time.time(),
+                                                    "files": folder_hashes(tmp, skip=(MANIFEST,))},
+                                                   indent=2, default=str))
             final = self.path(kind, key)
             if final.exists() and not (final / MANIFEST).exists():
                 shutil.rmtree(final)  # an incomplete leftover (never a complete one)
@@ -187,10 +223,33 @@ class ShardedEmbeddings:
         if self._mm is not None:
             self._mm.flush()
             self._mm = None
+        bad = self.nonfinite_shards()
+        if bad:
+            raise ValueError(f"{self.array_path}: non-finite embeddings in shard(s) {bad[:5]} (the encoder "
+                             "returned NaN or inf)")
         (self.dir / MANIFEST).write_text(json.dumps({**self.meta, "n": self.n, "dim": self.dim,
-                                                     "shard_size": self.shard_size, "created": time.time()},
+                                                     "shard_size": self.shard_size, "created": time.time(),
+                                                     "files": {k: v for k, v in folder_hashes(
+                                                         self.dir, skip=(MANIFEST,)).items()
+                                                         if not k.startswith("shards/")}},
                                                     indent=2, default=str))
         return self.load(self.dir)
+
+    def nonfinite_shards(self) -> list[int]:
+        """Shards holding a NaN or inf value."""
+        arr = np.load(self.array_path, mmap_mode="r")
+        out = []
+        for i in range(self.n_shards):
+            lo, hi = self.shard_range(i)
+            if hi > lo and not np.isfinite(arr[lo:hi]).all():
+                out.append(i)
+        return out
+
+    def redo(self, shards: Sequence[int]) -> None:
+        """Mark shards as not encoded (their rows are encoded again) and the folder incomplete."""
+        (self.dir / MANIFEST).unlink(missing_ok=True)
+        for i in shards:
+            self._marker(i).unlink(missing_ok=True)
 
     @staticmethod
     def load(directory: str | os.PathLike) -> np.ndarray:
@@ -205,15 +264,27 @@ def encode_resumable(directory: str | os.PathLike, texts: Sequence[str], encode_
     read-only memmap. `progress(n_done_texts)` is called after each shard."""
     se = ShardedEmbeddings(directory, len(texts), dim, shard_size, meta)
     if se.complete and se.array_path.exists():
-        arr = se.load(directory)
-        if arr.shape == (len(texts), dim):
-            return arr
+        why = verify_folder(se.dir)
+        if why is None:
+            arr = se.load(directory)
+            if arr.shape == (len(texts), dim):
+                return arr
+        else:  # never reuse what is not what was written: encode everything again
+            log.warning("not reusing the embeddings in %s: %s; encoding again", se.dir, why)
+            se.redo(range(se.n_shards))
     se.open()
-    for i in se.pending():
-        se.encode_shard(i, texts, encode_fn)
-        if progress:
-            lo, hi = se.shard_range(i)
-            progress(hi - lo)
+    for attempt in range(2):
+        for i in se.pending():
+            se.encode_shard(i, texts, encode_fn)
+            if progress:
+                lo, hi = se.shard_range(i)
+                progress(hi - lo)
+        bad = se.nonfinite_shards() if attempt == 0 else []
+        if not bad:
+            break
+        log.warning("%s: non-finite values in shard(s) %s (an interrupted or damaged write): encoding them again",
+                    se.array_path, bad[:5])
+        se.redo(bad)
     return se.finalize()
 
 
@@ -227,7 +298,11 @@ def encode_shards(directory: str | os.PathLike, texts: Sequence[str], encode_fn:
     the embeddings are complete."""
     se = ShardedEmbeddings(directory, len(texts), dim, shard_size, meta)
     if se.complete:
-        return True
+        why = verify_folder(se.dir)
+        if why is None:
+            return True
+        log.warning("not reusing the embeddings in %s: %s; encoding again", se.dir, why)
+        se.redo(range(se.n_shards))
     se.open()
     wanted = range(se.n_shards) if shards is None else sorted(set(shards))
     for i in wanted:

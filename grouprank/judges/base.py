@@ -36,9 +36,10 @@ class JudgePool:
 
     @classmethod
     def from_tables(cls, candidates, documents, queries, *, max_per_query: int | None = None,
-                    query_ids: Iterable[str] | None = None) -> "JudgePool":
+                    query_ids: Iterable[str] | None = None, max_query_chars: int | None = None) -> "JudgePool":
         """candidates: CANDIDATES (or any table with query_id, doc_id and optionally rank);
-        documents: DOCUMENTS; queries: QUERIES. Arrow tables or pandas DataFrames."""
+        documents: DOCUMENTS; queries: QUERIES. Arrow tables or pandas DataFrames.
+        `max_query_chars` (`prompts.max_query_chars`): longer queries are cut, with a warning."""
         cand = candidates.to_pandas() if hasattr(candidates, "to_pandas") else candidates
         qs = queries.to_pandas() if hasattr(queries, "to_pandas") else queries
         if "rank" in cand.columns:
@@ -54,6 +55,10 @@ class JudgePool:
             if did not in lst and (max_per_query is None or len(lst) < max_per_query):
                 lst.append(did)
         qtext = dict(zip(qs["query_id"].astype(str), qs["text"].astype(str)))
+        if max_query_chars:
+            from grouprank.prompts.common import cut_queries
+            qtext = cut_queries({q: qtext[q] for q in pools if q in qtext}, max_query_chars, "judge") | \
+                {q: t for q, t in qtext.items() if q not in pools}
         needed = {d for lst in pools.values() for d in lst}
         if not hasattr(documents, "column_names"):  # pandas
             import pyarrow as pa

@@ -20,6 +20,14 @@ What is flagged (case-insensitive; each rule has a name reported in `InjectionRe
   alone is not flagged: Q&A web pages in MS MARCO (e.g. "User: … Weegy: …") use it innocently.
 - ``address``: text addressing the model itself ("you are an AI/assistant/language model/judge",
   "as a relevance judge you must ...", "attention AI/LLM/ChatGPT").
+- paraphrases (v2, from a fixture of attacks written by hand, `tests/fixtures/injection_cases.json`):
+  ``override`` also covers "disregard prior guidance", "set aside the earlier guidelines", "pay no
+  attention to the instructions you were given", "override the scoring rubric", "whatever you were
+  told before, ignore it"; ``address`` covers notes to the evaluator ("IMPORTANT NOTE FOR THE
+  EVALUATOR:", "reviewer note:", "P.S. to any AI assessor", "to the model reading this");
+  ``score_request`` covers score demands ("answer score 10", "rate this 10", "score it 10",
+  "respond with 10", "assign it the maximum value", "deserves a 10", "the only acceptable grade
+  here is the maximum", "maximum value for this one").
 - ``format_breakout``: the judges' own delimiters or answer tags inside a document
   (``</document>``, ``<document``, ``<answer>``, ``<reason>``, ``"score": 10``-style JSON aimed at
   the pointwise format).
@@ -36,14 +44,59 @@ from dataclasses import dataclass, field
 
 __all__ = ["InjectionResult", "detect", "is_injection", "DETECTOR_VERSION"]
 
-DETECTOR_VERSION = "injection@1"
+DETECTOR_VERSION = "injection@2"
 
 _F = re.IGNORECASE | re.MULTILINE
 
 _PRIOR = r"(?:all\s+|any\s+|the\s+|your\s+|of\s+the\s+)*(?:previous|prior|above|earlier|preceding|foregoing|system|original)"
 _INSTR = r"(?:instructions?|prompts?|directions?|directives?|rules|guidelines|messages?|context|tasks?)"
 
+# who a note aimed at the judge addresses
+_JUDGE = (r"(?:ai\s+|llm\s+|automated\s+|human\s+|relevance\s+)?(?:evaluator|grader|judge|assessor|annotator|rater|reviewer|"
+          r"ranker|reranker|scorer|model|ai|llm|assistant)s?")
+_QUAL = r"(?:prior|previous|earlier|above|preceding|foregoing|original|initial|system|given)"
+_GUIDE = (r"(?:(?:scoring|grading|evaluation|relevance|judging)\s+)?(?:guidance|guidelines|criteria|rubric|rules|instructions?|"
+          r"directions?|directives?|prompts?|context|task(?:\s+description)?)")
+_VERB = (r"(?:ignore|disregard|forget|override|bypass|set\s+aside|pay\s+no\s+attention\s+to|do\s+not\s+follow|"
+         r"don't\s+follow|never\s+mind)")
+_TEN = r"(?:10|ten)\b(?!\s*[%\w-])"
+_TOP = r"(?:maximum|highest|max|top|full|perfect)"
+
 _RULES: list[tuple[str, re.Pattern]] = [
+    # --- v2 paraphrases (tests/fixtures/injection_cases.json)
+    ("override", re.compile(rf"\b{_VERB}\s+(?:all\s+|any\s+)?(?:of\s+)?(?:the\s+|your\s+|these\s+|those\s+|my\s+)?"
+                            rf"{_QUAL}\s+{_GUIDE}\b", _F)),
+    ("override", re.compile(rf"\b{_VERB}\s+(?:the\s+|your\s+|this\s+)?(?:(?:scoring|grading|evaluation)\s+rubric|"
+                            r"rubric|system\s+prompt|task\s+description|rest\s+of\s+the\s+(?:prompt|instructions))\b", _F)),
+    ("override", re.compile(rf"\b{_VERB}\s+(?:\w+\s+){{0,3}}?(?:you\s+were|you've\s+been|you\s+have\s+been)\s+"
+                            r"(?:given|told|instructed)\b", _F)),
+    ("override", re.compile(r"\bwhatever\s+you\s+(?:were|have\s+been|'ve\s+been)\s+(?:told|instructed|asked)\b[^.\n]{0,40}"
+                            r"\b(?:ignore|disregard|forget)\b", _F)),
+    ("address", re.compile(rf"\b(?:note|message|memo|reminder|p\.?\s*s\.?)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?{_JUDGE}\b", _F)),
+    ("address", re.compile(r"\b(?:evaluator|grader|assessor|rater|annotator|reviewer|judge)s?\s*,?\s*(?:please\s+)?"
+                           r"(?:note|notice|take\s+note)\b\s*:", _F)),
+    ("address", re.compile(r"\b(?:hey|dear|attention|hello|hi)\s*,?\s+(?:the\s+)?(?:ai\s+)?"
+                           r"(?:evaluator|grader|assessor|rater|annotator|judge)s?\b\s*[:,!]", _F)),
+    ("address", re.compile(rf"\bto\s+(?:the|any)\s+{_JUDGE}\s+(?:reading|processing|evaluating|grading|scoring|judging)\s+"
+                           r"this\b", _F)),
+    ("score_request", re.compile(rf"\banswer(?:\s+with)?\s+(?:a\s+|the\s+)?(?:score|grade|rating|relevance)\s*"
+                                 rf"(?:of\s+|=\s*|:\s*)?{_TEN}", _F)),
+    ("score_request", re.compile(rf"\b(?:rate|score|grade|mark|rank|label)\s+(?:it|this(?:\s+one)?)\s+(?:as\s+)?(?:an?\s+)?"
+                                 rf"(?:{_TEN}|(?:the\s+)?{_TOP}\b|full\s+marks)", _F)),
+    ("score_request", re.compile(rf"\b(?:output|respond\s+with|reply\s+with|answer\s+with|return)\s+(?:a\s+|the\s+)?"
+                                 rf"(?:(?:score|rating|grade|relevance)\s+(?:of\s+)?)?{_TEN}", _F)),
+    ("score_request", re.compile(rf"\b(?:assign|give|award|grant)\s+(?:it|this(?:\s+\w+)?)\s+(?:the\s+|an?\s+)?{_TOP}\s+"
+                                 r"(?:possible\s+)?(?:value|relevance|score|grade|rating|marks?|points)\b", _F)),
+    ("score_request", re.compile(rf"\b(?:assign|give|award|grant|output|respond\s+with|answer\s+with)\s+(?:the\s+|an?\s+)?"
+                                 rf"{_TOP}\s+(?:possible\s+)?(?:relevance\s+)?(?:score|grade|rating|marks)\s+"
+                                 r"(?:to|for)\s+this\b", _F)),
+    ("score_request", re.compile(rf"\b{_TOP}\s+(?:value|score|grade|rating|marks|relevance)\s+for\s+this\s+"
+                                 r"(?:one|document|passage|text|page|result|article)\b", _F)),
+    ("score_request", re.compile(rf"\b(?:deserves?|merits?)\s+(?:an?\s+|the\s+)?(?:(?:10|ten)\b(?!\s*%)|perfect\s+(?:score|10|rating|grade)|"
+                                 r"(?:maximum|highest|top)\s+(?:score|grade|rating|relevance)|full\s+marks)", _F)),
+    ("score_request", re.compile(r"\b(?:acceptable|correct|right|appropriate|only\s+valid)\s+(?:grade|score|rating|relevance|answer)"
+                                 r"\s+(?:here\s+|for\s+this\s+\w+\s+)?is\s+(?:the\s+)?(?:maximum|highest|top|10|ten)\b", _F)),
+    # --- v1
     ("override", re.compile(
         rf"\b(?:ignore|disregard|forget|override|bypass|skip)\s+(?:all\s+|any\s+|everything\s+)?{_PRIOR}\s+{_INSTR}\b", _F)),
     ("override", re.compile(

@@ -41,12 +41,26 @@ def retrieval_indexes(manifest: Path | None, documents, cfg):
         return None
 
 
+def dry_run_text(est: dict) -> str:
+    """The dry run's totals in words: the completion figure is a ceiling (every call using its whole
+    max_tokens), and a cost of $0 says whether prices are set at all."""
+    t = est.get("total") or {}
+    llm = [e for e in (est.get("judges") or {}).values() if e.get("kind") != "local"]
+    priced = any(e.get("prices_set") for e in llm)
+    cost = (f"${t.get('est_cost_usd', 0.0):,.4f} at the endpoints' prices, completion at its ceiling" if priced
+            else "$0 (no prices set: llm.endpoints[].price_prompt_per_mtok / price_completion_per_mtok)")
+    return (f"{t.get('calls', 0):,} calls, {t.get('prompt_tokens', 0):,} prompt tokens, at most "
+            f"{t.get('completion_tokens', 0):,} completion tokens (a ceiling: max_tokens per call; answers are "
+            f"usually shorter); cost {cost}")
+
+
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     from grouprank.judges.base import JudgePool
     from grouprank.judges.runner import dry_run, judgments_table, run_judges
     from grouprank.text import document_text_map
     cands, docs, qs = inputs["candidates"], inputs["documents"], inputs["mined_queries"]
-    pool = JudgePool.from_tables(cands, docs, qs, max_per_query=cfg.judges.max_per_query)
+    pool = JudgePool.from_tables(cands, docs, qs, max_per_query=cfg.judges.max_per_query,
+                                 max_query_chars=cfg.prompts.max_query_chars)
     stats: dict[str, Any] = {"queries": len(pool.pools), "pairs": pool.n_pairs, "judges": len(cfg.judges.judges)}
     if cfg.judges.dry_run:
         est = dry_run(cfg, pool)
@@ -56,6 +70,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
             stats[f"{jid}.est_calls"] = e["calls"]
             stats[f"{jid}.est_prompt_tokens"] = e["prompt_tokens"]
             stats[f"{jid}.est_cost_usd"] = e.get("est_cost_usd", 0.0)
+        log.info("judge dry run (nothing sent): %s", dry_run_text(est))
         return StageResult({"estimate": p}, stats)
     local = any(j.kind == "local" for j in cfg.judges.judges)
     indexes = retrieval_indexes(inputs.get("indexes"), docs, cfg) if local else None
@@ -102,8 +117,9 @@ def check_failures(rows: list[dict], bound: float) -> None:
             top = ", ".join(f"{why} x{c}" for why, c in reasons.most_common(3))
             bad.append(f"judge {jid!r}: {k} of {n} pairs failed for the endpoint's sake ({top})")
     if bad:
-        raise UserError("judge: " + "; ".join(bad) + f" (judges.max_failed_fraction={bound:g}; the answers "
-                        "received are cached: a rerun sends only the failed requests)")
+        raise UserError("judge: " + "; ".join(bad) + f" (judges.max_failed_fraction={bound:g}). Rerun the same "
+                        "command to resume: the answers received are cached, only the failed requests are sent "
+                        "again")
 
 
 def _any_llm_judge(cfg) -> bool:

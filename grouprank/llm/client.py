@@ -105,6 +105,11 @@ class LLMClient:
         self._preflight_done = False
         self._conn_streak = 0          # consecutive connection failures (no HTTP answer at all)
         self._breaker: str | None = None  # the reason, once the circuit breaker has opened
+        self._streak_kinds: set[str] = set()
+        self._pending = 0               # requests of the current map not finished yet (for the retry ETA)
+        self._retries: dict[str, int] = {}
+        self._retry_logged = 0.0
+        self._deadline: float | None = None  # time_budget_s: monotonic deadline, set on first use
         register(self)
 
     # ------------------------------------------------------------------ public helpers
@@ -210,17 +215,64 @@ class LLMClient:
         self._preflight_done = True
 
     def _note_transport(self, kind: str | None) -> None:
-        """Circuit breaker bookkeeping: `kind` of a failed attempt ("connection" counts), None for
-        any HTTP answer (which closes the streak)."""
-        if kind == "connection":
+        """Circuit breaker bookkeeping: `kind` of a failed attempt ("connection" and "timeout" count:
+        a hung endpoint costs `breaker_failures` timeouts, not timeout x retries per request), None
+        for any HTTP answer (which closes the streak)."""
+        if kind in ("connection", "timeout"):
             self._conn_streak += 1
+            self._streak_kinds.add(kind)
             n = int(getattr(self.endpoint, "breaker_failures", 0) or 0)
             if n and self._conn_streak >= n and self._breaker is None:
-                self._breaker = f"{self._conn_streak} consecutive connection failures"
-                log.error("%s: circuit breaker open after %s; no further requests are sent", self._where(),
-                          self._breaker)
+                what = " or ".join(sorted({"connection": "connection failures", "timeout": "timeouts"}[k]
+                                          for k in self._streak_kinds))
+                self._open_breaker(f"{self._conn_streak} consecutive {what}")
         else:
             self._conn_streak = 0
+            self._streak_kinds = set()
+
+    def _note_retry(self, kind: str, left: float | None) -> None:
+        """While requests are being retried, a progress line at most every GROUPRANK_PROGRESS_EVERY_S
+        (30 s): the retries so far by kind and the worst case for the requests still open (each may
+        take every attempt's timeout plus its backoff), bounded by the time budget and the breaker;
+        a rate-based ETA says nothing while answers do not come back."""
+        self._retries[kind] = self._retries.get(kind, 0) + 1
+        every = float(os.environ.get("GROUPRANK_PROGRESS_EVERY_S", 30.0))
+        now = time.monotonic()
+        if now - self._retry_logged < every:
+            return
+        self._retry_logged = now
+        ep = self.endpoint
+        attempts = max(0, int(ep.max_retries)) + 1
+        per_request = attempts * float(ep.timeout_s) + attempts * float(getattr(ep, "backoff_max_s", 30.0))
+        waves = -(-max(1, self._pending) // max(1, int(ep.max_concurrency)))
+        worst = waves * per_request
+        bound = f"at most {worst:,.0f}s for the {self._pending} requests still open"
+        if left is not None:
+            bound += f" (time budget: {max(0.0, left):,.0f}s left)"
+        n = int(getattr(ep, "breaker_failures", 0) or 0)
+        if n:
+            bound += f"; the breaker stops it after {max(0, n - self._conn_streak)} more consecutive failures"
+        log.info("%s: retrying (%s so far); %s", self._where(),
+                 ", ".join(f"{k} x{v}" for k, v in sorted(self._retries.items())), bound)
+
+    def _open_breaker(self, reason: str) -> None:
+        if self._breaker is None:
+            self._breaker = reason
+            log.error("%s: circuit breaker open after %s; no further requests are sent", self._where(), reason)
+
+    def _remaining(self) -> float | None:
+        """Seconds left of `time_budget_s` (started at the first uncached request), None without one;
+        opens the breaker when the budget is spent."""
+        budget = getattr(self.endpoint, "time_budget_s", None)
+        if not budget:
+            return None
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + float(budget)
+        left = self._deadline - now
+        if left <= 0:
+            self._open_breaker(f"its time budget of {float(budget):g}s (llm.endpoints[].time_budget_s) was spent")
+        return left
 
     # ------------------------------------------------------------------ one request
     async def acomplete(self, req: LLMRequest) -> LLMResult:
@@ -279,12 +331,14 @@ class LLMClient:
         pt_total = ct_total = 0
         last_text: str | None = None
         while True:
+            left = self._remaining()
             if self._breaker is not None:
                 return self._failed(req, key, f"circuit_open: {self._breaker} at {ep.name!r}; not sent",
                                     "circuit_open", attempts, pt_total, ct_total, t0, last_text)
             attempts += 1
             try:
-                text, finish, pt, ct, lps = await transport.send(pools, body, timeout)
+                text, finish, pt, ct, lps = await transport.send(
+                    pools, body, timeout if left is None else max(0.05, min(timeout, left)))
             except Retryable as e:
                 acct(req.tag, calls=1, error=e.kind)
                 self._note_transport(e.kind)
@@ -293,7 +347,11 @@ class LLMClient:
                                         attempts, pt_total, ct_total, t0, last_text)
                 delay = backoff_delay(transport_retries, e.retry_after, ep, self._rng)
                 transport_retries += 1
+                left = self._remaining()
+                if left is not None:
+                    delay = max(0.0, min(delay, left))
                 acct(req.tag, retries=1, backoff_s=delay)
+                self._note_retry(e.kind, left)
                 log.debug("retry %d for %s in %.2fs (%s)", transport_retries, key[:12], delay,
                           self.scrub(str(e)))
                 await asyncio.sleep(delay)
@@ -414,11 +472,14 @@ class LLMClient:
             groups = list(todo.values())
             it = iter(groups)
 
+            self._pending = len(groups)
+
             async def worker():
                 nonlocal done
                 for idx in it:
                     first = idx[0]
                     res = await self._complete_uncached(reqs[first], keys[first])
+                    self._pending -= 1
                     results[first] = res
                     for j in idx[1:]:  # duplicates in the batch: same answer, counted as cached
                         results[j] = self._dup(reqs[j], res)
@@ -431,7 +492,8 @@ class LLMClient:
                 ok = sum(1 for r in results if r is not None and r.ok)
                 raise EndpointUnavailable(
                     f"{self._where()}: stopped after {self._breaker} ({ok} of {n} requests answered, "
-                    f"{n - ok} failed; the answers received are cached, a rerun sends only the rest)")
+                    f"{n - ok} failed; the answers received are cached: rerun the same command to resume, "
+                    "it sends only the rest)")
         return results  # type: ignore[return-value]
 
     def _dup(self, req: LLMRequest, res: LLMResult) -> LLMResult:

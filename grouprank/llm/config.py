@@ -12,7 +12,7 @@ class LLMEndpoint(Section):
     """One OpenAI-compatible endpoint as used by grouprank.llm.LLMClient (OpenAI, vLLM, SGLang,
     Ollama, llama.cpp server, or tests.support.fake_openai_server). Credentials never live here: the
     key comes from the environment variable `api_key_env` or the Prefect Secret block `api_key_secret`;
-    a base_url loses its user-info and query string (grouprank.llm.redact); errors never echo values."""
+    a base_url loses its user-info and query string (grouprank.redact); errors never echo values."""
     model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
     name: str = "default"
     base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
@@ -48,8 +48,13 @@ class LLMEndpoint(Section):
                             "the key) fails the stage within seconds, naming the endpoint and the reason")
     preflight_timeout_s: float = Field(5.0, gt=0, description="time limit of the preflight request")
     breaker_failures: int = Field(10, ge=0, description="circuit breaker: after this many consecutive "
-                                  "connection failures (no HTTP answer at all) the client stops sending and the "
-                                  "stage fails with a summary; 0: off")
+                                  "connection failures or timeouts (no HTTP answer at all) the client stops "
+                                  "sending and the stage fails with a summary naming the endpoint; 0: off")
+    time_budget_s: float | None = Field(None, gt=0, description="wall-clock budget of one client (one stage's "
+                                        "requests to this endpoint), counted from its first uncached request: "
+                                        "once spent, attempts in flight are cut, nothing more is sent and the "
+                                        "stage fails with a summary naming the endpoint (answers received are "
+                                        "cached; a rerun resumes). None: bounded by the breaker and retries only")
 
     @model_validator(mode="before")
     @classmethod
@@ -59,7 +64,7 @@ class LLMEndpoint(Section):
         even one built from ValidationError.errors(), which keeps the input) can show it."""
         if not isinstance(data, dict):
             return data
-        from .redact import HIDDEN, check_block_name, check_env_name, is_secret_key
+        from grouprank.redact import HIDDEN, check_block_name, check_env_name, is_secret_key
         out = dict(data)
         for k, check in (("api_key_env", check_env_name), ("api_key_secret", check_block_name)):
             v = out.get(k)
@@ -78,19 +83,19 @@ class LLMEndpoint(Section):
     @field_validator("base_url")
     @classmethod
     def _clean_base_url(cls, v, info):
-        from .redact import clean_url_field
+        from grouprank.redact import clean_url_field
         return clean_url_field(v, "llm endpoint base_url")
 
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v):
-        from .redact import check_env_name
+        from grouprank.redact import check_env_name
         return check_env_name(v, "llm endpoint api_key_env")
 
     @field_validator("api_key_secret")
     @classmethod
     def _block_name(cls, v):
-        from .redact import check_block_name
+        from grouprank.redact import check_block_name
         return check_block_name(v, "llm endpoint api_key_secret")
 
     @model_validator(mode="after")

@@ -72,6 +72,8 @@ def estimate(reqs: Sequence[LLMRequest], endpoint, tokenizer=None, *,
         "completion_tokens": completion_tokens,
         "completion_tokens_is_upper_bound": completion_tokens_per_call is None,
         "est_cost_usd": round(cost(prompt_tokens, completion_tokens, endpoint), 6),
+        # a cost of 0 means nothing when the endpoint has no prices
+        "prices_set": bool(float(endpoint.price_prompt_per_mtok) or float(endpoint.price_completion_per_mtok)),
         "tokenizer": name,
         "endpoint": endpoint.name,
         "model": endpoint.model,

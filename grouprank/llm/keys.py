@@ -82,8 +82,10 @@ def _header(req: LLMRequest, endpoint) -> bytes:
     # memo key from the raw values and their types (True == 1 == 1.0 but they encode differently)
     managed = getattr(endpoint, "managed", None)
     lp = getattr(req, "top_logprobs", None)
+    # whether the schema is sent as a constraint (a grammar changes the answer): part of the key
+    js = getattr(endpoint, "json_schema", False) if schema is not None else False
     ck = (endpoint.base_url, managed, endpoint.model, t, type(t), p, type(p), mt, type(mt), s, type(s),
-          req.template_version, id(schema), lp)
+          req.template_version, id(schema), lp, js)
     hit = _HEADER_CACHE.get(ck)
     if hit is not None and hit[0] is schema:
         return hit[1]
@@ -92,6 +94,8 @@ def _header(req: LLMRequest, endpoint) -> bytes:
             "template_version": req.template_version}
     if lp:  # only when asked for: the keys of every other request keep their bytes
         head["top_logprobs"] = int(lp)
+    if js:  # likewise: only a constrained request's key changes
+        head["json_schema"] = js if isinstance(js, str) else "json_schema"
     hb = _canon(head)
     if len(_HEADER_CACHE) > _CACHE_MAX:
         _HEADER_CACHE.clear()

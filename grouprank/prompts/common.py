@@ -14,6 +14,7 @@ groupwise).
 """
 from __future__ import annotations
 
+import logging
 import re
 
 from grouprank.llm.parsing import THINK_RE, strip_think, unfence  # noqa: F401 - the one implementation
@@ -52,6 +53,22 @@ def clean_text(text: str | None, max_chars: int | None = None) -> str:
     if max_chars and len(t) > max_chars:
         t = t[:max_chars].rstrip()
     return defuse(t)
+
+
+def cut_queries(queries: dict[str, str], max_chars: int | None, where: str = "prompts") -> dict[str, str]:
+    """`queries` (id -> text) with every text longer than `max_chars` cut to it
+    (`prompts.max_query_chars`, the query's analogue of `max_doc_chars`); one warning names how many
+    were cut and the longest. None or 0: unchanged."""
+    if not max_chars:
+        return queries
+    long = {q: len(t) for q, t in queries.items() if t is not None and len(t) > max_chars}
+    if not long:
+        return queries
+    worst = max(long, key=long.get)
+    logging.getLogger(__name__).warning(
+        "%s: %d quer%s longer than prompts.max_query_chars=%d cut to it (longest: %r, %s characters)",
+        where, len(long), "y" if len(long) == 1 else "ies", max_chars, worst, f"{long[worst]:,}")
+    return {q: (t[:max_chars] if q in long else t) for q, t in queries.items()}
 
 
 def render_query(query: str) -> str:

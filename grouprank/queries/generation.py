@@ -127,6 +127,41 @@ def extract_query(text: str) -> tuple[str, str]:
     return t, "text"
 
 
+# commentary a small model appends to its query: a line or sentence about the query or the document,
+# a note/explanation, a parenthesis about "this query", a closing pleasantry
+_COMMENT_START = re.compile(
+    r"(?i)^(?:[-\u2013\u2014(\[]\s*)?(?:(?:this|the|my|that)\s+(?:query|question|search|keywords?|document|passage|text|answer|response)\b"
+    r"|(?:note|explanation|reasoning|rationale|answer|justification|comment)\s*:"
+    r"|i\s+(?:hope|chose|used|think|picked)\b|hope\s+this\s+helps|let\s+me\s+know\b|it\s+(?:asks|targets|focuses)\b)")
+_COMMENT_ONLY = re.compile(r"(?i)^\s*(?:(?:this|my)\s+(?:query|question|search|keywords?)\b|"
+                           r"(?:note|explanation|reasoning|rationale)\s*:)")
+_SENTENCE_SPLIT = re.compile(r"(?<=[?.!\"\u201d])\s+|\s+(?=[-\u2013\u2014(\[]\s*(?:this|the|note)\b)", re.I)
+
+
+def strip_commentary(q: str, multiline: bool = False) -> str:
+    """The query without trailing commentary: for one-line query types the first line holds the
+    query and later lines that are commentary are dropped; then, within the text, everything from the
+    first sentence or parenthesis that talks about the query or the document ("This query targets
+    ...", "(Note: ...)", "- the query asks ...", "I hope this helps") is cut. Raises ParseError when
+    nothing but commentary is left."""
+    if not multiline:
+        lines = [ln.strip() for ln in q.splitlines() if ln.strip()]
+        if len(lines) > 1 and all(_COMMENT_START.match(ln) for ln in lines[1:]):
+            q = lines[0]
+    parts = _SENTENCE_SPLIT.split(q.strip())
+    if _COMMENT_ONLY.match(parts[0]):
+        raise ParseError(f"the answer holds commentary, not a query: {q[:80]!r}")
+    keep: list[str] = []
+    for i, part in enumerate(parts):
+        if i and _COMMENT_START.match(part.strip()):
+            break
+        keep.append(part)
+    out = " ".join(keep).strip()
+    if not out:
+        raise ParseError("the answer holds commentary, not a query")
+    return out
+
+
 def _copied_run(query: str, doc_tokens_ngrams: set, n: int) -> bool:
     toks = normalize_query(query).split()
     return any(tuple(toks[i:i + n]) in doc_tokens_ngrams for i in range(len(toks) - n + 1))
@@ -142,9 +177,11 @@ def parse_query(text: str, template: T.QueryTemplate, doc_text: str | None = Non
     """Validate an answer for `template`: returns {"query": str, "how": json|label|text}.
     Raises ParseError (retryable: the client asks once more) when there is no usable query:
     empty, a refusal, a leftover placeholder, too short / too long, or (for templates with
-    `max_copy_words`) a query copying that many consecutive words of the document."""
+    `max_copy_words`: keyword 6, question 12, reasoning 8) a query copying that many consecutive
+    words of the document. Trailing commentary is cut first (`strip_commentary`)."""
     q, how = extract_query(text)
-    q = " ".join(str(q).split()).strip(_QUOTES + " ")
+    q = strip_commentary(str(q).strip(), multiline=template.query_type == "reasoning")
+    q = " ".join(q.split()).strip(_QUOTES + " ")
     if not q:
         raise ParseError("empty query")
     if _REFUSAL.match(q):

@@ -44,13 +44,21 @@ def stats_of(report: dict) -> dict[str, Any]:
     return s
 
 
+def _untimed(x):
+    if isinstance(x, dict):
+        return {k: _untimed(v) for k, v in x.items() if k not in ("wall_s", "timings_s")}
+    return [_untimed(v) for v in x] if isinstance(x, list) else x
+
+
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     from .mine import mine_queries
     from grouprank.progress import LoggingProgress
     table, report = mine_queries(cfg, inputs["documents"], inputs["queries"], inputs.get("qrels"),
                                  progress=LoggingProgress("generate queries", ctx.progress, unit="requests"))
     rpath = ctx.write_json("mine_queries_report.json", report)
-    extra = {"config_hash": cfg.section_hash("queries", "retrieval", "llm"), "report": report}
+    # the table's metadata holds the report without its timings: the same input gives the same bytes
+    # (the timings are in mine_queries_report.json and the stats)
+    extra = {"config_hash": cfg.section_hash("queries", "retrieval", "llm"), "report": _untimed(report)}
     return StageResult({"mined_queries": TableOut(table, extra), "mine_report": rpath}, stats_of(report))
 
 
@@ -94,6 +102,7 @@ def _cli_overrides(args) -> dict:
 
 STAGE = Stage(
     name="mine_queries", title="mine queries", run=run, builds_models=True,
+    progress_parts=lambda c: 1,  # query generation (or the encodings)
     help="mine / generate queries with dedup, round-trip filter, leakage guard",
     inputs=(table("documents", DOCUMENTS), table("queries", QUERIES), table("qrels", QRELS, optional=True)),
     outputs=(table("mined_queries", QUERIES), file("mine_report", "mine_queries_report.json")),

@@ -85,7 +85,7 @@ class RerankerConfig(ScoringSpec):
     def _no_credentials(cls, v, info):
         """Pass-through arguments lose token/key/secret/password-like keys (the configuration is
         published: dataset card, Prefect parameters); TRL/huggingface_hub read HF_TOKEN themselves."""
-        from grouprank.llm.redact import drop_secret_keys
+        from grouprank.redact import drop_secret_keys
         return drop_secret_keys(v, f"reranker.{info.field_name}")
 
 

@@ -62,6 +62,18 @@ def sample(rows: list[dict], k: int | None, seed: int) -> list[dict]:
     return [rows[i] for i in idx]
 
 
+def heldout_reward_baselines(rows: list[dict]) -> dict:
+    """The mean reward of two answers no model is needed for, on the same rows: every document scored 0
+    (a well-formed answer that ranks nothing: the floor a format-following policy gets for free) and the
+    gold scores themselves (the oracle: the most the reward gives)."""
+    from grouprank.reranker.reward import score_reward
+    n = max(1, len(rows))
+    zero = sum(score_reward([0.0] * len(r["gold_grades"]), r["gold_grades"], r.get("gold_scores")).reward for r in rows)
+    oracle = sum(score_reward(list(r.get("gold_scores") or r["gold_grades"]), r["gold_grades"],
+                              r.get("gold_scores")).reward for r in rows)
+    return {"heldout_reward_constant_0": round(zero / n, 4), "heldout_reward_oracle": round(oracle / n, 4)}
+
+
 def heldout_eval(model_path: str | Path, rows: list[dict], max_new_tokens: int, batch_size: int = 8,
                  dtype: str = "auto") -> dict:
     """Greedy generation on held-out RL rows: strict/lenient format validity and mean reward."""
@@ -76,9 +88,12 @@ def heldout_eval(model_path: str | Path, rows: list[dict], max_new_tokens: int, 
                  for g, r in zip(gens, rows))
     lenient = sum(parse_output(g.text or "", len(r["gold_grades"])).status == "ok" for g, r in zip(gens, rows))
     rewards = [reward_one(g.text or "", r["gold_grades"], r.get("gold_scores")).reward for g, r in zip(gens, rows)]
+    base = heldout_reward_baselines(rows)
     return {"heldout_examples": len(rows), "heldout_format_valid": round(strict / n, 4),
             "heldout_format_valid_lenient": round(lenient / n, 4),
             "heldout_greedy_reward": round(sum(rewards) / n, 4),
+            # the same reward for answers that need no model: what the policy's number sits between
+            **base,
             "heldout_example_output": (gens[0].text or "")[:500] if gens else "",
             # every held-out generation with its gold grades, so the numbers above can be rechecked
             "heldout_generations": [{"query_id": r["query_id"], "text": g.text or "", "gold_grades": r["gold_grades"],
@@ -151,7 +166,8 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     t = time.perf_counter()
     summary = train_reranker(run_cfg, sft or None, rl or None, out)
     stats["train_s"] = round(time.perf_counter() - t, 2)
-    for k in ("params", "trainable_params", "sft_s", "grpo_s", "grpo_weights_changed"):
+    for k in ("params", "trainable_params", "sft_s", "grpo_s", "grpo_weights_changed", "rl_prompt_tokens_median",
+              "rl_prompt_tokens_p90", "rl_prompt_tokens_max", "rl_prompts_over_context", "policy_context_tokens"):
         if k in summary:
             stats[k] = summary[k]
     check_training_health(summary, grpo_ran=bool(rl), require_grpo_update=rc.require_grpo_update)
@@ -177,6 +193,8 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
 
 STAGE = Stage(
     name="train_reranker", title="train reranker", run=run, builds_models=True,
+    # SFT steps, GRPO steps, the held-out generations
+    progress_parts=lambda c: 1 + (c.reranker.grpo_steps > 0) + (c.reranker.heldout_fraction > 0),
     help="SFT warm start then GRPO (TRL) on the reranker example tables",
     inputs=(table("reranker_sft", RERANKER_SFT, optional=True), table("reranker_rl", RERANKER_RL, optional=True)),
     outputs=(folder("reranker_model", "final", optional=True), file("reranker_summary", "summary.json")),

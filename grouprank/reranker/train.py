@@ -64,12 +64,14 @@ def rl_dataset(rows: list[dict]):
 def make_sft_config(rc, output_dir: str | Path, seed: int = 13, **overrides):
     """`trl.SFTConfig` from a RerankerConfig (+ rc.sft_args, + overrides)."""
     from trl import SFTConfig
+
+    from grouprank.console import on_terminal
     kw: dict[str, Any] = dict(
         output_dir=str(output_dir), num_train_epochs=rc.sft_epochs, learning_rate=rc.sft_lr,
         per_device_train_batch_size=rc.per_device_batch_size, gradient_accumulation_steps=rc.grad_accum,
         max_length=rc.sft_max_length, bf16=rc.bf16, activation_checkpointing=rc.gradient_checkpointing,
         completion_only_loss=True, logging_steps=10, save_strategy="no", report_to="none", seed=seed,
-        lr_scheduler_type="cosine", warmup_steps=0.03,
+        lr_scheduler_type="cosine", warmup_steps=0.03, disable_tqdm=not on_terminal(),  # a bar only on a terminal
     )
     kw.update(_cpu_bf16(rc))
     kw.update(rc.sft_args)
@@ -90,13 +92,15 @@ def make_grpo_config(rc, output_dir: str | Path, seed: int = 13, **overrides):
     """`trl.GRPOConfig` from a RerankerConfig (+ rc.grpo_args, + overrides).
     Paper: 8 rollouts, KL 0.001, lr 1e-5, temperature 1.0 (LoRA r=32 via `make_lora_config`)."""
     from trl import GRPOConfig
+
+    from grouprank.console import on_terminal
     kw: dict[str, Any] = dict(
         output_dir=str(output_dir), max_steps=rc.grpo_steps, learning_rate=rc.grpo_lr,
         num_generations=rc.num_generations, beta=rc.beta_kl, temperature=rc.temperature, top_p=1.0,
         per_device_train_batch_size=rc.per_device_batch_size, gradient_accumulation_steps=rc.grad_accum,
         max_completion_length=rc.max_completion_length, bf16=rc.bf16,
         activation_checkpointing=rc.gradient_checkpointing, use_vllm=rc.use_vllm, logging_steps=1,
-        save_strategy="no", report_to="none", seed=seed,
+        save_strategy="no", report_to="none", seed=seed, disable_tqdm=not on_terminal(),
     )
     if rc.use_vllm:
         kw["vllm_mode"] = rc.vllm_mode
@@ -249,6 +253,33 @@ def step_rewards(trainer) -> list[float]:
 
 
 @exclusive
+def prompt_token_lengths(tokenizer, rl_rows: list[dict], model, max_completion_length: int) -> dict:
+    """The RL prompts' length in the policy's tokens (chat template applied): median, p90, max, and how
+    many leave less than `max_completion_length` of the model's context window (TRL's GRPOConfig has no
+    prompt cap: such a prompt is not cut, its completion runs past the window). Warns when any do."""
+    lens = []
+    for r in rl_rows:
+        try:
+            text = tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
+        except Exception:  # noqa: BLE001 - a tokenizer without a chat template (the tiny test policy)
+            text = "\n".join(str(m.get("content") or "") for m in r["prompt"])
+        lens.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    if not lens:
+        return {}
+    lens.sort()
+    window = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    over = sum(n + max_completion_length > window for n in lens) if window else 0
+    out = {"rl_prompt_tokens_median": lens[len(lens) // 2], "rl_prompt_tokens_p90": lens[min(len(lens) - 1,
+           int(0.9 * len(lens)))], "rl_prompt_tokens_max": lens[-1], "rl_prompts_over_context": over}
+    if window:
+        out["policy_context_tokens"] = int(window)
+    if over:
+        log.warning("%d of %d RL prompts leave less than max_completion_length (%d) of the policy's %d-token "
+                    "window (TRL's GRPOConfig does not cut prompts); shorten documents with "
+                    "reranker.train_doc_chars", over, len(lens), max_completion_length, window)
+    return out
+
+
 def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None, output_dir: str | Path,
                    *, tokenizer=None, model=None, callbacks: list | None = None) -> dict:
     """The whole training stage: SFT (if sft_rows) then GRPO (if rl_rows).
@@ -299,6 +330,7 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
         summary["sft_s"] = round(time.perf_counter() - t, 2)
     if rl_rows:
         from grouprank.reranker.reward import GroupwiseReward
+        summary.update(prompt_token_lengths(tokenizer, rl_rows, model, rc.max_completion_length))
         t = time.perf_counter()
         before = None if peft_config is not None else trainable_snapshot(model)
         reward = GroupwiseReward(rc.num_generations, gain=rc.reward_gain, rel_threshold=rc.reward_rel_threshold)

@@ -17,6 +17,10 @@ class RetrieverTrainConfig(Section):
     epochs: float = 1.0
     max_steps: int | None = Field(None, description="stop after this many optimizer steps (overrides epochs)")
     batch_size: int = Field(32, description="examples per batch (in-batch negatives = batch_size - 1)")
+    batch_sampler: Literal["no_duplicates", "batch_sampler", "group_by_label"] = Field(
+        "no_duplicates", description="sentence-transformers' batch sampler (BatchSamplers); no_duplicates: no two "
+        "rows with the same text in a batch, so a query with several positives is never its own in-batch "
+        "negative (the default sampler repeats anchors in random batches)")
     lr: float = 2e-5
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = 0.01

@@ -21,6 +21,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from grouprank.trainsets.retriever import select_examples  # noqa: F401 - one definition, there
+
 EXAMPLE_COLUMNS = ["query_id", "anchor", "positive_doc_id", "positive", "positive_grade",
                    "negative_doc_ids", "negatives", "negative_grades"]
 
@@ -93,17 +95,6 @@ def normalise_examples(raw: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"{len(bad)} example row(s) have negatives and negative_doc_ids of different "
                          f"lengths (first row {bad[0]})")
     return df[EXAMPLE_COLUMNS].reset_index(drop=True)
-
-
-def select_examples(df: pd.DataFrame, max_positives_per_query: int | None) -> pd.DataFrame:
-    """At most `max_positives_per_query` rows per query: highest positive grade first, then the
-    order the table gives (the builder writes positives best-first)."""
-    if not max_positives_per_query:
-        return df
-    d = df.assign(_ord=range(len(df)), _g=df["positive_grade"].fillna(-1).astype(int))
-    d = d.sort_values(["query_id", "_g", "_ord"], ascending=[True, False, True], kind="mergesort")
-    d = d.groupby("query_id", sort=False).head(int(max_positives_per_query))
-    return d.sort_values("_ord").drop(columns=["_ord", "_g"]).reset_index(drop=True)
 
 
 def holdout_split(df: pd.DataFrame, fraction: float, seed: int = 13) -> tuple[pd.DataFrame, pd.DataFrame]:

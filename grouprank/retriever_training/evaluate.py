@@ -42,13 +42,16 @@ class DenseEvaluator:
     (only those with qrels are scored); qrels: DataFrame/Arrow (query_id, doc_id, grade).
     `store_root`: `<work_dir>/indexes` to persist/reuse corpus embeddings (None: keep in memory).
     Encoding follows the retrieval stage's encoder settings (`backend`, `max_seq_length`, prompts,
-    `include_title`) so its persisted base-model embeddings are found."""
+    `include_title`) so its persisted base-model embeddings are found. `excluded`: query id -> doc
+    ids that must not appear in any run (BRIGHT's `excluded_ids`); they are removed before a run is
+    returned, scored or written, and the run still holds `depth` documents per query."""
 
     def __init__(self, documents, queries: Mapping[str, str], qrels, *, include_title: bool = True,
                  measures: Sequence[str] = ("nDCG@10", "R@100"), depth: int = 100, backend: str = "torch",
                  max_seq_length: int | None = 256, batch_size: int = 64, query_prompt: str | None = None,
                  document_prompt: str | None = None, store_root: str | Path | None = None,
-                 cache_dir: str | Path | None = None, shard_size: int = 8192):
+                 cache_dir: str | Path | None = None, shard_size: int = 8192,
+                 excluded: Mapping[str, set[str]] | None = None):
         import pyarrow as pa
         from grouprank.first_stage.store import corpus_fingerprint
         if isinstance(documents, pd.DataFrame):
@@ -72,6 +75,7 @@ class DenseEvaluator:
         self.store_root = Path(store_root) if store_root is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.shard_size = int(shard_size)
+        self.excluded = {str(q): set(map(str, ds)) for q, ds in (excluded or {}).items() if ds}
         self.last: dict[str, Any] = {}
 
     @property
@@ -131,11 +135,18 @@ class DenseEvaluator:
         else:
             Q = enc.encode_queries(qtexts, show_progress=False)
         t2 = time.perf_counter()
-        S, I = exact_search(Q, D, self.depth)
+        extra = max((len(self.excluded.get(q, ())) for q in qids), default=0)
+        S, I = exact_search(Q, D, min(self.depth + extra, len(self.doc_ids)))
         self.last = {"corpus_encode_s": round(t1 - t0, 3), "corpus_reused": bool(reused),
                      "query_encode_s": round(t2 - t1, 3), "search_s": round(time.perf_counter() - t2, 3),
                      "model_id": enc.model_id}
-        return run_frame(qids, self.doc_ids, S, I)
+        run = run_frame(qids, self.doc_ids, S, I)
+        if self.excluded:
+            from grouprank.evaluation.metrics import remove_excluded
+            n0 = len(run)
+            run = remove_excluded(run, self.excluded)
+            self.last["excluded_removed"] = n0 - len(run)
+        return run.groupby("query_id", sort=False).head(self.depth).reset_index(drop=True)
 
     def evaluate(self, model: str, *, st_model=None, fresh: bool = False) -> dict[str, float]:
         """{measure: value} for `model` (path or name). `fresh=True` when the model at that path

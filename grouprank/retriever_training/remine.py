@@ -8,6 +8,10 @@ labelled documents can be picked — the guard's first rule drops an unlabelled 
 nobody judged it and it may be relevant. With `remine_unjudged`, unlabelled documents may be picked
 when their cosine under the fine-tuned model is below the positive's minus `remine_margin` (the
 model-score analogue of the fused-margin rule), and they are never a positive's duplicate text.
+Two rules hold in both modes, as in the dataset builder: a document humans cite for the query
+(`human`, the collection's qrels under `datasets.human_guard`) is never its negative
+(`guard_human_positive`), and a document whose text carries instructions aimed at a judge
+(`grouprank.judges.injection`) is never picked (`remine_injection_flagged`).
 """
 from __future__ import annotations
 
@@ -21,13 +25,15 @@ from grouprank.text import top_k
 
 def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.ndarray, query_emb: dict[str, np.ndarray],
                      doc_texts: Mapping[str, str], labels, spec, n_negatives: int,
-                     rank_range: tuple[int, int] = (1, 30), unjudged: bool = False, margin: float = 0.05
-                     ) -> tuple[pd.DataFrame, dict[str, Any]]:
+                     rank_range: tuple[int, int] = (1, 30), unjudged: bool = False, margin: float = 0.05,
+                     human: Mapping[str, set[str]] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """New negatives for `examples` (EXAMPLE_COLUMNS frame) -> (frame, stats).
 
     doc_ids/doc_emb: the corpus and its embeddings under the fine-tuned model (L2-normalised);
     query_emb: query_id -> embedding; doc_texts: doc_id -> text (grouprank.text.document_text_map);
-    labels: LABELS table (None only with `unjudged`); spec: trainsets GuardSpec."""
+    labels: LABELS table (None only with `unjudged`); spec: trainsets GuardSpec; human: query id ->
+    doc ids humans cite as relevant (`grouprank.trainsets.retriever.human_positive_map`), or None."""
+    from grouprank.judges.injection import is_injection
     from grouprank.trainsets.common import QueryLabels, counter_add, labels_by_query
     from grouprank.trainsets.retriever import duplicate_text_key, guard_pool, margin_filter
 
@@ -40,7 +46,18 @@ def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.
                          "(or retriever.remine_unjudged=true to pick unjudged documents by model margin)")
     pos_index = {d: i for i, d in enumerate(doc_ids)}
     stats: dict[str, Any] = {"remine_rows": 0, "remine_rows_changed": 0, "remine_rows_short": 0,
-                             "remine_unjudged_picked": 0, "remine_unjudged_margin_dropped": 0}
+                             "remine_unjudged_picked": 0, "remine_unjudged_margin_dropped": 0,
+                             "remine_injection_flagged": 0, "guard_human_positive": 0}
+    human = human or {}
+    stats["remine_human_guard_queries"] = sum(1 for q in set(examples["query_id"]) if human.get(q))
+    flagged_doc: dict[str, bool] = {}
+
+    def injected(d: str) -> bool:
+        if d not in flagged_doc:
+            flagged_doc[d] = is_injection(doc_texts.get(d, ""))
+            stats["remine_injection_flagged"] += int(flagged_doc[d])
+        return flagged_doc[d]
+
     positives_of: dict[str, list[str]] = {}
     for q, p in zip(examples["query_id"], examples["positive_doc_id"]):
         positives_of.setdefault(q, []).append(p)
@@ -57,13 +74,15 @@ def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.
             s = D @ query_emb[qid]
             top, _ = top_k(s, hi)
             ranked[qid] = [doc_ids[i] for i in top[lo - 1:]]
-        window = ranked[qid]
+        cited = human.get(qid, frozenset())
+        window = [d for d in ranked[qid] if not injected(d)]
         ql = labs.get(qid) or QueryLabels(qid, [], {}, {}, {})
         pos = positives_of[qid]
         norm = ql.norm_fused() if ql.fused else {}
         if unjudged:
             labelled = [d for d in window if d in ql.grades]
-            keep_l = set(guard_pool(ql, labelled, spec, doc_texts, pos, stats)) if labelled else set()
+            keep_l = set(guard_pool(ql, labelled, spec, doc_texts, pos, stats, human_positives=cited)) \
+                if labelled else set()
             if r.positive_doc_id in norm:
                 keep_l = set(margin_filter(ql, [d for d in labelled if d in keep_l], r.positive_doc_id, spec,
                                            stats, norm))
@@ -77,6 +96,9 @@ def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.
                     if d in keep_l:
                         chosen.append(d)
                     continue
+                if d in cited:
+                    counter_add(stats, "guard_human_positive")
+                    continue
                 cos = float(D[pos_index[d]] @ query_emb[qid])
                 if cos >= pos_cos - margin:
                     counter_add(stats, "remine_unjudged_margin_dropped")
@@ -86,7 +108,7 @@ def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.
                     continue
                 chosen.append(d)
         else:
-            eligible = guard_pool(ql, window, spec, doc_texts, pos, stats)
+            eligible = guard_pool(ql, window, spec, doc_texts, pos, stats, human_positives=cited)
             chosen = margin_filter(ql, eligible, r.positive_doc_id, spec, stats, norm) \
                 if r.positive_doc_id in norm else eligible
         chosen = [d for d in chosen if d not in pos][:n_negatives]
@@ -94,7 +116,7 @@ def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.
         if len(chosen) < n_negatives:
             stats["remine_rows_short"] += 1
         stats["remine_unjudged_picked"] += sum(1 for d in chosen if d not in ql.grades)
-        mean_rank += [window.index(d) + lo for d in chosen]
+        mean_rank += [ranked[qid].index(d) + lo for d in chosen]
         row = r._asdict()
         if chosen != list(r.negative_doc_ids):
             stats["remine_rows_changed"] += 1

@@ -150,13 +150,16 @@ def train_retriever(cfg, **inputs: Any) -> dict:
 
     evaluator = None
     if eval_texts and documents is not None:
+        from grouprank.collections import excluded_from_config
         evaluator = DenseEvaluator(
             documents, eval_texts, eval_qrels, include_title=cfg.retrieval.include_title,
             measures=rc.eval_measures, depth=rc.eval_depth, backend=rc.eval_backend,
             max_seq_length=rc.max_seq_length, batch_size=cfg.retrieval.batch_size,
             query_prompt=cfg.retrieval.query_prompt, document_prompt=cfg.retrieval.document_prompt,
             store_root=cfg.work_path / "indexes", cache_dir=cfg.work_path / "models",
-            shard_size=cfg.retrieval.shard_size)
+            shard_size=cfg.retrieval.shard_size,
+            # BRIGHT's excluded ids: out of run_before/run_after and their metrics, as in evaluate
+            excluded=inputs.get("excluded") if inputs.get("excluded") is not None else excluded_from_config(cfg))
         stats["eval_queries"] = evaluator.n_queries
     elif eval_texts:
         log.warning("no documents given: evaluation skipped")
@@ -193,7 +196,8 @@ def train_retriever(cfg, **inputs: Any) -> dict:
         if documents is None:
             raise ValueError("re-mining needs the documents input")
         t = time.perf_counter()
-        train_ex, rstats = _remine(cfg, res, train_ex, documents, labels, frame_negatives=fstats["n_negatives"])
+        train_ex, rstats = _remine(cfg, res, train_ex, documents, labels, frame_negatives=fstats["n_negatives"],
+                                   qrels=inputs.get("qrels"))
         timings[f"remine_{rnd}_s"] = time.perf_counter() - t
         frame, fstats = to_training_frame(train_ex, fstats["n_negatives"], drop_short=rc.drop_short, seed=cfg.seed + rnd,
                                           teacher=teacher)
@@ -255,6 +259,8 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
 
 STAGE = Stage(
     name="train_retriever", title="train retriever", run=run, builds_models=True,
+    # the training steps, and the corpus encodings of the before/after evaluation
+    progress_parts=lambda c: 1 + 2 * (c.retriever.eval_split != "none"),
     help="fine-tune a dense retriever (sentence-transformers, MNRL) on the retriever examples",
     inputs=(table("retriever_examples", RETRIEVER_EXAMPLES, lenient=True,
                   doc="RETRIEVER_EXAMPLES, or the exported anchor/positive/negative_1..n view (file or folder)"),
@@ -265,14 +271,16 @@ STAGE = Stage(
              table("run_before", RUNS, STAGE_FILES["run_before"], optional=True),
              table("run_after", RUNS, STAGE_FILES["run_after"], optional=True),
              file("retriever_summary", STAGE_FILES["retriever_summary"])),
-    sections=("data", "retriever", "retrieval", "seed"), timeout_s=72 * 3600, retries=1,
+    sections=("data", "retriever", "retrieval", "evaluation", "datasets", "seed"), timeout_s=72 * 3600, retries=1,
 )
 
 
-def _remine(cfg, res, train_ex: pd.DataFrame, documents, labels, frame_negatives: int):
-    """One re-mining pass with the model just trained (corpus embeddings persisted in the store)."""
+def _remine(cfg, res, train_ex: pd.DataFrame, documents, labels, frame_negatives: int, qrels=None):
+    """One re-mining pass with the model just trained (corpus embeddings persisted in the store).
+    With `datasets.human_guard` the collection's qrels keep human-cited documents out of the
+    re-mined negatives, as in the dataset builder."""
     from grouprank.text import document_text_map
-    from grouprank.trainsets.retriever import GuardSpec
+    from grouprank.trainsets.retriever import GuardSpec, human_positive_map
 
     from .evaluate import DenseEvaluator
     from .remine import remine_negatives
@@ -291,6 +299,8 @@ def _remine(cfg, res, train_ex: pd.DataFrame, documents, labels, frame_negatives
         else enc.encode_queries([qtext[q] for q in qids])
     spec = GuardSpec.from_config(cfg.datasets)
     n = frame_negatives or spec.negatives
+    human = human_positive_map(_table(qrels, QRELS), qids) if cfg.datasets.human_guard and qrels is not None else None
     return remine_negatives(train_ex, doc_ids=ev.doc_ids, doc_emb=D, query_emb=dict(zip(qids, Q)),
                             doc_texts=document_text_map(documents), labels=labels, spec=spec, n_negatives=n,
-                            rank_range=tuple(rc.remine_range), unjudged=rc.remine_unjudged, margin=rc.remine_margin)
+                            rank_range=tuple(rc.remine_range), unjudged=rc.remine_unjudged, margin=rc.remine_margin,
+                            human=human)

@@ -129,6 +129,8 @@ def training_arguments(tcfg, output_dir: str | Path, n_rows: int, seed: int = 13
     import torch
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
+
+    from grouprank.console import on_terminal
     on_gpu = torch.cuda.is_available()
     return SentenceTransformerTrainingArguments(
         output_dir=str(output_dir),
@@ -138,7 +140,7 @@ def training_arguments(tcfg, output_dir: str | Path, n_rows: int, seed: int = 13
         learning_rate=float(tcfg.lr),
         warmup_steps=float(tcfg.warmup_ratio),  # a float in [0, 1) is a ratio of the total steps
         weight_decay=float(tcfg.weight_decay),
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        batch_sampler=BatchSamplers(tcfg.batch_sampler),
         fp16=bool(tcfg.fp16 and on_gpu),
         bf16=bool(tcfg.bf16),
         use_cpu=not on_gpu,
@@ -150,7 +152,7 @@ def training_arguments(tcfg, output_dir: str | Path, n_rows: int, seed: int = 13
         logging_steps=10,
         logging_nan_inf_filter=False,  # a NaN/inf loss must show in training_loss (check_training_health)
         report_to="none",
-        disable_tqdm=True,
+        disable_tqdm=not on_terminal(),  # a bar only on a terminal; metrics through the logger either way
         seed=int(seed),
         data_seed=int(seed),
         dataloader_num_workers=0,

@@ -1,7 +1,7 @@
 """The dataset card (README.md) of an export, its grade histogram, and judge statistics.
 
 The card is deterministic for equal inputs (no dates, no absolute paths), like the Parquet files,
-and shows no credential (the embedded run configuration goes through `grouprank.llm.redact`).
+and shows no credential (the embedded run configuration goes through `grouprank.redact`).
 """
 from __future__ import annotations
 
@@ -148,54 +148,165 @@ def _table(rows: list[dict], cols: list[str]) -> str:
         return "_none_\n"
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in cols) + " |")
+        lines.append("| " + " | ".join("" if r.get(c) is None else _cell(r.get(c)) for c in cols) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(v: Any) -> str:
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+# the licence of each built-in collection's text (its SOURCE.md beside the data), as a Hub licence id;
+# a collection of one's own: `datasets.card_license`, else "unknown"
+COLLECTION_LICENSES = {"scifact": "cc-by-nc-2.0", "trec_dl19_passage": "other", "cranfield": "unknown",
+                       "cisi": "unknown", "npl": "unknown"}
+LICENSE_NOTES = {"trec_dl19_passage": "passages from MS MARCO (Microsoft; terms allow non-commercial research use), "
+                                      "queries and qrels from the TREC 2019 Deep Learning Track (NIST)",
+                 "scifact": "SciFact, released by AllenAI under CC BY-NC 2.0 (non-commercial)"}
+LICENSE_NAMES = {"trec_dl19_passage": "ms-marco-and-trec-dl-2019-terms"}  # for `license: other`
+TASK_CATEGORIES = ["text-ranking", "text-retrieval"]
+DEFAULT_VIEW = "reranker_rl"
+
+
+def size_category(n: int) -> str:
+    """The Hub's `size_categories` value for n rows."""
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                        (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")):
+        if n < bound:
+            return name
+    return "1B<n<10B"
+
+
+def card_metadata(*, pretty_name: str, license: str, language: list[str], views: Mapping[str, dict],
+                  default_view: str = DEFAULT_VIEW, license_name: str | None = None) -> str:
+    """The card's YAML block, made by `huggingface_hub.DatasetCardData`: licence, language, task
+    categories, size category (of the largest view), pretty name, and one config per view with
+    `default_view` the default (so `datasets.load_dataset(export_dir)` needs no config name)."""
+    from huggingface_hub import DatasetCardData
+    order = [default_view] + [v for v in views if v != default_view] if default_view in views else list(views)
+    configs = []
+    for v in order:
+        c: dict[str, Any] = {"config_name": v, "data_files": [{"split": "train", "path": views[v]["glob"]}]}
+        if v == default_view:
+            c["default"] = True
+        configs.append(c)
+    largest = max((int(v.get("rows", 0)) for v in views.values()), default=0)
+    extra = {"license_name": license_name} if license == "other" and license_name else {}
+    data = DatasetCardData(license=license, language=list(language), task_categories=list(TASK_CATEGORIES),
+                           size_categories=[size_category(largest)], pretty_name=pretty_name,
+                           tags=["grouprank", "reranking", "retrieval", "synthetic"], configs=configs, **extra)
+    return "---\n" + data.to_yaml() + "\n---\n"
+
+
+def columns_markdown(view: str, table_def) -> str:
+    """One row per column of a view: name, Arrow type, description (the schema's own field docs,
+    data_schemas/: the card cannot drift from what is written)."""
+    rows = [{"column": f"`{f.name}`", "type": f"`{f.type}`" + (" (nullable)" if f.nullable else ""),
+             "description": f.doc} for f in table_def.fields]
+    return f"### `{view}/` ({table_def.name} v{table_def.version})\n\n{table_def.doc}\n\n" + \
+        _table(rows, ["column", "type", "description"])
+
+
+def prompt_lengths(rl: pa.Table) -> dict[str, Any]:
+    """Length of each RL prompt (all its messages): characters and whitespace-separated words, as
+    count / min / median / p90 / max (tokens depend on the policy's tokenizer)."""
+    import statistics
+    chars, words = [], []
+    for msgs in rl.column("prompt").to_pylist() if rl.num_rows else []:
+        text = "\n".join(str(m.get("content") or "") for m in msgs)
+        chars.append(len(text))
+        words.append(len(text.split()))
+
+    def dist(xs: list[int]) -> dict[str, Any]:
+        if not xs:
+            return {}
+        xs = sorted(xs)
+        return {"min": xs[0], "median": int(statistics.median(xs)), "p90": xs[min(len(xs) - 1, int(0.9 * len(xs)))],
+                "max": xs[-1]}
+    return {"prompts": len(chars), "characters": dist(chars), "words": dist(words)}
+
+
+def human_markdown(human: dict | None) -> str:
+    if not human:
+        return "Agreement of the fused grades with human qrels: not known (no human qrels given).\n"
+    rows = [{"measure": k, "value": human[k]} for k in ("queries", "n", "n_unlisted_as_0", "kappa_weighted",
+                                                       "spearman", "kendall") if k in human]
+    rows += [{"measure": k, "value": v} for k, v in sorted(human.items())
+             if k not in {r["measure"] for r in rows} and isinstance(v, (int, float, str))]
+    n, unl = human.get("n", 0), human.get("n_unlisted_as_0", 0)
+    return ("Agreement of the fused grades with human qrels, on the labelled pairs of the queries the qrels judge:\n\n"
+            + _table(rows, ["measure", "value"])
+            + f"\n`n_unlisted_as_0`: {unl:,} of the {n:,} pairs are pooled documents the qrels do not list for "
+              "their query, counted as human grade 0 (the TREC convention; positive-only qrels such as SciFact's "
+              "would otherwise leave a single human grade and no measure). Only "
+              f"{max(0, n - unl):,} pairs carry a human label.\n")
 
 
 def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], counts: Mapping[str, Any],
                 build_stats: Mapping[str, Any], label_grades: Mapping[int, int], judges: list[dict],
                 agreement_rows: list[dict], human: dict | None, methods: Mapping[str, int],
                 config: Mapping[str, Any], run_config: Mapping[str, Any], schemas: Mapping[str, int],
-                template_version: str, histogram: str) -> str:
+                template_version: str, histogram: str, seed: int | None = None,
+                collection: str = "", license: str | None = None, language: list[str] | None = None,
+                columns: Mapping[str, Any] | None = None, lengths: Mapping[str, Any] | None = None,
+                retriever_training: Mapping[str, Any] | None = None) -> str:
     """`config`: the datasets section; `run_config`: the whole run configuration, shown through
-    `grouprank.llm.redact.redact` (credential-like keys as ***, URLs without user-info or query; the
-    configuration sections already refuse or clean credentials when they are loaded)."""
-    from grouprank.llm.redact import redact
+    `grouprank.redact.redact` (credential-like keys as ***, URLs without user-info or query; the
+    configuration sections already refuse or clean credentials when they are loaded). `columns`: view
+    -> its `data_schemas` Table (every column described from it); `lengths`: `prompt_lengths` of the
+    RL view; `retriever_training`: how the run's retriever training uses the retriever view."""
+    from grouprank.redact import redact
     cfg_json = json.dumps(redact(dict(run_config)), indent=2, sort_keys=True)
-    header = ["---", "configs:"]
-    for view, info in views.items():
-        header += [f"- config_name: {view}", "  data_files:", "  - split: train", f"    path: {info['glob']}"]
-    header += ["tags:", "- grouprank", "- reranking", "- retrieval", "- synthetic", "---", ""]
+    lic = license or COLLECTION_LICENSES.get(collection, "unknown")
+    header = card_metadata(pretty_name=f"GroupRank synthesized relevance data: {name}", license=lic,
+                           language=language or ["en"], views=views,
+                           license_name=LICENSE_NAMES.get(collection)).splitlines() + [""]
     sft_src = {k[len("sft_target_"):]: v for k, v in build_stats.items() if k.startswith("sft_target_")}
     guard = {k[len("guard_"):]: v for k, v in build_stats.items() if k.startswith("guard_")}
+    run_seed = config.get("seed") if config.get("seed") is not None else seed
+    lic_note = LICENSE_NOTES.get(collection, "no licence stated by the source" if lic == "unknown" else "")
+    rt = dict(retriever_training or {})
     lines = header + [
         f"# {name}: GroupRank synthesized training data",
         "",
         "Graded relevance labels fused from LLM (or local) judges, turned into groupwise reranker examples "
         "(GRPO and SFT) and contrastive retriever examples, with the synthesized qrels as BEIR and TREC files. "
-        "Built by `grouprank build-datasets` and `grouprank export`. The text comes from the source "
-        "collection and keeps its licence.",
+        "Built by `grouprank build-datasets` and `grouprank export`, following GroupRank "
+        "([arXiv 2511.11653](https://arxiv.org/abs/2511.11653)). The text comes from the source "
+        f"collection `{collection or '?'}` and keeps its licence (`{lic}`{': ' + lic_note if lic_note else ''}).",
         "",
         "## Files",
         "",
         _table(files, ["path", "schema", "version", "rows", "bytes"]),
+        "(`rows`: data rows; the header line of `beir/qrels/train.tsv` is not counted.)",
+        "",
         "Load a view:",
         "",
         "```python",
         "import datasets, pandas as pd, duckdb",
-        f"ds = datasets.load_dataset(\"parquet\", data_files=\"{views.get('reranker_rl', {}).get('glob', 'reranker_rl/*.parquet')}\", split=\"train\")",
+        f"ds = datasets.load_dataset(\"path/to/this/folder\", split=\"train\")  # the default config: {DEFAULT_VIEW}",
+        "ret = datasets.load_dataset(\"path/to/this/folder\", \"retriever\", split=\"train\")",
         "df = pd.read_parquet(\"retriever/\")",
         "duckdb.sql(\"SELECT grade, count(*) FROM 'labels/*.parquet' GROUP BY grade\")",
         "```",
         "",
-        "* `reranker_rl`: TRL `GRPOTrainer` input as is: `prompt` (chat messages: GroupRank system prompt and "
-        "the query with documents [1]..[c]), `gold_grades` and `gold_scores` (fused score) in prompt order, for "
-        "`grouprank.reranker.reward.groupwise_reward`.",
+        f"* `reranker_rl` (default config): TRL `GRPOTrainer` input as is: `prompt` (chat messages: GroupRank "
+        "system prompt and the query with documents [1]..[c]), `gold_grades` and `gold_scores` (fused score) in "
+        "prompt order, for `grouprank.reranker.reward.groupwise_reward`.",
         "* `reranker_sft`: `messages` = prompt + assistant target `<reason>…</reason><answer>{…}</answer>`.",
         "* `retriever`: sentence-transformers input as is (`anchor`, `positive`, `negative_1…n`) for "
         "MultipleNegativesRankingLoss; `retriever_examples` keeps the ids and grades.",
         "* `labels`, `qrels`, `beir/`, `qrels.train.trec`: the synthesized graded qrels.",
         "",
+        "## Columns",
+        "",
+        "Every column of every view, from the schema definitions the files are written and checked with "
+        "(`data_schemas/tables.py`; each Parquet file also carries its schema name and version).",
+        "",
+    ]
+    for view, tdef in (columns or {}).items():
+        lines += [columns_markdown(view, tdef)]
+    lines += [
         "## Counts",
         "",
         _table([{"item": k, "value": v} for k, v in counts.items()], ["item", "value"]),
@@ -208,16 +319,35 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
         "",
         "## Reranker examples",
         "",
-        "Multi-scale sampling (DESIGN §2): per query, groups of "
+        "Multi-scale sampling (GroupRank; `grouprank/trainsets/sampling.py`): per query, groups of "
         f"{config.get('group_min')}–{config.get('group_max')} documents "
         f"(weights {config.get('group_size_weights') or 'uniform'}), {config.get('top_share')} of each group "
         f"from the top {config.get('top_window')} fused ranks and the rest from the remaining ranking, "
         f"mixed relevant/non-relevant when the query has both ({config.get('require_mixed')}), shuffled; seed "
-        f"{config.get('seed')}, seeded per query. Prompt template `{template_version}`.",
+        f"{run_seed if run_seed is not None else 'not recorded'}"
+        f"{' (the run seed)' if config.get('seed') is None and seed is not None else ''}, seeded per query. "
+        f"Prompt template `{template_version}`.",
         "",
         f"Group sizes (RL): `{build_stats.get('group_size_counts', '{}')}`; gold grades inside RL groups: "
         f"`{build_stats.get('rl_gold_grade_counts', '{}')}`.",
         "",
+    ]
+    if lengths:
+        ch, wd = lengths.get("characters") or {}, lengths.get("words") or {}
+        lines += [
+            f"Prompt length of the {lengths.get('prompts', 0):,} RL prompts (all messages):",
+            "",
+            _table([{"unit": "characters", **ch}, {"unit": "words (whitespace)", **wd}],
+                   ["unit", "min", "median", "p90", "max"]),
+            "Tokens depend on the policy's tokenizer (`len(tokenizer.apply_chat_template(row[\"prompt\"]))`); "
+            "`grouprank train-reranker` reports them in its policy's tokens (`rl_prompt_tokens_median` / `_p90` / "
+            "`_max`, and `rl_prompts_over_context` against the model's window). "
+            "TRL's `GRPOConfig` has no prompt length cap: a prompt longer than the policy's context window is "
+            "not cut by the trainer; cut documents when building (`prompts.max_doc_chars`) or when training "
+            "(`reranker.train_doc_chars`), or filter rows by length.",
+            "",
+        ]
+    lines += [
         "SFT targets (`target_source`): " + (", ".join(f"{k}: {v}" for k, v in sorted(sft_src.items())) or "none") + ".",
         "`teacher` = a groupwise judge's own rationale and scores; `teacher_scores` = the judge's scores with "
         "a templated rationale (its prompt order was not recorded); `fused_labels` = scores "
@@ -235,6 +365,23 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
         _table([{"rule": k, "removed": v} for k, v in sorted(guard.items())], ["rule", "removed"]),
         "(`fused_margin_pairs` counts (positive, candidate) pairs; the other rules count candidate documents.)",
         "",
+    ]
+    if rt:
+        lines += [
+            "How this run's retriever training uses `retriever/`: "
+            + (f"at most {rt['max_positives_per_query']} positive(s) per query (`retriever.max_positives_per_query`), "
+               if rt.get("max_positives_per_query") else "every row, ")
+            + f"{rt.get('n_negatives')} hard negative(s) per row, batches of {rt.get('batch_size')} drawn by "
+            f"sentence-transformers' `{rt.get('batch_sampler')}` batch sampler (no two rows with the same anchor or "
+            "text in a batch, so a repeated query never serves as its own in-batch negative). "
+            + (f"The cap selects {rt['selected_rows']:,} of the {rt['rows']:,} rows of `retriever_examples/` "
+               "(highest positive grade first, then the order of the file; "
+               "`grouprank.retriever_training.data.select_examples`); the training then leaves out the rows of "
+               "its own evaluation queries (its `summary.json` counts them)." if rt.get("selected_rows") is not None
+               else ""),
+            "",
+        ]
+    lines += [
         "## Judges",
         "",
         _table(judges, ["judge_id", "kind", "model", "template_version", "rows_ok", "rows_failed",
@@ -249,9 +396,7 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
         "Agreement between judges (mean per-query Spearman over documents both judged):",
         "",
         _table(agreement_rows, ["a", "b", "queries", "mean_spearman"]) if agreement_rows else "_not known (fewer than two judges or no judgments table)_\n",
-        "Agreement of the fused grades with human qrels: "
-        + (json.dumps(human, sort_keys=True) if human else "not known (no human qrels given)") + ".",
-        "",
+        human_markdown(human),
         "## Configuration and schemas",
         "",
         _table([{"table": k, "version": v} for k, v in sorted(schemas.items())], ["table", "version"]),

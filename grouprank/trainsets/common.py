@@ -116,6 +116,40 @@ def injection_flagged_pairs(judgments: pa.Table | None) -> set[tuple[str, str]]:
                                                  judgments.column("injection_flag").to_pylist()) if f}
 
 
+# judges whose prompt holds several documents: a flagged document was in view when the others of
+# its prompt were judged, so their labels are as suspect as its own
+_MULTI_DOC_KINDS = ("listwise", "groupwise")
+
+
+def _prompt_key(row: Mapping) -> tuple | None:
+    """The prompt a multi-document judge row was answered in: (query, judge, pass, request hash,
+    group without the `#position` suffix); None for a one-document prompt or an unsent pair."""
+    if row["kind"] not in _MULTI_DOC_KINDS or not row["request_hash"]:
+        return None
+    group = (row["group_id"] or "").split("#", 1)[0]
+    return (str(row["query_id"]), row["judge_id"], row["pass_index"], row["request_hash"], group)
+
+
+def injection_neighbour_pairs(judgments: pa.Table | None, flagged: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """(query_id, doc_id) pairs judged in the same listwise/groupwise prompt as a `flagged` pair
+    (the flagged pairs themselves excluded)."""
+    if not flagged or judgments is None or judgments.num_rows == 0:
+        return set()
+    cols = ("query_id", "doc_id", "judge_id", "kind", "pass_index", "group_id", "request_hash")
+    rows = judgments.select(list(cols)).to_pylist()
+    tainted = {k for r in rows if (str(r["query_id"]), str(r["doc_id"])) in flagged
+               for k in [_prompt_key(r)] if k is not None}
+    return {(str(r["query_id"]), str(r["doc_id"])) for r in rows if _prompt_key(r) in tainted} - flagged
+
+
+def injection_excluded_pairs(judgments: pa.Table | None, exclude: bool = True) -> tuple[set, set]:
+    """-> (flagged pairs, their same-prompt neighbours): what `datasets.exclude_injection_flagged`
+    keeps out of every training view and every exported label file (both empty when `exclude` is off
+    for the neighbours; the flagged set is still returned for the counts)."""
+    flagged = injection_flagged_pairs(judgments)
+    return flagged, (injection_neighbour_pairs(judgments, flagged) if exclude else set())
+
+
 def drop_pairs(labels: Mapping[str, QueryLabels], pairs: set[tuple[str, str]]) -> tuple[dict[str, QueryLabels], int]:
     """`labels` without the (query_id, doc_id) `pairs` (a query left with no document is dropped);
     -> (labels, number of labelled pairs removed)."""

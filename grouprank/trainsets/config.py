@@ -53,5 +53,9 @@ class DatasetsConfig(Section):
                                             "`injection_flagged_excluded` in the build stats. Needs the "
                                             "judgments table; off: flagged pairs are kept")
     # --- export
+    card_license: str | None = Field(None, description="the dataset card's `license` (a Hub licence id, e.g. "
+                                     "cc-by-4.0); None: the source collection's (built-in collections: from their "
+                                     "SOURCE.md), else unknown")
+    card_language: list[str] = Field(["en"], description="the dataset card's `language` (ISO 639-1 codes)")
     shard_max_rows: int = Field(50_000, ge=1, description="rows per Parquet shard at most")
     shard_max_bytes: int = Field(256 * 2**20, ge=1, description="approximate uncompressed bytes per shard at most")

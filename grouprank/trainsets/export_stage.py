@@ -13,7 +13,7 @@ from data_schemas import (DOCUMENTS, JUDGMENTS, LABELS, QRELS, QUERIES, RERANKER
 from data_schemas.base import read_extra
 from grouprank.stage import Stage, StageContext, StageResult, file, folder, table
 
-from .common import as_table, kept_queries
+from .common import as_table, injection_excluded_pairs, kept_queries
 from grouprank.prompts.groupwise import TEMPLATE_VERSION
 
 # the exported views, one folder of Parquet shards each
@@ -28,9 +28,13 @@ def export_datasets(cfg, out_dir: str | Path, *, documents, queries, labels, rer
     `build_stats` / `build_config` (the DatasetsConfig the examples were built with) default to the
     metadata stored with the reranker_rl table by the build stage, else to {} / cfg.datasets. The card
     describes the examples with the build configuration; the export itself uses only cfg's shard
-    bounds."""
+    bounds.
+
+    The label files (`labels/`, `qrels/`, `beir/qrels/train.tsv`, `qrels.train.trec`) agree with the
+    training views: with `exclude_injection_flagged` (the build configuration's) an injection-flagged
+    pair and the pairs judged in the same prompt are in none of them (counted on the card)."""
     from .card import (grade_counts, grade_histogram_png, human_agreement, judge_agreement, judges_summary,
-                       render_card, write_card)
+                       prompt_lengths, render_card, write_card)
     from .export import (parquet_rows, sha256_file, st_table, st_view, synthetic_qrels, write_beir,
                          write_sharded, write_text_atomic, write_trec)
 
@@ -46,6 +50,12 @@ def export_datasets(cfg, out_dir: str | Path, *, documents, queries, labels, rer
     docs_t = as_table(documents, DOCUMENTS)
     judg_t = as_table(judgments, JUDGMENTS)
     qrels_t = as_table(qrels, QRELS)
+    exclude_flagged = bool(bconf.get("exclude_injection_flagged", dc.exclude_injection_flagged))
+    flagged, neighbours = injection_excluded_pairs(judg_t, exclude_flagged)
+    n_labels_in = labels_t.num_rows
+    if exclude_flagged and (flagged or neighbours):
+        labels_t = _drop_label_pairs(labels_t, flagged | neighbours)
+    labels_excluded = n_labels_in - labels_t.num_rows
     rl = as_table(reranker_rl, RERANKER_RL)
     sft = as_table(reranker_sft, RERANKER_SFT)
     ret = as_table(retriever_examples, RETRIEVER_EXAMPLES)
@@ -75,8 +85,10 @@ def export_datasets(cfg, out_dir: str | Path, *, documents, queries, labels, rer
     trec = write_trec(out / "qrels.train.trec", syn)
     outputs.update({"beir": str(out / "beir"), "trec_qrels": str(trec)})
     for key, p in [*beir.items(), ("trec_qrels", trec)]:
+        lines = sum(1 for _ in open(p, encoding="utf-8"))
         files.append({"path": Path(p).relative_to(out).as_posix(), "schema": key, "version": "",
-                      "rows": sum(1 for _ in open(p, encoding="utf-8")), "bytes": Path(p).stat().st_size})
+                      # data rows: the TSV's header line is not one
+                      "rows": lines - 1 if key == "beir_qrels" else lines, "bytes": Path(p).stat().st_size})
 
     lab_counts = grade_counts(labels_t)
     rl_counts: dict[int, int] = {}
@@ -93,7 +105,9 @@ def export_datasets(cfg, out_dir: str | Path, *, documents, queries, labels, rer
     counts = {
         "documents (corpus.jsonl)": docs_t.num_rows, "queries kept": len(kept),
         "queries with labels": len(set(labels_t.column("query_id").to_pylist())),
-        "labelled pairs": labels_t.num_rows, "reranker RL examples": rl.num_rows,
+        "labelled pairs": labels_t.num_rows,
+        "labelled pairs left out (injection-flagged or judged in the same prompt)": labels_excluded,
+        "reranker RL examples": rl.num_rows,
         "reranker RL queries": len(set(rl.column("query_id").to_pylist())),
         "reranker SFT examples": sft.num_rows, "retriever examples": ret.num_rows,
         f"retriever rows with {n_neg} negatives (exported to retriever/)": st.num_rows,
@@ -105,7 +119,10 @@ def export_datasets(cfg, out_dir: str | Path, *, documents, queries, labels, rer
     text = render_card(name=f"{cfg.name} ({cfg.data.collection})", files=files, views=view_info, counts=counts,
                        build_stats=build_stats, label_grades=lab_counts, judges=judges, agreement_rows=agree,
                        human=human, methods=methods, config=bconf, run_config=run_cfg,
-                       schemas=schemas, template_version=tv, histogram=hist.name)
+                       schemas=schemas, template_version=tv, histogram=hist.name, seed=cfg.seed,
+                       collection=cfg.data.collection, license=dc.card_license, language=dc.card_language,
+                       columns={name: tdef for name, (_, tdef) in views.items()}, lengths=prompt_lengths(rl),
+                       retriever_training=retriever_use(cfg, ret))
     readme = write_card(out / "README.md", text)
     manifest_files = []
     for f in sorted(files, key=lambda f: f["path"]) + [
@@ -121,8 +138,28 @@ def export_datasets(cfg, out_dir: str | Path, *, documents, queries, labels, rer
              "reranker_rl_rows": rl.num_rows, "reranker_sft_rows": sft.num_rows, "retriever_rows": st.num_rows,
              "retriever_rows_left_out_short": short, "retriever_examples_rows": ret.num_rows,
              "labels_rows": labels_t.num_rows, "qrels_rows": syn.num_rows,
+             "labels_rows_excluded_injection": labels_excluded,
              "shards": sum(v["shards"] for v in view_info.values())}
     return {"outputs": outputs, "stats": stats}
+
+
+def retriever_use(cfg, examples: pa.Table) -> dict:
+    """How the run's retriever training uses the exported retriever examples (for the card): the
+    positives-per-query cap and the rows it selects, negatives per row, batch size and sampler."""
+    from .retriever import select_examples
+    rc = cfg.retriever
+    out = {"rows": examples.num_rows, "max_positives_per_query": rc.max_positives_per_query,
+           "n_negatives": rc.n_negatives, "batch_size": rc.batch_size, "batch_sampler": rc.batch_sampler}
+    if rc.max_positives_per_query and examples.num_rows:
+        out["selected_rows"] = len(select_examples(examples.select(["query_id", "positive_grade"]).to_pandas(),
+                                                   rc.max_positives_per_query))
+    return out
+
+
+def _drop_label_pairs(labels: pa.Table, pairs: set[tuple[str, str]]) -> pa.Table:
+    keep = [(str(q), str(d)) not in pairs for q, d in zip(labels.column("query_id").to_pylist(),
+                                                          labels.column("doc_id").to_pylist())]
+    return labels.filter(pa.array(keep, pa.bool_()))
 
 
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
@@ -145,5 +182,5 @@ STAGE = Stage(
             table("qrels", QRELS, optional=True)),
     outputs=(folder("export", "."), file("dataset_card", "README.md"), file("manifest", "manifest.json"),
              file("histogram", "grade_histogram.png")),
-    sections=("data", "datasets"),
+    sections=(),  # every section: the dataset card holds the whole run configuration
 )

@@ -232,3 +232,15 @@ def build_retriever_examples(labels: dict[str, QueryLabels], queries: Mapping[st
     stats["retriever_queries"] = len({r["query_id"] for r in rows})
     stats["retriever_examples_full_negatives"] = n_full
     return RETRIEVER_EXAMPLES.from_records(rows), stats
+
+
+def select_examples(df, max_positives_per_query: int | None):
+    """At most `max_positives_per_query` rows per query (a DataFrame with query_id, positive_grade):
+    highest positive grade first, then the order the table gives (the builder writes positives
+    best-first). The retriever training selects its rows with it; the dataset card counts them."""
+    if not max_positives_per_query:
+        return df
+    d = df.assign(_ord=range(len(df)), _g=df["positive_grade"].fillna(-1).astype(int))
+    d = d.sort_values(["query_id", "_g", "_ord"], ascending=[True, False, True], kind="mergesort")
+    d = d.groupby("query_id", sort=False).head(int(max_positives_per_query))
+    return d.sort_values("_ord").drop(columns=["_ord", "_g"]).reset_index(drop=True)

@@ -10,12 +10,14 @@ import pyarrow as pa
 
 from data_schemas import (CANDIDATES, DOCUMENTS, JUDGMENTS, LABELS, QRELS, QUERIES, RERANKER_RL, RERANKER_SFT,
                           RETRIEVER_EXAMPLES)
+from grouprank.config_reads import only
+from grouprank.judges.config import JudgesConfig
 from grouprank.stage import Stage, StageContext, StageResult, TableOut, file, table
 
 from grouprank.prompts.groupwise import TEMPLATE_VERSION
 from grouprank.text import document_text_map
 
-from .common import as_table, candidate_order, drop_pairs, injection_flagged_pairs, kept_queries, labels_by_query
+from .common import as_table, candidate_order, drop_pairs, injection_excluded_pairs, kept_queries, labels_by_query
 from .reranker import build_reranker_examples
 from .retriever import GuardSpec, build_retriever_examples, extractive_sources, human_positive_map
 from .sampling import SamplingSpec
@@ -24,24 +26,27 @@ from .sampling import SamplingSpec
 # --------------------------------------------------------------------------- build
 
 def build_datasets(dc, *, documents, queries, labels, candidates=None, judgments=None, qrels=None,
-                   grade_scale: int = 3, max_doc_chars: int = 3000,
+                   grade_scale: int = 3, max_doc_chars: int = 3000, max_query_chars: int | None = 1000,
                    seed: int = 13) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
     """Library entry: -> (RERANKER_RL, RERANKER_SFT, RETRIEVER_EXAMPLES tables, stats).
     `dc` is a `DatasetsConfig`; inputs are paths, Arrow tables or DataFrames. `qrels`: the
     collection's human qrels; with `dc.human_guard` a document humans cite for a kept mined query
     never becomes its hard negative (trainsets.retriever, rule 4b). `judgments`: with
     `dc.exclude_injection_flagged` (default) a (query, document) pair any judge row flags
-    (`injection_flag`) is in no view; stats `injection_flagged_pairs` / `injection_flagged_excluded`
-    (labelled pairs left out) / `injection_flagged_teacher_groups` (judge groups dropped)."""
+    (`injection_flag`) is in no view, nor is any pair judged in the same listwise/groupwise prompt as
+    a flagged one (its label was written with the attack in view); stats `injection_flagged_pairs` /
+    `injection_neighbour_pairs` / `injection_flagged_excluded` (labelled pairs left out) /
+    `injection_flagged_teacher_groups` (judge groups dropped). The export leaves the same pairs out of
+    every label file (`export_stage`)."""
     labels_t = as_table(labels, LABELS)
     queries_t = as_table(queries, QUERIES)
     cand_t = as_table(candidates, CANDIDATES)
     judg_t = as_table(judgments, JUDGMENTS)
     labs = labels_by_query(labels_t)
-    # prompt-injection flags (any judge row): with datasets.exclude_injection_flagged, such a pair is
-    # in no view (not in an RL/SFT group, not a retriever positive or negative)
-    flagged = injection_flagged_pairs(judg_t)
-    exclude = flagged if dc.exclude_injection_flagged else set()
+    # prompt-injection flags (any judge row): with datasets.exclude_injection_flagged, such a pair and
+    # its same-prompt neighbours are in no view (not in an RL/SFT group, not a retriever positive or negative)
+    flagged, neighbours = injection_excluded_pairs(judg_t, dc.exclude_injection_flagged)
+    exclude = (flagged | neighbours) if dc.exclude_injection_flagged else set()
     labs, n_excluded = drop_pairs(labs, exclude)
     queries_kept = kept_queries(queries_t)
     needed = {d for ql in labs.values() for d in ql.doc_ids}
@@ -50,8 +55,11 @@ def build_datasets(dc, *, documents, queries, labels, candidates=None, judgments
     stats: dict[str, Any] = {"queries_kept": len(queries_kept), "label_queries": len(labs),
                              "labelled_pairs": labels_t.num_rows,
                              "injection_flagged_pairs": len(flagged),
+                             "injection_neighbour_pairs": len(neighbours),
                              "injection_flagged_excluded": n_excluded}
-    rl, sft, _ = build_reranker_examples(labs, queries_kept, docs, SamplingSpec.from_config(dc, seed),
+    from grouprank.prompts.common import cut_queries
+    prompt_queries = cut_queries(queries_kept, max_query_chars, "reranker examples")  # as documents are cut
+    rl, sft, _ = build_reranker_examples(labs, prompt_queries, docs, SamplingSpec.from_config(dc, seed),
                                          judgments=judg_t, sft_source=dc.sft_source,
                                          max_doc_chars=max_doc_chars,
                                          grade_scale=max(int(grade_scale), int(observed), 1), stats=stats,
@@ -75,7 +83,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         dc, documents=inputs["documents"], queries=inputs["mined_queries"], labels=inputs["labels"],
         candidates=inputs.get("candidates"), judgments=inputs.get("judgments"), qrels=inputs.get("qrels"),
         grade_scale=cfg.judges.grade_scale,
-        max_doc_chars=cfg.prompts.max_doc_chars, seed=cfg.seed)
+        max_doc_chars=cfg.prompts.max_doc_chars, max_query_chars=cfg.prompts.max_query_chars, seed=cfg.seed)
     extra = {"build": stats, "datasets_config": dc.model_dump(mode="json"), "template_version": TEMPLATE_VERSION}
     from .export import write_text_atomic
     bs = write_text_atomic(ctx.out_dir / "build_stats.json", json.dumps(stats, indent=2, sort_keys=True))
@@ -96,5 +104,5 @@ STAGE = Stage(
             table("qrels", QRELS, optional=True)),
     outputs=(table("reranker_rl", RERANKER_RL), table("reranker_sft", RERANKER_SFT),
              table("retriever_examples", RETRIEVER_EXAMPLES), file("build_stats", "build_stats.json")),
-    sections=("data", "datasets", "prompts", "seed"),
+    sections=("data", "datasets", "prompts", "seed", only("judges", JudgesConfig, "grade_scale")),
 )

@@ -151,6 +151,26 @@ class LocalPrefect:
         return self.call("POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}},
                                                  "limit": 200, "sort": "TIMESTAMP_ASC"})
 
+    def all_logs(self, flow_run_id: str, settle_s: float = 3.0) -> list[dict]:
+        """Every log of the flow run (paged), read again until two reads `settle_s` apart agree
+        (the run's process sends its last batch as it exits)."""
+        def read() -> list[dict]:
+            out: list[dict] = []
+            while True:
+                page = self.call("POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}},
+                                                         "limit": 200, "offset": len(out), "sort": "TIMESTAMP_ASC"})
+                out += page
+                if len(page) < 200:
+                    return out
+        logs = read()
+        for _ in range(10):
+            time.sleep(settle_s)
+            again = read()
+            if len(again) == len(logs):
+                break
+            logs = again
+        return logs
+
 
 # ------------------------------------------------------------------------------------ browser
 class Chromium:

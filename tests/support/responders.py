@@ -56,3 +56,11 @@ def score_json(messages: list[dict], body: dict) -> str:
     """A pointwise-shaped answer `{"score": s, "reason": "..."}` with a deterministic 0-10 score
     (a hash of the prompt). For I/O benchmarks of the pointwise judge."""
     return json.dumps({"score": _score(last_user(messages)), "reason": "stub answer"})
+
+
+def score_json_system(messages: list[dict], body: dict) -> str:
+    """A pointwise-shaped answer whose score hashes the whole prompt (system prompt included) and
+    whose reason quotes the start of the system prompt: a test reads, from the judgments, which
+    template the endpoint was sent."""
+    system = next((m.get("content") or "" for m in messages if m.get("role") == "system"), "")
+    return json.dumps({"score": _score(system, last_user(messages)), "reason": "system: " + system[:40]})

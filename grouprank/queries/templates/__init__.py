@@ -95,7 +95,10 @@ register(QueryTemplate(
     "Write one short keyword query (2 to 8 words) that a person looking for the information in the "
     "document below would type into a search engine. Use the words a searcher would use, not a "
     "full sentence and not a question. The document must be a good answer to the query.",
-    max_tokens=64, max_chars=120, min_words=1))
+    # copy limit: a keyword query holding 6+ consecutive words of its document is a copied string
+    # (copied text retrieves its source, so the round trip would keep it); 5-word phrases such as
+    # "integral colored concrete floor cost" stay allowed
+    max_tokens=64, max_chars=120, min_words=1, max_copy_words=6))
 
 register(QueryTemplate(
     "question", 1,

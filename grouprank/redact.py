@@ -12,6 +12,13 @@ at validation time, and no later writer has to remember to:
   token / key / secret / password-like keys, at any depth (`is_secret_key`);
 - `check_env_name(v)`: an environment variable *name*, refusing what looks like a key typed in its
   place (the message never repeats the value);
+- `mask_config(data)`: the one pass every configuration goes through on load (`RunConfig` and
+  every `Section` run it before validation): a key-shaped string anywhere (a key pasted into
+  `model`, `name`, a prompt, a pass-through argument) becomes ``***`` and a value under a
+  credential-like key (`api_key`, `token`, ... given where no such field exists) becomes
+  ``<not shown>``, each logged by its path only. So the printed errors, the dataset card, Prefect's
+  flow-run parameters, stage records, judgments metadata, reports and LLM cache keys and rows,
+  which all come from the validated configuration, cannot hold such a value;
 - `redact(obj)`: a defensive pass over anything about to be published (a JSON-able structure):
   secret-like keys show ``***``, URLs lose user-info and query, known key shapes inside strings are
   masked. The dataset card applies it to the run configuration it embeds.
@@ -151,6 +158,36 @@ def check_block_name(v: str | None, field: str) -> str | None:
         raise ValueError(f"{field} must be the name of a Prefect Secret block (lowercase letters, digits "
                          "and -), not the key itself; the value given is not shown")
     return v
+
+
+# fields that hold the *name* of a credential's source; their own validators refuse a key typed in
+_NAME_FIELDS = frozenset({"api_key_env", "api_key_secret"})
+
+
+def mask_config(data: Any, where: str = "", _fields: frozenset = frozenset()) -> Any:
+    """`data` (a configuration dict as given, before validation) with key-shaped strings masked
+    (``***``) and values under undeclared credential-like keys hidden (``<not shown>``), at any
+    depth; each change logged by its path, never its value. `_fields`: the declared field names of
+    the model at this level (a declared field such as `api_key_env` keeps its own validator)."""
+    if isinstance(data, dict):
+        out = {}
+        for k, v in data.items():
+            path = f"{where}.{k}" if where else str(k)
+            if is_secret_key(k) and k not in _fields and k not in _NAME_FIELDS and v not in (None, "", {}, []) and not (
+                    isinstance(v, str) and v in (HIDDEN, MASK)):
+                log.warning("%s: a credential in the configuration is not shown (keys come from api_key_env or "
+                            "a Prefect Secret block, never from the configuration, which is published)", path)
+                out[k] = HIDDEN
+            else:
+                out[k] = mask_config(v, path)
+        return out
+    if isinstance(data, (list, tuple)):
+        return type(data)(mask_config(v, f"{where}.{i}" if where else str(i)) for i, v in enumerate(data))
+    if isinstance(data, str) and KEY_SHAPES.search(data):
+        log.warning("%s: a value shaped like an API key was masked (the configuration is published: cards, "
+                    "Prefect parameters, reports, caches)", where or "value")
+        return KEY_SHAPES.sub(MASK, data)
+    return data
 
 
 def redact(obj: Any) -> Any:

@@ -28,38 +28,7 @@ from _common import ROOT, setup, write_report  # noqa: E402  (bench/_common.py)
 setup("adapt")
 
 TEST_SPLIT = {"scifact": "test"}
-
-
-def test_queries(coll):
-    """({query_id: text}, qrels DataFrame) of the judged queries scored."""
-    qr = coll.qrels.to_pandas()
-    split = TEST_SPLIT.get(coll.name)
-    if split:
-        qr = qr[qr.split == split]
-    qr = qr[["query_id", "doc_id", "grade"]]
-    judged = set(qr[qr.grade > 0].query_id)
-    qt = {q: t for q, t in zip(coll.queries["query_id"].to_pylist(), coll.queries["text"].to_pylist())
-          if q in judged}
-    return qt, qr
-
-
-def score_run(qids, doc_ids, scores_or_rankings, qrels, dense=True):
-    import numpy as np
-    import pandas as pd
-
-    from grouprank.evaluation.metrics import evaluate
-    rows = []
-    if dense:
-        S = scores_or_rankings
-        for i, q in enumerate(qids):
-            top = np.argpartition(-S[i], 100)[:100]
-            rows.append(pd.DataFrame({"query_id": q, "doc_id": [doc_ids[j] for j in top], "score": S[i, top]}))
-    else:
-        for q, (order, sc) in zip(qids, scores_or_rankings):
-            rows.append(pd.DataFrame({"query_id": q, "doc_id": [doc_ids[j] for j in order[:100]],
-                                      "score": sc[:100]}))
-    run = pd.concat(rows, ignore_index=True)
-    return round(float(evaluate(run, qrels, measures=("nDCG@10",))["nDCG@10"]), 4)
+SEED = 13
 
 
 def main(argv=None) -> int:
@@ -79,16 +48,15 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.summary:
         return summary(a.summary, a.reports)
-    import numpy as np
-
-    from grouprank.adaptation.arm import ArmSettings, CorpusArm
-    from grouprank.adaptation.teacher import TEACHERS, Pools
+    from grouprank.adaptation.arm import CorpusArm
+    from grouprank.adaptation.config import AdaptationConfig
+    from grouprank.adaptation.final_test import headline, judged_queries, side_by_side, test_arm
     from grouprank.collections import load_collection
     t_all = time.time()
     t0 = time.time()
     coll = load_collection(a.collection, format=a.format, path=a.path)
     load_s = round(time.time() - t0, 1)
-    s = ArmSettings()
+    s = AdaptationConfig()
     if a.recipes:
         s.recipes = tuple(a.recipes)
     if a.max_train_rows:
@@ -96,38 +64,19 @@ def main(argv=None) -> int:
     if a.per_doc:
         s.per_doc = a.per_doc
     work = Path(a.work_dir or ROOT / "grouprank_output" / "adapt" / coll.name)
-    arm = CorpusArm(coll.documents, work, s, progress=lambda m: print(f"[adapt {coll.name}] {m}", flush=True))
+    arm = CorpusArm(coll.documents, work, s, seed=SEED, progress=lambda m: print(f"[adapt {coll.name}] {m}", flush=True))
     res = arm.run()
 
     # --- the test: real queries and their qrels, read only now ---------------------------------
     t0 = time.time()
-    qt, qrels = test_queries(coll)
-    qids = sorted(qt)
-    qtexts = [qt[q] for q in qids]
-    sig = arm.signal_scores(qtexts)
-    pools = Pools(sig, s.depth)
-    test = {"teachers": {}, "recipes": {}}
-    for name, w in TEACHERS.items():
-        test["teachers"][name] = score_run(qids, arm.ids, [pools.ranking(i, w) for i in range(len(qids))],
-                                           qrels, dense=False)
-    test["recipes"]["base"] = score_run(qids, arm.ids, sig["minilm"], qrels)
-    for rname in s.recipes:
-        enc = arm.encoder(res["models"][rname], s.student_tokens)
-        Q = enc.encode_queries(qtexts)
-        test["recipes"][rname] = score_run(qids, arm.ids, Q @ arm.student_vectors[rname].T, qrels)
+    qt, qrels = judged_queries(coll.queries, coll.qrels, TEST_SPLIT.get(coll.name))
+    test = test_arm(arm, res, qt, qrels)
+    qids, sig = test.pop("query_ids"), test.pop("signals")
     arm._timed("test", t0)
     query_log = run_query_log(arm, res, qids, qt, qrels, sig) if a.query_log else None
-    base, adapted = test["recipes"]["base"], test["recipes"][res["chosen"]]
-    teacher = test["teachers"][res["teacher"]]
-    side = {"teachers": {n: {"held_out_synthetic_nDCG@10": res["validation"]["teachers"].get(n, {}).get("nDCG@10"),
-                             "test_nDCG@10": test["teachers"][n]} for n in TEACHERS},
-            "recipes": {n: {"held_out_synthetic_nDCG@10": res["validation"]["recipes"][n]["nDCG@10"],
-                            "test_nDCG@10": test["recipes"][n]} for n in test["recipes"]}}
-    side["teachers"]["minilm"]["held_out_synthetic_nDCG@10"] = res["validation"]["recipes"]["base"]["nDCG@10"]
+    side = side_by_side(res, test)
     report = {"collection": coll.name, "docs": len(arm.ids), "test_queries": len(qids),
-              "base": base, "adapted": adapted, "delta": round(adapted - base, 4), "teacher": teacher,
-              "teacher_name": res["teacher"], "chosen_recipe": res["chosen"],
-              "gap_closed": round((adapted - base) / (teacher - base), 3) if teacher - base > 1e-9 else None,
+              **headline(res, test),
               "train_queries": res["train_rows"], "side_by_side": side,
               "wall_s": round(time.time() - t_all, 1),
               "stage_wall_s": {"load": load_s, **arm.stage_wall_s},
@@ -151,13 +100,14 @@ def run_query_log(arm, res, qids, qt, qrels, sig) -> dict:
 
     import pandas as pd
 
+    from grouprank.adaptation.final_test import ndcg10
     from grouprank.adaptation.recipe import RECIPES, query_log_rows
     from grouprank.adaptation.teacher import TEACHERS, Pools
     from grouprank.retriever_training.train import train_model
     t0 = time.time()
     s = arm.s
     order = list(qids)
-    random.Random(s.seed).shuffle(order)
+    random.Random(arm.seed).shuffle(order)
     folds = [sorted(order[0::2]), sorted(order[1::2])]
     pos = {q: i for i, q in enumerate(qids)}
     w = TEACHERS[res["teacher"]]
@@ -168,12 +118,12 @@ def run_query_log(arm, res, qids, qt, qrels, sig) -> dict:
     for f in (0, 1):
         tr, te = folds[f], folds[1 - f]
         sub = Pools({k: v[[pos[q] for q in tr]] for k, v in sig.items()}, s.depth)
-        rows = query_log_rows([qt[q] for q in tr], sub, arm.texts, w, positives=3, seed=s.seed + f)
+        rows = query_log_rows([qt[q] for q in tr], sub, arm.texts, w, positives=3, seed=arm.seed + f)
         cols = ["anchor", "positive", "negative_1"] + (["label"] if "margin" in rec.loss else [])
         frame = pd.concat([rows[cols], synth[cols]], ignore_index=True)
         cfg = rec.train_config(max_steps=s.max_steps, train_tokens=s.train_tokens, eval_tokens=s.student_tokens)
         path = arm.work / "models" / f"query_log_{f}"
-        train_model(frame, cfg, path, seed=s.seed)
+        train_model(frame, cfg, path, seed=arm.seed)
         enc = arm.encoder(str(path), s.student_tokens, fresh=True)
         D = enc.encode_documents(arm.texts)
         Q = enc.encode_queries([qt[q] for q in te])
@@ -182,13 +132,13 @@ def run_query_log(arm, res, qids, qt, qrels, sig) -> dict:
         tpools = Pools({k: v[te_idx] for k, v in sig.items()}, s.depth)
         fold = {"train_queries": len(tr), "test_queries": len(te), "rows_query_log": len(rows),
                 "rows_synthetic": len(synth),
-                "base": score_run(te, arm.ids, sig["minilm"][te_idx], qr),
-                "corpus_arm": score_run(te, arm.ids, (arm.encoder(res["model_dir"], s.student_tokens)
+                "base": ndcg10(te, arm.ids, sig["minilm"][te_idx], qr),
+                "corpus_arm": ndcg10(te, arm.ids, (arm.encoder(res["model_dir"], s.student_tokens)
                                                       .encode_queries([qt[q] for q in te]) @
                                                       (arm.student_vectors.get(res["chosen"], None)
                                                        if res["chosen"] != "base" else arm.corpus_vectors("minilm")).T), qr),
-                "query_log_arm": score_run(te, arm.ids, Q @ D.T, qr),
-                "teacher": score_run(te, arm.ids, [tpools.ranking(i, w) for i in range(len(te))], qr, dense=False)}
+                "query_log_arm": ndcg10(te, arm.ids, Q @ D.T, qr),
+                "teacher": ndcg10(te, arm.ids, [tpools.ranking(i, w) for i in range(len(te))], qr)}
         out["folds"].append(fold)
         print(f"[adapt query-log] fold {f}: {fold}", flush=True)
     for k in ("base", "corpus_arm", "query_log_arm", "teacher"):

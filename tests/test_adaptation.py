@@ -94,10 +94,15 @@ def test_training_rows_keep_teacher_agreed_non_trivial_pairs_with_a_ranked_negat
 
 
 @pytest.mark.timeout(600)
-def test_bare_beir_folder_goes_through_the_corpus_only_arm(tmp_path):
-    """No queries.jsonl, no qrels/: the arm makes its own queries, picks a teacher, trains and
-    reports held-out synthetic scores."""
-    from grouprank.adaptation.arm import ArmSettings, CorpusArm
+def test_bare_beir_folder_goes_through_the_adapt_stage(tmp_path, capsys):
+    """No queries.jsonl, no qrels/: `grouprank adapt` makes its own queries, picks a teacher, trains,
+    writes the examples (schema-checked), the chosen model and a report that says it was not scored;
+    the second run comes from the cache."""
+    import pyarrow.parquet as pq
+    from sentence_transformers import SentenceTransformer
+
+    from data_schemas import ADAPTATION_EXAMPLES
+    from grouprank.cli import main
     from grouprank.collections import load_collection
     cisi = load_collection("cisi").documents.slice(0, 80).to_pylist()  # real abstracts, written as a user's corpus
     folder = tmp_path / "mine"
@@ -107,11 +112,33 @@ def test_bare_beir_folder_goes_through_the_corpus_only_arm(tmp_path):
             f.write(json.dumps({"_id": d["doc_id"], "title": d["title"], "text": d["text"]}) + "\n")
     coll = load_collection("mine", format="beir", path=str(folder))
     assert coll.queries.num_rows == 0 and coll.qrels.num_rows == 0
-    s = ArmSettings(recipes=("mnrl",), max_train_rows=64, max_holdout=12, student_tokens=64, mpnet_tokens=64,
-                    train_tokens=64, depth=20, neg_ranks=(4, 12))
-    res = CorpusArm(coll.documents, tmp_path / "work", s).run()
-    assert res["pseudo_queries"]["held_out"] == 12 and res["train_rows"] > 0
-    assert res["teacher"] in s.teachers and "minilm" != res["teacher"]
-    assert set(res["validation"]["recipes"]) == {"base", "mnrl"}
-    assert res["chosen"] in ("base", "mnrl")
-    assert res["train"]["mnrl"]["steps"] >= 1
+    small = ["--set", "adaptation.recipes=[\"mnrl\"]", "--set", "adaptation.max_train_rows=64",
+             "--set", "adaptation.max_holdout=12", "--set", "adaptation.student_tokens=64",
+             "--set", "adaptation.mpnet_tokens=64", "--set", "adaptation.train_tokens=64",
+             "--set", "adaptation.depth=20", "--set", "adaptation.neg_ranks=[4,12]"]
+    wd = tmp_path / "work"
+    argv = ["adapt", "--format", "beir", "--path", str(folder), "--work-dir", str(wd), *small]
+    assert main(argv) == 0
+    out = wd / "adapt"
+    rep = json.loads((out / "adaptation_report.json").read_text())
+    arm = rep["arm"]
+    assert rep["enabled"] and rep["test"] is None and "not scored" in rep["note"]
+    assert 1 <= arm["pseudo_queries"]["held_out"] <= 12 and arm["train_rows"] > 0
+    assert arm["teacher"] != "minilm" and set(arm["validation"]["recipes"]) == {"base", "mnrl"}
+    assert arm["chosen"] in ("base", "mnrl") and arm["train"]["mnrl"]["steps"] >= 1
+    ex = ADAPTATION_EXAMPLES.read(out / "adaptation_examples.parquet")
+    assert ex.num_rows == arm["train_rows"]
+    ids = {d["doc_id"] for d in cisi}
+    for r in ex.to_pylist():
+        assert r["positive_doc_id"] in ids and r["negative_doc_id"] in ids
+        assert r["negative_doc_id"] != r["positive_doc_id"]
+        assert r["query_id"] == f"pq{r['query_id'][2]}-{r['positive_doc_id']}"
+        src = next(d for d in cisi if d["doc_id"] == r["positive_doc_id"])
+        if r["kind"] == "title":  # its positive lost every copy of the title
+            assert src["title"].lower() not in r["positive"].lower()
+    assert pq.read_metadata(out / "adaptation_examples.parquet").num_rows == ex.num_rows
+    m = SentenceTransformer(str(out / "adapted_model"), device="cpu")
+    assert m.encode(["a test"]).shape == (1, 384)
+    capsys.readouterr()
+    assert main(argv) == 0  # unchanged inputs and settings: reused, not retrained
+    assert "cached" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """The corpus-only arm: from a DOCUMENTS table alone to a fine-tuned student, every choice made on
 held-out synthetic queries (no human query or label is read here).
 
-    arm = CorpusArm(documents, work_dir, ArmSettings())
+    arm = CorpusArm(documents, work_dir, AdaptationConfig(), seed=13)
     result = arm.run()            # result["chosen"], result["model_dir"], result["validation"], ...
 
 Steps (each timed in `stage_wall_s`):
@@ -25,7 +25,6 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -33,34 +32,12 @@ import numpy as np
 
 from grouprank.text import document_texts
 
+from .config import AdaptationConfig
 from .pseudo_queries import PseudoQuery, make_pseudo_queries
 from .recipe import RECIPES, training_rows
 from .teacher import TEACHERS, Pools, bm25_matrix, dense_ranks, source_metrics, teacher_ranks
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ArmSettings:
-    per_doc: int | None = None  # pseudo-queries per document; None: 2 below small_corpus docs, else 1
-    small_corpus: int = 3000
-    holdout: float = 0.15
-    max_holdout: int = 300
-    max_train_rows: int = 1600
-    teachers: tuple[str, ...] = tuple(k for k in TEACHERS if k != "minilm")
-    recipes: tuple[str, ...] = ("mnrl", "mnrl+margin_mse")
-    student: str = "all-MiniLM-L6-v2"
-    student_tokens: int = 256
-    mpnet_tokens: int = 128
-    train_tokens: int = 128
-    backend: str = "auto"
-    depth: int = 100
-    keep_top: int = 3
-    neg_ranks: tuple[int, int] = (10, 30)
-    margin_scale: float = 0.1
-    max_steps: int | None = None
-    seed: int = 13
-    keep_base_unless_better: bool = True
 
 
 def _digest(texts) -> str:
@@ -72,12 +49,15 @@ def _digest(texts) -> str:
 
 
 class CorpusArm:
-    def __init__(self, documents, work_dir: str | Path, settings: ArmSettings | None = None,
-                 progress: Callable[[str], None] | None = None):
-        self.s = settings or ArmSettings()
+    def __init__(self, documents, work_dir: str | Path, settings: AdaptationConfig | None = None, *,
+                 seed: int = 13, progress: Callable[[str], None] | None = None,
+                 on_step: Callable[[str], None] | None = None):
+        self.s = settings or AdaptationConfig()
+        self.seed = seed
         self.work = Path(work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
         self.say = progress or log.info
+        self.on_step = on_step or (lambda name: None)  # after each timed step (a stage's progress)
         self.ids, self.texts = document_texts(documents)
         self.titles = (documents.column("title").to_pylist() if "title" in documents.column_names
                        else [None] * len(self.ids))
@@ -92,6 +72,7 @@ class CorpusArm:
     def _timed(self, name: str, t0: float) -> None:
         self.stage_wall_s[name] = round(self.stage_wall_s.get(name, 0.0) + time.time() - t0, 1)
         self.say(f"{name}: {self.stage_wall_s[name]} s")
+        self.on_step(name)
 
     def encoder(self, model: str, tokens: int, fresh: bool = False):
         from grouprank.first_stage.dense import forget_model, get_encoder, resolve_backend, resolve_model
@@ -146,8 +127,8 @@ class CorpusArm:
         s = self.s
         t0 = time.time()
         per_doc = s.per_doc or (2 if len(self.ids) < s.small_corpus else 1)
-        views = make_pseudo_queries(self.ids, self.titles, self.bodies, per_doc=per_doc, seed=s.seed)
-        rng = random.Random(s.seed)
+        views = make_pseudo_queries(self.ids, self.titles, self.bodies, per_doc=per_doc, seed=self.seed)
+        rng = random.Random(self.seed)
         ok0 = [q for q in views[0] if not q.trivial]
         n_hold = min(s.max_holdout, max(1, int(round(s.holdout * len(ok0)))))
         held = rng.sample(ok0, n_hold) if ok0 else []
@@ -201,13 +182,14 @@ class CorpusArm:
             del sc
             fr, st = training_rows(qs, pools, [self.pos[q.doc_id] for q in qs], self.texts,
                                    TEACHERS[chosen_teacher], keep_top=s.keep_top, neg_ranks=s.neg_ranks,
-                                   margin_scale=s.margin_scale, seed=s.seed + v)
+                                   margin_scale=s.margin_scale, seed=self.seed + v,
+                                   doc_ids=self.ids)
             frames.append(fr)
             stats.append(st)
         import pandas as pd
         rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         if len(rows) > s.max_train_rows:
-            rows = rows.sample(n=s.max_train_rows, random_state=s.seed).reset_index(drop=True)
+            rows = rows.sample(n=s.max_train_rows, random_state=self.seed).reset_index(drop=True)
         self.last_rows = rows
         self._timed("build_rows", t0)
         row_stats = {k: sum(st[k] for st in stats) for k in (stats[0] if stats else {})}
@@ -225,10 +207,10 @@ class CorpusArm:
             t0 = time.time()
             rec = RECIPES[rname]
             frame = rows[["anchor", "positive", "negative_1"] + (["label"] if "margin" in rec.loss else [])]
-            out = self.work / "models" / rname.replace("+", "_")
+            out = self.work / "models" / rname.replace("+", "_").replace("@", "_ep")
             from grouprank.retriever_training.train import train_model
             cfg = rec.train_config(max_steps=s.max_steps, train_tokens=s.train_tokens, eval_tokens=s.student_tokens)
-            r = train_model(frame, cfg, out, seed=s.seed)
+            r = train_model(frame, cfg, out, seed=self.seed)
             train_info[rname] = {"steps": r.steps, "train_loss": r.train_loss, "train_s": round(r.train_s, 1)}
             enc = self.encoder(str(out), s.student_tokens, fresh=True)
             # the original corpus once (kept for the caller's test), the held-out documents stripped
@@ -244,7 +226,7 @@ class CorpusArm:
         best = max(models, key=lambda n: (validation["recipes"][n]["nDCG@10"], n != "base"))
         if not s.keep_base_unless_better and best == "base" and len(models) > 1:
             best = max((n for n in models if n != "base"), key=lambda n: validation["recipes"][n]["nDCG@10"])
-        return {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()},
+        return {"settings": {**s.model_dump(mode="json"), "seed": self.seed},
                 "pseudo_queries": {"per_doc": per_doc, "views": [len(v) for v in views], "by_kind": kinds,
                                    "trivial": n_trivial, "held_out": len(held), "labelled": len(train_q),
                                    "examples": [{"kind": q.kind, "query": q.text, "doc_id": q.doc_id,

@@ -41,14 +41,19 @@ RECIPES: dict[str, Recipe] = {
     "mnrl": Recipe("mnrl", "mnrl"),
     "mnrl+margin_mse": Recipe("mnrl+margin_mse", "mnrl+margin_mse", margin_mse_weight=10.0),
     "margin_mse": Recipe("margin_mse", "margin_mse", lr=5e-5),
+    # a few hundred pseudo-queries make a few dozen steps per epoch: more passes, same rows
+    "mnrl@3": Recipe("mnrl@3", "mnrl", epochs=3.0),
+    "mnrl+margin_mse@3": Recipe("mnrl+margin_mse@3", "mnrl+margin_mse", epochs=3.0, margin_mse_weight=10.0),
 }
 
 
 def training_rows(queries: Sequence[PseudoQuery], pools: Pools, targets: Sequence[int], corpus: Sequence[str],
                   weights: Mapping[str, float], *, keep_top: int = 3, neg_ranks: tuple[int, int] = (10, 30),
-                  margin_scale: float = 0.1, seed: int = 13) -> tuple[pd.DataFrame, dict]:
-    """(rows anchor, positive, negative_1, label=[margin]; stats) for the non-trivial queries whose
-    source the teacher ranks in its top `keep_top`. `corpus`: the texts negatives are taken from."""
+                  margin_scale: float = 0.1, seed: int = 13,
+                  doc_ids: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """(rows anchor, positive, negative_1, label=[margin], query_id, kind, positive_doc_id,
+    negative_doc_id; stats) for the non-trivial queries whose source the teacher ranks in its top
+    `keep_top`. `corpus`: the texts negatives are taken from; `doc_ids`: their ids (corpus order)."""
     rng = random.Random(seed)
     rows, stats = [], {"queries": len(queries), "trivial": 0, "teacher_disagrees": 0, "no_negative": 0}
     for i, (q, t) in enumerate(zip(queries, targets)):
@@ -66,10 +71,14 @@ def training_rows(queries: Sequence[PseudoQuery], pools: Pools, targets: Sequenc
             stats["no_negative"] += 1
             continue
         j = rng.choice(cand)
-        rows.append({"anchor": q.text, "positive": q.positive, "negative_1": corpus[int(order[j])],
-                     "label": [float(margin_scale * (score[r - 1] - score[j]))], "query_id": q.query_id})
+        neg = int(order[j])
+        rows.append({"anchor": q.text, "positive": q.positive, "negative_1": corpus[neg],
+                     "label": [float(margin_scale * (score[r - 1] - score[j]))], "query_id": q.query_id,
+                     "kind": q.kind, "positive_doc_id": q.doc_id,
+                     "negative_doc_id": str(doc_ids[neg]) if doc_ids is not None else str(neg)})
     stats["rows"] = len(rows)
-    return pd.DataFrame(rows, columns=["anchor", "positive", "negative_1", "label", "query_id"]), stats
+    return pd.DataFrame(rows, columns=["anchor", "positive", "negative_1", "label", "query_id", "kind",
+                                       "positive_doc_id", "negative_doc_id"]), stats
 
 
 def query_log_rows(queries: Sequence[str], pools: Pools, corpus: Sequence[str], weights: Mapping[str, float], *,

@@ -43,7 +43,7 @@ class AdaptationConfig(Section):
     @field_validator("teachers")
     @classmethod
     def _known_teachers(cls, v):
-        from .teacher import TEACHERS
+        from .choices import TEACHERS
         bad = [t for t in v if t not in TEACHERS or t == "minilm"]
         if bad or not v:
             raise ValueError(f"unknown teacher(s) {bad}; choose from {[t for t in TEACHERS if t != 'minilm']}")
@@ -52,7 +52,7 @@ class AdaptationConfig(Section):
     @field_validator("recipes")
     @classmethod
     def _known_recipes(cls, v):
-        from .recipe import RECIPES
+        from .choices import RECIPES
         bad = [r for r in v if r not in RECIPES]
         if bad or not v:
             raise ValueError(f"unknown recipe(s) {bad}; choose from {list(RECIPES)}")

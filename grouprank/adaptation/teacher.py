@@ -15,19 +15,7 @@ import numpy as np
 
 from grouprank.judges.local_scorer import pool_relative
 
-SIGNALS = ("bm25", "mpnet", "minilm")
-# candidate teachers: signal -> weight (the student's own score is a candidate, never forced)
-TEACHERS: dict[str, dict[str, float]] = {
-    "bm25": {"bm25": 1.0},
-    "mpnet": {"mpnet": 1.0},
-    "minilm": {"minilm": 1.0},
-    "bm25+mpnet": {"bm25": 1.0, "mpnet": 1.0},
-    "bm25+minilm": {"bm25": 1.0, "minilm": 1.0},
-    "mpnet+minilm": {"mpnet": 1.0, "minilm": 1.0},
-    "bm25+mpnet+minilm": {"bm25": 1.0, "mpnet": 1.0, "minilm": 1.0},
-    "bm25+2mpnet": {"bm25": 1.0, "mpnet": 2.0},
-    "2bm25+mpnet": {"bm25": 2.0, "mpnet": 1.0},
-}
+from .choices import SIGNALS, TEACHERS  # noqa: F401  (re-exported: the candidates)
 
 
 def bm25_matrix(bm25, queries: Sequence[str]) -> np.ndarray:

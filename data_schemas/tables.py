@@ -187,6 +187,25 @@ RETRIEVER_EXAMPLES = Table(
     key=("query_id", "positive_doc_id"),
 )
 
+ADAPTATION_EXAMPLES = Table(
+    "adaptation_examples", 1,
+    (
+        Field("query_id", S, doc="pseudo-query id: pq<view>-<doc_id>"),
+        Field("kind", S, doc="how the pseudo-query was made from its document",
+              checks=(one_of("title", "lead", "sentence", "span"),)),
+        Field("anchor", S, doc="the pseudo-query", checks=(non_empty,)),
+        Field("positive_doc_id", S, doc="the document the query came from"),
+        Field("positive", S, doc="that document without the query's span (the query is never found by its "
+              "copy)", checks=(non_empty,)),
+        Field("negative_doc_id", S, doc="a document the teacher ranks in adaptation.neg_ranks"),
+        Field("negative_1", S, doc="its text", checks=(non_empty,)),
+        Field("teacher_margin", F, doc="the teacher's combined standard score, positive minus negative, times "
+              "adaptation.margin_scale (the MarginMSE target)", checks=(finite,)),
+    ),
+    doc="Corpus-only training triplets (grouprank.adaptation): pseudo-queries the teacher agrees with.",
+    key=("query_id",),
+)
+
 RUNS = Table(
     "runs", 1,
     (
@@ -227,4 +246,5 @@ QUARANTINE = Table(
 )
 
 ALL_TABLES = {t.name: t for t in (DOCUMENTS, QUERIES, QRELS, CANDIDATES, RANKING, JUDGMENTS, LABELS, RERANKER_RL,
-                                  RERANKER_SFT, RETRIEVER_EXAMPLES, RUNS, METRICS, QUARANTINE)}
+                                  RERANKER_SFT, RETRIEVER_EXAMPLES, ADAPTATION_EXAMPLES, RUNS, METRICS,
+                                  QUARANTINE)}

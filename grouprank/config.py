@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from grouprank.adaptation.config import AdaptationConfig
 from grouprank.collections.config import DataConfig
 from grouprank.evaluation.config import EvaluationConfig
 from grouprank.first_stage.config import RetrievalConfig
@@ -52,6 +53,7 @@ class RunConfig(BaseModel):
     reranker: RerankerConfig = Field(default_factory=RerankerConfig)
     retriever: RetrieverTrainConfig = Field(default_factory=RetrieverTrainConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
 
     @model_validator(mode="before")
     @classmethod

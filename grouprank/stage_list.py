@@ -14,6 +14,7 @@ from grouprank.stage import Stage
 @lru_cache(maxsize=1)
 def all_stages() -> dict[str, Stage]:
     """name -> Stage, in pipeline order (a topological order of the wiring)."""
+    from grouprank.adaptation.stage import STAGE as adapt
     from grouprank.collections.stage import STAGE as load
     from grouprank.evaluation.stage import STAGE as evaluate
     from grouprank.first_stage.stage import STAGE as retrieve
@@ -25,7 +26,7 @@ def all_stages() -> dict[str, Stage]:
     from grouprank.trainsets.export_stage import STAGE as export
     from grouprank.trainsets.stage import STAGE as build_datasets
     order = [load, mine_queries, retrieve, judge, fuse, build_datasets, export, train_retriever,
-             train_reranker, evaluate]
+             train_reranker, evaluate, adapt]
     out = {s.name: s for s in order}
     if len(out) != len(order):
         raise ValueError("two stages share a name")

@@ -16,7 +16,7 @@ from grouprank.stage_list import all_stages, levels, plan, upstream, wiring, wir
 
 REPO = Path(__file__).resolve().parents[1]
 ORDER = ["load", "mine_queries", "retrieve", "judge", "fuse", "build_datasets", "export", "train_retriever",
-         "train_reranker", "evaluate"]
+         "train_reranker", "evaluate", "adapt"]
 
 
 # ------------------------------------------------------------------------------ the stage list

@@ -134,7 +134,7 @@ def test_histogram_is_embedded_as_data_uri(tmp_path):
 def test_prefect_yaml_deployments():
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     deps = {d["name"]: d for d in spec["deployments"]}
-    assert set(deps) == {"nightly", "judge-only", "train-retriever", "train-reranker", "evaluate"}
+    assert set(deps) == {"nightly", "judge-only", "train-retriever", "train-reranker", "evaluate", "adapt"}
     assert deps["nightly"]["entrypoint"] == "flows/synthesize.py:synthesize"
     assert deps["nightly"]["schedules"][0]["cron"] == "0 2 * * *"
     for d in deps.values():

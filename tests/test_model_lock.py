@@ -74,7 +74,8 @@ def test_every_stage_that_builds_models_is_declared_so():
     """The stages that load encoders or policies in process; the light ones (Parquet in, Parquet out)
     stay free to run beside them."""
     flagged = {name for name, s in all_stages().items() if s.builds_models}
-    assert flagged == {"mine_queries", "retrieve", "judge", "train_reranker", "train_retriever", "evaluate"}
+    assert flagged == {"mine_queries", "retrieve", "judge", "train_reranker", "train_retriever", "evaluate",
+                       "adapt"}
 
 
 def test_lock_wait_is_logged_and_counted_apart_from_the_work(tmp_path, caplog):

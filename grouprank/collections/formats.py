@@ -330,18 +330,24 @@ def write_trec_qrels(qrels: pa.Table, path) -> Path:
 
 def load_beir(path, name: str | None = None, quarantine: list | None = None,
               max_chars: int = DEFAULT_MAX_DOC_CHARS) -> Collection:
-    """A BEIR folder: corpus.jsonl ({_id, title, text}), queries.jsonl ({_id, text}), qrels/<split>.tsv."""
+    """A BEIR folder: corpus.jsonl ({_id, title, text}), queries.jsonl ({_id, text}), qrels/<split>.tsv.
+
+    A user's bare corpus is a BEIR folder too: without queries.jsonl it has no queries, without a
+    qrels/ directory no judgments (the corpus-only adaptation arm needs neither; scoring does). A
+    qrels/ directory that is there but holds no judgment is an error, as before."""
     root = Path(path)
     name = name or root.name
     docs, queries = make_sinks(quarantine, max_chars)
     read_documents(root / "corpus.jsonl", {"doc_id": "_id"}, name, docs)
-    read_queries(root / "queries.jsonl", {"query_id": "_id"}, name, "all", queries)
+    if (root / "queries.jsonl").exists() or (root / "qrels").is_dir():
+        read_queries(root / "queries.jsonl", {"query_id": "_id"}, name, "all", queries)
     qtab = queries.to_table()
     # BEIR keeps one queries file for all splits: a query's split is the qrels file it appears in
     rows = []
     qdir = root / "qrels"
     if not qdir.is_dir():
-        raise InputError(str(qdir), None, None, "BEIR folder has no qrels/ directory")
+        return Collection(name=name, documents=docs.to_table(), queries=qtab,
+                          qrels=build_qrels([], str(qdir), quarantine), quarantine=quarantine_table(quarantine), grade_scale="no qrels (corpus only)")
     for f in sorted(qdir.glob("*.tsv")):
         split = f.stem
         for where, rec in iter_csv(f, quarantine, delimiter="\t"):

@@ -1,0 +1,67 @@
+"""Configuration of the corpus-only adaptation arm (`grouprank.adaptation`, stage `adapt`)."""
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from grouprank.config_section import Section
+
+
+class AdaptationConfig(Section):
+    """From a bare corpus to a fine-tuned student (GPL's setting): pseudo-queries, a teacher and a
+    recipe chosen on held-out synthetic queries; the collection's queries and qrels only score it."""
+    enabled: bool = Field(False, description="run the `adapt` stage in a whole-pipeline run (the `grouprank "
+                          "adapt` command turns it on); off, the stage writes a report saying so")
+    per_doc: int | None = Field(None, ge=1, le=4, description="pseudo-queries per document; None: 2 below "
+                                "`small_corpus` documents, else 1")
+    small_corpus: int = Field(3000, ge=1)
+    holdout: float = Field(0.15, gt=0, lt=1, description="share of documents whose query is held out to "
+                           "choose the teacher and the recipe")
+    max_holdout: int = Field(300, ge=1)
+    max_train_rows: int = Field(1600, ge=1, description="training rows at most (the teacher keeps ~1/2 to "
+                                "2/3 of the queries it labels)")
+    teachers: tuple[str, ...] = Field(
+        ("bm25", "mpnet", "bm25+mpnet", "bm25+minilm", "mpnet+minilm", "bm25+mpnet+minilm", "bm25+2mpnet",
+         "2bm25+mpnet"),
+        description="candidate teachers (grouprank.adaptation.teacher.TEACHERS); the student alone is never one")
+    recipes: tuple[str, ...] = Field(("mnrl", "mnrl+margin_mse"),
+                                     description="candidate recipes (grouprank.adaptation.recipe.RECIPES)")
+    student: str = Field("all-MiniLM-L6-v2", description="the model adapted")
+    student_tokens: int = Field(256, ge=16)
+    mpnet_tokens: int = Field(128, ge=16)
+    train_tokens: int = Field(128, ge=16)
+    backend: str = Field("auto", description="dense encoder backend (retrieval.dense_backend's values)")
+    depth: int = Field(100, ge=5, description="each signal's top documents pooled per query")
+    keep_top: int = Field(3, ge=1, description="a pseudo-query trains only when the teacher ranks its source "
+                          "document in this top (round-trip filter)")
+    neg_ranks: tuple[int, int] = Field((10, 30), description="hard negatives from these teacher ranks "
+                                       "(clear of unlabelled positives at the very top)")
+    margin_scale: float = Field(0.1, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    keep_base_unless_better: bool = Field(True, description="keep the student as shipped when no recipe "
+                                          "beats it on held-out synthetic queries")
+
+    @field_validator("teachers")
+    @classmethod
+    def _known_teachers(cls, v):
+        from .choices import TEACHERS
+        bad = [t for t in v if t not in TEACHERS or t == "minilm"]
+        if bad or not v:
+            raise ValueError(f"unknown teacher(s) {bad}; choose from {[t for t in TEACHERS if t != 'minilm']}")
+        return tuple(v)
+
+    @field_validator("recipes")
+    @classmethod
+    def _known_recipes(cls, v):
+        from .choices import RECIPES
+        bad = [r for r in v if r not in RECIPES]
+        if bad or not v:
+            raise ValueError(f"unknown recipe(s) {bad}; choose from {list(RECIPES)}")
+        return tuple(v)
+
+    @field_validator("neg_ranks")
+    @classmethod
+    def _ranks(cls, v):
+        lo, hi = v
+        if not 1 <= lo < hi:
+            raise ValueError("neg_ranks: (lo, hi) with 1 <= lo < hi")
+        return v

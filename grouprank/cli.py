@@ -50,8 +50,9 @@ def add_stage_command(sub, stage) -> None:
     add_debug_arg(p)
     for port in stage.inputs:
         p.add_argument(f"--{port.name.replace('_', '-')}", dest=f"input_{port.name}", metavar="PATH",
-                       help=f"read `{port.name}` from this file/folder instead of the {made_by[port.name]!r} "
-                            "stage's output")
+                       help=(f"read `{port.name}` from this file/folder instead of the {made_by[port.name]!r} "
+                             "stage's output") if port.name in made_by else
+                       f"read `{port.name}` from this file/folder (optional){': ' + port.doc if port.doc else ''}")
     add_out_dir_arg(p, f"write the outputs here (default <work_dir>/{stage.folder})")
     p.add_argument("--refresh", action="store_true", help="rerun the stage even when its outputs are up to date")
     p.add_argument("--json", action="store_true", help="print the whole run summary as JSON")

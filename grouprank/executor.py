@@ -152,6 +152,8 @@ class _Runner:
             if port.name in overrides:
                 paths[port.name], hashes[port.name] = str(overrides[port.name]), fingerprint(overrides[port.name])
                 continue
+            if port.name not in wiring_of(name):  # an optional input no stage produces: from a file only
+                continue
             src, out = wiring_of(name)[port.name]
             # an optional input of a stage fed from files comes only from an up-to-date producer
             rec = self.ensure(src, run=run and not (port.optional and overrides))

@@ -58,21 +58,6 @@ def add_stage_command(sub, stage) -> None:
     p.add_argument("--json", action="store_true", help="print the whole run summary as JSON")
     if stage.cli_args:
         stage.cli_args(p)
-    if stage.name == "evaluate":
-        g = p.add_argument_group("run files", "score TREC run files against the collection's qrels instead of "
-                                 "running the evaluate stage (writes per_query.csv and summary.json into --out-dir, "
-                                 "default <work_dir>/evaluate_runs)")
-        g.add_argument("--run", action="append", metavar="[NAME=]PATH",
-                       help="a TREC run file, or a folder whose run*.trec files are scored (e.g. <work_dir>/retrieve: "
-                            "the fused, BM25 and dense runs); repeatable")
-        g.add_argument("--rel", type=int, default=1,
-                       help="relevance threshold of the binary measures (R@k, RR@k): grade >= REL (default 1; "
-                            "TREC DL uses 2)")
-        g.add_argument("--baseline", metavar="NAME",
-                       help="the run every other run is compared with (paired t-test / Wilcoxon on the per-query "
-                            "values, 95%% CI of the difference); default the first run")
-        g.add_argument("--measure", action="append", metavar="MEASURE",
-                       help="ir-measures measure, repeatable (default evaluation.measures: nDCG@10, R@100, RR@10)")
     p.set_defaults(func=functools.partial(run_stage_command, stage))
 
 
@@ -82,9 +67,10 @@ def run_stage_command(stage, args) -> int:
     from grouprank.errors import UserError
     from grouprank.executor import run_pipeline
     cfg = _config(args, stage)
-    if stage.name == "evaluate" and getattr(args, "run", None):
-        from grouprank.evaluation.runs import evaluate_command
-        return evaluate_command(args, cfg)
+    if stage.cli_action is not None:
+        rc = stage.cli_action(args, cfg)
+        if rc is not None:
+            return rc
     given = {}
     for port in stage.inputs:
         v = getattr(args, f"input_{port.name}", None)

@@ -160,6 +160,9 @@ class Stage:
     command: str | None = None
     cli_args: Callable[[Any], None] | None = None
     cli_overrides: Callable[[Any], dict] | None = None
+    # another job the command does instead of running the stage when its options ask for it:
+    # `cli_action(args, cfg)` returns an exit code, or None to run the stage as usual
+    cli_action: Callable[[Any, Any], int | None] | None = None
     help: str = ""
 
     @property

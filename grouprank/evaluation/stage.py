@@ -264,6 +264,16 @@ def excluded_files(cfg) -> dict[str, str]:
     return files(cfg)
 
 
+def _run_file_args(p) -> None:
+    from grouprank.evaluation.runs import add_run_file_args
+    add_run_file_args(p)
+
+
+def _run_files(args, cfg):
+    from grouprank.evaluation.runs import run_files_action
+    return run_files_action(args, cfg)
+
+
 STAGE = Stage(
     name="evaluate", title="evaluate", run=run, builds_models=True,
     progress_parts=lambda c: 1,  # the encodings and the reranking, in turn
@@ -274,4 +284,6 @@ STAGE = Stage(
     outputs=(table("metrics", METRICS), table("runs", RUNS), file("eval_report", "eval_report.json")),
     reads=excluded_files, sections=("data", "retrieval", "reranker", "llm", "evaluation", "prompts", "seed"), uses_llm=_llm_reranker,
     timeout_s=24 * 3600,
+    # `grouprank evaluate --run FILE ...` scores TREC run files instead (grouprank.evaluation.runs)
+    cli_args=_run_file_args, cli_action=_run_files,
 )

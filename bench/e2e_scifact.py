@@ -211,9 +211,7 @@ def main(argv=None) -> int:
         "retriever.epochs": args.epochs, "retriever.batch_size": args.batch_size, "retriever.lr": args.lr,
         "retriever.n_negatives": args.negatives, "retriever.loss": args.loss,
         "retriever.max_positives_per_query": args.synthetic_max_positives,
-        "retriever.max_seq_length": args.max_seq_length, "seed": args.seed,
-        "retriever.train_max_seq_length": args.train_max_seq_length,
-        "retriever.eval_backend": {"torch": "torch", "torch-bf16": "torch-bf16", "auto": "auto"}.get(args.backend, "onnx"),
+        "seed": args.seed, "retriever.train_max_seq_length": args.train_max_seq_length,
         "retriever.bf16": resolve_backend(args.backend) == "torch-bf16",  # mixed-precision training where native
         "retriever.eval_split": "test",
     }

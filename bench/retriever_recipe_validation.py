@@ -78,8 +78,7 @@ def main(argv=None) -> int:
     val_queries_path = QUERIES.write(val_queries, vdir / "heldout_queries.parquet")
     val_qrels_path = QRELS.write(val_qrels, vdir / "heldout_qrels.parquet")
     base_cfg = {"work_dir": str(work), "seed": args.seed, "retrieval": {"dense_backend": "onnx", "max_seq_length": 256},
-                "retriever": {"lr": args.lr, "n_negatives": args.negatives, "max_positives_per_query": 1,
-                              "eval_backend": "onnx"}}
+                "retriever": {"lr": args.lr, "n_negatives": args.negatives, "max_positives_per_query": 1}}
     out: dict = {"held_out_claims": len(held), "train_claims": len(kept) - len(held), "variants": {},
                  "protocol": __doc__.strip().splitlines()[2:8]}
     first = True

@@ -82,10 +82,11 @@ def _train(cfg, tiny, examples, *, labels: bool = False) -> dict:
 
 
 def _cfg(tmp_path, **retriever):
-    base = {"max_steps": 2, "batch_size": 4, "max_seq_length": 64, "lr": 1e-4, "warmup_ratio": 0.0,
+    base = {"max_steps": 2, "batch_size": 4, "lr": 1e-4, "warmup_ratio": 0.0,
             "n_negatives": None}  # every negative the export has
     base.update(retriever)
     return RunConfig.model_validate({"work_dir": str(tmp_path / "work"), "retriever": base,
+                                     "retrieval": {"max_seq_length": 64},
                                      "datasets": {"negatives_per_example": 2, "positive_grade": 1}})
 
 

@@ -198,10 +198,17 @@ def _evaluator(cfg, documents, eval_texts, eval_qrels):
 def _encoder_args(cfg) -> dict:
     """How the retriever's evaluation and re-mining encode: the retrieval stage's encoder settings."""
     r = cfg.retrieval
-    return dict(include_title=r.include_title, backend=cfg.retriever.eval_backend,
-                max_seq_length=cfg.retriever.max_seq_length, batch_size=r.batch_size, query_prompt=r.query_prompt,
+    return dict(include_title=r.include_title, backend=eval_backend(cfg),
+                max_seq_length=r.max_seq_length, batch_size=r.batch_size, query_prompt=r.query_prompt,
                 document_prompt=r.document_prompt, store_root=cfg.work_path / "indexes",
                 cache_dir=cfg.work_path / "models", shard_size=r.shard_size)
+
+
+def eval_backend(cfg) -> str:
+    """The encoder backend of the retriever's evaluation and re-mining: the retrieval stage's, but
+    onnx-int8 as onnx (quantised vectors are not quality-neutral)."""
+    b = cfg.retrieval.dense_backend
+    return "onnx" if b == "onnx-int8" else b
 
 
 def _measure(run, evaluator, rc) -> dict[str, float]:
@@ -225,7 +232,7 @@ def _train_rounds(cfg, train_ex, documents, labels, qrels, model_dir: Path, timi
                                       teacher=teacher)
     t = time.perf_counter()
     res = train_model(frame, rc, model_dir, dataset_name=f"grouprank retriever_examples ({rc.data_source})",
-                      seed=cfg.seed)
+                      seed=cfg.seed, max_seq_length=cfg.retrieval.max_seq_length)
     timings["train_s"] = time.perf_counter() - t
     rounds = [{"round": 0, **res.stats()}]
     first = fstats
@@ -239,7 +246,8 @@ def _train_rounds(cfg, train_ex, documents, labels, qrels, model_dir: Path, timi
         frame, fstats = to_training_frame(train_ex, fstats["n_negatives"], drop_short=rc.drop_short,
                                           seed=cfg.seed + rnd, teacher=teacher)
         t = time.perf_counter()
-        res = train_model(frame, rc, model_dir, model=res.model, seed=cfg.seed + rnd)
+        res = train_model(frame, rc, model_dir, model=res.model, seed=cfg.seed + rnd,
+                          max_seq_length=cfg.retrieval.max_seq_length)
         timings[f"train_round{rnd}_s"] = time.perf_counter() - t
         rounds.append({"round": rnd, **res.stats(), **rstats, **{f"data_{k}": v for k, v in fstats.items()}})
     return res, rounds, first, fstats
@@ -250,8 +258,8 @@ def _card_info(cfg, data_info, fstats, rounds, metrics, eval_desc) -> dict:
     return {"base_model": rc.base_model, "data": data_info, "data_stats": fstats, "train": rounds[-1],
             "rounds": rounds, "eval": metrics, "eval_queries": eval_desc, "collection": cfg.data.collection,
             "config": {"retriever": rc.model_dump(mode="json"), "retrieval_encoder": {
-                "include_title": cfg.retrieval.include_title, "max_seq_length": rc.max_seq_length,
-                "eval_backend": rc.eval_backend}, "datasets": cfg.datasets.model_dump(mode="json")}}
+                "include_title": cfg.retrieval.include_title, "max_seq_length": cfg.retrieval.max_seq_length,
+                "backend": eval_backend(cfg)}, "datasets": cfg.datasets.model_dump(mode="json")}}
 
 
 def _stats(fstats, rounds, metrics) -> dict:
@@ -304,7 +312,7 @@ def _remine(cfg, res, train_ex: pd.DataFrame, documents, labels, frame_negatives
     D, _ = ev.corpus_embeddings(enc, st_model=res.model)
     qids = list(dict.fromkeys(train_ex["query_id"]))
     qtext = dict(zip(train_ex["query_id"], train_ex["anchor"]))
-    Q = ev._st_encode(res.model, [qtext[q] for q in qids], cfg.retrieval.query_prompt) if rc.eval_backend == "torch" \
+    Q = ev._st_encode(res.model, [qtext[q] for q in qids], cfg.retrieval.query_prompt) if eval_backend(cfg) == "torch" \
         else enc.encode_queries([qtext[q] for q in qids])
     spec = GuardSpec.from_config(cfg.datasets)
     n = frame_negatives or spec.negatives

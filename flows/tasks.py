@@ -3,7 +3,7 @@
 - Reuse: the task asks the runner core (`grouprank.executor.reusable` / `execute`) whether the
   stage's finished record in `<work_dir>/_stages/` (the one record store, shared with `grouprank
   run` and the benches) still holds for this configuration and these inputs (the cache key:
-  `grouprank.stage_key.cache_key`). If so the task ends in the state "Cached" with that record and
+  `grouprank.cache_keys.cache_key`). If so the task ends in the state "Cached" with that record and
   does no work; else it runs the stage and records it. Prefect's own result cache is off: one store.
 - Retries with exponential backoff (+ jitter) on transient errors only; a timeout per stage.
 - LLM-calling stages that must run hold slots of the global concurrency limit `llm` (created if

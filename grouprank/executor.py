@@ -3,7 +3,7 @@ running the pipeline (datatrove's shape: the local and the cluster executors sha
 function).
 
 - `execute(stage, cfg, inputs, input_hashes)`: the one per-stage step. Computes the stage's cache key
-  (`grouprank.stage_key`), reuses the finished record in the one record store (`grouprank.records`,
+  (`grouprank.cache_keys`), reuses the finished record in the one record store (`grouprank.records`,
   `<work_dir>/_stages/`) when the key matches and its outputs are unchanged, else runs the stage
   (`grouprank.stage_run.run_stage`) and records it. Returns (record, "cached" | "ran").
 - `summarise(cfg, records, states)`: the one run summary (stages, LLM calls, exports).
@@ -26,7 +26,7 @@ from typing import Any, Callable
 from grouprank.config import RunConfig
 from grouprank.records import RECORDS, load_record, save_record, stored_record  # noqa: F401  (the store)
 from grouprank.stage import Stage
-from grouprank.stage_key import (ALL_SECTIONS, NOT_RESULT_ENV, RESULT_ENV, RESULT_LIBRARIES,  # noqa: F401
+from grouprank.cache_keys import (ALL_SECTIONS, NOT_RESULT_ENV, RESULT_ENV, RESULT_LIBRARIES,  # noqa: F401
                                  cache_key, config_key, external_inputs, fingerprint, fingerprints,
                                  source_key, source_modules, stale_outputs)
 from grouprank.stage_list import all_stages, plan, wiring_of

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from grouprank.stage import Stage
-from grouprank.stage_key import stale_outputs
+from grouprank.cache_keys import stale_outputs
 
 RECORDS = "_stages"
 

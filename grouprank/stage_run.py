@@ -20,7 +20,7 @@ from grouprank.model_lock import held
 from grouprank.records import forget
 from grouprank.services import build
 from grouprank.stage import Stage, StageContext, StageResult, TableOut
-from grouprank.stage_key import ALL_SECTIONS, fingerprints
+from grouprank.cache_keys import ALL_SECTIONS, fingerprints
 
 def _plain(x: Any) -> Any:
     def default(o: Any) -> Any:

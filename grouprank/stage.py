@@ -122,6 +122,14 @@ class StageContext:
         `reranker.backend`'s), with the effective settings; None when none is available."""
         return self._service(("reranker", str(model_path) if model_path else None))
 
+    def close(self) -> None:
+        """Release the services built for this stage run (HTTP pools, models); the executor calls it."""
+        for svc in self._services.values():
+            for obj in (svc, getattr(svc, "client", None)):
+                if obj is not None and callable(getattr(obj, "close", None)):
+                    obj.close()
+        self._services.clear()
+
     def _service(self, key: tuple):
         if key not in self._services:
             if self.services is None:

@@ -93,8 +93,11 @@ def run_stage(stage: Stage, cfg: RunConfig, inputs: dict[str, str | os.PathLike]
                        input_paths={k: str(v) for k, v in inputs.items()}, cfg=view, services=build)
     with held(f"stage {stage.name}") if stage.builds_models else contextlib.nullcontext() as lock, \
             summarised_warnings(f"stage {stage.name}"), collecting() as clients:
-        result = stage.run(data, view, ctx)
-        llm = calls_of(clients)
+        try:
+            result = stage.run(data, view, ctx)
+            llm = calls_of(clients)
+        finally:
+            ctx.close()
     missed = undeclared(reads, stage.sections or ALL_SECTIONS)
     if missed:  # its cache key would not change with them: a stale result could be reused
         raise RuntimeError(f"stage {stage.name} read configuration {missed} that its Stage.sections "

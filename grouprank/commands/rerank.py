@@ -96,10 +96,10 @@ def cmd_rerank(args) -> int:
         cands = dict(list(sorted(cands.items()))[:args.queries])
     doc_text = document_text_map(coll.documents)
     if backend_kind == "llm":
-        from grouprank.services import llm_cache_path, llm_client
         ep = _endpoint(cfg, args)
-        llm_cache_path(cfg).parent.mkdir(parents=True, exist_ok=True)
-        backend = LLMBackend(llm_client(cfg, ep, purpose="reranker"), temperature=rc.infer_temperature,
+        cache = cfg.llm.cache_path or str(cfg.work_path / "llm_cache.sqlite")
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        backend = LLMBackend(endpoint=ep, cache_path=cache, temperature=rc.infer_temperature,
                              top_p=rc.infer_top_p, max_tokens=rc.infer_max_tokens)
     else:
         path = args.model or rc.model_path

@@ -97,11 +97,13 @@ def existing_queries(cfg, queries: pa.Table | None, collection: str = "",
 
 
 def _llm_client(cfg):
-    from grouprank.services import llm_client
+    from grouprank.llm import LLMClient
     if not cfg.llm.endpoints:
         raise UserError("queries.generate is on but llm.endpoints is empty: configure an "
                         "OpenAI-compatible endpoint (base_url, model)")
-    return llm_client(cfg, cfg.queries.endpoint, purpose="queries")
+    ep = cfg.endpoint(cfg.queries.endpoint) if cfg.queries.endpoint else cfg.llm.endpoints[0]
+    cache = cfg.llm.cache_path or str(cfg.work_path / "llm_cache.sqlite")
+    return LLMClient(ep, cache_path=cache, stage="queries")
 
 
 def _eval_docs(cfg, qrels: pa.Table | None, evals: Sequence[EvalQuery]) -> set[str]:

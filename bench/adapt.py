@@ -121,9 +121,9 @@ def run_query_log(arm, res, qids, qt, qrels, sig) -> dict:
         rows = query_log_rows([qt[q] for q in tr], sub, arm.texts, w, positives=3, seed=arm.seed + f)
         cols = ["anchor", "positive", "negative_1"] + (["label"] if "margin" in rec.loss else [])
         frame = pd.concat([rows[cols], synth[cols]], ignore_index=True)
-        cfg = rec.train_config(max_steps=s.max_steps, train_tokens=s.train_tokens, eval_tokens=s.student_tokens)
+        cfg = rec.train_config(max_steps=s.max_steps, train_tokens=s.train_tokens)
         path = arm.work / "models" / f"query_log_{f}"
-        train_model(frame, cfg, path, seed=arm.seed)
+        train_model(frame, cfg, path, seed=arm.seed, max_seq_length=s.student_tokens)
         enc = arm.encoder(str(path), s.student_tokens, fresh=True)
         D = enc.encode_documents(arm.texts)
         Q = enc.encode_queries([qt[q] for q in te])

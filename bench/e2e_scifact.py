@@ -211,9 +211,7 @@ def main(argv=None) -> int:
         "retriever.epochs": args.epochs, "retriever.batch_size": args.batch_size, "retriever.lr": args.lr,
         "retriever.n_negatives": args.negatives, "retriever.loss": args.loss,
         "retriever.max_positives_per_query": args.synthetic_max_positives,
-        "retriever.max_seq_length": args.max_seq_length, "seed": args.seed,
-        "retriever.train_max_seq_length": args.train_max_seq_length,
-        "retriever.eval_backend": {"torch": "torch", "torch-bf16": "torch-bf16", "auto": "auto"}.get(args.backend, "onnx"),
+        "seed": args.seed, "retriever.train_max_seq_length": args.train_max_seq_length,
         "retriever.bf16": resolve_backend(args.backend) == "torch-bf16",  # mixed-precision training where native
         "retriever.eval_split": "test",
     }
@@ -236,21 +234,18 @@ def main(argv=None) -> int:
     reused: list[str] = []
 
     def stage(name: str, cfg_=None, overrides: dict | None = None, out_dir=None) -> dict:
-        """Run one stage through the executor on its upstream records (resumed with --reuse)."""
+        """Run one stage through the runner core on its upstream records: its finished record is
+        reused (with --reuse) when its key and outputs still hold, as `grouprank run` would."""
         st, c = stages[name], cfg_ or cfg
         paths, hashes = executor.stage_inputs(st, results)
         for k, v in (overrides or {}).items():
             paths[k], hashes[k] = str(v), executor.fingerprint(v)
-        key = executor.cache_key(st, c, hashes)
-        rec = executor.load_record(c, st, key) if args.reuse and out_dir is None else None
-        if rec is not None:
+        with T(name):
+            rec, state = executor.execute(st, c, paths, hashes, refresh=not args.reuse, out_dir=out_dir,
+                                          overridden={k: str(v) for k, v in (overrides or {}).items()})
+        if state == "cached":
             reused.append(name)
             T.stages[name] = None
-        else:
-            with T(name):
-                rec = executor.run_stage(st, c, paths, out_dir=out_dir)
-            if out_dir is None:
-                executor.save_record(c, st, key, rec)
         results[name] = rec
         return rec
 

@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     import pyarrow.compute as pc
     from data_schemas import QRELS, QUERIES, RETRIEVER_EXAMPLES
     from grouprank.config import RunConfig
-    from grouprank.retriever_training import stage as rtstage
+    from grouprank.executor import run_stage
+    from grouprank.retriever_training.stage import STAGE as rt_stage
     from grouprank.retriever_training.data import human_examples
     from grouprank.trainsets.stage import build_datasets
 
@@ -74,9 +75,10 @@ def main(argv=None) -> int:
     val_queries = mq.filter(pa.array([q in held for q in mq.column("query_id").to_pylist()]))
     vdir = work / "recipe_validation"
     vdir.mkdir(parents=True, exist_ok=True)
+    val_queries_path = QUERIES.write(val_queries, vdir / "heldout_queries.parquet")
+    val_qrels_path = QRELS.write(val_qrels, vdir / "heldout_qrels.parquet")
     base_cfg = {"work_dir": str(work), "seed": args.seed, "retrieval": {"dense_backend": "onnx", "max_seq_length": 256},
-                "retriever": {"lr": args.lr, "n_negatives": args.negatives, "max_positives_per_query": 1,
-                              "eval_backend": "onnx"}}
+                "retriever": {"lr": args.lr, "n_negatives": args.negatives, "max_positives_per_query": 1}}
     out: dict = {"held_out_claims": len(held), "train_claims": len(kept) - len(held), "variants": {},
                  "protocol": __doc__.strip().splitlines()[2:8]}
     first = True
@@ -97,10 +99,14 @@ def main(argv=None) -> int:
             _, _, ex, st = build_datasets(cfg.datasets, documents=documents, queries=mined, labels=labels,
                                           candidates=candidates)
         path = RETRIEVER_EXAMPLES.write(ex, vdir / f"examples_{v}.parquet")
-        res = rtstage.train_retriever(cfg, retriever_examples=str(path), documents=documents,
-                                      eval_queries=val_queries, eval_qrels=val_qrels, qrels=None,
-                                      labels=None if v == "human" else labels, output_dir=vdir / f"model_{v}",
-                                      data_source="human" if v == "human" else f"synthetic-{v}")
+        cfg.retriever.data_source = "human" if v == "human" else f"synthetic-{v}"
+        # the stage through the runner core's one-stage step, on files; the held-out claims are its
+        # optional evaluation ports
+        res = run_stage(rt_stage, cfg, {"retriever_examples": path, "documents": documents, "queries": mined,
+                                        "qrels": work / "collection" / "qrels.parquet",
+                                        "eval_queries": val_queries_path, "eval_qrels": val_qrels_path,
+                                        **({} if v == "human" else {"labels": labels})},
+                        out_dir=vdir / f"model_{v}")
         s = res["stats"]
         if first:
             out["base"] = s["before_nDCG@10"]

@@ -2,8 +2,9 @@
 
 - `flows.synthesize.synthesize`: the end-to-end flow; `flows.stage_flows`: one flow per stage,
   generated from the stage list (its prerequisites come from the cache).
-- `flows.tasks`: the one generic stage task (content cache key, persisted results, retries with
-  exponential backoff, timeouts, the `llm` global concurrency limit, judge progress).
+- `flows.tasks`: the one generic stage task (reuse or run through the runner core,
+  `grouprank.executor`, and its record store; retries with exponential backoff, timeouts, the `llm`
+  global concurrency limit, progress artifacts).
 - `flows.artifacts`: the run's markdown/table/progress/histogram artifacts.
 - `flows.runners`: thread / Dask / Ray task runners (GROUPRANK_TASK_RUNNER).
 

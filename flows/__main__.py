@@ -54,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run summary: {summary['summary_path']}")
     if summary.get("exports"):
         print(f"Parquet exports: {summary['exports']}")
-    ev = (summary.get("stages", {}).get("evaluate") or {})
-    if ev.get("outputs", {}).get("eval_report"):
-        print(f"evaluation: {ev['outputs']['eval_report']}")
-        print(evaluation_text(ev["outputs"]["eval_report"]))
+    report = next((s["outputs"]["eval_report"] for s in summary.get("stages", {}).values()
+                   if (s.get("outputs") or {}).get("eval_report")), None)
+    if report:
+        print(f"evaluation: {report}")
+        print(evaluation_text(report))
     return 0
 
 

@@ -1,16 +1,15 @@
-"""The body every flow shares: run the stages a flow targets (and the stages they need, from the
-cache when nothing changed), in waves of independent stages, then publish the artifacts and write
-the run summary. A flow run holds the work dir's lock (`grouprank.work_lock`) while it runs.
+"""The body every flow shares: run the stages a flow targets (and the stages they need), in waves of
+independent stages, one Prefect task per stage, then publish the artifacts and write the run
+summary. A flow run holds the work dir's lock (`grouprank.work_lock`) while it runs.
 
-Resume: a finished stage's result is persisted with its cache key, so a rerun (after a crash, a
-cancel, or with the same configuration) skips it; a stage that crashed half-way reruns, and its LLM
-calls already answered come from the LLM client's own SQLite cache. A cached result whose output
-files no longer match what the stage wrote (deleted, or overwritten by a run with another
-configuration in the same work dir) is recomputed instead of trusted.
+Reuse and resume are the runner core's (`grouprank.executor`): each task asks it whether the
+stage's finished record (`<work_dir>/_stages/`, the store `grouprank run` uses too) still holds,
+and ends "Cached" without work when it does; a stage that crashed half-way reruns, and its LLM
+calls already answered come from the LLM client's own SQLite cache. The run summary is the core's
+(`executor.summarise`), so both runners report the same facts.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -18,14 +17,13 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.context import get_run_context
 
+from grouprank import executor
 from grouprank.config import RunConfig
-
-from grouprank.executor import stage_inputs, stale_outputs
 from grouprank.stage_list import levels, plan
 from grouprank.work_lock import work_dir_lock
 
 from flows import artifacts
-from flows.tasks import _library_logging, describe, ensure_llm_limit, stage_task
+from flows.tasks import _library_logging, ensure_llm_limit, stage_task
 
 
 def _flow_run() -> tuple[str, str | None]:
@@ -43,111 +41,91 @@ def run_stages(config: RunConfig, targets: tuple[str, ...] | None, flow_label: s
     cfg.work_path.mkdir(parents=True, exist_ok=True)
     flow_name, _ = _flow_run()
     with work_dir_lock(cfg.work_path, command=f"Prefect flow {flow_name} ({flow_label})"):  # one writer per work dir
-        return _run_stages(cfg, targets, flow_label, summary_file)
+        return _FlowRun(cfg, flow_label, summary_file or f"flow_summary_{flow_label}.json").run(plan(targets))
 
 
-def _run_stages(cfg: RunConfig, targets: tuple[str, ...] | None, flow_label: str,
-                summary_file: str | None) -> dict[str, Any]:
-    log = get_run_logger()
-    _library_logging()
-    t_all = time.time()
+class _FlowRun:
+    """One flow run's stages: submitted wave by wave, their records and states kept for the summary."""
 
-    todo = plan(targets)
-    log.info("%s: %d stage(s) for run %r on collection %r in %s: %s", flow_label, len(todo), cfg.name,
-             cfg.data.collection, cfg.work_path, " -> ".join(
-                 "[" + ", ".join(s.name for s in w) + "]" for w in levels(todo)))
+    def __init__(self, cfg: RunConfig, label: str, summary_file: str):
+        self.cfg, self.label, self.summary_file = cfg, label, summary_file
+        self.log = get_run_logger()
+        self.records: dict[str, dict] = {}
+        self.states: dict[str, str] = {}
+        self.progress_ids: dict[str, str] = {}
+        self.t0 = time.time()
 
-    if any(st.needs_llm(cfg) for st in todo):
-        limit = ensure_llm_limit()
-        log.info("global concurrency limit %r: %d slots", "llm", limit)
+    def run(self, todo: list) -> dict[str, Any]:
+        _library_logging()
+        cfg = self.cfg
+        self.log.info("%s: %d stage(s) for run %r on collection %r in %s: %s", self.label, len(todo), cfg.name,
+                      cfg.data.collection, cfg.work_path, " -> ".join(
+                          "[" + ", ".join(s.name for s in w) + "]" for w in levels(todo)))
+        if any(st.needs_llm(cfg) for st in todo):
+            self.log.info("global concurrency limit %r: %d slots", "llm", ensure_llm_limit())
+        self._progress_artifacts(todo)
+        for wave in levels(todo):
+            futures = {st.name: (st, self._submit(st)) for st in wave}
+            for name, (st, fut) in futures.items():
+                self._collect(st, fut)
+        out = self._finish()
+        ran = sum(s == "ran" for s in self.states.values())
+        self.log.info("%s finished in %.1f s: %d ran, %d cached%s. Run summary: %s", self.label, out["wall_s"],
+                      ran, len(self.states) - ran,
+                      f"; exports in {out['exports']}" if out.get("exports") else "", out["summary_path"])
+        return out
 
-    # a progress artifact for every stage that declares progress parts, updated while it runs
-    progress_ids: dict[str, str] = {}
-    if any(st.progress_parts for st in todo):
+    def _progress_artifacts(self, todo: list) -> None:
+        """A progress artifact for every stage that declares progress parts, updated while it runs."""
         from prefect.artifacts import create_progress_artifact
         for st in todo:
             if st.progress_parts:
-                progress_ids[st.name] = str(create_progress_artifact(
-                    progress=0.0, key=artifacts.artifact_key(artifacts.progress_kind(st.name), cfg.name),
+                self.progress_ids[st.name] = str(create_progress_artifact(
+                    progress=0.0, key=artifacts.artifact_key(artifacts.progress_kind(st.name), self.cfg.name),
                     description=f"{st.title or st.name}: waiting for upstream stages"))
 
-    results: dict[str, dict] = {}
-    records: list[dict] = []
-    flow_name, flow_run_id = _flow_run()
-    summary: dict[str, Any] = {"run": cfg.name, "flow": flow_name, "flow_run_id": flow_run_id,
-                               "flow_pid": os.getpid(),
-                               "collection": cfg.data.collection,
-                               "work_dir": str(cfg.work_path), "stages": {}}
+    def _submit(self, st):
+        inputs, hashes = executor.stage_inputs(st, self.records)
+        return stage_task(st, self.cfg).submit(st.name, self.cfg, inputs, hashes, self.progress_ids.get(st.name))
 
-    def finish(failed: str | None = None) -> dict[str, Any]:
-        summary["wall_s"] = round(time.time() - t_all, 2)
-        summary["llm"] = llm_summary(cfg, summary["stages"])
-        exp = (results.get("export") or {}).get("outputs", {}).get("export")
-        if exp:
-            summary["exports"] = exp
-        path = cfg.work_path / (summary_file or f"flow_summary_{flow_label}.json")
-        if not failed and path.exists() and records and all(r["state"] == "cached" for r in records):
-            # a cached rerun made nothing: the summary of the run that made the outputs stays, this one goes beside it
-            path = path.with_name(f"{path.stem}.cached_rerun.json")
-        summary["summary_path"] = str(path)
+    def _collect(self, st, fut) -> None:
+        fut.wait()
+        state = fut.state
+        if not state.is_completed():
+            self.states[st.name] = state.name.lower()
+            self._finish(failed=st.name)
+            fut.result()  # raises the stage's error: the flow run fails with it
+            raise RuntimeError(f"stage {st.name} ended {state.name}")
+        rec = fut.result()
+        self.records[st.name], self.states[st.name] = rec, rec["state"]
+        if st.name in self.progress_ids:
+            from prefect.artifacts import update_progress_artifact
+            title = st.title or st.name
+            update_progress_artifact(artifact_id=self.progress_ids[st.name], progress=100.0,
+                                     description=f"{title}: done ({rec['state']})" if rec["state"] == "cached"
+                                     else f"{title}: done")
+
+    def _finish(self, failed: str | None = None) -> dict[str, Any]:
+        cfg = self.cfg
+        flow_name, flow_run_id = _flow_run()
+        summary = executor.summarise(cfg, self.records, self.states, extra={
+            "flow": flow_name, "flow_run_id": flow_run_id, "flow_pid": os.getpid()})
         if failed:
             summary["failed"] = failed
-        path.write_text(json.dumps(summary, indent=2, default=str))
-        table = artifacts.stage_rows(records)
-        qrels = (results.get("load") or {}).get("outputs", {}).get("qrels")
+            summary["stages"][failed] = {"state": self.states[failed]}
+        summary["wall_s"] = round(time.time() - self.t0, 2)
+        executor.write_summary(cfg, summary, self.summary_file, keep_maker=True)
+        rows = artifacts.stage_rows([{"stage": n, "state": s["state"], "stats": s.get("stats") or {},
+                                      "seconds": 0.0 if s["state"] == "cached" else s.get("wall_s") or 0.0,
+                                      "model_lock_wait_s": None if s["state"] == "cached"
+                                      else (s.get("stats") or {}).get("model_lock_wait_s")}
+                                     for n, s in summary["stages"].items()])
+        qrels = next((r["outputs"]["qrels"] for r in self.records.values() if "qrels" in r["outputs"]), None)
         try:
-            summary["artifacts"] = artifacts.publish(summary, table, results, qrels)
+            summary["artifacts"] = artifacts.publish(summary, rows, self.records, qrels)
         except Exception as e:  # never hide the run's own outcome behind a monitoring error
-            log.warning("publishing artifacts failed: %s", e)
+            self.log.warning("publishing artifacts failed: %s", e)
         return summary
-
-    def submit(st, inputs, hashes, refresh=False):
-        return stage_task(st, cfg, refresh=refresh).submit(
-            st.name, cfg, inputs, hashes, progress_ids.get(st.name))
-
-    for wave in levels(todo):
-        futures = {}
-        for st in wave:
-            inputs, hashes = stage_inputs(st, results)
-            futures[st.name] = (st, inputs, hashes, submit(st, inputs, hashes))
-        for name, (st, inputs, hashes, fut) in futures.items():
-            fut.wait()
-            state = fut.state
-            if not state.is_completed():
-                records.append({"stage": name, "state": state.name.lower(), "seconds": 0, "stats": {}})
-                summary["stages"][name] = {"state": state.name}
-                finish(failed=name)
-                fut.result()  # raises the stage's error: the flow run fails with it
-                raise RuntimeError(f"stage {name} ended {state.name}")
-            res = fut.result()
-            cached = state.name == "Cached"
-            if cached:
-                stale = stale_outputs(res)
-                if stale:
-                    log.warning("%s: cached result's outputs changed on disk (%s): recomputing",
-                                name, ", ".join(stale))
-                    fut = submit(st, inputs, hashes, refresh=True)
-                    res = fut.result()
-                    cached = False
-            results[name] = res
-            if cached:
-                log.info("%s: cached (skipped): %s", name, describe(res.get("stats", {})))
-            if name in progress_ids:
-                from prefect.artifacts import update_progress_artifact
-                title = st.title or st.name
-                update_progress_artifact(artifact_id=progress_ids[name], progress=100.0,
-                                         description=f"{title}: done (cached)" if cached else f"{title}: done")
-            records.append({"stage": name, "state": "cached" if cached else "ran",
-                            "seconds": 0.0 if cached else res.get("wall_s", 0.0), "stats": res.get("stats", {}),
-                            "model_lock_wait_s": 0.0 if cached else (res.get("stats") or {}).get("model_lock_wait_s")})
-            summary["stages"][name] = {"state": "cached" if cached else "ran", "wall_s": res.get("wall_s"),
-                                       "executor": res.get("executor"),
-                                       "outputs": res.get("outputs", {}), "stats": res.get("stats", {})}
-    out = finish()
-    log.info("%s finished in %.1f s: %d ran, %d cached%s. Run summary: %s", flow_label, out["wall_s"],
-             sum(r["state"] == "ran" for r in records), sum(r["state"] == "cached" for r in records),
-             f"; exports in {out['exports']}" if out.get("exports") else "", out["summary_path"])
-    return out
 
 
 def stage_flow(stage, module: str):
@@ -167,22 +145,3 @@ def stage_flow(stage, module: str):
     body.__doc__ = (f"{(stage.help or stage.title or stage.name).rstrip('.')}.\n\n"
                     "Earlier stages come from the cache when nothing they depend on changed.")
     return flow(name=name, task_runner=make_task_runner(), log_prints=True)(body)
-
-
-def llm_summary(cfg, stages: dict) -> dict[str, Any]:
-    """The LLM endpoints of the run (name, model, managed model; never a URL or key) and the LLM
-    calls each stage made, from the stages' own stats (`<judge>.calls`, `generation.llm_calls`;
-    answers served from the LLM cache are counted apart)."""
-    eps = [{"name": e.name, "model": e.model, **({"managed": e.managed} if getattr(e, "managed", None) else {})}
-           for e in cfg.llm.endpoints]
-    per_stage: dict[str, dict[str, int]] = {}
-    for name, st in stages.items():
-        stats = st.get("stats") or {}
-        calls = sum(int(v) for k, v in stats.items()
-                    if isinstance(v, (int, float)) and (k.endswith(".calls") or k.endswith(".llm_calls")))
-        cached = sum(int(v) for k, v in stats.items()
-                     if isinstance(v, (int, float)) and (k.endswith(".cached_calls") or k.endswith(".llm_cached")))
-        if calls or cached:
-            per_stage[name] = {"calls": calls, "cached_calls": cached}
-    return {"endpoints": eps, "stages": per_stage, "calls": sum(v["calls"] for v in per_stage.values()),
-            "cached_calls": sum(v["cached_calls"] for v in per_stage.values())}

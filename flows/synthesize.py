@@ -4,7 +4,7 @@
          -> [export, train_retriever, train_reranker] -> evaluate
 
 (the stage list comes from `grouprank.stage_list`, the wiring from the stages' declared inputs; stages in one bracket run in
-parallel on the task runner). Every stage is a cached, persisted, retried Prefect task
+parallel on the task runner). Every stage is a retried Prefect task that the runner core reuses when its record still holds
 (`flows.tasks.run_stage`); a rerun with the same configuration recomputes nothing and sends no
 LLM call. Artifacts: see `flows.artifacts`. The run summary goes to `<work_dir>/run_summary.json`.
 

@@ -1,16 +1,13 @@
-"""Shared Prefect task wrappers: one generic task runs any library stage.
+"""Shared Prefect task wrappers: one generic task runs any library stage through the runner core.
 
-- Cache key (`StageCachePolicy` + Prefect's `TASK_SOURCE`): `grouprank.executor.cache_key`: the
-  stage name, the config sections the stage reads (plus the work dir), the content hashes of its
-  input files, the files and environment variables it reads, and the source of every project module
-  it can import. Rerunning the same configuration therefore recomputes
-  nothing; changing only `judges` changes the judge key, the judge outputs, and so the keys of
-  everything downstream, while the stages before judging stay cached.
-- Results (a small JSON dict: output paths, stats, output fingerprints) are persisted under
-  `<work_dir>/_prefect/results`, so the cache survives processes, workers and servers.
+- Reuse: the task asks the runner core (`grouprank.executor.reusable` / `execute`) whether the
+  stage's finished record in `<work_dir>/_stages/` (the one record store, shared with `grouprank
+  run` and the benches) still holds for this configuration and these inputs (the cache key:
+  `grouprank.cache_keys.cache_key`). If so the task ends in the state "Cached" with that record and
+  does no work; else it runs the stage and records it. Prefect's own result cache is off: one store.
 - Retries with exponential backoff (+ jitter) on transient errors only; a timeout per stage.
-- LLM-calling stages hold slots of the global concurrency limit `llm` (created if missing) while
-  they run, so several flow runs share one endpoint's budget.
+- LLM-calling stages that must run hold slots of the global concurrency limit `llm` (created if
+  missing) while they run, so several flow runs share one endpoint's budget.
 - Every stage that declares `progress_parts` gets a progress callback that updates a Prefect
   progress artifact; every library log record (heartbeat threads included) reaches the run logs.
 """
@@ -27,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import TASK_SOURCE, CachePolicy
-from prefect.context import TaskRunContext
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
 from prefect.tasks import exponential_backoff
-from prefect.utilities.hashing import hash_objects
 
 from grouprank import executor
 from grouprank.config import RunConfig
@@ -40,34 +36,6 @@ from grouprank.stage_list import all_stages
 LLM_LIMIT = "llm"
 DEFAULT_LLM_LIMIT = int(os.environ.get("GROUPRANK_LLM_CONCURRENCY", "16"))
 RETRY_BACKOFF_S = float(os.environ.get("GROUPRANK_RETRY_BACKOFF_S", "30"))
-
-
-# ------------------------------------------------------------------------------------------
-# cache policy
-# ------------------------------------------------------------------------------------------
-@dataclass
-class StageCachePolicy(CachePolicy):
-    """Key = `grouprank.executor.cache_key` (stage, config sections it reads, input content hashes,
-    files and environment it reads, the source it can import).
-    Ignores the other task arguments (the RunConfig object itself, the progress artifact id)."""
-
-    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
-                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
-        cfg = inputs["config"]
-        if not isinstance(cfg, RunConfig):
-            cfg = RunConfig.model_validate(cfg)
-        st = all_stages()[inputs["stage"]]
-        return hash_objects({"key": executor.cache_key(st, cfg, inputs.get("input_hashes") or {})},
-                            raise_on_failure=True)
-
-
-STAGE_CACHE_POLICY = TASK_SOURCE + StageCachePolicy()
-
-
-def stage_cache_key(stage: str, cfg: RunConfig, input_hashes: dict[str, str]) -> str:
-    """The StageCachePolicy part of a stage's key (for tests and for humans)."""
-    return StageCachePolicy().compute_key(None, {"stage": stage, "config": cfg,
-                                                 "input_hashes": input_hashes}, {})
 
 
 # ------------------------------------------------------------------------------------------
@@ -315,8 +283,8 @@ def where() -> str:
         return f"pid {os.getpid()}"
 
 
-def _run_stage_sync(st: Stage, config: RunConfig, inputs: dict[str, str],
-                    progress_artifact_id: str | None) -> dict:
+def _run_stage_sync(st: Stage, config: RunConfig, inputs: dict[str, str], input_hashes: dict[str, str],
+                    progress_artifact_id: str | None, found) -> dict:
     log = get_run_logger()
     parts = st.progress_parts(config) if st.progress_parts else 1
     reporter = ProgressReporter(progress_artifact_id, st.title or st.name, parts=parts) \
@@ -326,23 +294,26 @@ def _run_stage_sync(st: Stage, config: RunConfig, inputs: dict[str, str],
     from grouprank.progress import reporting
     try:
         with _running_stage(), reporting(reporter.sink if reporter is not None else None):
-            rec = executor.run_stage(st, config, inputs, progress=reporter, api_keys=secret_api_keys(config) or None)
+            rec, _ = executor.execute(st, config, inputs, input_hashes, progress=reporter,
+                                      api_keys=secret_api_keys(config) or None, looked_up=found)
     finally:
         if reporter is not None:
             reporter.close()
     log.info("%s: done in %.1f s: %s", st.name, rec["wall_s"], describe(rec["stats"]) or "(no numeric stats)")
-    return {**rec, "executor": where()}
+    return {**rec, "state": "ran", "executor": where()}
 
 
 # log_prints off: library stages report through `logging` (forwarded to the run logs); Prefect's
 # print patching would also swallow what dill captures from stdout while `datasets` hashes the
-# trainers' functions, dumping bytecode disassembly into the run logs.
-@task(cache_policy=STAGE_CACHE_POLICY, persist_result=True, result_serializer="json",
+# trainers' functions, dumping bytecode disassembly into the run logs. No Prefect cache and no
+# persisted Prefect result: the runner core's record store is the one store.
+@task(cache_policy=NO_CACHE, persist_result=False,
       retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S),
       retry_jitter_factor=0.5, retry_condition_fn=retry_condition, log_prints=False)
 async def run_stage(stage: str, config: RunConfig, inputs: dict[str, str], input_hashes: dict[str, str],
-                    progress_artifact_id: str | None = None) -> dict:
-    """Run one library stage; returns {"outputs", "stats", "fingerprints", "wall_s"}.
+                    progress_artifact_id: str | None = None):
+    """Run one library stage through the runner core; returns its record {"outputs", "stats", "llm",
+    "fingerprints", "wall_s", "state"}, in the state "Cached" when the record store's was reused.
 
     The (blocking) library call runs in a worker thread that this coroutine awaits, so the task's
     timeout really ends the task run (state TimedOut; the abandoned thread finishes in the
@@ -350,8 +321,15 @@ async def run_stage(stage: str, config: RunConfig, inputs: dict[str, str], input
     import anyio
     _library_logging()
     st = all_stages()[stage]
-    call = functools.partial(contextvars.copy_context().run, _run_stage_sync, st, config, inputs,
-                             progress_artifact_id)
+    found = await anyio.to_thread.run_sync(contextvars.copy_context().run, functools.partial(
+        executor.reusable, st, config, input_hashes))
+    if found[1] is not None:
+        get_run_logger().info("%s: reused the finished record (%s): %s", stage, found[0],
+                              describe(found[1].get("stats", {})))
+        return Completed(name="Cached", message="reused from the record store",
+                         data={**found[1], "state": "cached"})
+    call = functools.partial(contextvars.copy_context().run, _run_stage_sync, st, config, inputs, input_hashes,
+                             progress_artifact_id, found)
     if st.needs_llm(config):
         from prefect.concurrency.asyncio import concurrency
         log = get_run_logger()
@@ -364,16 +342,13 @@ async def run_stage(stage: str, config: RunConfig, inputs: dict[str, str], input
     return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
 
 
-def stage_task(st: Stage, cfg: RunConfig, *, refresh: bool = False):
-    """The generic task configured for one stage of one run (name, storage, timeout, retries)."""
-    storage = cfg.work_path / "_prefect" / "results"  # a Path: Prefect's LocalFileSystem there
+def stage_task(st: Stage, cfg: RunConfig):
+    """The generic task configured for one stage of one run (name, timeout, retries, tags)."""
     return run_stage.with_options(
         name=f"stage-{st.name.replace('_', '-')}",
         task_run_name=st.name,
-        result_storage=storage,
         timeout_seconds=st.timeout_s,
         retries=st.retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S),
-        refresh_cache=True if refresh else None,
         tags=["grouprank", f"stage:{st.name}"] + (["uses-llm"] if st.needs_llm(cfg) else []),
     )

@@ -50,28 +50,14 @@ def add_stage_command(sub, stage) -> None:
     add_debug_arg(p)
     for port in stage.inputs:
         p.add_argument(f"--{port.name.replace('_', '-')}", dest=f"input_{port.name}", metavar="PATH",
-                       help=f"read `{port.name}` from this file/folder instead of the {made_by[port.name]!r} "
-                            "stage's output")
+                       help=(f"read `{port.name}` from this file/folder instead of the {made_by[port.name]!r} "
+                             "stage's output") if port.name in made_by else
+                       f"read `{port.name}` from this file/folder (optional){': ' + port.doc if port.doc else ''}")
     add_out_dir_arg(p, f"write the outputs here (default <work_dir>/{stage.folder})")
     p.add_argument("--refresh", action="store_true", help="rerun the stage even when its outputs are up to date")
     p.add_argument("--json", action="store_true", help="print the whole run summary as JSON")
     if stage.cli_args:
         stage.cli_args(p)
-    if stage.name == "evaluate":
-        g = p.add_argument_group("run files", "score TREC run files against the collection's qrels instead of "
-                                 "running the evaluate stage (writes per_query.csv and summary.json into --out-dir, "
-                                 "default <work_dir>/evaluate_runs)")
-        g.add_argument("--run", action="append", metavar="[NAME=]PATH",
-                       help="a TREC run file, or a folder whose run*.trec files are scored (e.g. <work_dir>/retrieve: "
-                            "the fused, BM25 and dense runs); repeatable")
-        g.add_argument("--rel", type=int, default=1,
-                       help="relevance threshold of the binary measures (R@k, RR@k): grade >= REL (default 1; "
-                            "TREC DL uses 2)")
-        g.add_argument("--baseline", metavar="NAME",
-                       help="the run every other run is compared with (paired t-test / Wilcoxon on the per-query "
-                            "values, 95%% CI of the difference); default the first run")
-        g.add_argument("--measure", action="append", metavar="MEASURE",
-                       help="ir-measures measure, repeatable (default evaluation.measures: nDCG@10, R@100, RR@10)")
     p.set_defaults(func=functools.partial(run_stage_command, stage))
 
 
@@ -81,9 +67,10 @@ def run_stage_command(stage, args) -> int:
     from grouprank.errors import UserError
     from grouprank.executor import run_pipeline
     cfg = _config(args, stage)
-    if stage.name == "evaluate" and getattr(args, "run", None):
-        from grouprank.evaluation.runs import evaluate_command
-        return evaluate_command(args, cfg)
+    if stage.cli_action is not None:
+        rc = stage.cli_action(args, cfg)
+        if rc is not None:
+            return rc
     given = {}
     for port in stage.inputs:
         v = getattr(args, f"input_{port.name}", None)

@@ -65,6 +65,16 @@ class RunConfig(BaseModel):
         from grouprank.redact import mask_config
         return mask_config(data)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_layer(cls, data):
+        """defaults < the reranker preset < the file < --set: the preset fills only what the
+        configuration does not set (grouprank.reranker.config.with_preset_layer)."""
+        if not isinstance(data, dict):
+            return data
+        from grouprank.reranker.config import with_preset_layer
+        return with_preset_layer(data)
+
     # --- helpers ---------------------------------------------------------------------
     @property
     def work_path(self) -> Path:

@@ -20,6 +20,16 @@ class Section(BaseModel):
         return mask_config(data, "", frozenset(cls.model_fields))
 
 
+def refuse_moved(data, moved: dict[str, str], section: str):
+    """A key that moved to another place (`moved`: old key -> new dotted key) is an error naming
+    the new key, not a silently ignored or half-applied setting."""
+    if isinstance(data, dict):
+        for old, new in moved.items():
+            if old in data:
+                raise ValueError(f"{section}.{old} was replaced by {new}: set {new} instead")
+    return data
+
+
 def _model_at(model, loc) -> type | None:
     """The pydantic model class that holds the field at `loc` (None when it cannot be followed)."""
     import typing
@@ -58,6 +68,8 @@ def describe_validation_error(e, model=None) -> str:
             msg = f"unknown key {key!r}" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else "")
         elif typ == "literal_error":
             msg = f"{key} = {given!r} is not allowed; allowed values: {er.get('ctx', {}).get('expected', '?')}"
+        elif isinstance(er.get("input"), dict):  # a whole section refused (e.g. a moved key): the reason suffices
+            msg = str(er.get("msg", "invalid section")).removeprefix("Value error, ")
         else:
             msg = f"{key} = {given!r}: {er.get('msg', 'invalid value')}"
         out.append(msg)

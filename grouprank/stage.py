@@ -78,21 +78,64 @@ class StageResult:
 
 @dataclass
 class StageContext:
-    """What the executor gives a stage besides its inputs and the configuration."""
+    """What the executor gives a stage besides its inputs and the configuration: where to write,
+    progress, and the services built once from the configuration (an LLM client per endpoint and
+    purpose, the reranker backend), so no stage builds them by hand."""
     out_dir: Path                                  # the stage's own folder (created)
     work_dir: Path                                 # the run's folder (shared caches: indexes, models, LLM cache)
     progress: Callable[..., None] | None = None    # progress(done, total) or progress(part, done, total)
     api_keys: dict[str, str] | None = None         # endpoint name -> key (Prefect Secret blocks)
     input_paths: dict[str, str] | None = None      # where the inputs were read from (provenance)
+    cfg: Any = None                                # the run configuration the services are built from
+    services: Callable[["StageContext", tuple], Any] | None = None  # builds them (grouprank.services.build)
+    _services: dict = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ atomic writers
+    def path(self, filename: str) -> Path:
+        """Where an output named `filename` goes in the stage's folder (parents created)."""
+        p = self.out_dir / filename
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def write_text(self, filename: str, text: str) -> Path:
+        """Write a text file into the stage's folder atomically (a reader never sees half of it)."""
+        path = self.path(filename)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        return path
 
     def write_json(self, filename: str, obj: Any, indent: int | None = 2) -> Path:
         """Write a JSON report into the stage's folder atomically; returns its path."""
         import json
-        path = self.out_dir / filename
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(obj, indent=indent, default=str))
-        tmp.replace(path)
-        return path
+        return self.write_text(filename, json.dumps(obj, indent=indent, default=str))
+
+    # ------------------------------------------------------------------ services
+    def llm_client(self, endpoint: str | None = None, *, purpose: str, judge_id: str | None = None):
+        """The LLM client for the endpoint named `endpoint` (None: the first of `llm.endpoints`),
+        with the run's answer cache and the endpoint's key (a Prefect Secret's when the flow has
+        one), built once per (endpoint, purpose, judge) for this stage run (`grouprank.services`)."""
+        return self._service(("llm", endpoint, purpose, judge_id))
+
+    def reranker_backend(self, model_path: str | Path | None = None):
+        """The reranker backend the configuration describes (the trained model at `model_path`, or
+        `reranker.backend`'s), with the effective settings; None when none is available."""
+        return self._service(("reranker", str(model_path) if model_path else None))
+
+    def close(self) -> None:
+        """Release the services built for this stage run (HTTP pools, models); the executor calls it."""
+        for svc in self._services.values():
+            for obj in (svc, getattr(svc, "client", None)):
+                if obj is not None and callable(getattr(obj, "close", None)):
+                    obj.close()
+        self._services.clear()
+
+    def _service(self, key: tuple):
+        if key not in self._services:
+            if self.services is None:
+                raise RuntimeError("this StageContext has no services (the executor gives them)")
+            self._services[key] = self.services(self, key)
+        return self._services[key]
 
 
 @dataclass(frozen=True)
@@ -125,6 +168,9 @@ class Stage:
     command: str | None = None
     cli_args: Callable[[Any], None] | None = None
     cli_overrides: Callable[[Any], dict] | None = None
+    # another job the command does instead of running the stage when its options ask for it:
+    # `cli_action(args, cfg)` returns an exit code, or None to run the stage as usual
+    cli_action: Callable[[Any, Any], int | None] | None = None
     help: str = ""
 
     @property

@@ -51,6 +51,8 @@ def wiring(order: tuple[Stage, ...]) -> dict[str, dict[str, tuple[str, str]]]:
         w: dict[str, tuple[str, str]] = {}
         for p in st.inputs:
             if p.name not in producers:
+                if p.optional:  # fed only from a file (`--<input> PATH`, or the executor's inputs)
+                    continue
                 raise ValueError(f"stage {st.name!r}: no earlier stage produces input {p.name!r}")
             w[p.name] = (producers[p.name], p.name)
         out[st.name] = w

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from grouprank import executor
+from grouprank import cache_keys, executor
 from grouprank.config import RunConfig
 from grouprank.stage import Stage, StageResult
 from grouprank.stage_list import all_stages
@@ -43,7 +43,7 @@ def test_a_prompt_edit_changes_the_keys_of_the_stages_that_use_it(tmp_path, monk
     """The code part of the key follows the import graph: the judge stage's package does not hold
     the pointwise prompt (grouprank/prompts/), yet editing it changes the judge key."""
     root = _copy_sources(tmp_path / "src")
-    monkeypatch.setattr(executor, "SOURCE_ROOT", root)
+    monkeypatch.setattr(cache_keys, "SOURCE_ROOT", root)
     base = _source_keys()
     assert base == _source_keys()  # stable
     _edit(root / "grouprank/prompts/pointwise.py", 'SYSTEM_PROMPT = (\n', 'SYSTEM_PROMPT = (\n    "Be strict. "\n')

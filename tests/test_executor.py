@@ -193,3 +193,36 @@ def test_runner_reuses_finished_stages_and_reruns_changed_ones(tmp_path):
     other = cfg.model_copy(deep=True)
     other.data.quarantine = True  # another config for the stage: another key
     assert executor.run_pipeline(other, ["load"], log_fn=lines.append)["stages"]["load"]["state"] == "ran"
+
+
+def test_stage_reaches_its_llm_client_through_the_context_and_its_calls_are_recorded(tmp_path):
+    """`ctx.llm_client` builds the endpoint's client once (the run's answer cache); the record's `llm`
+    counts the HTTP calls and cache answers of the clients the stage made, apart from its stats (no
+    layer recovers them from stat names)."""
+    from grouprank.llm import LLMRequest
+    from tests.support.fake_openai_server import start_local_server
+
+    def run(inputs, cfg, ctx):
+        client = ctx.llm_client(purpose="toy")
+        assert ctx.llm_client(purpose="toy") is client          # built once per stage run
+        res = client.map([LLMRequest(messages=[{"role": "user", "content": f"say {i}"}], template_version="toy@1")
+                          for i in range(3)])
+        (ctx.out_dir / "note.txt").write_text("|".join(r.text or "" for r in res))
+        runs = RUNS.from_records([{"query_id": "q1", "doc_id": "d1", "rank": 1, "score": 1.0, "system": "s"}])
+        return StageResult({"runs": runs, "note": ctx.out_dir / "note.txt"}, {"calls": 99})  # a stat, not a count
+
+    st = Stage("toy", run, inputs=(table("queries", QUERIES),),
+               outputs=(table("runs", RUNS), file("note", "note.txt")), sections=("llm",))
+    with start_local_server("echo") as srv:
+        cfg = RunConfig.model_validate({"work_dir": str(tmp_path / "w"), "llm": {"endpoints": [
+            {"name": "fake", "base_url": srv.base_url, "model": "local", "max_concurrency": 2}]}})
+        q = _queries_file(tmp_path)
+        first = executor.run_stage(st, cfg, {"queries": q})
+        again = executor.run_stage(st, cfg, {"queries": q})      # the same prompts: from the answer cache
+        sent = srv.stats(detail=False)
+    assert first["llm"] == {"calls": 3, "cached_calls": 0} and first["stats"]["calls"] == 99
+    assert again["llm"] == {"calls": 0, "cached_calls": 3}
+    assert (tmp_path / "w" / "llm_cache.sqlite").exists()
+    assert sent["requests"] == 3, sent                        # the server saw the first run only
+    s = executor.summarise(cfg, {"toy": again}, {"toy": "ran"})
+    assert s["llm"]["calls"] == 0 and s["llm"]["cached_calls"] == 3

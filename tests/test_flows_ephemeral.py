@@ -1,6 +1,6 @@
 """The flows without any Prefect server: Prefect's ephemeral mode (a temporary server on a fresh
 SQLite database in a fresh PREFECT_HOME), as the README's main command runs them. A second run, in a
-new process, finds every stage in the persisted cache; after an output file is deleted, that stage
+new process, finds every stage in the record store (`<work_dir>/_stages/`); after an output file is deleted, that stage
 (only) is recomputed."""
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The run summary names the LLM endpoints (never a URL) and counts each stage's LLM calls."""
 from __future__ import annotations
 
-from flows.dag import llm_summary
+from grouprank.executor import llm_summary
 from grouprank.config import RunConfig
 
 
@@ -9,10 +9,11 @@ def test_llm_summary_counts_calls_per_stage_and_hides_urls():
     cfg = RunConfig.model_validate({"llm": {"endpoints": [
         {"name": "local", "managed": "smollm2", "model": "SmolLM2-135M-Instruct"},
         {"name": "remote", "base_url": "http://127.0.0.1:9/v1", "model": "big"}]}})
-    stages = {"load": {"stats": {"documents": 5}},
-              "mine_queries": {"stats": {"generation.llm_calls": 36, "generation.llm_cached": 4, "kept": 700}},
-              "judge": {"stats": {"local.calls": 0, "smollm2.calls": 150, "smollm2.cached_calls": 2,
-                                  "smollm2.pairs_ok": 9}},
+    # the runner core records each stage's LLM calls apart from its stats (`record["llm"]`): a stat
+    # named like a count ("calls") is not one
+    stages = {"load": {"stats": {"documents": 5, "x.calls": 99}, "llm": {"calls": 0, "cached_calls": 0}},
+              "mine_queries": {"stats": {"kept": 700}, "llm": {"calls": 36, "cached_calls": 4}},
+              "judge": {"stats": {"smollm2.pairs_ok": 9}, "llm": {"calls": 150, "cached_calls": 2}},
               "evaluate": {"state": "Failed"}}
     s = llm_summary(cfg, stages)
     assert s["stages"] == {"mine_queries": {"calls": 36, "cached_calls": 4},

@@ -15,7 +15,7 @@ from grouprank.stage_list import all_stages
 
 from flows import artifacts
 from flows.runners import make_task_runner
-from flows.tasks import StageCachePolicy, is_transient, llm_slots, retry_condition, run_stage, stage_task
+from flows.tasks import is_transient, llm_slots, retry_condition, run_stage, stage_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,22 +54,9 @@ def test_stage_task_options(tmp_path):
     delays = t.retry_delay_seconds
     assert len(delays) == t.retries and all(b == 2 * a for a, b in zip(delays, delays[1:]))
     assert t.retry_jitter_factor == 0.5 and t.retry_condition_fn is retry_condition
-    assert t.persist_result is True
-    assert Path(t.result_storage) == tmp_path / "_prefect" / "results"
-    assert stage_task(st, cfg, refresh=True).refresh_cache is True
-    assert run_stage.cache_policy is not None
-
-
-def test_prefect_cache_key_follows_the_executor_key(tmp_path):
-    cfg = RunConfig(work_dir=str(tmp_path))
-    key = lambda c, h: StageCachePolicy().compute_key(None, {"stage": "retrieve", "config": c,  # noqa: E731
-                                                             "input_hashes": h}, {})
-    k1 = key(cfg, {"documents": "a", "mined_queries": "b"})
-    assert k1 == key(cfg.model_dump(mode="json"), {"mined_queries": "b", "documents": "a"})
-    assert k1 != key(cfg, {"documents": "a", "mined_queries": "c"})
-    cfg2 = cfg.model_copy(deep=True)
-    cfg2.retrieval.depth = 77
-    assert k1 != key(cfg2, {"documents": "a", "mined_queries": "b"})
+    # one record store (the runner core's <work_dir>/_stages): no Prefect cache, no Prefect result files
+    from prefect.cache_policies import NO_CACHE
+    assert t.persist_result is False and run_stage.cache_policy is NO_CACHE
 
 
 def test_llm_slots_capped_by_limit():

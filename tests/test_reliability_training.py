@@ -22,7 +22,7 @@ def frame(n: int = 8) -> pd.DataFrame:
 
 
 def cfg(**kw) -> RetrieverTrainConfig:
-    base = dict(max_steps=1, batch_size=4, max_seq_length=32, lr=1e-4, warmup_ratio=0.0)
+    base = dict(max_steps=1, batch_size=4, train_max_seq_length=32, lr=1e-4, warmup_ratio=0.0)
     base.update(kw)
     return RetrieverTrainConfig(**base)
 

@@ -12,8 +12,11 @@ PRESETS = sorted((Path(__file__).resolve().parent.parent / "configs" / "reranker
 
 def test_presets_exist():
     names = {p.name for p in PRESETS}
-    assert {"qwen2.5-7b-grouprank-train.yaml", "qwen2.5-7b-grouprank-rerank-vllm.yaml", "tiny-cpu.yaml",
-            "smollm2-cpu.yaml"} <= names
+    assert {"qwen2.5-7b-grouprank-train.yaml", "qwen2.5-7b-grouprank-rerank-vllm.yaml", "tiny-cpu-dl19.yaml",
+            "smollm2-cpu-scifact.yaml"} <= names
+    # one file per preset name: a run configuration never shares its name with a preset
+    from grouprank.reranker.config import PRESET_DIR
+    assert not names & {p.name for p in PRESET_DIR.glob("*.yaml")}
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
@@ -50,6 +53,8 @@ def test_rerank_preset_has_the_authors_inference_settings():
     assert (rc.mode, rc.top, rc.group_size, rc.alpha, rc.infer_temperature, rc.infer_top_p) == \
         ("groupwise", 100, 20, 0.6, 0.3, 0.8)
     assert cfg.endpoint(rc.endpoint).base_url.startswith("http://127.0.0.1")
+    # an endpoint's 7B model: no CPU preset layer under it (documents whole, every query reranked)
+    assert rc.infer_doc_chars is None and cfg.evaluation.rerank_max_queries is None
 
 
 def test_bad_preset_values_are_rejected(tmp_path):
@@ -63,30 +68,53 @@ def test_bad_preset_values_are_rejected(tmp_path):
         RunConfig.load(bad)
 
 
-def test_tiny_cpu_preset_fills_only_fields_left_at_their_default():
-    from grouprank.reranker.config import RerankerConfig, with_preset
-    rc = RunConfig.load(None, {"reranker.grpo_steps": 3, "reranker.sft_lr": 1e-4}).reranker
-    t = with_preset(rc, "tiny-cpu")
+def test_tiny_cpu_preset_is_a_layer_under_the_configuration():
+    from grouprank.reranker.config import RerankerConfig
+    cfg = RunConfig.load(None, {"reranker.base_model": "tiny", "reranker.grpo_steps": 3, "reranker.sft_lr": 1e-4})
+    t = cfg.reranker
     assert t.grpo_steps == 3 and t.sft_lr == 1e-4                    # the configuration's own values win
     assert t.sft_epochs == 3.0 and t.train_max_group_size == 8 and t.train_doc_chars == 120
-    assert t.use_lora is False and RerankerConfig().use_lora is True
+    assert t.use_lora is False and RerankerConfig.model_fields["use_lora"].default is True
     # a round trip through JSON (a Prefect parameter) changes nothing
-    again = with_preset(RerankerConfig.model_validate(rc.model_dump(mode="json")), "tiny-cpu")
-    assert again == t
+    assert RunConfig.model_validate(cfg.model_dump(mode="json")) == cfg
+
+
+def test_preset_never_overrides_an_explicit_value_equal_to_the_default(tmp_path):
+    """defaults < preset < file < --set: a value the configuration sets wins even when it equals the
+    field's default (the smollm2-cpu preset sets top 10, group_size 5, use_lora false)."""
+    from grouprank.reranker.config import RerankerConfig, effective
+    defaults = RerankerConfig.model_fields
+    f = tmp_path / "run.yaml"
+    f.write_text(f"reranker:\n  top: {defaults['top'].default}\n  use_lora: {str(defaults['use_lora'].default).lower()}\n")
+    cfg = RunConfig.load(f, {"reranker.group_size": defaults["group_size"].default})
+    rc = effective(cfg.reranker)   # what the stages use
+    assert (rc.top, rc.use_lora, rc.group_size) == (100, True, 20)
+    assert rc.infer_doc_chars == 100                                  # a key nobody set: the preset's
+    # the file over the preset, --set over the file
+    f.write_text("reranker:\n  top: 30\n")
+    assert effective(RunConfig.load(f, {"reranker.top": 100}).reranker).top == 100
+    assert effective(RunConfig.load(f).reranker).top == 30
 
 
 def test_cpu_default_is_smollm2_with_its_preset():
-    from grouprank.reranker.config import RerankerConfig, effective, preset_name
-    rc = RunConfig.load(None, {"reranker.grpo_steps": 7}).reranker
-    assert rc.base_model == "smollm2" and preset_name(rc) == "smollm2-cpu"
-    e = effective(rc)
+    from grouprank.reranker.config import RerankerConfig, preset_name
+    cfg = RunConfig.load(None, {"reranker.grpo_steps": 7})
+    e = cfg.reranker
+    assert e.base_model == "smollm2" and preset_name(e) == "smollm2-cpu"
     assert e.grpo_steps == 7                                         # set by the configuration: kept
     assert (e.group_size, e.top, e.train_max_group_size, e.train_doc_chars, e.infer_doc_chars) == (5, 10, 5, 100, 100)
-    assert e.train_top_layers == 8 and e.use_lora is False and e.bf16 is True and e.eval_max_queries == 16
+    assert e.train_top_layers == 8 and e.use_lora is False and e.bf16 is True
+    assert cfg.evaluation.rerank_max_queries == 16                   # the preset's layer spans sections
     assert preset_name(RerankerConfig(base_model="tiny")) == "tiny-cpu"
-    assert effective(RerankerConfig(preset=None)) == RerankerConfig(preset=None)
+    assert RunConfig.load(None, {"reranker.preset": None}).reranker.top == RerankerConfig.model_fields["top"].default
     from grouprank.errors import UserError
     with pytest.raises(UserError, match="reranker.preset 'nope'"):
-        effective(RerankerConfig(preset="nope"))
+        RunConfig.load(None, {"reranker.preset": "nope"})
     lora = make_lora_config(RerankerConfig(base_model="x", use_lora=True, train_top_layers=2), 30)
     assert list(lora.layers_to_transform) == [28, 29]
+
+
+def test_moved_key_is_an_error_naming_the_new_key():
+    from pydantic import ValidationError
+    with pytest.raises(ValidationError, match="evaluation.rerank_max_queries"):
+        RunConfig.load(None, {"reranker.eval_max_queries": 3})

@@ -26,7 +26,7 @@ SMALL = {"reranker.max_train_examples": 4, "reranker.sft_epochs": 1.0, "reranker
          "reranker.heldout_max_examples": 2, "reranker.heldout_fraction": 0.3, "reranker.train_doc_chars": 60,
          "reranker.require_grpo_update": False, "reranker.train_top_layers": 2,
          # inference: 2 queries x top 6 in groups of 3
-         "reranker.eval_max_queries": 2, "reranker.top": 6, "reranker.group_size": 3, "reranker.infer_max_tokens": 32,
+         "evaluation.rerank_max_queries": 2, "reranker.top": 6, "reranker.group_size": 3, "reranker.infer_max_tokens": 32,
          "reranker.infer_doc_chars": 60,
          "retrieval.max_seq_length": 32, "retrieval.batch_size": 64, "data.collection": "cranfield"}
 

@@ -85,7 +85,7 @@ def test_margin_mse_moves_student_margins_toward_the_teacher(load, tmp_path, los
         return (A * P).sum(1) - (A * N).sum(1)
 
     cfg = RunConfig.model_validate({"retriever": {"loss": loss, "max_steps": 6, "batch_size": 8, "lr": 2e-4,
-                                                  "warmup_ratio": 0.0, "max_seq_length": 64}})
+                                                  "warmup_ratio": 0.0, "train_max_seq_length": 64}})
     base = load_model("all-MiniLM-L6-v2", max_seq_length=64, device="cpu")
     before = float(((margins(base) - teacher) ** 2).mean())
     res = train_model(frame, cfg.retriever, tmp_path / "m", seed=0)

@@ -82,10 +82,11 @@ def _train(cfg, tiny, examples, *, labels: bool = False) -> dict:
 
 
 def _cfg(tmp_path, **retriever):
-    base = {"max_steps": 2, "batch_size": 4, "max_seq_length": 64, "lr": 1e-4, "warmup_ratio": 0.0,
+    base = {"max_steps": 2, "batch_size": 4, "lr": 1e-4, "warmup_ratio": 0.0,
             "n_negatives": None}  # every negative the export has
     base.update(retriever)
     return RunConfig.model_validate({"work_dir": str(tmp_path / "work"), "retriever": base,
+                                     "retrieval": {"max_seq_length": 64},
                                      "datasets": {"negatives_per_example": 2, "positive_grade": 1}})
 
 
@@ -233,3 +234,26 @@ def test_cli_registered_and_missing_examples_is_a_clear_error(tmp_path, capsys):
     assert "--retriever-examples" in capsys.readouterr().out
     rc = main(["train-retriever", "--work-dir", str(tmp_path), "--retriever-examples", str(tmp_path / "none")])
     assert rc == 2 and "none does not exist" in capsys.readouterr().err
+
+
+def test_evaluation_set_of_ones_own_is_an_optional_port(tiny, tmp_path):
+    """`eval_queries` / `eval_qrels` are ports of the stage (fed from files, as `grouprank
+    train-retriever --eval-queries F --eval-qrels F` does): the before/after metrics are on exactly
+    those queries (split "heldout"), not the collection's test split, and a training row whose query
+    is one of them is dropped."""
+    from data_schemas import METRICS, QRELS, QUERIES
+    cfg = _cfg(tmp_path, eval_after=False)
+    held = sorted(tiny["train_q"])[:2]  # two *training* queries as the evaluation set
+    qr = tiny["qrels"].filter(pa.array([q in held for q in tiny["qrels"].column("query_id").to_pylist()]))
+    qs = tiny["queries"].filter(pa.array([q in held for q in tiny["queries"].column("query_id").to_pylist()]))
+    files = {"eval_queries": QUERIES.write(qs, tmp_path / "eq.parquet"),
+             "eval_qrels": QRELS.write(qr, tmp_path / "eqr.parquet")}
+    from grouprank.executor import run_stage
+    from grouprank.retriever_training.stage import STAGE
+    res = run_stage(STAGE, cfg, {**{k: v for k, v in tiny["files"].items() if k != "labels"},
+                                 "retriever_examples": tiny["table_path"], **files})
+    st = res["stats"]
+    assert st["eval_queries"] == 2
+    assert st["train_rows_dropped_eval_overlap"] >= 2  # each held query had >= 1 training row
+    m = METRICS.read(res["outputs"]["retriever_metrics"]).to_pylist()
+    assert {r["split"] for r in m} == {"heldout"} and {r["n_queries"] for r in m} == {2}

@@ -209,8 +209,8 @@ class CorpusArm:
             frame = rows[["anchor", "positive", "negative_1"] + (["label"] if "margin" in rec.loss else [])]
             out = self.work / "models" / rname.replace("+", "_").replace("@", "_ep")
             from grouprank.retriever_training.train import train_model
-            cfg = rec.train_config(max_steps=s.max_steps, train_tokens=s.train_tokens, eval_tokens=s.student_tokens)
-            r = train_model(frame, cfg, out, seed=self.seed)
+            cfg = rec.train_config(max_steps=s.max_steps, train_tokens=s.train_tokens)
+            r = train_model(frame, cfg, out, seed=self.seed, max_seq_length=s.student_tokens)
             train_info[rname] = {"steps": r.steps, "train_loss": r.train_loss, "train_s": round(r.train_s, 1)}
             enc = self.encoder(str(out), s.student_tokens, fresh=True)
             # the original corpus once (kept for the caller's test), the held-out documents stripped

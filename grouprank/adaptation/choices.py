@@ -28,12 +28,12 @@ class Recipe:
     margin_mse_weight: float = 1.0
     extra: dict = field(default_factory=dict)
 
-    def train_config(self, *, max_steps: int | None, train_tokens: int, eval_tokens: int, batch_size: int = 32):
+    def train_config(self, *, max_steps: int | None, train_tokens: int, batch_size: int = 32):
+        """The training settings; the saved model's window is `train_model(max_seq_length=...)`."""
         from grouprank.retriever_training.config import RetrieverTrainConfig
         return RetrieverTrainConfig(loss=self.loss, epochs=self.epochs, lr=self.lr, batch_size=batch_size,
                                     margin_mse_weight=self.margin_mse_weight, max_steps=max_steps,
-                                    train_max_seq_length=train_tokens, max_seq_length=eval_tokens,
-                                    bf16=True, checkpoint_steps=0)
+                                    train_max_seq_length=train_tokens, bf16=True, checkpoint_steps=0)
 
 
 RECIPES: dict[str, Recipe] = {

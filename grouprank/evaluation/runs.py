@@ -178,3 +178,26 @@ def evaluate_command(args, cfg) -> int:
     for k, v in paths.items():
         print(f"{k}: {v}")
     return 0
+
+
+def add_run_file_args(p) -> None:
+    """The evaluate command's options to score TREC run files instead of running the stage."""
+    g = p.add_argument_group("run files", "score TREC run files against the collection's qrels instead of "
+                             "running the evaluate stage (writes per_query.csv and summary.json into --out-dir, "
+                             "default <work_dir>/evaluate_runs)")
+    g.add_argument("--run", action="append", metavar="[NAME=]PATH",
+                   help="a TREC run file, or a folder whose run*.trec files are scored (e.g. <work_dir>/retrieve: "
+                        "the fused, BM25 and dense runs); repeatable")
+    g.add_argument("--rel", type=int, default=1,
+                   help="relevance threshold of the binary measures (R@k, RR@k): grade >= REL (default 1; "
+                        "TREC DL uses 2)")
+    g.add_argument("--baseline", metavar="NAME",
+                   help="the run every other run is compared with (paired t-test / Wilcoxon on the per-query "
+                        "values, 95%% CI of the difference); default the first run")
+    g.add_argument("--measure", action="append", metavar="MEASURE",
+                   help="ir-measures measure, repeatable (default evaluation.measures: nDCG@10, R@100, RR@10)")
+
+
+def run_files_action(args, cfg) -> int | None:
+    """`grouprank evaluate --run ...`: score the run files (an exit code); None: run the stage."""
+    return evaluate_command(args, cfg) if getattr(args, "run", None) else None

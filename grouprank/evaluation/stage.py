@@ -5,10 +5,10 @@ Systems, each scored with ir-measures on the queries of `evaluation.split` that 
   dense-finetuned, hybrid-finetuned: the same with the train_retriever model (when given);
   hybrid+trained-groupwise-rerank: the hybrid run's top `reranker.top` reranked in process
   (transformers) by the train_reranker stage's model (`reranker_model` input) with the effective
-  reranker settings (`grouprank.reranker.config.effective`: the CPU preset's group size,
-  document length and generation limits): per query a seeded shuffle, groups of `group_size`,
+  reranker settings (with the CPU preset's group size, document length and generation limits: a
+  layer of the configuration, `grouprank.reranker.config.with_preset_layer`): per query a seeded shuffle, groups of `group_size`,
   `passes` passes averaged, final = alpha·group/10 + (1−alpha)·minmax(first stage), on the first
-  `reranker.eval_max_queries` (else `evaluation.rerank_max_queries`) evaluation queries by id;
+  `evaluation.rerank_max_queries` evaluation queries by id;
   hybrid+<mode>-rerank: the same through an LLM endpoint (`reranker.backend: llm`), or an
   in-process model at `reranker.model_path` (backend transformers);
   hybrid@reranked-queries: the first stage scored on exactly the reranked queries (when a subset
@@ -192,7 +192,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         # the train_reranker stage's policy, in process, with the settings it was trained for
         t = time.perf_counter()
         report["trained_reranker"] = str(reranker_model)
-        tq = rerank_queries(texts, rc_eff.eval_max_queries or ec.rerank_max_queries)
+        tq = rerank_queries(texts, ec.rerank_max_queries)
         frame, rinfo = rerank_run(cfg, rc_eff, trained_backend(rc_eff, reranker_model), runs[hybrid], texts, docs,
                                   tq, f"{hybrid}+trained-{rc_eff.mode}-rerank")
         add_reranked(f"{hybrid}+trained-{rc_eff.mode}-rerank", frame)
@@ -264,6 +264,16 @@ def excluded_files(cfg) -> dict[str, str]:
     return files(cfg)
 
 
+def _run_file_args(p) -> None:
+    from grouprank.evaluation.runs import add_run_file_args
+    add_run_file_args(p)
+
+
+def _run_files(args, cfg):
+    from grouprank.evaluation.runs import run_files_action
+    return run_files_action(args, cfg)
+
+
 STAGE = Stage(
     name="evaluate", title="evaluate", run=run, builds_models=True,
     progress_parts=lambda c: 1,  # the encodings and the reranking, in turn
@@ -274,4 +284,6 @@ STAGE = Stage(
     outputs=(table("metrics", METRICS), table("runs", RUNS), file("eval_report", "eval_report.json")),
     reads=excluded_files, sections=("data", "retrieval", "reranker", "llm", "evaluation", "prompts", "seed"), uses_llm=_llm_reranker,
     timeout_s=24 * 3600,
+    # `grouprank evaluate --run FILE ...` scores TREC run files instead (grouprank.evaluation.runs)
+    cli_args=_run_file_args, cli_action=_run_files,
 )

@@ -16,6 +16,8 @@ parse_retries) / calls (extra HTTP requests per request sent), failure_rate = fa
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 import weakref
 from collections import defaultdict
@@ -104,10 +106,41 @@ _REGISTRY_LOCK = threading.Lock()
 _REGISTRY: "weakref.WeakSet" = weakref.WeakSet()
 
 
+# the clients made while a stage runs (`collecting`): the executor reports their calls in the
+# stage's record, so no layer recovers LLM counts from a stage's own stats
+_COLLECTING: "contextvars.ContextVar[list | None]" = contextvars.ContextVar("grouprank_llm_clients", default=None)
+
+
 def register(client) -> None:
-    """Count a client (anything with `usage()`) in `usage_report()` while it is alive."""
+    """Count a client (anything with `usage()`) in `usage_report()` while it is alive, and in the
+    enclosing `collecting()` block's list."""
     with _REGISTRY_LOCK:
         _REGISTRY.add(client)
+    made = _COLLECTING.get()
+    if made is not None:
+        made.append(client)
+
+
+@contextlib.contextmanager
+def collecting():
+    """Yields the list of the LLM clients made inside the block (in this thread, or one started
+    with a copy of its context)."""
+    made: list = []
+    token = _COLLECTING.set(made)
+    try:
+        yield made
+    finally:
+        _COLLECTING.reset(token)
+
+
+def calls_of(clients) -> dict[str, int]:
+    """{"calls": HTTP requests sent, "cached_calls": answers served from the cache} of `clients`."""
+    out = {"calls": 0, "cached_calls": 0}
+    for c in clients:
+        u = c.usage()
+        out["calls"] += int(u.get("calls", 0))
+        out["cached_calls"] += int(u.get("cached_calls", 0))
+    return out
 
 
 def usage_report() -> dict:

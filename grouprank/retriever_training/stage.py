@@ -1,5 +1,5 @@
 """Stage `train_retriever`: contrastive fine-tuning of the dense retriever on the retriever examples
-(`train_retriever` is the library entry, on tables).
+(an ordinary stage: `run(inputs, cfg, ctx)`, its files in the context's folder).
 
 Inputs:
 - `retriever_examples`: the build_datasets stage's RETRIEVER_EXAMPLES table, or the export's
@@ -8,7 +8,8 @@ Inputs:
 - `queries` + `qrels`: the collection's (load stage). With qrels for `retriever.eval_split` the model
   is evaluated before and after training on those queries over the full corpus; training rows whose
   query id or (normalised) text is an evaluation query are dropped and counted — a last safety net
-  behind the query-mining leakage guard. `eval_queries`/`eval_qrels` override the held-out set.
+  behind the query-mining leakage guard. The optional ports `eval_queries`/`eval_qrels` (from files:
+  `grouprank train-retriever --eval-queries F --eval-qrels F`) replace that evaluation set.
   Without qrels, `retriever.holdout_fraction` of the example queries are held out of training and
   evaluated with their positives as qrels;
 - `labels`: LABELS, for the false-negative guard when re-mining (`retriever.remine_rounds` > 0).
@@ -19,7 +20,6 @@ and the configuration, `grouprank_training.json` the same facts), `retriever_met
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -31,8 +31,6 @@ from data_schemas import DOCUMENTS, LABELS, METRICS, QRELS, QUERIES, RETRIEVER_E
 from grouprank.stage import Stage, StageContext, StageResult, file, folder, table
 
 log = logging.getLogger(__name__)
-
-STAGE_DIR = "train_retriever"
 
 
 def _table(x, tdef=None):
@@ -114,28 +112,18 @@ def _runs_table(run: pd.DataFrame, system: str):
     return RUNS.from_pandas(r[["query_id", "doc_id", "rank", "score", "system"]], validate=False)
 
 
-def train_retriever(cfg, **inputs: Any) -> dict:
-    """Train the retriever; see the module docstring. -> {"outputs": {name: table or path}, "stats"}."""
-    from grouprank.evaluation.metrics import metrics_table
-
-    from .data import select_examples, to_training_frame
-    from .evaluate import DenseEvaluator
-    from .train import train_model, write_card
+def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
+    """Train the retriever; see the module docstring."""
+    from .data import select_examples
 
     t_start = time.perf_counter()
     rc = cfg.retriever
-    out = Path(inputs.get("output_dir") or (cfg.work_path / STAGE_DIR))
-    out.mkdir(parents=True, exist_ok=True)
-    if inputs.get("retriever_examples") is None:
-        raise TypeError("missing input: retriever_examples")
-    examples, data_info = _read_examples(inputs["retriever_examples"], inputs.get("examples_path"))
-    source = inputs.get("data_source") or rc.data_source
+    examples, data_info = _read_examples(inputs["retriever_examples"], (ctx.input_paths or {}).get("retriever_examples"))
     for d in data_info:
-        d["source"] = source
-    documents = _table(inputs.get("documents"), DOCUMENTS) if inputs.get("documents") is not None else None
-    labels = _table(inputs.get("labels"), LABELS) if inputs.get("labels") is not None else None
+        d["source"] = rc.data_source
+    documents, labels = inputs.get("documents"), inputs.get("labels")
     timings: dict[str, float] = {}
-    stats: dict[str, Any] = {"examples_in": len(examples), "data_source": source}
+    stats: dict[str, Any] = {"examples_in": len(examples), "data_source": rc.data_source}
 
     examples = select_examples(examples, rc.max_positives_per_query)
     train_ex, eval_texts, eval_qrels, eval_desc = _eval_set(
@@ -147,37 +135,94 @@ def train_retriever(cfg, **inputs: Any) -> dict:
     stats["train_rows_dropped_eval_overlap"] = n_overlap
     if n_overlap:
         log.warning("dropped %d training rows whose query is an evaluation query", n_overlap)
-
-    evaluator = None
-    if eval_texts and documents is not None:
-        from grouprank.collections import excluded_from_config
-        evaluator = DenseEvaluator(
-            documents, eval_texts, eval_qrels, include_title=cfg.retrieval.include_title,
-            measures=rc.eval_measures, depth=rc.eval_depth, backend=rc.eval_backend,
-            max_seq_length=rc.max_seq_length, batch_size=cfg.retrieval.batch_size,
-            query_prompt=cfg.retrieval.query_prompt, document_prompt=cfg.retrieval.document_prompt,
-            store_root=cfg.work_path / "indexes", cache_dir=cfg.work_path / "models",
-            shard_size=cfg.retrieval.shard_size,
-            # BRIGHT's excluded ids: out of run_before/run_after and their metrics, as in evaluate
-            excluded=inputs.get("excluded") if inputs.get("excluded") is not None else excluded_from_config(cfg))
+    evaluator = _evaluator(cfg, documents, eval_texts, eval_qrels)
+    if evaluator is not None:
         stats["eval_queries"] = evaluator.n_queries
-    elif eval_texts:
-        log.warning("no documents given: evaluation skipped")
 
     metrics: dict[str, dict[str, float]] = {}
-    outputs: dict[str, str] = {}
+    outputs: dict[str, Any] = {}
     if evaluator is not None and rc.eval_before:
         t = time.perf_counter()
         run_b = evaluator.run(rc.base_model)
-        from grouprank.evaluation.metrics import evaluate
-        metrics["before"] = {k: float(v) for k, v in evaluate(run_b, evaluator.qrels, rc.eval_measures).items()}
+        metrics["before"] = _measure(run_b, evaluator, rc)
         timings["eval_before_s"] = time.perf_counter() - t
         stats["eval_before_corpus_reused"] = int(evaluator.last.get("corpus_reused", False))
         outputs["run_before"] = _runs_table(run_b, "base")
 
-    # --- round 0 (+ re-mining rounds)
+    model_dir = ctx.path("model")
+    res, rounds, first, fstats = _train_rounds(cfg, train_ex, documents, labels, inputs.get("qrels"), model_dir,
+                                               timings)
+    stats.update({f"data_{k}": v for k, v in first.items()})
+
+    if evaluator is not None and rc.eval_after:
+        t = time.perf_counter()
+        run_a = evaluator.run(str(model_dir), st_model=res.model, fresh=True)
+        metrics["after"] = _measure(run_a, evaluator, rc)
+        timings["eval_after_s"] = time.perf_counter() - t
+        outputs["run_after"] = _runs_table(run_a, "finetuned")
+    if metrics:
+        from grouprank.evaluation.metrics import metrics_table
+        import pyarrow as pa
+        outputs["retriever_metrics"] = pa.concat_tables([
+            metrics_table(v, system=("base" if k == "before" else "finetuned"), collection=cfg.data.collection,
+                          split=split, n_queries=evaluator.n_queries) for k, v in metrics.items()])
+
+    from .train import write_card
+    write_card(model_dir, _card_info(cfg, data_info, fstats, rounds, metrics, eval_desc))
+    outputs["retriever_model"] = model_dir
+    stats.update(_stats(fstats, rounds, metrics))
+    timings["wall_s"] = time.perf_counter() - t_start
+    stats.update({k: round(v, 2) for k, v in timings.items()})
+    files = {k: str(v) if isinstance(v, Path) else str(ctx.out_dir / STAGE.output(k).file) for k, v in outputs.items()}
+    outputs["retriever_summary"] = ctx.write_json(STAGE.output("retriever_summary").file, {
+        "outputs": files, "stats": stats, "eval": metrics, "eval_queries": eval_desc, "rounds": rounds})
+    return StageResult(outputs, stats)
+
+
+def _evaluator(cfg, documents, eval_texts, eval_qrels):
+    """The before/after evaluation over the full corpus (None without evaluation queries or documents)."""
+    if not eval_texts:
+        return None
+    if documents is None:
+        log.warning("no documents given: evaluation skipped")
+        return None
+    from grouprank.collections import excluded_from_config
+
+    from .evaluate import DenseEvaluator
+    rc = cfg.retriever
+    # BRIGHT's excluded ids: out of run_before/run_after and their metrics, as in evaluate
+    return DenseEvaluator(documents, eval_texts, eval_qrels, measures=rc.eval_measures, depth=rc.eval_depth,
+                          excluded=excluded_from_config(cfg), **_encoder_args(cfg))
+
+
+def _encoder_args(cfg) -> dict:
+    """How the retriever's evaluation and re-mining encode: the retrieval stage's encoder settings."""
+    r = cfg.retrieval
+    return dict(include_title=r.include_title, backend=eval_backend(cfg),
+                max_seq_length=r.max_seq_length, batch_size=r.batch_size, query_prompt=r.query_prompt,
+                document_prompt=r.document_prompt, store_root=cfg.work_path / "indexes",
+                cache_dir=cfg.work_path / "models", shard_size=r.shard_size)
+
+
+def eval_backend(cfg) -> str:
+    """The encoder backend of the retriever's evaluation and re-mining: the retrieval stage's, but
+    onnx-int8 as onnx (quantised vectors are not quality-neutral)."""
+    b = cfg.retrieval.dense_backend
+    return "onnx" if b == "onnx-int8" else b
+
+
+def _measure(run, evaluator, rc) -> dict[str, float]:
+    from grouprank.evaluation.metrics import evaluate
+    return {k: float(v) for k, v in evaluate(run, evaluator.qrels, rc.eval_measures).items()}
+
+
+def _train_rounds(cfg, train_ex, documents, labels, qrels, model_dir: Path, timings: dict):
+    """Round 0, then `retriever.remine_rounds` re-mining rounds -> (last result, rounds, round 0's frame
+    stats, the last round's)."""
+    from .data import to_training_frame
+    from .train import DISTILL_LOSSES, train_model
+    rc = cfg.retriever
     teacher = None
-    from .train import DISTILL_LOSSES
     if rc.loss in DISTILL_LOSSES:
         if labels is None:
             raise ValueError(f"retriever.loss={rc.loss!r} distils the teacher's scores: it needs the labels input")
@@ -185,76 +230,49 @@ def train_retriever(cfg, **inputs: Any) -> dict:
         teacher = teacher_scores(labels, rc.distill_judge, rc.distill_scale)
     frame, fstats = to_training_frame(train_ex, rc.n_negatives, drop_short=rc.drop_short, seed=cfg.seed,
                                       teacher=teacher)
-    stats.update({f"data_{k}": v for k, v in fstats.items()})
-    model_dir = out / "model"
-    rounds: list[dict] = []
     t = time.perf_counter()
-    res = train_model(frame, rc, model_dir, dataset_name=f"grouprank retriever_examples ({source})", seed=cfg.seed)
+    res = train_model(frame, rc, model_dir, dataset_name=f"grouprank retriever_examples ({rc.data_source})",
+                      seed=cfg.seed, max_seq_length=cfg.retrieval.max_seq_length)
     timings["train_s"] = time.perf_counter() - t
-    rounds.append({"round": 0, **res.stats()})
+    rounds = [{"round": 0, **res.stats()}]
+    first = fstats
     for rnd in range(1, int(rc.remine_rounds) + 1):
         if documents is None:
             raise ValueError("re-mining needs the documents input")
         t = time.perf_counter()
         train_ex, rstats = _remine(cfg, res, train_ex, documents, labels, frame_negatives=fstats["n_negatives"],
-                                   qrels=inputs.get("qrels"))
+                                   qrels=qrels)
         timings[f"remine_{rnd}_s"] = time.perf_counter() - t
-        frame, fstats = to_training_frame(train_ex, fstats["n_negatives"], drop_short=rc.drop_short, seed=cfg.seed + rnd,
-                                          teacher=teacher)
+        frame, fstats = to_training_frame(train_ex, fstats["n_negatives"], drop_short=rc.drop_short,
+                                          seed=cfg.seed + rnd, teacher=teacher)
         t = time.perf_counter()
-        res = train_model(frame, rc, model_dir, model=res.model, seed=cfg.seed + rnd)
+        res = train_model(frame, rc, model_dir, model=res.model, seed=cfg.seed + rnd,
+                          max_seq_length=cfg.retrieval.max_seq_length)
         timings[f"train_round{rnd}_s"] = time.perf_counter() - t
         rounds.append({"round": rnd, **res.stats(), **rstats, **{f"data_{k}": v for k, v in fstats.items()}})
+    return res, rounds, first, fstats
 
-    if evaluator is not None and rc.eval_after:
-        t = time.perf_counter()
-        run_a = evaluator.run(str(model_dir), st_model=res.model, fresh=True)
-        from grouprank.evaluation.metrics import evaluate
-        metrics["after"] = {k: float(v) for k, v in evaluate(run_a, evaluator.qrels, rc.eval_measures).items()}
-        timings["eval_after_s"] = time.perf_counter() - t
-        outputs["run_after"] = _runs_table(run_a, "finetuned")
 
-    coll = cfg.data.collection
-    if metrics:
-        mt = [metrics_table(v, system=("base" if k == "before" else "finetuned"), collection=coll,
-                            split=split, n_queries=evaluator.n_queries) for k, v in metrics.items()]
-        import pyarrow as pa
-        outputs["retriever_metrics"] = pa.concat_tables(mt)
-
-    info = {"base_model": rc.base_model, "data": data_info, "data_stats": fstats, "train": rounds[-1],
-            "rounds": rounds, "eval": metrics, "eval_queries": eval_desc, "collection": coll,
+def _card_info(cfg, data_info, fstats, rounds, metrics, eval_desc) -> dict:
+    rc = cfg.retriever
+    return {"base_model": rc.base_model, "data": data_info, "data_stats": fstats, "train": rounds[-1],
+            "rounds": rounds, "eval": metrics, "eval_queries": eval_desc, "collection": cfg.data.collection,
             "config": {"retriever": rc.model_dump(mode="json"), "retrieval_encoder": {
-                "include_title": cfg.retrieval.include_title, "max_seq_length": rc.max_seq_length,
-                "eval_backend": rc.eval_backend}, "datasets": cfg.datasets.model_dump(mode="json")}}
-    write_card(model_dir, info)
-    outputs["retriever_model"] = model_dir
+                "include_title": cfg.retrieval.include_title, "max_seq_length": cfg.retrieval.max_seq_length,
+                "backend": eval_backend(cfg)}, "datasets": cfg.datasets.model_dump(mode="json")}}
 
-    stats.update({"train_rows": fstats["rows_out"], "n_negatives": fstats["n_negatives"], "rounds": len(rounds),
-                  "steps": rounds[-1]["steps"], "train_loss": rounds[-1]["train_loss"]})
+
+def _stats(fstats, rounds, metrics) -> dict:
+    out = {"train_rows": fstats["rows_out"], "n_negatives": fstats["n_negatives"], "rounds": len(rounds),
+                "steps": rounds[-1]["steps"], "train_loss": rounds[-1]["train_loss"]}
     for phase, vals in metrics.items():
         for m, v in vals.items():
-            stats[f"{phase}_{m}"] = round(v, 5)
+            out[f"{phase}_{m}"] = round(v, 5)
     if "before" in metrics and "after" in metrics:
         for m in metrics["after"]:
             if m in metrics["before"]:
-                stats[f"delta_{m}"] = round(metrics["after"][m] - metrics["before"][m], 5)
-    timings["wall_s"] = time.perf_counter() - t_start
-    stats.update({k: round(v, 2) for k, v in timings.items()})
-    files = {k: str(out / STAGE_FILES[k]) if not isinstance(v, Path) else str(v) for k, v in outputs.items()}
-    summary = {"outputs": files, "stats": stats, "eval": metrics, "eval_queries": eval_desc, "rounds": rounds}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    outputs["retriever_summary"] = out / "summary.json"
-    return {"outputs": outputs, "stats": stats}
-
-
-STAGE_FILES = {"retriever_model": "model", "retriever_metrics": "metrics.parquet", "run_before": "run_before.parquet",
-               "run_after": "run_after.parquet", "retriever_summary": "summary.json"}
-
-
-def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
-    res = train_retriever(cfg, **inputs, output_dir=ctx.out_dir,
-                          examples_path=(ctx.input_paths or {}).get("retriever_examples"))
-    return StageResult(res["outputs"], res["stats"])
+                out[f"delta_{m}"] = round(metrics["after"][m] - metrics["before"][m], 5)
+    return out
 
 
 STAGE = Stage(
@@ -265,12 +283,15 @@ STAGE = Stage(
     inputs=(table("retriever_examples", RETRIEVER_EXAMPLES, lenient=True,
                   doc="RETRIEVER_EXAMPLES, or the exported anchor/positive/negative_1..n view (file or folder)"),
             table("documents", DOCUMENTS), table("queries", QUERIES), table("qrels", QRELS),
-            table("labels", LABELS, optional=True)),
-    outputs=(folder("retriever_model", STAGE_FILES["retriever_model"]),
-             table("retriever_metrics", METRICS, STAGE_FILES["retriever_metrics"], optional=True),
-             table("run_before", RUNS, STAGE_FILES["run_before"], optional=True),
-             table("run_after", RUNS, STAGE_FILES["run_after"], optional=True),
-             file("retriever_summary", STAGE_FILES["retriever_summary"])),
+            table("labels", LABELS, optional=True),
+            # an evaluation set of one's own instead of the collection's split (no stage makes them)
+            table("eval_queries", QUERIES, optional=True, doc="evaluation queries (with eval_qrels)"),
+            table("eval_qrels", QRELS, optional=True, doc="qrels of the evaluation queries")),
+    outputs=(folder("retriever_model", "model"),
+             table("retriever_metrics", METRICS, "metrics.parquet", optional=True),
+             table("run_before", RUNS, optional=True),
+             table("run_after", RUNS, optional=True),
+             file("retriever_summary", "summary.json")),
     sections=("data", "retriever", "retrieval", "evaluation", "datasets", "seed"), timeout_s=72 * 3600, retries=1,
 )
 
@@ -286,16 +307,12 @@ def _remine(cfg, res, train_ex: pd.DataFrame, documents, labels, frame_negatives
     from .remine import remine_negatives
     rc = cfg.retriever
     ev = DenseEvaluator(documents, {}, pd.DataFrame({"query_id": [], "doc_id": [], "grade": []}),
-                        include_title=cfg.retrieval.include_title, backend=rc.eval_backend,
-                        max_seq_length=rc.max_seq_length, batch_size=cfg.retrieval.batch_size,
-                        query_prompt=cfg.retrieval.query_prompt, document_prompt=cfg.retrieval.document_prompt,
-                        store_root=cfg.work_path / "indexes", cache_dir=cfg.work_path / "models",
-                        shard_size=cfg.retrieval.shard_size)
+                        **_encoder_args(cfg))
     enc = ev.encoder(str(res.model_dir), fresh=True)
     D, _ = ev.corpus_embeddings(enc, st_model=res.model)
     qids = list(dict.fromkeys(train_ex["query_id"]))
     qtext = dict(zip(train_ex["query_id"], train_ex["anchor"]))
-    Q = ev._st_encode(res.model, [qtext[q] for q in qids], cfg.retrieval.query_prompt) if rc.eval_backend == "torch" \
+    Q = ev._st_encode(res.model, [qtext[q] for q in qids], cfg.retrieval.query_prompt) if eval_backend(cfg) == "torch" \
         else enc.encode_queries([qtext[q] for q in qids])
     spec = GuardSpec.from_config(cfg.datasets)
     n = frame_negatives or spec.negatives

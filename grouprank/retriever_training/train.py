@@ -173,7 +173,8 @@ def training_fingerprint(frame: pd.DataFrame, tcfg, base: str, seed: int, contin
 
 @exclusive
 def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model: str | None = None,
-                model=None, dataset_name: str | None = None, seed: int = 13, callbacks: list | None = None) -> TrainResult:
+                model=None, dataset_name: str | None = None, seed: int = 13, callbacks: list | None = None,
+                max_seq_length: int | None = 256) -> TrainResult:
     """Fine-tune on a text frame `anchor, positive, negative_1..n` (see data.to_training_frame)
     and save the model (with the sentence-transformers model card) to `output_dir`.
 
@@ -181,7 +182,8 @@ def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model
     `base_model` (default `tcfg.base_model`). With `tcfg.checkpoint_steps`, checkpoints go to
     `checkpoint_dir(output_dir)`; a rerun with the same examples and settings resumes from the last
     complete one (`TrainResult.resumed_from`); the folder is removed once the model is saved.
-    `callbacks`: extra transformers TrainerCallbacks."""
+    `callbacks`: extra transformers TrainerCallbacks. `max_seq_length`: the encoder's window (the
+    run's `retrieval.max_seq_length`), saved with the model; `tcfg.train_max_seq_length` while training."""
     if len(frame) == 0:
         raise ValueError("no training examples (every row was dropped: see the data stats)")
     if tcfg.loss in DISTILL_LOSSES and "label" not in frame.columns:
@@ -191,10 +193,10 @@ def train_model(frame: pd.DataFrame, tcfg, output_dir: str | Path, *, base_model
     from .data import to_dataset
     continued = model is not None
     if model is None:
-        model = load_model(base_model or tcfg.base_model, max_seq_length=tcfg.max_seq_length,
+        model = load_model(base_model or tcfg.base_model, max_seq_length=max_seq_length,
                            dataset_name=dataset_name)
     saved_len = model.max_seq_length
-    train_len = tcfg.train_max_seq_length or tcfg.max_seq_length
+    train_len = tcfg.train_max_seq_length or max_seq_length
     if train_len:
         model.max_seq_length = int(train_len)
     loss = make_loss(model, tcfg)

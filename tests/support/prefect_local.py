@@ -47,7 +47,7 @@ def small_config(work_dir: Path, llm_base_url: str | None, name: str = "flowtest
         "judges": {"judges": judges},
         "datasets": {"group_min": 3, "group_max": 6, "groups_per_query": 2, "negatives_per_example": 2},
         # cranfield has only test queries, and they are the mined ones here: no held-out evaluation
-        "retriever": {"max_steps": 2, "batch_size": 4, "max_seq_length": 32, "eval_split": "none",
+        "retriever": {"max_steps": 2, "batch_size": 4, "eval_split": "none",
                       "holdout_fraction": 0.0},
         # the random tiny policy (seconds; the SmolLM2 default is tested in tests/test_reranker_*):
         # two GRPO steps may leave it unchanged, which is not what these tests are about

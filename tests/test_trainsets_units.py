@@ -389,7 +389,7 @@ def test_real_fused_labels_guard_and_card_judges(dl19, tmp_path):
     from grouprank.trainsets.export_stage import export_datasets
     docs, queries, cand, human = dl19
     judg = _two_judges(human)
-    labels = fuse_labels(judg, method="rank", beta=0.5, grade_scale=3)
+    labels = fuse_labels(judg, method="rank", beta=0.5, grade_scale=3)[0]
     assert set(labels["method"].to_pylist()) == {"rank_fusion"} and max(labels["fused_score"].to_pylist()) <= 0
     rl, sft, ret, stats = build_datasets(_dc(false_negative_margin=0.1), documents=docs, queries=queries,
                                          labels=labels, candidates=cand, judgments=judg)

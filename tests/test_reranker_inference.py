@@ -133,7 +133,7 @@ def test_groupwise_through_llm_client_and_faulty_local_server(tmp_path):
     from tests.support.fake_openai_server import start_local_server
     here = str(Path(__file__).resolve().parent)
     with start_local_server("test_reranker_inference:respond", pythonpath=[here], fault_rate=0.5,
-                            fault_kinds=["malformed", "truncated", "wrong_labels"], seed=3) as srv:
+                            fault_kinds=["malformed", "truncated", "wrong_labels"], seed=6) as srv:
         ep = LLMEndpoint(name="t", base_url=srv.base_url, max_concurrency=8, max_retries=1, timeout_s=30)
         be = LLMBackend(endpoint=ep, cache_path=str(tmp_path / "c.sqlite"), max_tokens=256)
         cands = {q: [c for c in CANDS[q] if c[0] != "d07"] for q in QUERIES}  # no poisoned group here

@@ -17,7 +17,7 @@ from grouprank.reranker.inference import FunctionBackend, rerank_groupwise, rera
 from grouprank.scoring.groups import shuffled_groups, split_groups
 from grouprank.scoring.groupwise import GroupwiseMode
 from grouprank.scoring.listwise import ListwiseMode
-from grouprank.scoring.rng import seeded_rng
+from grouprank.scoring.rng import seeded_generator, seeded_rng
 from grouprank.scoring.windows import sliding_windows
 
 
@@ -45,11 +45,21 @@ def test_shuffled_groups_follow_the_rng():
     assert g0 != GroupwiseMode(group_size=10, passes=2, seed=14).groups("q", ids, 0)
 
 
-def test_seeded_rng_keeps_the_training_sets_stream():
-    # the stream the training-set sampling drew from before the generators were unified
-    # (sha256("13␟groups␟q1"), first 8 bytes big-endian): the exported groups do not change
+def test_seeded_rng_keeps_each_purposes_stream():
+    """Every purpose draws the stream it drew before the generators were unified, so a seed gives
+    the same pools, judge groups and training sets as before (the values are those earlier code
+    produced: a changed derivation changes every export)."""
+    # training-set sampling: sha256("13␟groups␟q1"), first 8 bytes big-endian
     assert seeded_rng(13, "groups", "q1").random() == 0.2244211469477283
-    assert seeded_rng(13, "pool", "q1").random() != seeded_rng(13, "groups", "q1").random()
+    # pooling: numpy's choice, seeded from sha256("13:q1") little-endian
+    assert sorted(seeded_generator(13, "pool", "q1").choice(190, size=5, replace=False).tolist()) == [0, 18, 39, 69, 79]
+    # the groupwise judge's groups: random.Random("13|q1|0")
+    ids = [f"d{i}" for i in range(7)]
+    assert GroupwiseMode(group_size=3, passes=1, seed=13).groups("q1", ids, 0) == [["d2", "d1", "d6"], ["d5", "d4"],
+                                                                                   ["d0", "d3"]]
+    assert seeded_rng(13, "groupwise", "q1", 0).random() != seeded_rng(13, "groups", "q1", 0).random()
+    with pytest.raises(ValueError, match="seeded_rng"):
+        seeded_generator(13, "groupwise", "q1", 0)
 
 
 def test_sliding_windows_bottom_up():

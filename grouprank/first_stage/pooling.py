@@ -1,10 +1,11 @@
 """The paper's candidate pool: per query the top `top` documents of the fused ranking plus `sampled`
 documents drawn uniformly without replacement from ranks [lo, hi] (defaults 10 + 40 from 11-200).
 
-Determinism: the draw for a query comes from `seeded_rng(seed, "pool", query_id)`
-(`grouprank.scoring.rng`), so a query's pool depends only on the seed, its id and its ranking,
-not on which other queries are in the run or their order. Ranks overlapping the top block are never sampled (the sampling range starts after
-the top block when they overlap). A query with fewer candidates than asked gets all it has.
+Determinism: the draw for a query comes from `seeded_generator(seed, "pool", query_id)`
+(`grouprank.scoring.rng`), so a query's pool depends only on the seed, its id and its ranking, not
+on which other queries are in the run or their order. Ranks overlapping the top block are never
+sampled (the sampling range starts after the top block when they overlap). A query with fewer
+candidates than asked gets all it has.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pyarrow as pa
 
 from data_schemas import CANDIDATES
 from grouprank.collections.formats import write_trec_run
-from grouprank.scoring.rng import seeded_rng
+from grouprank.scoring.rng import seeded_generator
 
 
 def select_pool(ranks: np.ndarray, query_id: str, *, top: int = 10, sampled: int = 40,
@@ -35,7 +36,7 @@ def select_pool(ranks: np.ndarray, query_id: str, *, top: int = 10, sampled: int
     window = ranks[(ranks >= lo) & (ranks <= hi)]
     n = min(sampled, window.shape[0])
     if n:
-        pick = np.sort(np.asarray(seeded_rng(seed, "pool", query_id).sample(range(window.shape[0]), n), np.int64))
+        pick = np.sort(seeded_generator(seed, "pool", query_id).choice(window.shape[0], size=n, replace=False))
         samp = window[pick]
     else:
         samp = np.empty(0, dtype=np.int64)

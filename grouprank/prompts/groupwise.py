@@ -12,7 +12,7 @@ labels, training examples and inference speak one format.
     partial_scores(text, n_docs) -> what a failed answer still holds
     render_target(reason, scores) -> "<reason>…</reason>\\n<answer>{\"[1]\": 7, …}</answer>"
 
-Output format (DESIGN §2): a short rationale in ``<reason>…</reason>`` followed by
+Output format (GroupRank, arXiv 2511.11653): a short rationale in ``<reason>…</reason>`` followed by
 ``<answer>`` holding a JSON object ``{"[1]": 7, "[2]": 0, …}`` with an integer 0–10 for every
 document of the group.
 

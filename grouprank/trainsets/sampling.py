@@ -1,4 +1,4 @@
-"""Multi-scale group sampling (DESIGN §2): sub-lists of 5–20 documents from each query's fused ranking.
+"""Multi-scale group sampling (GroupRank, arXiv 2511.11653): sub-lists of 5–20 documents from each query's fused ranking.
 
 For each query and each of `groups_per_query` groups (all draws from `seeded_rng(seed, "groups",
 query_id)`, so a query's groups do not depend on the other queries or the processing order):

@@ -97,13 +97,8 @@ def existing_queries(cfg, queries: pa.Table | None, collection: str = "",
 
 
 def _llm_client(cfg):
-    from grouprank.llm import LLMClient
-    if not cfg.llm.endpoints:
-        raise UserError("queries.generate is on but llm.endpoints is empty: configure an "
-                        "OpenAI-compatible endpoint (base_url, model)")
-    ep = cfg.endpoint(cfg.queries.endpoint) if cfg.queries.endpoint else cfg.llm.endpoints[0]
-    cache = cfg.llm.cache_path or str(cfg.work_path / "llm_cache.sqlite")
-    return LLMClient(ep, cache_path=cache, stage="queries")
+    from grouprank.llm.from_config import llm_client
+    return llm_client(cfg, cfg.queries.endpoint, who="queries.generate", stage="queries")
 
 
 def _eval_docs(cfg, qrels: pa.Table | None, evals: Sequence[EvalQuery]) -> set[str]:

@@ -19,7 +19,8 @@ from data_schemas import JUDGMENTS, RERANKER_RL
 from grouprank.config import DatasetsConfig
 from grouprank.scoring.rng import seeded_rng
 from grouprank.trainsets.common import QueryLabels, labels_by_query
-from grouprank.trainsets.export import atomic_write, plan_shards, write_sharded
+from grouprank.atomic import atomic_write
+from grouprank.trainsets.export import plan_shards, write_sharded
 from grouprank.trainsets.reranker import teacher_groups
 from grouprank.trainsets.retriever import GuardSpec, build_retriever_examples
 from grouprank.trainsets.sampling import SamplingSpec, sample_groups

@@ -284,25 +284,15 @@ def write_trec_run(run: pa.Table, path, tag: str | None = None) -> Path:
     """Write a ranking as a TREC run file (`qid Q0 docid rank score tag`, atomically), ordered by
     query, rank and doc id. `run`: a RUNS table (score, system) or a RANKING / CANDIDATES table
     (fused_score; give `tag`)."""
-    import os
-    import tempfile
+    from grouprank.atomic import atomic_write
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cols = run.column_names
     scores = run["score" if "score" in cols else "fused_score"].to_pylist()
     tags = run["system"].to_pylist() if tag is None else [tag] * run.num_rows
     rows = sorted(zip(run["query_id"].to_pylist(), run["rank"].to_pylist(), run["doc_id"].to_pylist(), scores, tags))
     check_ids_writable(run, path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            for q, r, d, s, t in rows:
-                f.write(f"{q} Q0 {d} {r} {s:.8g} {t}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text("".join(f"{q} Q0 {d} {r} {s:.8g} {t}\n"
+                                                              for q, r, d, s, t in rows)))
 
 
 def check_ids_writable(t: pa.Table, path) -> None:

@@ -116,8 +116,7 @@ def cmd_rerank(args) -> int:
                            "first_stage": evaluate(first, qrels, measures=("nDCG@10",))}
     print(json.dumps(summary, indent=2, default=str))
     if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps({"summary": summary, "per_query": res.per_query}, indent=2,
-                                                default=str))
+        from grouprank.atomic import write_json_atomic
+        write_json_atomic(args.report, {"summary": summary, "per_query": res.per_query})
     return 0
 

@@ -109,10 +109,8 @@ class HybridRetriever:
                 _log.warning("cannot count the documents' tokens for %s: %s", enc.model_id, e)
                 return {}
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.tmp")
-                tmp.write_text(json.dumps(rep))
-                tmp.replace(path)
+                from grouprank.atomic import write_json_atomic
+                write_json_atomic(path, rep, indent=None)
         out = {"dense_window_tokens": rep["window_tokens"], "dense_over_window": rep["over_window"],
                "dense_documents": rep["texts"], "dense_max_tokens": rep["max_tokens"],
                "dense_chunking": self.cfg.dense_chunking}

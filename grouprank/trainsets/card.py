@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from .export import atomic_write, write_text_atomic
+from grouprank.atomic import atomic_write, write_text_atomic
 
 
 def grade_counts(labels: pa.Table) -> dict[int, int]:

@@ -121,7 +121,7 @@ def load_scifact(root: Path, quarantine: list | None, max_chars: int = DEFAULT_M
 
 def load_trec_dl19(root: Path, quarantine: list | None, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> Collection:
     base = root / "trec_dl19_passage"
-    from .formats import read_trec_qrels
+    from .trec import read_trec_qrels
     docs, queries = make_sinks(quarantine, max_chars)
     dfile = _need(base / "dl2019_document.jsonl")
     for no, line in decode_lines(dfile.read_bytes(), str(dfile), quarantine):

@@ -41,7 +41,7 @@ def read_run(path: Path):
     """A TREC run as a DataFrame (query_id, doc_id, score)."""
     import pandas as pd
 
-    from grouprank.collections.formats import read_trec_run
+    from grouprank.collections.trec import read_trec_run
     t = read_trec_run(path)
     return pd.DataFrame({"query_id": t["query_id"].to_pylist(), "doc_id": t["doc_id"].to_pylist(),
                          "score": t["score"].to_pylist()})

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from data_schemas import CANDIDATES
-from grouprank.collections.formats import write_trec_run
+from grouprank.collections.trec import write_trec_run
 from grouprank.scoring.rng import seeded_generator
 
 

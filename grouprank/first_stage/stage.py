@@ -35,7 +35,7 @@ def _splits_of(queries) -> list[str]:
 
 def _write_single_run(res, system: str, path) -> None:
     """One retriever's own top-`depth` list as a TREC run."""
-    from grouprank.collections.formats import run_table, write_trec_run
+    from grouprank.collections.trec import run_table, write_trec_run
     f = res.run(system)
     f = f.sort_values(["query_id", "score"], ascending=[True, False], kind="stable")
     ranks = f.groupby("query_id").cumcount() + 1
@@ -53,7 +53,7 @@ def retrieve_and_pool(cfg, documents, queries, out_dir, *, encoder=None, show_pr
     `excluded`: {query_id: doc ids} removed from every run and the pool (default: the configured
     collection's BRIGHT excluded ids)."""
     from grouprank.collections import excluded_from_config
-    from grouprank.collections.formats import write_trec_run
+    from grouprank.collections.trec import write_trec_run
     from grouprank.errors import UserError
 
     from .hybrid import retrieve

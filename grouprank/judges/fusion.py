@@ -76,8 +76,9 @@ log = logging.getLogger("grouprank.judges.fusion")
 SCORE_KINDS = ("pointwise", "groupwise", "local")
 RANK_KINDS = ("listwise",)
 
-__all__ = ["fuse_labels", "FUSION_METHODS", "rank_fusion", "score_mean_fusion", "judge_values", "agreement_weights", "average_ranks", "default_thresholds", "grade_from_anchor",
-           "assign_grades", "resolve_weights", "FusionReport", "SCORE_KINDS", "RANK_KINDS"]
+__all__ = ["fuse_labels", "FUSION_METHODS", "rank_fusion", "score_mean_fusion", "judge_values", "agreement_weights",
+           "average_ranks", "default_thresholds", "grade_from_anchor", "assign_grades", "resolve_weights",
+           "FusionReport", "SCORE_KINDS", "RANK_KINDS"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,35 +86,15 @@ __all__ = ["fuse_labels", "FUSION_METHODS", "rank_fusion", "score_mean_fusion", 
 # --------------------------------------------------------------------------------------------
 def average_ranks(values: Sequence[float], *, higher_is_better: bool = True) -> np.ndarray:
     """1-based ranks, best = 1, ties get the average of the ranks they span."""
+    from scipy.stats import rankdata
     v = np.asarray(values, dtype=float)
-    key = -v if higher_is_better else v
-    order = np.argsort(key, kind="mergesort")
-    ranks = np.empty(len(v), dtype=float)
-    sorted_key = key[order]
-    i = 0
-    n = len(v)
-    while i < n:
-        j = i
-        while j + 1 < n and sorted_key[j + 1] == sorted_key[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
+    return rankdata(-v if higher_is_better else v, method="average")
 
 
 def min_ranks(values: Sequence[float]) -> np.ndarray:
     """1-based competition ranks (higher value = better; ties share the smallest rank)."""
-    v = np.asarray(values, dtype=float)
-    order = np.argsort(-v, kind="mergesort")
-    ranks = np.empty(len(v), dtype=np.int64)
-    prev = None
-    r = 0
-    for pos, idx in enumerate(order, 1):
-        if prev is None or v[idx] != prev:
-            r = pos
-            prev = v[idx]
-        ranks[idx] = r
-    return ranks
+    from scipy.stats import rankdata
+    return rankdata(-np.asarray(values, dtype=float), method="min").astype(np.int64)
 
 
 def default_thresholds(grade_scale: int = 3, top: float = 10.0) -> list[float]:

@@ -293,7 +293,7 @@ def _intro_section(name: str, collection: str, lic: str, files: list[dict]) -> l
         "duckdb.sql(\"SELECT grade, count(*) FROM 'labels/*.parquet' GROUP BY grade\")",
         "```",
         "",
-        f"* `reranker_rl` (default config): TRL `GRPOTrainer` input as is: `prompt` (chat messages: GroupRank "
+        "* `reranker_rl` (default config): TRL `GRPOTrainer` input as is: `prompt` (chat messages: GroupRank "
         "system prompt and the query with documents [1]..[c]), `gold_grades` and `gold_scores` (fused score) in "
         "prompt order, for `grouprank.reranker.reward.groupwise_reward`.",
         "* `reranker_sft`: `messages` = prompt + assistant target `<reason>…</reason><answer>{…}</answer>`.",

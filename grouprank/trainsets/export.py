@@ -161,6 +161,6 @@ def write_beir(out_dir: Path, documents: pa.Table, queries: Mapping[str, str], q
 
 
 def write_trec(path: Path, qrels: pa.Table) -> Path:
-    """TREC qrels (`qid 0 docid grade`) via grouprank.collections.formats.write_trec_qrels, atomically."""
-    from grouprank.collections.formats import write_trec_qrels
-    return atomic_write(Path(path), lambda tmp: write_trec_qrels(qrels, tmp))
+    """TREC qrels (`qid 0 docid grade`), atomically (`grouprank.collections.trec.write_trec_qrels`)."""
+    from grouprank.collections.trec import write_trec_qrels
+    return write_trec_qrels(qrels, path)

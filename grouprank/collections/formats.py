@@ -163,38 +163,42 @@ DOC_MAP = {"doc_id": "doc_id", "text": "text", "title": "title"}
 QUERY_MAP = {"query_id": "query_id", "text": "text"}
 
 
-def read_documents(path, mapping: Mapping[str, str] | None, collection: str, sink) -> None:
-    m = {**DOC_MAP, **(mapping or {})}
+def _read_table(path, sink, id_col: str, text_col: str, what: str, make) -> None:
+    """Every record of `path` that has an id and a text goes to `sink` as make(record, id, text,
+    where) (None: `make` quarantined it); a file that gives no record at all is an error about
+    `what` (an empty corpus is the corpus's error, not the qrels' unknown ids)."""
     q = sink.quarantine
     n0, nq0 = len(sink.records), len(q or [])
     for where, rec in iter_records(Path(path), q):
-        did = _get(rec, m["doc_id"], path, where, q, id_like=True)
-        text = _get(rec, m["text"], path, where, q)
-        if did is _MISSING or text is _MISSING:
+        rid = _get(rec, id_col, path, where, q, id_like=True)
+        text = _get(rec, text_col, path, where, q)
+        if rid is _MISSING or text is _MISSING:
             continue
-        title = _get(rec, m["title"], path, where, q, required=False) if m.get("title") else None
-        sink.add({"doc_id": (did or "").strip() if isinstance(did, str) else did, "title": title or None,
-                  "text": text, "collection": collection}, str(path), where, rec)
-    if len(sink.records) == n0:  # an empty corpus is the corpus's error, not the qrels' (unknown ids)
-        raise no_records(str(path), "documents", len(q or []) - nq0)
+        row = make(rec, rid.strip() if isinstance(rid, str) else rid, text, where)
+        if row is not None:
+            sink.add(row, str(path), where, rec)
+    if len(sink.records) == n0:
+        raise no_records(str(path), what, len(q or []) - nq0)
+
+
+def read_documents(path, mapping: Mapping[str, str] | None, collection: str, sink) -> None:
+    m = {**DOC_MAP, **(mapping or {})}
+
+    def doc(rec, did, text, where):
+        title = _get(rec, m["title"], path, where, sink.quarantine, required=False) if m.get("title") else None
+        return {"doc_id": did, "title": title or None, "text": text, "collection": collection}
+    _read_table(path, sink, m["doc_id"], m["text"], "documents", doc)
 
 
 def read_queries(path, mapping: Mapping[str, str] | None, collection: str, split: str, sink) -> None:
     m = {**QUERY_MAP, **(mapping or {})}
-    q = sink.quarantine
-    n0, nq0 = len(sink.records), len(q or [])
-    for where, rec in iter_records(Path(path), q):
-        qid = _get(rec, m["query_id"], path, where, q, id_like=True)
-        text = _get(rec, m["text"], path, where, q)
-        if qid is _MISSING or text is _MISSING:
-            continue
+
+    def query(rec, qid, text, where):
         if text is not None and not isinstance(text, str):
-            _bad(q, path, where, m["text"], f"expected text, got {type(text).__name__}", rec)
-            continue
-        sink.add(existing_query(qid.strip() if isinstance(qid, str) else qid, (text or "").strip(), collection, split),
-                 str(path), where, rec)
-    if len(sink.records) == n0:
-        raise no_records(str(path), "queries", len(q or []) - nq0)
+            _bad(sink.quarantine, path, where, m["text"], f"expected text, got {type(text).__name__}", rec)
+            return None
+        return existing_query(qid, (text or "").strip(), collection, split)
+    _read_table(path, sink, m["query_id"], m["text"], "queries", query)
 
 
 # --- whole collections ---------------------------------------------------------------------

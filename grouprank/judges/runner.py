@@ -23,15 +23,11 @@ LLM_KINDS = ("pointwise", "listwise", "groupwise")
 
 
 def judge_class(kind: str):
-    if kind == "pointwise":
-        from .pointwise import PointwiseJudge
-        return PointwiseJudge
-    if kind == "listwise":
-        from .listwise import ListwiseJudge
-        return ListwiseJudge
-    if kind == "groupwise":
-        from .groupwise import GroupwiseJudge
-        return GroupwiseJudge
+    """The judge class of an LLM judge kind (imported on first use)."""
+    if kind in LLM_KINDS:
+        import importlib
+        module = importlib.import_module(f".{kind}", __package__)
+        return getattr(module, f"{kind.capitalize()}Judge")
     raise UserError(f"unknown judge kind {kind!r}")
 
 

@@ -23,12 +23,17 @@ LLM_KINDS = ("pointwise", "listwise", "groupwise")
 
 
 def judge_class(kind: str):
-    """The judge class of an LLM judge kind (imported on first use)."""
-    if kind in LLM_KINDS:
-        import importlib
-        module = importlib.import_module(f".{kind}", __package__)
-        return getattr(module, f"{kind.capitalize()}Judge")
-    raise UserError(f"unknown judge kind {kind!r}")
+    """The judge class of an LLM judge kind (imported on first use; static imports, so the stage's
+    cache key follows the judges' code and prompts: `grouprank.source_graph`)."""
+    if kind == "pointwise":
+        from .pointwise import PointwiseJudge as judge
+    elif kind == "listwise":
+        from .listwise import ListwiseJudge as judge
+    elif kind == "groupwise":
+        from .groupwise import GroupwiseJudge as judge
+    else:
+        raise UserError(f"unknown judge kind {kind!r}")
+    return judge
 
 
 def endpoint_for(cfg, spec):

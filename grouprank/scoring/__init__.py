@@ -7,7 +7,8 @@ follows the one failure policy of `call` (salvage what parses; the rest have no 
 - `pointwise.PointwiseMode`: one call per document, the pointwise prompt
 - `groupwise.GroupwiseMode`: seeded groups of near-equal size (`groups`), passes
 - `listwise.ListwiseMode`: whole list or RankGPT's sliding windows (`windows`); `ListwiseRun` is the loop
-- `rng.seeded_rng`: the one per-query random generator (groups, pooling, training-set sampling)
+- `rng.seeded_rng` (numpy: `seeded_generator`): the one per-query random generator (groups, pooling,
+  training-set sampling), each purpose keeping its pinned stream
 - `spec.ScoringSpec`: the knobs (group_size, passes, window, stride)
 
 The prompts those calls send are `grouprank.prompts`.

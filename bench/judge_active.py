@@ -45,7 +45,7 @@ def score(rows, qrels, weights=None, grade_scale=3) -> dict:
     """Agreement of the judgments `rows`, fused with `weights`, with the human grades."""
     from data_schemas import JUDGMENTS
     from grouprank.judges.fusion import fuse_labels
-    L = fuse_labels(JUDGMENTS.from_records(rows), weights=weights, grade_scale=grade_scale).to_pandas()
+    L = fuse_labels(JUDGMENTS.from_records(rows), weights=weights, grade_scale=grade_scale)[0].to_pandas()
     return score_labels(L, qrels, grade_scale)
 
 
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
         # each fold fused with the weights fitted on the other fold, then the fused labels pooled
         from data_schemas import JUDGMENTS
         from grouprank.judges.fusion import fuse_labels
-        labels = pd.concat([fuse_labels(JUDGMENTS.from_records(sub), weights=w).to_pandas() for sub, w in parts])
+        labels = pd.concat([fuse_labels(JUDGMENTS.from_records(sub), weights=w)[0].to_pandas() for sub, w in parts])
         act = usage["llm"]["active"]
         record(f"active@{f}", rows, usage, secs, labels=labels,
                extra={"selected": act["selected"], "calls_saved": act["skipped"],

@@ -184,7 +184,7 @@ def metrics(rows, qrels, grade_scale: int = 3) -> dict:
     from grouprank.judges.fusion import fuse_labels
 
     from data_schemas import JUDGMENTS
-    L, rep = fuse_labels(JUDGMENTS.from_records(rows), grade_scale=grade_scale, return_report=True)
+    L, rep = fuse_labels(JUDGMENTS.from_records(rows), grade_scale=grade_scale)
     lab = L.to_pandas()
     m = qrels.merge(lab, on=["query_id", "doc_id"], how="left")
     labelled = m[m.grade_y.notna()]

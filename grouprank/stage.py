@@ -99,10 +99,9 @@ class StageContext:
 
     def write_text(self, filename: str, text: str) -> Path:
         """Write a text file into the stage's folder atomically (a reader never sees half of it)."""
+        from grouprank.atomic import write_text_atomic
         path = self.path(filename)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, text)
         return path
 
     def write_json(self, filename: str, obj: Any, indent: int | None = 2) -> Path:

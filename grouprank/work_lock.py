@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from grouprank.atomic import write_json_atomic
 from grouprank.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,7 @@ def work_dir_lock(work_dir: str | os.PathLike, command: str | None = None,
             log.warning("work dir %s: taking over the lock of %s, which is no longer running", wd, _describe(prev))
         me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command or _command_line(),
               "started": time.time()}
-        tmp = wd / (HOLDER_NAME + ".tmp")
-        tmp.write_text(json.dumps(me))
-        tmp.replace(wd / HOLDER_NAME)
+        write_json_atomic(wd / HOLDER_NAME, me, indent=None)
         with _GUARD:
             _HELD[key] = [lock, 1]
         try:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from grouprank.collections.base import DEFAULT_MAX_DOC_CHARS, id_problem, strict_int
-from grouprank.collections.formats import load_beir, load_tabular, read_trec_qrels
+from grouprank.collections.formats import load_beir, load_tabular
+from grouprank.collections.trec import read_trec_qrels
 from grouprank.errors import InputError
 from tests.test_collections_validation import beir, refused
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from grouprank.collections.formats import (load_beir, load_tabular, read_trec_qrels, read_trec_run,
-                                           write_trec_qrels, write_trec_run)
+from grouprank.collections.formats import load_beir, load_tabular
+from grouprank.collections.trec import read_trec_qrels, read_trec_run, write_trec_qrels, write_trec_run
 from grouprank.errors import InputError
 
 

@@ -7,7 +7,7 @@ import pytest
 from data_schemas import CANDIDATES
 from grouprank.config import RetrievalConfig
 from grouprank.first_stage import fusion as F
-from grouprank.collections.formats import write_trec_run
+from grouprank.collections.trec import write_trec_run
 from grouprank.first_stage.hybrid import HybridRetriever, retrieve
 from grouprank.first_stage.pooling import pool
 from tests.support.hash_encoder import HashEncoder, toy_documents, toy_queries

@@ -71,7 +71,7 @@ def test_active_pointwise_judge_sends_only_the_selected_pairs(tmp_path, server, 
     chosen = {(r["query_id"], r["doc_id"]) for r in ok}
     assert min(u[p] for p in chosen) >= max(u[(r["query_id"], r["doc_id"])] for r in skipped)
     # skipped pairs are missing for the LLM judge in the fusion, not zeros: every pair labelled
-    L = fuse_labels(JUDGMENTS.from_records(rows))
+    L = fuse_labels(JUDGMENTS.from_records(rows))[0]
     assert L.num_rows == pool.n_pairs
 
 
@@ -103,11 +103,11 @@ def test_agreement_weights_silence_a_judge_that_disagrees_with_humans():
     assert rep["judges"]["good"]["spearman"] > 0.8 and rep["judges"]["bad"]["spearman"] < -0.8
     assert w["good"] > 0.99 and w["bad"] < 0.01
     # with these weights the labels follow the good judge; with equal weights they would not
-    L = fuse_labels(J, weights=w).to_pandas()
+    L = fuse_labels(J, weights=w)[0].to_pandas()
     human = {(r["query_id"], r["doc_id"]): r["grade"] for r in qrels}
     L["human"] = [human.get((a, b), 0) for a, b in zip(L.query_id, L.doc_id)]
     assert L[L.human == 2].grade.mean() > L[L.human == 0].grade.mean() + 1
-    Le = fuse_labels(J).to_pandas()
+    Le = fuse_labels(J)[0].to_pandas()
     Le["human"] = L["human"].values
     assert Le[Le.human == 2].grade.mean() <= Le[Le.human == 0].grade.mean() + 0.5
     # a judge with too few calibration pairs (here: 5) never outweighs a measured one

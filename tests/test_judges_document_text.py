@@ -12,7 +12,7 @@ from grouprank.judges.groupwise import GroupwiseJudge
 from grouprank.judges.listwise import ListwiseJudge
 from grouprank.judges.pointwise import PointwiseJudge
 from grouprank.prompts.common import clean_text, extract_query_and_docs
-from grouprank.prompts.groupwise import SYSTEM_PROMPT as GROUPWISE_SYSTEM
+from grouprank.prompts.pointwise import SYSTEM_PROMPT as POINTWISE_SYSTEM
 from grouprank.reranker.inference import FunctionBackend, rerank
 from grouprank.text import document_text, document_text_map
 
@@ -70,13 +70,10 @@ def test_judge_prompts_show_document_text():
     seen = 0
     for cls, (spec, cut) in zip((PointwiseJudge, ListwiseJudge, GroupwiseJudge), specs):
         for req in cls(spec, _NoClient(), max_doc_chars=cut).plan(pool):
-            if spec.kind == "pointwise":
-                docs = [req.meta[1]]
-            elif spec.kind == "listwise":
-                _, _, s, e = req.meta
-                docs = pool.pools["q1"][s:e]
-            else:
-                docs = req.meta[3]
+            docs = req.meta.doc_ids                       # the scoring mode's call
+            if spec.kind == "listwise":
+                s, e = req.meta.span
+                assert docs == pool.pools["q1"][s:e]
             assert _texts(req.messages) == [shown(d, cut) for d in docs]
             seen += len(docs)
     assert seen == 4 + 4 + 2 * 4
@@ -121,7 +118,7 @@ def test_rerank_command_and_training_groups_use_document_text(tmp_path, monkeypa
     rc = main(["rerank", "--run", str(run), "--collection", "toy", "--out", str(tmp_path / "out.trec"),
                "--mode", "pointwise", "--base-url", "http://127.0.0.1:9/v1", "--work-dir", str(tmp_path)])
     assert rc == 0
-    assert all(m[0]["content"] == GROUPWISE_SYSTEM for m in prompts)
+    assert all(m[0]["content"] == POINTWISE_SYSTEM for m in prompts)   # the judges' pointwise prompt
     assert sorted(t for m in prompts for t in _texts(m)) == sorted(shown(d) for d in WANT)
 
     rl, sft = groups_from_qrels(coll, group_sizes=(4,), groups_per_query=1, max_doc_chars=3000)

@@ -34,7 +34,7 @@ def test_paper_rank_fusion_by_hand():
         row("q", "a", "lw", "listwise", rank=2), row("q", "b", "lw", "listwise", rank=1),
         row("q", "c", "lw", "listwise", rank=3),
     ])
-    L, rep = fuse_labels(J, beta=0.5, return_report=True)
+    L, rep = fuse_labels(J, beta=0.5)
     LABELS.validate_table(L)
     assert rep.weights == {"lw": 0.5, "pw": 0.5} or rep.weights == {"pw": 0.5, "lw": 0.5}
     by = labels_by_doc(L)
@@ -54,11 +54,11 @@ def test_beta_weights_the_pointwise_judge():
         row("q", "a", "pw", "pointwise", score=9), row("q", "b", "pw", "pointwise", score=1),
         row("q", "a", "lw", "listwise", rank=2), row("q", "b", "lw", "listwise", rank=1),
     ])
-    by = labels_by_doc(fuse_labels(J, beta=0.8))
+    by = labels_by_doc(fuse_labels(J, beta=0.8)[0])
     assert by["a"]["fused_score"] == pytest.approx(-0.2 * math.log(2))
     assert by["b"]["fused_score"] == pytest.approx(-0.8 * math.log(2))
     assert by["a"]["fused_rank"] == 1
-    by = labels_by_doc(fuse_labels(J, beta=0.2))
+    by = labels_by_doc(fuse_labels(J, beta=0.2)[0])
     assert by["b"]["fused_rank"] == 1
 
 
@@ -81,7 +81,7 @@ def test_groupwise_passes_are_averaged_then_ranked():
         row("q", "c", "gw", "groupwise", score=9, pass_index=0),
         row("q", "c", "gw", "groupwise", status="failed", pass_index=1),
     ])
-    by = labels_by_doc(fuse_labels(J))
+    by = labels_by_doc(fuse_labels(J)[0])
     # means: a 5, b 6, c 9 (failed pass ignored)
     assert json.loads(by["a"]["judge_scores"]) == {"gw": 5.0}
     assert [by[d]["fused_rank"] for d in "cba"] == [1, 2, 3]
@@ -93,7 +93,7 @@ def test_single_score_judge_reduces_to_thresholds():
     rng = np.random.default_rng(0)
     scores = rng.uniform(0, 10, size=40).round(2)
     J = JUDGMENTS.from_records([row("q", f"d{i}", "loc", "local", score=float(s)) for i, s in enumerate(scores)])
-    by = labels_by_doc(fuse_labels(J))
+    by = labels_by_doc(fuse_labels(J)[0])
     thr = default_thresholds(3)
     assert thr == [2.5, 5.0, 7.5]
     for i, s in enumerate(scores):
@@ -107,7 +107,7 @@ def test_grades_follow_fused_order_and_query_level():
         for i in range(5):
             recs.append(row(q, f"{q}d{i}", "pw", "pointwise", score=base + 0.1 * i))
             recs.append(row(q, f"{q}d{i}", "lw", "listwise", rank=i + 1))
-    L = fuse_labels(JUDGMENTS.from_records(recs))
+    L = fuse_labels(JUDGMENTS.from_records(recs))[0]
     rows = L.to_pylist()
     assert all(r["grade"] == 3 for r in rows if r["query_id"] == "q1")
     assert all(r["grade"] == 0 for r in rows if r["query_id"] == "q2")
@@ -134,7 +134,7 @@ def test_failed_pairs_imputation_and_unlabelled():
         row("q", "a", "lw", "listwise", rank=1), row("q", "b", "lw", "listwise", rank=3),
         row("q", "c", "lw", "listwise", rank=2), row("q", "d", "lw", "listwise", status="failed"),
     ])
-    L, rep = fuse_labels(J, return_report=True)
+    L, rep = fuse_labels(J)
     by = labels_by_doc(L)
     assert "d" not in by and rep.unlabelled == [("q", "d")]
     assert by["c"]["n_judges"] == 1 and json.loads(by["c"]["judge_scores"])["pw"] is None
@@ -151,7 +151,7 @@ def test_score_mean_and_listwise_pseudo_scores():
         row("q", "a", "lw", "listwise", rank=1), row("q", "b", "lw", "listwise", rank=3),
         row("q", "c", "lw", "listwise", rank=2),
     ])
-    by = labels_by_doc(fuse_labels(J, method="score_mean"))
+    by = labels_by_doc(fuse_labels(J, method="score_mean")[0])
     # lw pseudo-scores 10*(n-r)/(n-1): a 10, b 0, c 5; c has only lw -> renormalised
     assert by["a"]["fused_score"] == pytest.approx(9.0)
     assert by["b"]["fused_score"] == pytest.approx(1.0)
@@ -161,7 +161,7 @@ def test_score_mean_and_listwise_pseudo_scores():
 
 def test_rank_only_fallback_and_config_checks():
     J = JUDGMENTS.from_records([row("q", f"d{i}", "lw", "listwise", rank=i + 1) for i in range(10)])
-    L, rep = fuse_labels(J, return_report=True)
+    L, rep = fuse_labels(J)
     g = {r["doc_id"]: r["grade"] for r in L.to_pylist()}
     assert rep.rank_only_queries == 1
     # defaults: >=1: 40 %, >=2: 20 %, >=3: 10 % of the pool
@@ -172,5 +172,5 @@ def test_rank_only_fallback_and_config_checks():
         fuse_labels(J, method="borda")
     # another scale: G = 1 (binary) with one threshold
     J2 = JUDGMENTS.from_records([row("q", "a", "p", "pointwise", score=6), row("q", "b", "p", "pointwise", score=4)])
-    g2 = {r["doc_id"]: r["grade"] for r in fuse_labels(J2, grade_scale=1).to_pylist()}
+    g2 = {r["doc_id"]: r["grade"] for r in fuse_labels(J2, grade_scale=1)[0].to_pylist()}
     assert g2 == {"a": 1, "b": 0}

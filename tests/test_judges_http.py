@@ -129,7 +129,7 @@ def test_three_judges_end_to_end(tmp_path, server, small_pool):
     non = [r["score"] for r in pw if grades[(r["query_id"], r["doc_id"])] == 0]
     assert np.mean(rel) > np.mean(non)
     # fuse the three judges
-    L, rep = fuse_labels(J, return_report=True)
+    L, rep = fuse_labels(J)
     LABELS.validate_table(L)
     assert L.num_rows == 24 and rep.unlabelled == [] and set(rep.weights) == {"pw", "lw", "gw"}
     assert all(r["n_judges"] == 3 for r in L.to_pylist())
@@ -231,7 +231,7 @@ def test_wrong_labels_are_retried_then_recorded_as_failed(tmp_path, server, smal
         grp = [r for r in gw if (r["query_id"], r["group_id"]) == gid]
         assert sum(r["status"] == "failed" for r in grp) in (0, 1)
     # fusion still labels every pair (each was ok for at least one judge) and says so
-    L, rep = fuse_labels(JUDGMENTS.from_records(rows), return_report=True)
+    L, rep = fuse_labels(JUDGMENTS.from_records(rows))
     assert rep.labelled + len(rep.unlabelled) == pool.n_pairs
     assert rep.partially_judged > 0
 

@@ -1,11 +1,12 @@
 """Groupwise / pointwise / listwise reranking: grouping, passes, fusion, accounting,
 and the documented fallback — a malformed or partial answer never crashes inference and the
-documents of that group get group score 0."""
+documents it does not score validly get group score 0 (`grouprank.scoring.call`)."""
 import math
 
 import pytest
 
 from grouprank.prompts.common import extract_query_and_docs
+from grouprank.prompts import pointwise as PW
 from grouprank.prompts.groupwise import SYSTEM_PROMPT, render_target
 from grouprank.reranker.inference import (FunctionBackend, LLMBackend, rerank_groupwise, rerank_listwise,
                                           rerank_pointwise)
@@ -23,8 +24,10 @@ def _user(messages):
 
 def respond(messages, body=None, fault=None):
     """Deterministic stand-in model: GOOD docs 10, others 0; a group holding the POISON doc gets a
-    malformed answer (the fallback case); listwise: GOOD docs first."""
+    malformed answer (the fallback case); pointwise: 10 or 0; listwise: GOOD docs first."""
     q, docs = extract_query_and_docs(_user(messages))
+    if messages[0]["content"] == PW.SYSTEM_PROMPT:
+        return '{"score": %d, "reason": "r"}' % (10 if "GOOD" in docs[0][1] else 0)
     if messages[0]["content"] == SYSTEM_PROMPT:
         if any("POISON" in t for _, t in docs):
             return '<reason>cut off</reason><answer>{"[1]": 10, "[2]": </answer>'  # partial JSON
@@ -102,8 +105,10 @@ def test_shuffle_is_seeded_and_changes_with_pass():
 
 
 def test_pointwise_and_listwise_costs_and_orders():
-    pw = rerank_pointwise(CANDS, QUERIES, DOCS, FunctionBackend(respond), alpha=1.0)
+    seen = []
+    pw = rerank_pointwise(CANDS, QUERIES, DOCS, FunctionBackend(lambda m: seen.append(m) or respond(m)), alpha=1.0)
     assert pw.per_query["q1"]["calls"] == N and pw.summary["sequential_rounds"] == 1
+    assert all(m[0]["content"] == PW.SYSTEM_PROMPT for m in seen)   # the judges' pointwise prompt
     top = [r["doc_id"] for r in pw.run if r["query_id"] == "q1"][:10]
     assert all("GOOD" in DOCS[d] for d in top)
     lw = rerank_listwise(CANDS, QUERIES, DOCS, FunctionBackend(respond), window=10, stride=5)
@@ -128,7 +133,7 @@ def test_groupwise_through_llm_client_and_faulty_local_server(tmp_path):
     from tests.support.fake_openai_server import start_local_server
     here = str(Path(__file__).resolve().parent)
     with start_local_server("test_reranker_inference:respond", pythonpath=[here], fault_rate=0.5,
-                            fault_kinds=["malformed", "truncated", "wrong_labels"], seed=3) as srv:
+                            fault_kinds=["malformed", "truncated", "wrong_labels"], seed=6) as srv:
         ep = LLMEndpoint(name="t", base_url=srv.base_url, max_concurrency=8, max_retries=1, timeout_s=30)
         be = LLMBackend(endpoint=ep, cache_path=str(tmp_path / "c.sqlite"), max_tokens=256)
         cands = {q: [c for c in CANDS[q] if c[0] != "d07"] for q in QUERIES}  # no poisoned group here

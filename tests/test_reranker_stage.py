@@ -12,7 +12,7 @@ from grouprank.collections import load_collection
 from grouprank.config import RunConfig
 from grouprank.prompts.groupwise import parse_output
 from grouprank.reranker.data import groups_from_qrels
-from grouprank.reranker.stage import shorten_documents, split_queries
+from grouprank.reranker.stage import split_queries
 from grouprank.stage import StageContext
 
 
@@ -31,16 +31,23 @@ def _ctx(cfg) -> StageContext:
     return StageContext(out_dir=out, work_dir=cfg.work_path)
 
 
-def test_shorten_documents_keeps_the_prompt_format():
-    from grouprank.prompts.groupwise import build_messages
+def test_with_doc_chars_keeps_the_prompt_format():
+    from grouprank.prompts.groupwise import build_messages, with_doc_chars
     msgs = build_messages("wing flutter", ["a " * 300, "short doc", "b" * 50], max_doc_chars=3000)
-    cut = shorten_documents(msgs, 20)
+    cut = with_doc_chars(msgs, 20)
+    assert cut == build_messages("wing flutter", ["a " * 300, "short doc", "b" * 50], max_doc_chars=20)
     assert cut[0] == msgs[0]
     user = cut[1]["content"]
     assert user.count("<document id=") == 3 and "short doc" in user and "b" * 20 in user and "b" * 21 not in user
     assert len(user) < len(msgs[1]["content"]) - 500
     # the answer skeleton (keys [1]..[3]) is unchanged
     assert user.split("</document>")[-1] == msgs[1]["content"].split("</document>")[-1]
+    # an SFT conversation keeps its answer; a user turn of another format is refused, not cut by pattern
+    answer = {"role": "assistant", "content": "<reason>r</reason>\n<answer>{}</answer>"}
+    assert with_doc_chars(msgs + [answer], 20) == cut + [answer]
+    odd = [msgs[0], {"role": "user", "content": msgs[1]["content"].replace("Score all", "Rank all")}]
+    with pytest.raises(ValueError, match="not a groupwise@1 user prompt"):
+        with_doc_chars(odd, 20)
 
 
 def test_split_queries_is_seeded_and_never_takes_all():

@@ -135,7 +135,8 @@ def test_rerun_with_same_seed_is_byte_identical(exported, inputs, tmp_path):
 
 
 def test_beir_and_trec_qrels_load_back(exported, inputs):
-    from grouprank.collections.formats import load_beir, read_trec_qrels
+    from grouprank.collections.formats import load_beir
+    from grouprank.collections.trec import read_trec_qrels
     _, _, e = exported
     labels = LABELS.read(inputs["labels"])
     want = sorted(zip(labels["query_id"].to_pylist(), labels["doc_id"].to_pylist(), labels["grade"].to_pylist()))

@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 
 from data_schemas import JUDGMENTS, RERANKER_RL
 from grouprank.config import DatasetsConfig
-from grouprank.trainsets.common import QueryLabels, labels_by_query, query_rng
-from grouprank.trainsets.export import atomic_write, plan_shards, write_sharded
+from grouprank.scoring.rng import seeded_rng
+from grouprank.trainsets.common import QueryLabels, labels_by_query
+from grouprank.atomic import atomic_write
+from grouprank.trainsets.export import plan_shards, write_sharded
 from grouprank.trainsets.reranker import teacher_groups
 from grouprank.trainsets.retriever import GuardSpec, build_retriever_examples
 from grouprank.trainsets.sampling import SamplingSpec, sample_groups
@@ -36,11 +38,11 @@ def dl19(load):
 
 # --------------------------------------------------------------------------- sampling
 
-def test_query_rng_is_independent_of_other_queries():
-    a = [query_rng(13, "groups", "q1").random() for _ in range(3)]
-    query_rng(13, "groups", "q2").random()
-    assert a == [query_rng(13, "groups", "q1").random() for _ in range(3)]
-    assert query_rng(13, "groups", "q1").random() != query_rng(14, "groups", "q1").random()
+def test_seeded_rng_is_independent_of_other_queries():
+    a = [seeded_rng(13, "groups", "q1").random() for _ in range(3)]
+    seeded_rng(13, "groups", "q2").random()
+    assert a == [seeded_rng(13, "groups", "q1").random() for _ in range(3)]
+    assert seeded_rng(13, "groups", "q1").random() != seeded_rng(14, "groups", "q1").random()
 
 
 def test_groups_sizes_mix_and_top_share():
@@ -148,7 +150,7 @@ def test_teacher_targets_are_the_groupwise_judges_own_answers(dl19, tmp_path, mo
     back in the wrong places, give a different target."""
     from grouprank.config import JudgeSpec, LLMEndpoint, RunConfig
     from grouprank.judges.base import JudgePool
-    from grouprank.judges.groupwise import judge_groups
+    from grouprank.scoring.groupwise import GroupwiseMode
     from grouprank.judges.runner import run_judges
     from grouprank.llm.client import LLMClient
     from tests.support.fake_openai_server import start_local_server
@@ -179,7 +181,8 @@ def test_teacher_targets_are_the_groupwise_judges_own_answers(dl19, tmp_path, mo
     # every judgment row names its group and its position in the judge's prompt
     assert all(re.fullmatch(r"p0g\d+#[1-3]", r["group_id"]) for r in rows)
     sft_rows = sft.to_pylist()
-    groups = {q: judge_groups(pool.pools[q], 3, cfg.seed, q, 0) for q in qids}   # the judge's seed: the run's
+    mode = GroupwiseMode(group_size=3, passes=1, seed=cfg.seed)                  # the judge's seed: the run's
+    groups = {q: mode.groups(q, pool.pools[q], 0) for q in qids}
     assert len(sft_rows) == sum(len(g) for g in groups.values()) == st["sft_target_teacher"] == len(sent) == 6
     judged = {json.dumps(m, sort_keys=True): a for m, a in sent}
     # the responder scores by content and position: the six answers are not all the same text
@@ -387,7 +390,7 @@ def test_real_fused_labels_guard_and_card_judges(dl19, tmp_path):
     from grouprank.trainsets.export_stage import export_datasets
     docs, queries, cand, human = dl19
     judg = _two_judges(human)
-    labels = fuse_labels(judg, method="rank", beta=0.5, grade_scale=3)
+    labels = fuse_labels(judg, method="rank", beta=0.5, grade_scale=3)[0]
     assert set(labels["method"].to_pylist()) == {"rank_fusion"} and max(labels["fused_score"].to_pylist()) <= 0
     rl, sft, ret, stats = build_datasets(_dc(false_negative_margin=0.1), documents=docs, queries=queries,
                                          labels=labels, candidates=cand, judgments=judg)

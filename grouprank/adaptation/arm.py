@@ -125,6 +125,46 @@ class CorpusArm:
     # --- the arm ---------------------------------------------------------------------------
     def run(self) -> dict:
         s = self.s
+        per_doc, views, held, train_q, n_trivial, kinds = self._pseudo_queries()
+        # validation pools: view 0 with the held-out documents stripped of their query
+        t0 = time.time()
+        self.corpus_vectors("minilm"), self.corpus_vectors("mpnet"), self.bm25()
+        self._timed("encode_corpus", t0)
+        t0 = time.time()
+        val_texts, val_changed = self._view(held)
+        val_scores = self.signal_scores([q.text for q in held], val_texts, val_changed)
+        val_targets = [self.pos[q.doc_id] for q in held]
+        val_pools = Pools(val_scores, s.depth)
+        del val_scores
+        self._timed("encode_views", t0)
+
+        t0 = time.time()
+        validation = {"teachers": {}, "recipes": {}}
+        for name in s.teachers:
+            validation["teachers"][name] = source_metrics(teacher_ranks(val_pools, TEACHERS[name], val_targets))
+        chosen_teacher = max(s.teachers, key=lambda n: (validation["teachers"][n]["nDCG@10"], n))
+        self._timed("teacher_select", t0)
+        self.say(f"teacher on held-out synthetic queries: {chosen_teacher} "
+                 f"{validation['teachers'][chosen_teacher]}")
+        rows, row_stats = self._training_rows(train_q, per_doc, chosen_teacher)
+        models, train_info = self._train_recipes(rows, held, val_texts, val_changed, val_targets, validation)
+        best = max(models, key=lambda n: (validation["recipes"][n]["nDCG@10"], n != "base"))
+        if not s.keep_base_unless_better and best == "base" and len(models) > 1:
+            best = max((n for n in models if n != "base"), key=lambda n: validation["recipes"][n]["nDCG@10"])
+        return {"settings": {**s.model_dump(mode="json"), "seed": self.seed},
+                "pseudo_queries": {"per_doc": per_doc, "views": [len(v) for v in views], "by_kind": kinds,
+                                   "trivial": n_trivial, "held_out": len(held), "labelled": len(train_q),
+                                   "examples": [{"kind": q.kind, "query": q.text, "doc_id": q.doc_id,
+                                                 "trivial": q.trivial} for q in views[0][:3]]},
+                "teacher": chosen_teacher, "teacher_weights": TEACHERS[chosen_teacher],
+                "train_rows": len(rows), "row_stats": row_stats, "train": train_info,
+                "validation": validation, "chosen": best, "model_dir": models[best], "models": models,
+                "stage_wall_s": dict(self.stage_wall_s)}
+
+    def _pseudo_queries(self):
+        """Pseudo-queries in `per_doc` views; a seeded held-out set of view 0 (their documents out of
+        training), the queries to label (capped) -> (per_doc, views, held, train_q, n_trivial, kinds)."""
+        s = self.s
         t0 = time.time()
         per_doc = s.per_doc or (2 if len(self.ids) < s.small_corpus else 1)
         views = make_pseudo_queries(self.ids, self.titles, self.bodies, per_doc=per_doc, seed=self.seed)
@@ -147,29 +187,13 @@ class CorpusArm:
         self._timed("pseudo_queries", t0)
         self.say(f"{sum(map(len, views))} pseudo-queries in {per_doc} view(s), {n_trivial} trivial; "
                  f"{len(held)} held out, {len(train_q)} to label")
+        return per_doc, views, held, train_q, n_trivial, kinds
 
-        # validation pools: view 0 with the held-out documents stripped of their query
-        t0 = time.time()
-        self.corpus_vectors("minilm"), self.corpus_vectors("mpnet"), self.bm25()
-        self._timed("encode_corpus", t0)
-        t0 = time.time()
-        val_texts, val_changed = self._view(held)
-        val_scores = self.signal_scores([q.text for q in held], val_texts, val_changed)
-        val_targets = [self.pos[q.doc_id] for q in held]
-        val_pools = Pools(val_scores, s.depth)
-        del val_scores
-        self._timed("encode_views", t0)
-
-        t0 = time.time()
-        validation = {"teachers": {}, "recipes": {}}
-        for name in s.teachers:
-            validation["teachers"][name] = source_metrics(teacher_ranks(val_pools, TEACHERS[name], val_targets))
-        chosen_teacher = max(s.teachers, key=lambda n: (validation["teachers"][n]["nDCG@10"], n))
-        self._timed("teacher_select", t0)
-        self.say(f"teacher on held-out synthetic queries: {chosen_teacher} "
-                 f"{validation['teachers'][chosen_teacher]}")
-
-        # training queries: one labelling pass per view (a document is stripped of that view's span)
+    def _training_rows(self, train_q, per_doc: int, teacher: str):
+        """One labelling pass per view (a document is stripped of that view's span), capped at
+        `max_train_rows` -> (rows frame, row stats)."""
+        import pandas as pd
+        s = self.s
         t0 = time.time()
         frames, stats = [], []
         for v in range(per_doc):
@@ -181,12 +205,11 @@ class CorpusArm:
             pools = Pools(sc, s.depth)
             del sc
             fr, st = training_rows(qs, pools, [self.pos[q.doc_id] for q in qs], self.texts,
-                                   TEACHERS[chosen_teacher], keep_top=s.keep_top, neg_ranks=s.neg_ranks,
+                                   TEACHERS[teacher], keep_top=s.keep_top, neg_ranks=s.neg_ranks,
                                    margin_scale=s.margin_scale, seed=self.seed + v,
                                    doc_ids=self.ids)
             frames.append(fr)
             stats.append(st)
-        import pandas as pd
         rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         if len(rows) > s.max_train_rows:
             rows = rows.sample(n=s.max_train_rows, random_state=self.seed).reset_index(drop=True)
@@ -194,8 +217,12 @@ class CorpusArm:
         self._timed("build_rows", t0)
         row_stats = {k: sum(st[k] for st in stats) for k in (stats[0] if stats else {})}
         self.say(f"training rows: {len(rows)} ({row_stats})")
+        return rows, row_stats
 
-        # base student on the validation queries (full stripped corpus, dense)
+    def _train_recipes(self, rows, held, val_texts, val_changed, val_targets, validation: dict):
+        """The base student and one model per recipe, each scored on the held-out synthetic queries
+        (full stripped corpus, dense) into validation["recipes"] -> (models, train info)."""
+        s = self.s
         Dval = self.corpus_vectors("minilm").copy()
         if val_changed:
             Dval[val_changed] = self.encode(s.student, s.student_tokens, [val_texts[i] for i in val_changed])
@@ -223,18 +250,7 @@ class CorpusArm:
             models[rname] = str(out)
             self._timed(f"train/{rname}", t0)
             self.say(f"{rname}: held-out synthetic {validation['recipes'][rname]} ({train_info[rname]})")
-        best = max(models, key=lambda n: (validation["recipes"][n]["nDCG@10"], n != "base"))
-        if not s.keep_base_unless_better and best == "base" and len(models) > 1:
-            best = max((n for n in models if n != "base"), key=lambda n: validation["recipes"][n]["nDCG@10"])
-        return {"settings": {**s.model_dump(mode="json"), "seed": self.seed},
-                "pseudo_queries": {"per_doc": per_doc, "views": [len(v) for v in views], "by_kind": kinds,
-                                   "trivial": n_trivial, "held_out": len(held), "labelled": len(train_q),
-                                   "examples": [{"kind": q.kind, "query": q.text, "doc_id": q.doc_id,
-                                                 "trivial": q.trivial} for q in views[0][:3]]},
-                "teacher": chosen_teacher, "teacher_weights": TEACHERS[chosen_teacher],
-                "train_rows": len(rows), "row_stats": row_stats, "train": train_info,
-                "validation": validation, "chosen": best, "model_dir": models[best], "models": models,
-                "stage_wall_s": dict(self.stage_wall_s)}
+        return models, train_info
 
     def _view(self, queries: list[PseudoQuery]) -> tuple[list[str], list[int]]:
         """The corpus with each query's document replaced by that query's positive (at most one

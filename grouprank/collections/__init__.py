@@ -7,8 +7,8 @@ from grouprank.errors import UserError
 
 from .base import DEFAULT_MAX_DOC_CHARS, Collection
 from .builtin import BUILTIN, LOADERS
-from .formats import (load_beir, load_bright, load_hf_disk, load_tabular, read_trec_qrels, read_trec_run,
-                      run_table, write_trec_qrels, write_trec_run)
+from .formats import load_beir, load_bright, load_hf_disk, load_tabular
+from .trec import read_trec_qrels, read_trec_run, run_table, write_trec_qrels, write_trec_run
 
 __all__ = ["Collection", "BUILTIN", "load_collection", "load_beir", "load_bright", "load_hf_disk", "load_tabular",
            "read_trec_qrels", "read_trec_run", "run_table", "write_trec_qrels", "write_trec_run"]

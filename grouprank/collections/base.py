@@ -242,6 +242,15 @@ def row_problem(r: Mapping[str, Any]) -> tuple[str, str] | None:
     return ("grade", why) if why else None
 
 
+def bad_record(quarantine: list | None, path, where, field, reason, raw) -> None:
+    """A bad input record: an `InputError` naming file, record and field, or (with a quarantine
+    list) a quarantine row."""
+    if quarantine is None:
+        raise InputError(str(path), where, field, reason)
+    quarantine.append({"file": str(path), "record": where, "field": field, "reason": reason,
+                       "raw": None if raw is None else str(raw)[:500]})
+
+
 def no_records(file: str, what: str, quarantined: int = 0) -> InputError:
     """The error for an input file that yields nothing usable."""
     if quarantined:

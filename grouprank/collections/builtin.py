@@ -121,7 +121,7 @@ def load_scifact(root: Path, quarantine: list | None, max_chars: int = DEFAULT_M
 
 def load_trec_dl19(root: Path, quarantine: list | None, max_chars: int = DEFAULT_MAX_DOC_CHARS) -> Collection:
     base = root / "trec_dl19_passage"
-    from .formats import read_trec_qrels
+    from .trec import read_trec_qrels
     docs, queries = make_sinks(quarantine, max_chars)
     dfile = _need(base / "dl2019_document.jsonl")
     for no, line in decode_lines(dfile.read_bytes(), str(dfile), quarantine):
@@ -200,18 +200,11 @@ def load_cranfield(root: Path, quarantine: list | None, max_chars: int = DEFAULT
         # qrels number queries by position in the file, not by `.I`
         queries.add(existing_query(str(pos), f.get("W", ""), "cranfield", "test"), str(qfile), f"line {no}", f)
     rfile = _need(base / "cranqrel")
-    rows = []
-    for no, line in decode_lines(rfile.read_bytes(), str(rfile), quarantine):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            qid, did, code = parts[0], parts[1], strict_int(parts[2])
-            grade = CRANFIELD_GRADES[code]
-        except (IndexError, ValueError, KeyError):
-            _reject_line(quarantine, str(rfile), no, "expected 'qid docid code' with code in 1-4 or -1", line)
-            continue
-        rows.append(qrel(qid, did, grade, code, "test", where=f"line {no}"))
+
+    def cran(parts):
+        code = strict_int(parts[2])
+        return parts[0], parts[1], CRANFIELD_GRADES[code], code
+    rows = _qrel_lines(rfile, quarantine, cran, "expected 'qid docid code' with code in 1-4 or -1")
     return _finish("cranfield", docs, queries, rows, str(rfile), quarantine,
                    "Cleverdon codes inverted: 1->4, 2->3, 3->2, 4->1, -1->0")
 
@@ -228,15 +221,12 @@ def load_cisi(root: Path, quarantine: list | None, max_chars: int = DEFAULT_MAX_
         text = " ".join(x for x in (f.get("T"), f.get("W")) if x)
         queries.add(existing_query(qid, text, "cisi", "test"), str(qfile), f"line {no}", f)
     rfile = _need(base / "CISI.REL")
-    rows = []
-    for no, line in decode_lines(rfile.read_bytes(), str(rfile), quarantine):
-        parts = line.split()
-        if not parts:
-            continue
+
+    def cisi(parts):
         if len(parts) < 2 or not parts[0].isdigit() or not parts[1].isdigit():
-            _reject_line(quarantine, str(rfile), no, "expected 'qid docid ...'", line)
-            continue
-        rows.append(qrel(parts[0], parts[1], 1, 1, "test", where=f"line {no}"))
+            raise ValueError
+        return parts[0], parts[1], 1, 1
+    rows = _qrel_lines(rfile, quarantine, cisi, "expected 'qid docid ...'")
     return _finish("cisi", docs, queries, rows, str(rfile), quarantine, "binary: listed -> 1")
 
 
@@ -286,6 +276,24 @@ def load_npl(root: Path, quarantine: list | None, max_chars: int = DEFAULT_MAX_D
 
 
 # --- shared --------------------------------------------------------------------------------
+
+def _qrel_lines(rfile: Path, quarantine: list | None, parse, expected: str) -> list[dict]:
+    """QRELS rows of a whitespace-separated judgment file: parse(fields) -> (qid, docid, grade,
+    original label); a line it cannot parse (IndexError / ValueError / KeyError) is rejected with
+    `expected`, blank lines are skipped."""
+    rows = []
+    for no, line in decode_lines(rfile.read_bytes(), str(rfile), quarantine):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            qid, did, grade, original = parse(parts)
+        except (IndexError, ValueError, KeyError):
+            _reject_line(quarantine, str(rfile), no, expected, line)
+            continue
+        rows.append(qrel(qid, did, grade, original, "test", where=f"line {no}"))
+    return rows
+
 
 def _reject_line(quarantine, file, no, reason, raw):
     if quarantine is None:

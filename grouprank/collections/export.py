@@ -1,10 +1,11 @@
 """Write a loaded collection as validated, versioned Parquet tables plus a summary."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from data_schemas import DOCUMENTS, QRELS, QUARANTINE, QUERIES
+
+from grouprank.atomic import write_json_atomic
 
 from .base import Collection
 
@@ -19,7 +20,6 @@ def export_collection(c: Collection, out_dir: str | Path) -> dict[str, Path]:
     }
     if c.quarantine.num_rows:
         paths["quarantine"] = QUARANTINE.write(c.quarantine, out / "quarantine.parquet")
-    summary = out / "collection_summary.json"
-    summary.write_text(json.dumps(c.stats(), indent=2))
+    summary = write_json_atomic(out / "collection_summary.json", c.stats())
     paths["summary"] = summary
     return paths

@@ -1,4 +1,4 @@
-"""Loaders for formats users bring: BEIR folders, BRIGHT files, TREC qrels/run files,
+"""Loaders for formats users bring: BEIR folders, BRIGHT files (TREC qrels/run files: `trec`),
 JSONL/CSV/Parquet tables with a column mapping, and Hugging Face datasets saved on disk.
 
 All go through the same record sinks as the built-in collections, so bad input gets the same
@@ -15,12 +15,11 @@ from typing import Any, Iterator, Mapping
 
 import pyarrow as pa
 
-from data_schemas import RUNS
 from grouprank.errors import InputError
 
-from .base import (DEFAULT_MAX_DOC_CHARS, Collection, build_qrels, check_qrels_refs, decode_lines,
-                   existing_query, id_problem, make_sinks, no_records, qrel, quarantine_table, score_problem,
-                   strict_int)
+from .base import (DEFAULT_MAX_DOC_CHARS, Collection, bad_record as _bad, build_qrels, check_qrels_refs, decode_lines,
+                   existing_query, make_sinks, no_records, qrel, quarantine_table, strict_int)
+from .trec import read_trec_qrels
 
 
 # --- generic record readers: (where, record dict) ------------------------------------------
@@ -134,13 +133,6 @@ def iter_records(path: Path, quarantine: list | None) -> Iterator[tuple[str, Any
     raise InputError(str(path), None, None, f"unsupported file type {suf!r} (jsonl, csv, tsv, parquet)")
 
 
-def _bad(quarantine, path, where, field, reason, raw):
-    if quarantine is None:
-        raise InputError(str(path), where, field, reason)
-    quarantine.append({"file": str(path), "record": where, "field": field, "reason": reason,
-                       "raw": None if raw is None else str(raw)[:500]})
-
-
 def _get(rec: Mapping, col: str, path, where, quarantine, required=True, id_like=False):
     if col not in rec:
         if required:
@@ -171,159 +163,42 @@ DOC_MAP = {"doc_id": "doc_id", "text": "text", "title": "title"}
 QUERY_MAP = {"query_id": "query_id", "text": "text"}
 
 
-def read_documents(path, mapping: Mapping[str, str] | None, collection: str, sink) -> None:
-    m = {**DOC_MAP, **(mapping or {})}
+def _read_table(path, sink, id_col: str, text_col: str, what: str, make) -> None:
+    """Every record of `path` that has an id and a text goes to `sink` as make(record, id, text,
+    where) (None: `make` quarantined it); a file that gives no record at all is an error about
+    `what` (an empty corpus is the corpus's error, not the qrels' unknown ids)."""
     q = sink.quarantine
     n0, nq0 = len(sink.records), len(q or [])
     for where, rec in iter_records(Path(path), q):
-        did = _get(rec, m["doc_id"], path, where, q, id_like=True)
-        text = _get(rec, m["text"], path, where, q)
-        if did is _MISSING or text is _MISSING:
+        rid = _get(rec, id_col, path, where, q, id_like=True)
+        text = _get(rec, text_col, path, where, q)
+        if rid is _MISSING or text is _MISSING:
             continue
-        title = _get(rec, m["title"], path, where, q, required=False) if m.get("title") else None
-        sink.add({"doc_id": (did or "").strip() if isinstance(did, str) else did, "title": title or None,
-                  "text": text, "collection": collection}, str(path), where, rec)
-    if len(sink.records) == n0:  # an empty corpus is the corpus's error, not the qrels' (unknown ids)
-        raise no_records(str(path), "documents", len(q or []) - nq0)
+        row = make(rec, rid.strip() if isinstance(rid, str) else rid, text, where)
+        if row is not None:
+            sink.add(row, str(path), where, rec)
+    if len(sink.records) == n0:
+        raise no_records(str(path), what, len(q or []) - nq0)
+
+
+def read_documents(path, mapping: Mapping[str, str] | None, collection: str, sink) -> None:
+    m = {**DOC_MAP, **(mapping or {})}
+
+    def doc(rec, did, text, where):
+        title = _get(rec, m["title"], path, where, sink.quarantine, required=False) if m.get("title") else None
+        return {"doc_id": did, "title": title or None, "text": text, "collection": collection}
+    _read_table(path, sink, m["doc_id"], m["text"], "documents", doc)
 
 
 def read_queries(path, mapping: Mapping[str, str] | None, collection: str, split: str, sink) -> None:
     m = {**QUERY_MAP, **(mapping or {})}
-    q = sink.quarantine
-    n0, nq0 = len(sink.records), len(q or [])
-    for where, rec in iter_records(Path(path), q):
-        qid = _get(rec, m["query_id"], path, where, q, id_like=True)
-        text = _get(rec, m["text"], path, where, q)
-        if qid is _MISSING or text is _MISSING:
-            continue
+
+    def query(rec, qid, text, where):
         if text is not None and not isinstance(text, str):
-            _bad(q, path, where, m["text"], f"expected text, got {type(text).__name__}", rec)
-            continue
-        sink.add(existing_query(qid.strip() if isinstance(qid, str) else qid, (text or "").strip(), collection, split),
-                 str(path), where, rec)
-    if len(sink.records) == n0:
-        raise no_records(str(path), "queries", len(q or []) - nq0)
-
-
-def read_trec_qrels(path, split: str = "test", quarantine: list | None = None, grade_map: Mapping[int, int] | None = None,
-                    as_rows: bool = False):
-    """TREC qrels: `qid 0|Q0 docid rel` per line. Returns QRELS rows (as_rows) or a table."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(str(path), None, None, "file not found")
-    rows = []
-    n_lines, nq0 = 0, len(quarantine or [])
-    for no, line in decode_lines(path.read_bytes(), str(path), quarantine):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 4:
-            _bad(quarantine, path, f"line {no}", None, "expected 4 columns 'qid iter docid rel'", line)
-            continue
-        try:
-            rel = strict_int(parts[3])
-        except ValueError:
-            _bad(quarantine, path, f"line {no}", "rel", f"relevance {parts[3]!r} is not an integer", line)
-            continue
-        if grade_map and rel not in grade_map:
-            _bad(quarantine, path, f"line {no}", "rel", f"relevance {rel} is not one of this collection's labels "
-                 f"{sorted(grade_map)}", line)
-            continue
-        grade = grade_map[rel] if grade_map else rel
-        rows.append(qrel(parts[0], parts[2], grade, rel, split, where=f"line {no}"))
-        n_lines += 1
-    if not n_lines and not (quarantine and len(quarantine) > nq0):
-        raise no_records(str(path), "judgments")
-    # ids and grades (negative, out of range) are checked with the rows: build_qrels / check_qrels_refs
-    return rows if as_rows else build_qrels(rows, str(path), quarantine)
-
-
-def read_trec_run(path, system: str | None = None) -> pa.Table:
-    """TREC run: `qid Q0 docid rank score tag` per line -> RUNS table (re-ranked by score)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(str(path), None, None, "file not found")
-    recs, seen = [], set()
-    for no, line in decode_lines(path.read_bytes(), str(path), None):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 6:
-            raise InputError(str(path), f"line {no}", None, "expected 6 columns 'qid Q0 docid rank score tag'")
-        try:
-            score = float(parts[4])
-        except ValueError:
-            raise InputError(str(path), f"line {no}", "score", f"{parts[4]!r} is not a number") from None
-        if score_problem(score):  # nan would sort first, inf above every real score
-            raise InputError(str(path), f"line {no}", "score", score_problem(score))
-        for col, v in (("qid", parts[0]), ("docid", parts[2])):
-            if id_problem(v):
-                raise InputError(str(path), f"line {no}", col, id_problem(v))
-        if (parts[0], parts[2]) in seen:
-            raise InputError(str(path), f"line {no}", "docid", f"document {parts[2]!r} listed twice for query {parts[0]!r}")
-        seen.add((parts[0], parts[2]))
-        recs.append({"query_id": parts[0], "doc_id": parts[2], "score": score, "system": system or parts[5]})
-    if not recs:
-        raise no_records(str(path), "run lines")
-    return run_table(recs)
-
-
-def run_table(recs: list[dict]) -> pa.Table:
-    """Assign ranks by descending score (ties by doc_id) per query and build a RUNS table."""
-    by_q: dict[str, list[dict]] = {}
-    for r in recs:
-        by_q.setdefault(r["query_id"], []).append(r)
-    out = []
-    for qid in by_q:
-        for i, r in enumerate(sorted(by_q[qid], key=lambda r: (-r["score"], r["doc_id"])), start=1):
-            out.append({**r, "rank": i})
-    return RUNS.from_records(out, validate=False)
-
-
-def write_trec_run(run: pa.Table, path, tag: str | None = None) -> Path:
-    """Write a ranking as a TREC run file (`qid Q0 docid rank score tag`, atomically), ordered by
-    query, rank and doc id. `run`: a RUNS table (score, system) or a RANKING / CANDIDATES table
-    (fused_score; give `tag`)."""
-    import os
-    import tempfile
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols = run.column_names
-    scores = run["score" if "score" in cols else "fused_score"].to_pylist()
-    tags = run["system"].to_pylist() if tag is None else [tag] * run.num_rows
-    rows = sorted(zip(run["query_id"].to_pylist(), run["rank"].to_pylist(), run["doc_id"].to_pylist(), scores, tags))
-    check_ids_writable(run, path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            for q, r, d, s, t in rows:
-                f.write(f"{q} Q0 {d} {r} {s:.8g} {t}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def check_ids_writable(t: pa.Table, path) -> None:
-    """Refuse to write a TREC/TSV file from ids that would split or forge its lines (the loaders
-    refuse such ids already; this guards tables built by other means)."""
-    for col in ("query_id", "doc_id"):
-        if col in t.column_names:
-            for v in set(t[col].to_pylist()):
-                why = id_problem(v)
-                if why:
-                    raise InputError(str(path), None, col, f"cannot write: {why}")
-
-
-def write_trec_qrels(qrels: pa.Table, path) -> Path:
-    path = Path(path)
-    check_ids_writable(qrels, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for q, d, g in zip(qrels["query_id"].to_pylist(), qrels["doc_id"].to_pylist(), qrels["grade"].to_pylist()):
-            f.write(f"{q} 0 {d} {g}\n")
-    return path
+            _bad(sink.quarantine, path, where, m["text"], f"expected text, got {type(text).__name__}", rec)
+            return None
+        return existing_query(qid, (text or "").strip(), collection, split)
+    _read_table(path, sink, m["query_id"], m["text"], "queries", query)
 
 
 # --- whole collections ---------------------------------------------------------------------

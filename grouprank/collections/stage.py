@@ -1,7 +1,6 @@
 """Stage `load`: the configured collection (built-in or a user's files) as validated tables."""
 from __future__ import annotations
 
-import json
 
 from data_schemas import DOCUMENTS, QRELS, QUARANTINE, QUERIES
 from grouprank.stage import Stage, StageContext, StageResult, file, table
@@ -15,8 +14,7 @@ def source_files(cfg) -> dict[str, str]:
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     from . import load_from_config
     c = load_from_config(cfg)
-    summary = ctx.out_dir / "collection_summary.json"
-    summary.write_text(json.dumps(c.stats(), indent=2))
+    summary = ctx.write_json("collection_summary.json", c.stats())
     outputs = {"documents": c.documents, "queries": c.queries, "qrels": c.qrels, "collection_summary": summary}
     if c.quarantine.num_rows:
         outputs["quarantine"] = c.quarantine

@@ -45,24 +45,20 @@ def register(sub) -> None:
 
 def _endpoint(cfg, args):
     from grouprank.config import LLMEndpoint
-    from grouprank.errors import UserError
     if args.base_url:
         return LLMEndpoint(name="cli", base_url=args.base_url, model=args.model or "local",
                            temperature=cfg.reranker.infer_temperature, top_p=cfg.reranker.infer_top_p,
                            max_tokens=cfg.reranker.infer_max_tokens)
-    name = args.endpoint or cfg.reranker.endpoint
-    if name:
-        return cfg.endpoint(name)
-    if not cfg.llm.endpoints:
-        raise UserError("no LLM endpoint: give --base-url, or configure llm.endpoints")
-    return cfg.llm.endpoints[0]
+    from grouprank.llm.from_config import choose_endpoint
+    return choose_endpoint(cfg, args.endpoint or cfg.reranker.endpoint, "grouprank rerank --backend llm",
+                           " or give --base-url")
 
 
 def cmd_rerank(args) -> int:
     from grouprank.config import config_from_args
     from grouprank.collections import read_trec_run, run_table, write_trec_run
     from grouprank.errors import UserError
-    from grouprank.reranker.inference import LLMBackend, TransformersBackend, candidates_from_table, rerank
+    from grouprank.reranker.inference import candidates_from_table, llm_backend, rerank, transformers_backend
     from grouprank.text import document_text_map
 
     from grouprank.collections import load_from_config
@@ -96,17 +92,12 @@ def cmd_rerank(args) -> int:
         cands = dict(list(sorted(cands.items()))[:args.queries])
     doc_text = document_text_map(coll.documents)
     if backend_kind == "llm":
-        ep = _endpoint(cfg, args)
-        cache = cfg.llm.cache_path or str(cfg.work_path / "llm_cache.sqlite")
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        backend = LLMBackend(endpoint=ep, cache_path=cache, temperature=rc.infer_temperature,
-                             top_p=rc.infer_top_p, max_tokens=rc.infer_max_tokens)
+        backend = llm_backend(cfg, rc, stage="reranker", endpoint=_endpoint(cfg, args))
     else:
         path = args.model or rc.model_path
         if not path:
             raise UserError("--backend transformers needs --model PATH (or reranker.model_path)")
-        backend = TransformersBackend.from_path(path, max_new_tokens=rc.infer_max_tokens,
-                                                temperature=rc.infer_temperature, top_p=rc.infer_top_p)
+        backend = transformers_backend(rc, path)
     res = rerank(mode, cands, queries, doc_text, backend, top=args.top or rc.top,
                  group_size=args.group_size or rc.group_size, passes=args.passes or rc.passes,
                  alpha=rc.alpha if args.alpha is None else args.alpha, seed=cfg.seed, max_doc_chars=cfg.prompts.max_doc_chars,
@@ -125,8 +116,7 @@ def cmd_rerank(args) -> int:
                            "first_stage": evaluate(first, qrels, measures=("nDCG@10",))}
     print(json.dumps(summary, indent=2, default=str))
     if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps({"summary": summary, "per_query": res.per_query}, indent=2,
-                                                default=str))
+        from grouprank.atomic import write_json_atomic
+        write_json_atomic(args.report, {"summary": summary, "per_query": res.per_query})
     return 0
 

@@ -9,7 +9,6 @@ comparable, and the summary says how many there were).
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -42,7 +41,7 @@ def read_run(path: Path):
     """A TREC run as a DataFrame (query_id, doc_id, score)."""
     import pandas as pd
 
-    from grouprank.collections.formats import read_trec_run
+    from grouprank.collections.trec import read_trec_run
     t = read_trec_run(path)
     return pd.DataFrame({"query_id": t["query_id"].to_pylist(), "doc_id": t["doc_id"].to_pylist(),
                          "score": t["score"].to_pylist()})
@@ -120,16 +119,16 @@ def score_runs(runs: Mapping[str, Any], qrels, *, measures: Sequence[str], rel: 
 def write_outputs(summary: dict, per_query, out_dir: Path) -> dict[str, str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     cpath, spath = out_dir / "per_query.csv", out_dir / "summary.json"
-    tmp = cpath.with_name(".per_query.csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(list(per_query.columns))
-        for row in per_query.itertuples(index=False):
-            w.writerow([f"{v:.5f}" if isinstance(v, float) else v for v in row])
-    tmp.replace(cpath)
-    tmp = spath.with_name(".summary.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(spath)
+    from grouprank.atomic import atomic_write, write_json_atomic
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(list(per_query.columns))
+            for row in per_query.itertuples(index=False):
+                w.writerow([f"{v:.5f}" if isinstance(v, float) else v for v in row])
+    atomic_write(cpath, write_csv)
+    write_json_atomic(spath, summary)
     return {"per_query": str(cpath), "summary": str(spath)}
 
 

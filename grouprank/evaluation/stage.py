@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,32 +66,18 @@ def eval_queries(cfg, queries, qrels, mined=None) -> tuple[dict[str, str], Any, 
 
 def _configured_backend(cfg):
     """The reranker configured for evaluation (`reranker.backend`): (backend, label) or None."""
-    from grouprank.reranker.inference import LLMBackend, TransformersBackend
+    from grouprank.reranker.inference import llm_backend, transformers_backend
     rc = cfg.reranker
     if rc.backend == "llm":
         if not cfg.llm.endpoints:
             log.info("evaluate: no LLM endpoint configured: reranking through an endpoint not evaluated")
             return None
-        ep = cfg.endpoint(rc.endpoint) if rc.endpoint else cfg.llm.endpoints[0]
-        cache = cfg.llm.cache_path or str(cfg.work_path / "llm_cache.sqlite")
-        backend = LLMBackend(endpoint=ep, cache_path=cache, temperature=rc.infer_temperature,
-                             top_p=rc.infer_top_p, max_tokens=rc.infer_max_tokens, stage="evaluate")
-        return backend, f"llm:{ep.model}"
+        backend = llm_backend(cfg, rc, stage="evaluate")
+        return backend, f"llm:{backend.client.endpoint.model}"
     if not rc.model_path:
         log.info("evaluate: reranker.backend transformers without reranker.model_path: not evaluated")
         return None
-    return (TransformersBackend.from_path(rc.model_path, max_new_tokens=rc.infer_max_tokens,
-                                          temperature=rc.infer_temperature, top_p=rc.infer_top_p,
-                                          batch_size=rc.infer_batch_size, dtype=rc.infer_dtype),
-            f"transformers:{rc.model_path}")
-
-
-def trained_backend(rc, model_path):
-    """The train_reranker stage's model, in process (transformers), with the effective settings."""
-    from grouprank.reranker.inference import TransformersBackend
-    return TransformersBackend.from_path(str(model_path), max_new_tokens=rc.infer_max_tokens,
-                                         temperature=rc.infer_temperature, top_p=rc.infer_top_p,
-                                         batch_size=rc.infer_batch_size, dtype=rc.infer_dtype)
+    return transformers_backend(rc, rc.model_path), f"transformers:{rc.model_path}"
 
 
 def rerank_queries(texts: dict[str, str], max_queries: int | None) -> list[str]:
@@ -124,134 +111,181 @@ def rerank_run(cfg, rc, backend, hybrid_run, texts: dict[str, str], documents, q
     return run[["query_id", "doc_id", "score"]], info
 
 
+@dataclass
+class _Systems:
+    """The runs under evaluation (in scoring order), the subset of queries a reranker covered, and
+    the report and stats being filled."""
+    qids: list[str]
+    report: dict
+    stats: dict
+    runs: dict = field(default_factory=dict)
+    subsets: dict = field(default_factory=dict)     # systems scored on a subset of the queries
+    reranked: set = field(default_factory=set)
+
+    def add_reranked(self, name: str, frame) -> None:
+        self.runs[name] = frame
+        rq = set(frame["query_id"])
+        self.reranked.update(rq)
+        if len(rq) < len(self.qids):  # a subset was reranked: score it, and the hybrid, on that subset only
+            self.subsets[name] = rq
+
+    def timed(self, key: str, t: float) -> None:
+        self.report["timings_s"][key] = round(time.perf_counter() - t, 2)
+
+
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
-    import pandas as pd
     import pyarrow as pa
 
-    from grouprank.errors import UserError
-    from grouprank.evaluation.metrics import evaluate, metrics_table
-    from grouprank.first_stage.hybrid import retrieve
+    from grouprank.collections import excluded_from_config
+    from grouprank.evaluation.significance import table_text
 
     t0 = time.perf_counter()
     ec = cfg.evaluation
-    docs, qs, qr = inputs["documents"], inputs["queries"], inputs["qrels"]
-    retriever_model, reranker_model = inputs.get("retriever_model"), inputs.get("reranker_model")
-    texts, qrels_df, info = eval_queries(cfg, qs, qr, inputs.get("mined_queries"))
+    texts, qrels_df, info = eval_queries(cfg, inputs["queries"], inputs["qrels"], inputs.get("mined_queries"))
+    _require_queries(cfg, texts, info)
+    qids = sorted(texts)
     report: dict[str, Any] = {"collection": cfg.data.collection, **info, "measures": list(ec.measures),
                               "systems": {}, "timings_s": {}}
+    excluded = excluded_from_config(cfg)
+    no_rel = _queries_without_relevant(report, qrels_df, qids)
+    sy = _Systems(qids, report, {"queries": len(qids), "split": info["split"],
+                                 "excluded_training_queries": info["excluded_training_queries"],
+                                 "queries_without_relevant": len(no_rel)})
+    hybrid = _first_stage(sy, inputs, cfg, ctx, texts, excluded)
+    _trained_rerank(sy, inputs, cfg, texts, hybrid)
+    _configured_rerank(sy, inputs, cfg, texts, hybrid)
+    if sy.reranked and len(sy.reranked) < len(qids):
+        # the first stage on exactly the reranked queries, next to the rerankers
+        sy.runs[f"{hybrid}@reranked-queries"] = sy.runs[hybrid][sy.runs[hybrid]["query_id"].isin(sy.reranked)]
+        sy.subsets[f"{hybrid}@reranked-queries"] = sy.reranked
+    mtables, rtables = _score_systems(sy, cfg, qrels_df, excluded, info["split"], hybrid)
+    report["wall_s"] = round(time.perf_counter() - t0, 2)
+    rpath = ctx.write_json("eval_report.json", report)
+    sy.stats["wall_s"] = report["wall_s"]
+    log.info("evaluate (%s, split %s):\n%s", cfg.data.collection, info["split"],
+             table_text(report["systems"], report["system_queries"], report["significance"], ec.measures))
+    return StageResult({"metrics": pa.concat_tables(mtables), "runs": pa.concat_tables(rtables),
+                        "eval_report": rpath}, sy.stats)
+
+
+def _require_queries(cfg, texts: dict, info: dict) -> None:
     if not texts:
+        from grouprank.errors import UserError
         raise UserError(f"evaluate: no judged queries in split {info['split']!r} of {cfg.data.collection!r} "
                         f"(after leaving out {info['excluded_training_queries']} training queries); "
                         "set evaluation.split, or mine another split (queries.splits) so that evaluation "
                         "queries are not training queries; `grouprank evaluate --run RUN` scores run files on all "
                         "judged queries")
-    qids = sorted(texts)
-    qtable = pa.table({"query_id": qids, "text": [texts[q] for q in qids]})
-    runs: dict[str, pd.DataFrame] = {}
-    subsets: dict[str, set] = {}  # systems scored on a subset of the queries
 
-    from grouprank.collections import excluded_from_config
+
+def _queries_without_relevant(report: dict, qrels_df, qids: list[str]) -> list[str]:
+    """Evaluation queries the qrels grade all 0 (they score 0 everywhere and are averaged in)."""
     from grouprank.evaluation.runs import grade_scale, queries_without_relevant
-    excluded = excluded_from_config(cfg)
     no_rel = queries_without_relevant(qrels_df, 1)
-    report["grade_scale"] = grade_scale(qrels_df)
-    report["relevance_threshold"] = 1
-    report["queries_without_relevant"] = len(no_rel)
+    report.update({"grade_scale": grade_scale(qrels_df), "relevance_threshold": 1,
+                   "queries_without_relevant": len(no_rel)})
     if no_rel:
         log.warning("evaluate: %d of %d evaluation queries have no relevant document in the qrels (all grades 0): "
                     "they score 0 in every measure and are averaged in: %s", len(no_rel), len(qids),
                     ", ".join(no_rel[:10]))
+    return no_rel
+
+
+def _first_stage(sy: _Systems, inputs: dict, cfg, ctx: StageContext, texts: dict[str, str], excluded) -> str:
+    """bm25, dense and hybrid as configured, and with the fine-tuned retriever when given; -> the
+    hybrid system's name (what everything is compared with)."""
+    import pyarrow as pa
+
+    from grouprank.first_stage.hybrid import retrieve
+    docs, qids = inputs["documents"], sy.qids
+    qtable = pa.table({"query_id": qids, "text": [texts[q] for q in qids]})
     t = time.perf_counter()
     res = retrieve(docs, qtable, cfg, cfg.work_path, excluded=excluded, progress=ctx.progress)
-    runs["bm25"], runs["dense"] = res.run("bm25"), res.run("dense")
-    runs[f"hybrid-{res.fusion}"] = res.run()
-    report["timings_s"]["first_stage"] = round(time.perf_counter() - t, 2)
-
-    if retriever_model and ec.finetuned_retriever:
+    sy.runs["bm25"], sy.runs["dense"] = res.run("bm25"), res.run("dense")
+    sy.runs[f"hybrid-{res.fusion}"] = res.run()
+    sy.timed("first_stage", t)
+    retriever_model = inputs.get("retriever_model")
+    if retriever_model and cfg.evaluation.finetuned_retriever:
         t = time.perf_counter()
         rcfg = cfg.retrieval.model_copy(update={"dense_model": str(retriever_model)})
         ft = retrieve(docs, qtable, rcfg, cfg.work_path, excluded=excluded, progress=ctx.progress)
-        runs["dense-finetuned"], runs[f"hybrid-{res.fusion}-finetuned"] = ft.run("dense"), ft.run()
-        report["timings_s"]["finetuned"] = round(time.perf_counter() - t, 2)
-    stats: dict[str, Any] = {"queries": len(qids), "split": info["split"],
-                             "excluded_training_queries": info["excluded_training_queries"],
-                             "queries_without_relevant": len(no_rel)}
-    hybrid = f"hybrid-{res.fusion}"
-    reranked_q: set[str] = set()
+        sy.runs["dense-finetuned"], sy.runs[f"hybrid-{res.fusion}-finetuned"] = ft.run("dense"), ft.run()
+        sy.timed("finetuned", t)
+    return f"hybrid-{res.fusion}"
 
-    def add_reranked(name: str, frame) -> None:
-        runs[name] = frame
-        rq = set(frame["query_id"])
-        reranked_q.update(rq)
-        if len(rq) < len(qids):  # a subset was reranked: score it, and the hybrid, on that subset only
-            subsets[name] = rq
 
+def _trained_rerank(sy: _Systems, inputs: dict, cfg, texts: dict[str, str], hybrid: str) -> None:
+    """The train_reranker stage's policy, in process, with the settings it was trained for."""
     from grouprank.reranker.config import effective
-    rc_eff = effective(cfg.reranker).model_copy(update={"mode": "groupwise"})  # what the policy was trained for
-    if ec.rerank != "off" and reranker_model and (Path(reranker_model) / "config.json").exists():
-        # the train_reranker stage's policy, in process, with the settings it was trained for
-        t = time.perf_counter()
-        report["trained_reranker"] = str(reranker_model)
-        tq = rerank_queries(texts, ec.rerank_max_queries)
-        frame, rinfo = rerank_run(cfg, rc_eff, trained_backend(rc_eff, reranker_model), runs[hybrid], texts, docs,
-                                  tq, f"{hybrid}+trained-{rc_eff.mode}-rerank")
-        add_reranked(f"{hybrid}+trained-{rc_eff.mode}-rerank", frame)
-        rinfo["reranker"] = f"trained:{reranker_model}"
-        report["rerank_trained"] = rinfo
-        # in process, not through an endpoint: "generations", so no one counts them as LLM calls
-        stats.update({"rerank_trained.generations": rinfo.get("total_calls", 0),
-                      **{f"rerank_trained.{k}": rinfo.get(f"total_{k}", 0) for k in ("prompt_tokens", "failed")}})
-        report["timings_s"]["rerank_trained"] = round(time.perf_counter() - t, 2)
-    elif reranker_model:
-        report["trained_reranker"] = str(reranker_model)
+    from grouprank.reranker.inference import transformers_backend
+    reranker_model, ec = inputs.get("reranker_model"), cfg.evaluation
+    if reranker_model:
+        sy.report["trained_reranker"] = str(reranker_model)
+    if not (ec.rerank != "off" and reranker_model and (Path(reranker_model) / "config.json").exists()):
+        return
+    rc = effective(cfg.reranker).model_copy(update={"mode": "groupwise"})  # what the policy was trained for
+    t = time.perf_counter()
+    name = f"{hybrid}+trained-{rc.mode}-rerank"
+    frame, rinfo = rerank_run(cfg, rc, transformers_backend(rc, reranker_model), sy.runs[hybrid], texts,
+                              inputs["documents"], rerank_queries(texts, ec.rerank_max_queries),
+                              name)
+    sy.add_reranked(name, frame)
+    rinfo["reranker"] = f"trained:{reranker_model}"
+    sy.report["rerank_trained"] = rinfo
+    # in process, not through an endpoint: "generations", so no one counts them as LLM calls
+    sy.stats.update({"rerank_trained.generations": rinfo.get("total_calls", 0),
+                     **{f"rerank_trained.{k}": rinfo.get(f"total_{k}", 0) for k in ("prompt_tokens", "failed")}})
+    sy.timed("rerank_trained", t)
 
-    cb = _configured_backend(cfg) if ec.rerank == "auto" else None
-    if cb is not None:
-        t = time.perf_counter()
-        backend, label = cb
-        rc = cfg.reranker
-        frame, rinfo = rerank_run(cfg, rc, backend, runs[hybrid], texts, docs,
-                                  rerank_queries(texts, ec.rerank_max_queries), f"{hybrid}+{rc.mode}-rerank")
-        add_reranked(f"{hybrid}+{rc.mode}-rerank", frame)
-        rinfo["reranker"] = label
-        report["rerank"] = rinfo
-        stats.update({f"rerank.{k}": rinfo.get(f"total_{k}", 0) for k in ("calls", "prompt_tokens", "failed")})
-        report["timings_s"]["rerank"] = round(time.perf_counter() - t, 2)
-    if reranked_q and len(reranked_q) < len(qids):
-        # the first stage on exactly the reranked queries, next to the rerankers
-        runs[f"{hybrid}@reranked-queries"] = runs[hybrid][runs[hybrid]["query_id"].isin(reranked_q)]
-        subsets[f"{hybrid}@reranked-queries"] = reranked_q
-    from grouprank.evaluation.significance import compare, per_query_values, table_text
+
+def _configured_rerank(sy: _Systems, inputs: dict, cfg, texts: dict[str, str], hybrid: str) -> None:
+    """The reranker the configuration names (`reranker.backend`), with `evaluation.rerank: auto`."""
+    cb = _configured_backend(cfg) if cfg.evaluation.rerank == "auto" else None
+    if cb is None:
+        return
+    t = time.perf_counter()
+    backend, label = cb
+    rc = cfg.reranker
+    name = f"{hybrid}+{rc.mode}-rerank"
+    frame, rinfo = rerank_run(cfg, rc, backend, sy.runs[hybrid], texts, inputs["documents"],
+                              rerank_queries(texts, cfg.evaluation.rerank_max_queries), name)
+    sy.add_reranked(name, frame)
+    rinfo["reranker"] = label
+    sy.report["rerank"] = rinfo
+    sy.stats.update({f"rerank.{k}": rinfo.get(f"total_{k}", 0) for k in ("calls", "prompt_tokens", "failed")})
+    sy.timed("rerank", t)
+
+
+def _score_systems(sy: _Systems, cfg, qrels_df, excluded, split: str, hybrid: str) -> tuple[list, list]:
+    """ir-measures for every system (on its queries), per-query values, and the significance of each
+    system against the configured first stage, paired on the queries both were scored on;
+    -> (METRICS tables, RUNS tables)."""
+    from grouprank.evaluation.metrics import evaluate, metrics_table
+    from grouprank.evaluation.significance import compare, per_query_values
+    measures, report, stats = cfg.evaluation.measures, sy.report, sy.stats
     mtables, rtables = [], []
     per_query: dict[str, dict] = {}
     report["system_queries"] = {}  # the queries each system was scored on (a reranker: a subset)
-    for system, frame in runs.items():
-        sub = subsets.get(system)
+    for system, frame in sy.runs.items():
+        sub = sy.subsets.get(system)
         qd = qrels_df if sub is None else qrels_df[qrels_df["query_id"].astype(str).isin(sub)]
-        agg, pq_frame = evaluate(frame, qd, ec.measures, excluded=excluded, per_query=True)
-        per_query[system] = per_query_values(pq_frame, ec.measures)
-        report["system_queries"][system] = len(qids) if sub is None else len(sub)
+        agg, pq_frame = evaluate(frame, qd, measures, excluded=excluded, per_query=True)
+        per_query[system] = per_query_values(pq_frame, measures)
+        n = len(sy.qids) if sub is None else len(sub)
+        report["system_queries"][system] = n
         report["systems"][system] = {k: round(v, 5) for k, v in agg.items()}
         stats.update({f"{system}.{k}": round(v, 4) for k, v in agg.items()})
-        mtables.append(metrics_table(agg, system=system, collection=cfg.data.collection, split=info["split"],
-                                     n_queries=len(qids) if sub is None else len(sub)))
+        mtables.append(metrics_table(agg, system=system, collection=cfg.data.collection, split=split, n_queries=n))
         f = frame.sort_values(["query_id", "score"], ascending=[True, False], kind="stable").copy()
         f["rank"] = f.groupby("query_id").cumcount() + 1
         f["system"] = system
         rtables.append(RUNS.from_pandas(f[["query_id", "doc_id", "rank", "score", "system"]], validate=False))
-    # every system against the configured first stage, paired on the queries both were scored on
-    report["significance"] = compare(per_query, hybrid, ec.measures)
+    report["significance"] = compare(per_query, hybrid, measures)
     for system, res in report["significance"]["systems"].items():
         for m, r in res.items():
             if r.get("p_ttest") is not None:
                 stats[f"{system}.{m}.p_vs_{hybrid}"] = r["p_ttest"]
-    report["wall_s"] = round(time.perf_counter() - t0, 2)
-    rpath = ctx.write_json("eval_report.json", report)
-    stats["wall_s"] = report["wall_s"]
-    log.info("evaluate (%s, split %s):\n%s", cfg.data.collection, info["split"],
-             table_text(report["systems"], report["system_queries"], report["significance"], ec.measures))
-    return StageResult({"metrics": pa.concat_tables(mtables), "runs": pa.concat_tables(rtables),
-                        "eval_report": rpath}, stats)
+    return mtables, rtables
 
 
 def _llm_reranker(cfg) -> bool:

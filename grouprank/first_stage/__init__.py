@@ -12,10 +12,11 @@ Modules (heavy dependencies are imported inside functions, so importing this pac
 - `fusion`    min-max and reciprocal-rank fusion (pure numpy)
 - `pooling`   the paper's pool: top 10 + 40 sampled from ranks 11-200, seeded per query
 - `pooling`   also `pool`: the CANDIDATES table of a fused ranking
-- `hybrid`    `HybridRetriever` (BM25 + dense over one corpus, persisted indexes), `retrieve`, `RetrievalResult`
+- `hybrid`    `HybridRetriever` (BM25 + dense over one corpus, persisted indexes), `retrieve`
+- `candidates` `QueryCandidates` (one query's union of both lists), `RetrievalResult` (the fused rankings)
 - `indexes`   the store keys, and `open_indexes`: another stage opens the indexes a retrieval used
 - `stage`     the stage `retrieve`
 """
 from __future__ import annotations
 
-__all__ = ["bm25", "dense", "ann", "store", "fusion", "pooling", "hybrid", "indexes", "stage", "model_files"]
+__all__ = ["bm25", "dense", "ann", "store", "fusion", "pooling", "hybrid", "candidates", "indexes", "stage", "model_files"]

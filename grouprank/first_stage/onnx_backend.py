@@ -135,7 +135,6 @@ def _check_architecture(st) -> tuple[object, str]:
 
 def export(model_path: str, directory: Path) -> Path:
     """Export, optimise, quantise and verify; publish atomically into `directory`."""
-    import torch
     from sentence_transformers import SentenceTransformer
 
     directory = Path(directory)
@@ -145,90 +144,19 @@ def export(model_path: str, directory: Path) -> Path:
         st = SentenceTransformer(model_path, device="cpu", local_files_only=True)
         transformer, pooling = _check_architecture(st)
         hf = transformer.auto_model.eval()
-        if hasattr(hf, "set_attn_implementation"):
-            try:
-                hf.set_attn_implementation("eager")  # see EXPORT_VERSION
-            except (ValueError, NotImplementedError) as e:
-                log.warning("eager attention unavailable for %s (%s); exporting the default attention", model_path, e)
         tok = transformer.tokenizer
-        import inspect
-        fwd = set(inspect.signature(hf.forward).parameters)
-        input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
-                       if n in fwd and n in getattr(tok, "model_input_names", ["input_ids", "attention_mask"])]
-        if "attention_mask" not in input_names:
-            input_names.append("attention_mask")
-
-        class _Wrap(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, *args):
-                return self.m(**dict(zip(input_names, args))).last_hidden_state
-
-        sample = tok(["a short sentence", "a somewhat longer sentence for the export trace"], padding=True,
-                     return_tensors="pt")
-        args = tuple(sample[n] for n in input_names)
         raw = tmp / "raw.onnx"
-        dyn = {n: {0: "batch", 1: "seq"} for n in input_names}
-        dyn["token_embeddings"] = {0: "batch", 1: "seq"}
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(_Wrap(hf), args, str(raw), dynamo=False, input_names=input_names,
-                              output_names=["token_embeddings"], dynamic_axes=dyn, opset_version=17,
-                              do_constant_folding=True)
-
-        # fp32: fuse attention / layer norm / gelu where onnxruntime knows the architecture
-        cfg = hf.config
-        fused = False
-        if getattr(cfg, "model_type", "") in _OPTIMIZABLE:
-            try:
-                from onnxruntime.transformers.optimizer import optimize_model
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    opt = optimize_model(str(raw), model_type="bert", num_heads=int(cfg.num_attention_heads),
-                                         hidden_size=int(cfg.hidden_size))
-                opt.save_model_to_file(str(tmp / FP32_FILE))
-                fused = True
-            except Exception as e:  # optimizer is best effort; the raw export is correct
-                log.warning("onnxruntime optimizer failed (%s); using the unfused export", e)
-        if not fused:
-            shutil.copyfile(raw, tmp / FP32_FILE)
-
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-        # the quantizer logs a generic pre-processing hint through logging.warning() on the root
-        # logger, which would also install a root handler (basicConfig): mute it for the call
-        root = logging.getLogger()
-        level, null = root.level, logging.NullHandler()
-        root.addHandler(null)
-        root.setLevel(logging.ERROR)
-        try:
-            quantize_dynamic(str(raw), str(tmp / INT8_FILE), per_channel=True, op_types_to_quantize=["MatMul"],
-                             weight_type=QuantType.QInt8)
-        finally:
-            root.setLevel(level)
-            root.removeHandler(null)
+        input_names = _trace(hf, tok, raw, model_path)
+        fused = _fp32_model(hf, raw, tmp / FP32_FILE)
+        _int8_model(raw, tmp / INT8_FILE)
         raw.unlink()
-
         tok.save_pretrained(str(tmp))
         max_len = int(st.max_seq_length or getattr(tok, "model_max_length", 512))
         meta = {"export_version": EXPORT_VERSION, "source": str(model_path), "pooling_mode": pooling,
                 "input_names": input_names, "dimension": int(st.get_embedding_dimension()),
                 "max_seq_length": max_len, "fused_fp32": fused, "verification": {}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-
-        ref = st.encode(PROBES, convert_to_numpy=True, normalize_embeddings=True)
-        for f in (FP32_FILE, INT8_FILE):
-            got = OnnxBackend(tmp, f, max_len).encode(PROBES, batch_size=4)
-            cos = (got * ref).sum(1)
-            meta["verification"][f] = {"min_cos": float(cos.min()), "mean_cos": float(cos.mean()),
-                                       "ok": bool(cos.min() >= MIN_COS[f])}
-            if cos.min() < MIN_COS[f] and f == FP32_FILE:
-                raise RuntimeError(f"ONNX export check failed for {f}: min cosine to torch {cos.min():.5f} "
-                                   f"< {MIN_COS[f]} (model {model_path})")
-            if cos.min() < MIN_COS[f]:  # int8: the fp32 export stays usable; loading int8 raises
-                log.warning("ONNX int8 export of %s is too far from torch (min cosine %.4f < %s): "
-                            "backend 'onnx-int8' refuses it, 'onnx' (fp32) is fine", model_path, cos.min(), MIN_COS[f])
+        meta["verification"] = _verify(st, tmp, max_len, model_path)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         try:
             os.replace(tmp, directory)
@@ -239,3 +167,95 @@ def export(model_path: str, directory: Path) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _trace(hf, tok, raw: Path, model_path: str) -> list[str]:
+    """The transformer traced to ONNX at `raw` (token embeddings out, dynamic batch and length);
+    -> the input names it takes."""
+    import inspect
+
+    import torch
+    if hasattr(hf, "set_attn_implementation"):
+        try:
+            hf.set_attn_implementation("eager")  # see EXPORT_VERSION
+        except (ValueError, NotImplementedError) as e:
+            log.warning("eager attention unavailable for %s (%s); exporting the default attention", model_path, e)
+    fwd = set(inspect.signature(hf.forward).parameters)
+    input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+                   if n in fwd and n in getattr(tok, "model_input_names", ["input_ids", "attention_mask"])]
+    if "attention_mask" not in input_names:
+        input_names.append("attention_mask")
+
+    class _Wrap(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, *args):
+            return self.m(**dict(zip(input_names, args))).last_hidden_state
+
+    sample = tok(["a short sentence", "a somewhat longer sentence for the export trace"], padding=True,
+                 return_tensors="pt")
+    args = tuple(sample[n] for n in input_names)
+    dyn = {n: {0: "batch", 1: "seq"} for n in input_names}
+    dyn["token_embeddings"] = {0: "batch", 1: "seq"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Wrap(hf), args, str(raw), dynamo=False, input_names=input_names,
+                          output_names=["token_embeddings"], dynamic_axes=dyn, opset_version=17,
+                          do_constant_folding=True)
+    return input_names
+
+
+def _fp32_model(hf, raw: Path, out: Path) -> bool:
+    """fp32: fuse attention / layer norm / gelu where onnxruntime knows the architecture (best
+    effort: the raw export is correct); -> whether it was fused."""
+    cfg = hf.config
+    if getattr(cfg, "model_type", "") in _OPTIMIZABLE:
+        try:
+            from onnxruntime.transformers.optimizer import optimize_model
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                opt = optimize_model(str(raw), model_type="bert", num_heads=int(cfg.num_attention_heads),
+                                     hidden_size=int(cfg.hidden_size))
+            opt.save_model_to_file(str(out))
+            return True
+        except Exception as e:  # noqa: BLE001
+            log.warning("onnxruntime optimizer failed (%s); using the unfused export", e)
+    shutil.copyfile(raw, out)
+    return False
+
+
+def _int8_model(raw: Path, out: Path) -> None:
+    """Dynamic int8 quantisation of the MatMuls."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    # the quantizer logs a generic pre-processing hint through logging.warning() on the root
+    # logger, which would also install a root handler (basicConfig): mute it for the call
+    root = logging.getLogger()
+    level, null = root.level, logging.NullHandler()
+    root.addHandler(null)
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(raw), str(out), per_channel=True, op_types_to_quantize=["MatMul"],
+                         weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+        root.removeHandler(null)
+
+
+def _verify(st, folder: Path, max_len: int, model_path: str) -> dict:
+    """Both exports against torch on the probe sentences (cosine); an fp32 export too far off is an
+    error, an int8 one a warning (loading it refuses it)."""
+    ref = st.encode(PROBES, convert_to_numpy=True, normalize_embeddings=True)
+    out = {}
+    for f in (FP32_FILE, INT8_FILE):
+        got = OnnxBackend(folder, f, max_len).encode(PROBES, batch_size=4)
+        cos = (got * ref).sum(1)
+        out[f] = {"min_cos": float(cos.min()), "mean_cos": float(cos.mean()), "ok": bool(cos.min() >= MIN_COS[f])}
+        if cos.min() < MIN_COS[f] and f == FP32_FILE:
+            raise RuntimeError(f"ONNX export check failed for {f}: min cosine to torch {cos.min():.5f} "
+                               f"< {MIN_COS[f]} (model {model_path})")
+        if cos.min() < MIN_COS[f]:  # int8: the fp32 export stays usable; loading int8 raises
+            log.warning("ONNX int8 export of %s is too far from torch (min cosine %.4f < %s): "
+                        "backend 'onnx-int8' refuses it, 'onnx' (fp32) is fine", model_path, cos.min(), MIN_COS[f])
+    return out

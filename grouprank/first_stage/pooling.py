@@ -1,26 +1,22 @@
 """The paper's candidate pool: per query the top `top` documents of the fused ranking plus `sampled`
 documents drawn uniformly without replacement from ranks [lo, hi] (defaults 10 + 40 from 11-200).
 
-Determinism: the generator for a query is seeded from sha256(f"{seed}:{query_id}"), so a query's
-pool depends only on the seed, its id and its ranking, not on which other queries are in the run
-or their order. Ranks overlapping the top block are never sampled (the sampling range starts after
-the top block when they overlap). A query with fewer candidates than asked gets all it has.
+Determinism: the draw for a query comes from `seeded_generator(seed, "pool", query_id)`
+(`grouprank.scoring.rng`), so a query's pool depends only on the seed, its id and its ranking, not
+on which other queries are in the run or their order. Ranks overlapping the top block are never
+sampled (the sampling range starts after the top block when they overlap). A query with fewer
+candidates than asked gets all it has.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
 import pyarrow as pa
 
 from data_schemas import CANDIDATES
-from grouprank.collections.formats import write_trec_run
-
-
-def query_rng(seed: int, query_id: str) -> np.random.Generator:
-    h = hashlib.sha256(f"{int(seed)}:{query_id}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(h[:8], "little"))
+from grouprank.collections.trec import write_trec_run
+from grouprank.scoring.rng import seeded_generator
 
 
 def select_pool(ranks: np.ndarray, query_id: str, *, top: int = 10, sampled: int = 40,
@@ -40,7 +36,7 @@ def select_pool(ranks: np.ndarray, query_id: str, *, top: int = 10, sampled: int
     window = ranks[(ranks >= lo) & (ranks <= hi)]
     n = min(sampled, window.shape[0])
     if n:
-        pick = np.sort(query_rng(seed, query_id).choice(window.shape[0], size=n, replace=False))
+        pick = np.sort(seeded_generator(seed, "pool", query_id).choice(window.shape[0], size=n, replace=False))
         samp = window[pick]
     else:
         samp = np.empty(0, dtype=np.int64)

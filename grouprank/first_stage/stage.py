@@ -10,12 +10,12 @@ hundred bytes of keys, is what the executor fingerprints, not the index folders.
 """
 from __future__ import annotations
 
-import json
 import time
 
 import pyarrow.compute as pc
 
 from data_schemas import CANDIDATES, DOCUMENTS, QUERIES
+from grouprank.atomic import write_json_atomic
 from grouprank.stage import Stage, StageContext, StageResult, TableOut, file, table
 
 INDEX_MANIFEST = "indexes.json"
@@ -35,7 +35,7 @@ def _splits_of(queries) -> list[str]:
 
 def _write_single_run(res, system: str, path) -> None:
     """One retriever's own top-`depth` list as a TREC run."""
-    from grouprank.collections.formats import run_table, write_trec_run
+    from grouprank.collections.trec import run_table, write_trec_run
     f = res.run(system)
     f = f.sort_values(["query_id", "score"], ascending=[True, False], kind="stable")
     ranks = f.groupby("query_id").cumcount() + 1
@@ -53,7 +53,7 @@ def retrieve_and_pool(cfg, documents, queries, out_dir, *, encoder=None, show_pr
     `excluded`: {query_id: doc ids} removed from every run and the pool (default: the configured
     collection's BRIGHT excluded ids)."""
     from grouprank.collections import excluded_from_config
-    from grouprank.collections.formats import write_trec_run
+    from grouprank.collections.trec import write_trec_run
     from grouprank.errors import UserError
 
     from .hybrid import retrieve
@@ -81,8 +81,7 @@ def retrieve_and_pool(cfg, documents, queries, out_dir, *, encoder=None, show_pr
               "fusion": rc.fusion, "depth": rc.depth, "candidates": cands.num_rows, "reused": res.reused,
               "keys": res.keys, "timings_s": {k: round(v, 3) for k, v in res.timings.items()},
               "wall_s": round(time.perf_counter() - t0, 3)}
-    rpath = out_dir / "retrieval_report.json"
-    rpath.write_text(json.dumps(report, indent=2))  # (out_dir: also the bench's scratch folders)
+    rpath = write_json_atomic(out_dir / "retrieval_report.json", report)  # (out_dir: also the bench's scratch folders)
     stats = {"queries": report["queries"], "splits": ",".join(splits), "documents": report["documents"],
              "candidates": cands.num_rows, "excluded_removed": res.excluded_removed,
              **{f"long_texts.{k}": v for k, v in res.long_texts.items()},
@@ -96,11 +95,8 @@ def retrieve_and_pool(cfg, documents, queries, out_dir, *, encoder=None, show_pr
                "run_bm25": out_dir / "run_bm25.trec", "run_dense": out_dir / "run_dense.trec",
                "retrieval_report": rpath}
     if index_manifest:
-        ipath = out_dir / INDEX_MANIFEST
-        tmp = ipath.with_name(f".{ipath.name}.tmp")
-        tmp.write_text(json.dumps(res.retriever.index_manifest(), indent=2, sort_keys=True))
-        tmp.replace(ipath)
-        outputs["indexes"] = ipath
+        outputs["indexes"] = write_json_atomic(out_dir / INDEX_MANIFEST, res.retriever.index_manifest(),
+                                               sort_keys=True)
     return StageResult(outputs, stats)
 
 

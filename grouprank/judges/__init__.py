@@ -33,32 +33,17 @@ __all__ = ["JudgePool", "fuse_labels", "run_judges", "dry_run", "detect_injectio
            "ListwiseJudge", "GroupwiseJudge", "LocalJudge", "LocalScorer"]
 
 
-def __getattr__(name):  # lazy: keep `import grouprank.judges` light
-    if name == "JudgePool":
-        from .base import JudgePool
-        return JudgePool
-    if name == "fuse_labels":
-        from .fusion import fuse_labels
-        return fuse_labels
-    if name in ("run_judges", "dry_run"):
-        from . import runner
-        return getattr(runner, name)
-    if name == "detect_injection":
-        from .injection import detect
-        return detect
-    if name == "PointwiseJudge":
-        from .pointwise import PointwiseJudge
-        return PointwiseJudge
-    if name == "ListwiseJudge":
-        from .listwise import ListwiseJudge
-        return ListwiseJudge
-    if name == "GroupwiseJudge":
-        from .groupwise import GroupwiseJudge
-        return GroupwiseJudge
-    if name == "LocalJudge":
-        from .local_judge import LocalJudge
-        return LocalJudge
-    if name == "LocalScorer":
-        from .local_scorer import LocalScorer
-        return LocalScorer
-    raise AttributeError(name)
+# public name -> (module, attribute), imported on first use: keep `import grouprank.judges` light
+_LAZY = {"JudgePool": ("base", "JudgePool"), "fuse_labels": ("fusion", "fuse_labels"),
+         "run_judges": ("runner", "run_judges"), "dry_run": ("runner", "dry_run"),
+         "detect_injection": ("injection", "detect"), "PointwiseJudge": ("pointwise", "PointwiseJudge"),
+         "ListwiseJudge": ("listwise", "ListwiseJudge"), "GroupwiseJudge": ("groupwise", "GroupwiseJudge"),
+         "LocalJudge": ("local_judge", "LocalJudge"), "LocalScorer": ("local_scorer", "LocalScorer")}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(name)
+    import importlib
+    module, attr = _LAZY[name]
+    return getattr(importlib.import_module(f".{module}", __name__), attr)

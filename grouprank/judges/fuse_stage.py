@@ -30,7 +30,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
             log.info("fuse: configured judge weights (%s)", calib.get("fallback"))
     table_, rep = fuse_labels(inputs["judgments"], method=jc.fusion, weights=weights,
                               beta=jc.beta, grade_scale=jc.grade_scale, thresholds=jc.grade_thresholds,
-                              rank_only_fractions=jc.rank_only_fractions, return_report=True)
+                              rank_only_fractions=jc.rank_only_fractions)
     if table_.num_rows == 0:
         raise UserError(f"fuse: 0 labels from {inputs['judgments'].num_rows} judgment rows ({rep.pairs} pairs, "
                         f"{len(rep.unlabelled)} without a usable judgment): every judgment failed or none was "

@@ -58,7 +58,7 @@ Failed pairs, explicitly
       in LABELS counts the judges that actually judged the pair and `judge_scores` shows null for
       the others;
     * missing for every judge: no label is produced (LABELS has no row for the pair; a grade of
-      0 would be a fabricated negative). `fuse_labels(..., return_report=True)` lists them.
+      0 would be a fabricated negative). `fuse_labels` reports them.
 """
 from __future__ import annotations
 
@@ -69,14 +69,16 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 log = logging.getLogger("grouprank.judges.fusion")
 
 SCORE_KINDS = ("pointwise", "groupwise", "local")
 RANK_KINDS = ("listwise",)
 
-__all__ = ["fuse_labels", "judge_values", "agreement_weights", "average_ranks", "default_thresholds", "grade_from_anchor",
-           "assign_grades", "resolve_weights", "FusionReport", "SCORE_KINDS", "RANK_KINDS"]
+__all__ = ["fuse_labels", "FUSION_METHODS", "rank_fusion", "score_mean_fusion", "judge_values", "agreement_weights",
+           "average_ranks", "default_thresholds", "grade_from_anchor", "assign_grades", "resolve_weights",
+           "FusionReport", "SCORE_KINDS", "RANK_KINDS"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,35 +86,15 @@ __all__ = ["fuse_labels", "judge_values", "agreement_weights", "average_ranks", 
 # --------------------------------------------------------------------------------------------
 def average_ranks(values: Sequence[float], *, higher_is_better: bool = True) -> np.ndarray:
     """1-based ranks, best = 1, ties get the average of the ranks they span."""
+    from scipy.stats import rankdata
     v = np.asarray(values, dtype=float)
-    key = -v if higher_is_better else v
-    order = np.argsort(key, kind="mergesort")
-    ranks = np.empty(len(v), dtype=float)
-    sorted_key = key[order]
-    i = 0
-    n = len(v)
-    while i < n:
-        j = i
-        while j + 1 < n and sorted_key[j + 1] == sorted_key[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
+    return rankdata(-v if higher_is_better else v, method="average")
 
 
 def min_ranks(values: Sequence[float]) -> np.ndarray:
     """1-based competition ranks (higher value = better; ties share the smallest rank)."""
-    v = np.asarray(values, dtype=float)
-    order = np.argsort(-v, kind="mergesort")
-    ranks = np.empty(len(v), dtype=np.int64)
-    prev = None
-    r = 0
-    for pos, idx in enumerate(order, 1):
-        if prev is None or v[idx] != prev:
-            r = pos
-            prev = v[idx]
-        ranks[idx] = r
-    return ranks
+    from scipy.stats import rankdata
+    return rankdata(-np.asarray(values, dtype=float), method="min").astype(np.int64)
 
 
 def default_thresholds(grade_scale: int = 3, top: float = 10.0) -> list[float]:
@@ -305,18 +287,100 @@ class FusionReport:
                 "grade_counts": {str(k): v for k, v in sorted(self.grade_counts.items())}}
 
 
-def fuse_labels(judgments, *, method: str = "rank", weights: Mapping[str, float | None] | None = None,
-                beta: float = 0.5, grade_scale: int = 3, thresholds: Sequence[float] | None = None,
-                rank_only_fractions: Sequence[float] | None = None, judges: Iterable[str] | None = None,
-                return_report: bool = False):
-    """JUDGMENTS (Arrow table or DataFrame) -> LABELS Arrow table (and a FusionReport).
+def rank_fusion(V: dict[str, np.ndarray], have: dict[str, np.ndarray], kinds: Mapping[str, str],
+                w: Mapping[str, float]) -> np.ndarray:
+    """S = Σ_j w_j · (−log r_j) / Σ w_j over the judges that ranked something in the query; a pair
+    judge j missed gets the mean of j's terms (mean imputation)."""
+    n = len(next(iter(V.values()))) if V else 0
+    S, wsum = np.zeros(n), 0.0
+    for j, v in V.items():
+        m = have[j]
+        if not m.any():
+            continue
+        r = np.full(n, np.nan)
+        r[m] = average_ranks(v[m], higher_is_better=kinds[j] not in RANK_KINDS)
+        t = -np.log(r)
+        t[~m] = t[m].mean()
+        S += w[j] * t
+        wsum += w[j]
+    return S / wsum if wsum > 0 else S
 
-    method: "rank" (−log-rank fusion) or "score_mean"; weights: judge_id -> weight (None or
-    missing: see `resolve_weights`); judges: restrict to these judge ids (default: all present)."""
-    from data_schemas import LABELS
 
-    if method not in ("rank", "score_mean"):
-        raise ValueError(f"unknown fusion method {method!r} (rank | score_mean)")
+def score_mean_fusion(V: dict[str, np.ndarray], have: dict[str, np.ndarray], kinds: Mapping[str, str],
+                      w: Mapping[str, float]) -> np.ndarray:
+    """S = Σ_j w_j · v_j / Σ_{j has the pair} w_j; a listwise rank r of k becomes 10·(k − r)/(k − 1)."""
+    n = len(next(iter(V.values()))) if V else 0
+    num, den = np.zeros(n), np.zeros(n)
+    for j, v in V.items():
+        m = have[j]
+        if not m.any():
+            continue
+        v = v.copy()
+        if kinds[j] in RANK_KINDS:
+            r = average_ranks(v[m], higher_is_better=False)
+            k = m.sum()
+            v[m] = 10.0 * (k - r) / (k - 1) if k > 1 else 10.0
+        num[m] += w[j] * v[m]
+        den[m] += w[j]
+    return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+FUSION_METHODS = {"rank": rank_fusion, "score_mean": score_mean_fusion}
+
+
+def _anchor(V, have, w, score_judges, n: int) -> np.ndarray:
+    """Weighted mean of the score judges' 0–10 values per pair (NaN where none has it)."""
+    num, den = np.zeros(n), np.zeros(n)
+    for j in score_judges:
+        m = have[j]
+        num[m] += w[j] * V[j][m]
+        den[m] += w[j]
+    return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan) if score_judges else np.full(n, np.nan)
+
+
+def _grade_counts(anchor: np.ndarray, thr: Sequence[float], frac: Sequence[float], report: "FusionReport") -> list[int]:
+    """n_{≥k} for k = 1..G: from the anchors' grade proportions, else the rank-only fractions."""
+    nk = anchor.size
+    anchored = ~np.isnan(anchor)
+    if anchored.any():
+        ag = np.array([grade_from_anchor(x, thr) for x in anchor[anchored]])
+        return [int(round(nk * float((ag >= k).mean()))) for k in range(1, len(thr) + 1)]
+    report.rank_only_queries += 1
+    return [int(round(nk * f)) for f in frac]
+
+
+def _fuse_query(qid, block: pd.DataFrame, fuse, kinds, w, judge_ids, score_judges, thr, frac, method_name: str,
+                report: "FusionReport") -> list[dict]:
+    """LABELS records of one query (pairs no judge has are reported, not labelled)."""
+    doc_ids = [d for _, d in block.index]
+    n = len(doc_ids)
+    report.pairs += n
+    V = {j: block[j].to_numpy(dtype=float) for j in judge_ids}
+    have = {j: ~np.isnan(V[j]) for j in judge_ids}
+    keep = np.zeros(n, dtype=bool)
+    for j in judge_ids:
+        keep |= have[j]
+    report.unlabelled += [(qid, d) for d, k in zip(doc_ids, keep) if not k]
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        return []
+    S_k = fuse(V, have, kinds, w)[idx]
+    grades = assign_grades(S_k, _grade_counts(_anchor(V, have, w, score_judges, n)[idx], thr, frac, report))
+    franks = min_ranks(S_k)
+    records = []
+    for pos, i in enumerate(idx):
+        js = {j: (None if np.isnan(V[j][i]) else round(float(V[j][i]), 6)) for j in w}
+        n_j = sum(1 for j in judge_ids if have[j][i])
+        report.partially_judged += int(n_j < len(judge_ids))
+        g = int(grades[pos])
+        report.grade_counts[g] = report.grade_counts.get(g, 0) + 1
+        records.append({"query_id": str(qid), "doc_id": str(doc_ids[i]), "grade": g,
+                        "fused_score": float(S_k[pos]), "fused_rank": int(franks[pos]),
+                        "method": method_name, "n_judges": int(n_j), "judge_scores": json.dumps(js, sort_keys=True)})
+    return records
+
+
+def _checked_scale(grade_scale: int, thresholds, rank_only_fractions) -> tuple[int, list[float], list[float]]:
     G = int(grade_scale)
     thr = list(thresholds) if thresholds is not None else default_thresholds(G)
     if len(thr) != G or any(b <= a for a, b in zip(thr, thr[1:])):
@@ -324,118 +388,49 @@ def fuse_labels(judgments, *, method: str = "rank", weights: Mapping[str, float 
     frac = list(rank_only_fractions) if rank_only_fractions is not None else default_rank_only_fractions(G)
     if len(frac) != G:
         raise ValueError(f"need {G} rank_only_fractions, got {frac}")
+    return G, thr, frac
 
+
+def fuse_labels(judgments, *, method: str = "rank", weights: Mapping[str, float | None] | None = None,
+                beta: float = 0.5, grade_scale: int = 3, thresholds: Sequence[float] | None = None,
+                rank_only_fractions: Sequence[float] | None = None,
+                judges: Iterable[str] | None = None) -> tuple[pa.Table, FusionReport]:
+    """JUDGMENTS (Arrow table or DataFrame) -> (LABELS Arrow table, FusionReport).
+
+    method: a key of `FUSION_METHODS` ("rank": −log-rank fusion, "score_mean"); weights:
+    judge_id -> weight (None or missing: see `resolve_weights`); judges: restrict to these judge
+    ids (default: all present)."""
+    from data_schemas import LABELS
+
+    if method not in FUSION_METHODS:
+        raise ValueError(f"unknown fusion method {method!r} ({' | '.join(FUSION_METHODS)})")
+    G, thr, frac = _checked_scale(grade_scale, thresholds, rank_only_fractions)
     vals = judge_values(judgments)
     if judges is not None:
-        keep = set(judges)
-        vals = vals[vals["judge_id"].isin(keep)]
+        vals = vals[vals["judge_id"].isin(set(judges))]
     kinds = dict(vals.groupby("judge_id")["kind"].first()) if len(vals) else {}
     w = resolve_weights(kinds, weights, beta)
     report = FusionReport(method="single" if len(w) == 1 else method, weights=w, grade_scale=G, thresholds=thr)
-    records: list[dict] = []
     if vals.empty:
-        table = LABELS.from_records([])
-        return (table, report) if return_report else table
-
-    # wide: rows (query, doc), one value column per judge
+        return LABELS.from_records([]), report
+    # wide: rows (query, doc), one value column per judge; pivot_table drops all-NaN rows: re-add every judged pair
     wide = vals.pivot_table(index=["query_id", "doc_id"], columns="judge_id", values="value",
                             aggfunc="first", dropna=False)
-    # pivot_table drops all-NaN rows: re-add every judged pair
-    all_pairs = pd.MultiIndex.from_frame(vals[["query_id", "doc_id"]].drop_duplicates())
-    wide = wide.reindex(all_pairs)
+    wide = wide.reindex(pd.MultiIndex.from_frame(vals[["query_id", "doc_id"]].drop_duplicates()))
     judge_ids = [j for j in w if j in wide.columns]
     for j in w:
         if j not in wide.columns:
             wide[j] = np.nan
     score_judges = [j for j in judge_ids if kinds[j] in SCORE_KINDS]
     method_name = "single" if len(w) == 1 else ("rank_fusion" if method == "rank" else "score_mean")
-
+    records: list[dict] = []
     for qid, block in wide.groupby(level=0, sort=True):
-        doc_ids = [d for _, d in block.index]
-        n = len(doc_ids)
-        report.pairs += n
-        V = {j: block[j].to_numpy(dtype=float) for j in judge_ids}
-        have = {j: ~np.isnan(V[j]) for j in judge_ids}
-        any_have = np.zeros(n, dtype=bool)
-        for j in judge_ids:
-            any_have |= have[j]
-        # ---- per-judge terms
-        S = np.zeros(n)
-        if method == "rank":
-            wsum = 0.0
-            for j in judge_ids:
-                m = have[j]
-                if not m.any():
-                    continue
-                r = np.full(n, np.nan)
-                r[m] = average_ranks(V[j][m], higher_is_better=kinds[j] not in RANK_KINDS)
-                t = -np.log(r)
-                t[~m] = t[m].mean()  # mean imputation for pairs this judge missed
-                S += w[j] * t
-                wsum += w[j]
-            if wsum > 0:
-                S /= wsum
-        else:
-            num = np.zeros(n)
-            den = np.zeros(n)
-            for j in judge_ids:
-                m = have[j]
-                if not m.any():
-                    continue
-                v = V[j].copy()
-                if kinds[j] in RANK_KINDS:
-                    r = average_ranks(v[m], higher_is_better=False)
-                    k = m.sum()
-                    v[m] = 10.0 * (k - r) / (k - 1) if k > 1 else 10.0
-                num[m] += w[j] * v[m]
-                den[m] += w[j]
-            S = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-        # ---- anchor and grade counts
-        keep = any_have
-        if not keep.all():
-            for d, k in zip(doc_ids, keep):
-                if not k:
-                    report.unlabelled.append((qid, d))
-        idx = np.flatnonzero(keep)
-        if idx.size == 0:
-            continue
-        S_k = S[idx]
-        anchor = np.full(n, np.nan)
-        if score_judges:
-            num = np.zeros(n)
-            den = np.zeros(n)
-            for j in score_judges:
-                m = have[j]
-                num[m] += w[j] * V[j][m]
-                den[m] += w[j]
-            anchor = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-        a_k = anchor[idx]
-        anchored = ~np.isnan(a_k)
-        nk = idx.size
-        if anchored.any():
-            ag = np.array([grade_from_anchor(x, thr) for x in a_k[anchored]])
-            counts = [int(round(nk * float((ag >= k).mean()))) for k in range(1, G + 1)]
-        else:
-            report.rank_only_queries += 1
-            counts = [int(round(nk * f)) for f in frac]
-        grades = assign_grades(S_k, counts)
-        franks = min_ranks(S_k)
-        for pos, i in enumerate(idx):
-            js = {j: (None if np.isnan(V[j][i]) else round(float(V[j][i]), 6)) for j in w}
-            n_j = sum(1 for j in judge_ids if have[j][i])
-            if n_j < len(judge_ids):
-                report.partially_judged += 1
-            g = int(grades[pos])
-            report.grade_counts[g] = report.grade_counts.get(g, 0) + 1
-            records.append({"query_id": str(qid), "doc_id": str(doc_ids[i]), "grade": g,
-                            "fused_score": float(S_k[pos]), "fused_rank": int(franks[pos]),
-                            "method": method_name, "n_judges": int(n_j),
-                            "judge_scores": json.dumps(js, sort_keys=True)})
+        records += _fuse_query(qid, block, FUSION_METHODS[method], kinds, w, judge_ids, score_judges, thr, frac,
+                               method_name, report)
     report.labelled = len(records)
     if report.rank_only_queries:
         log.warning("%d queries had no score judge: grades from fixed rank fractions %s (no absolute level)",
                     report.rank_only_queries, frac)
     if report.unlabelled:
         log.warning("%d pairs failed for every judge: no label produced", len(report.unlabelled))
-    table = LABELS.from_records(records)
-    return (table, report) if return_report else table
+    return LABELS.from_records(records), report

@@ -32,18 +32,22 @@ class LLMJudge:
     def info(self) -> JudgeInfo:
         return JudgeInfo(self.spec.id, self.kind, self.model, self.template_version)
 
-    def request(self, messages: list[dict], validate, meta, response_schema: dict | None = None) -> LLMRequest:
-        return LLMRequest(messages=messages, template_version=self.template_version,
-                          response_schema=response_schema, validate=validate,
-                          temperature=self.spec.temperature, max_tokens=self.spec.max_tokens,
-                          tag=self.spec.id, meta=meta)
+    def requests(self, calls) -> list[LLMRequest]:
+        """The LLM requests of a scoring mode's calls (`grouprank.scoring.call.Call`, kept as `meta`)."""
+        return [LLMRequest(messages=c.messages, template_version=self.template_version,
+                           response_schema=c.response_schema, validate=c.validate,
+                           temperature=self.spec.temperature, max_tokens=self.spec.max_tokens,
+                           tag=self.spec.id, meta=c) for c in calls]
 
     # --- to implement
-    def plan(self, pool: JudgePool) -> list[LLMRequest]:
-        """The requests the judge would send (dry run). For the listwise sliding window the
-        later windows' order depends on earlier answers; the plan uses the candidate order, which
-        has the same calls and (nearly) the same token counts."""
+    @property
+    def mode(self):
+        """The scoring mode (`grouprank.scoring`) this judge drives."""
         raise NotImplementedError
+
+    def plan(self, pool: JudgePool) -> list[LLMRequest]:
+        """The requests the judge would send (dry run; listwise: see `ListwiseMode.plan`)."""
+        return self.requests(self.mode.plan(pool.pools, pool.queries, pool.docs))
 
     def run(self, pool: JudgePool) -> list[dict]:
         raise NotImplementedError

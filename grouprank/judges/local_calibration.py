@@ -119,6 +119,41 @@ class Calibration:
         return cls(**d)
 
 
+def _unpack(p: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weights, ordered thresholds θ_k = t0 + Σ softplus(δ), raw δ) from the flat parameters."""
+    w = p[:d]
+    t0 = p[d]
+    dl = p[d + 1:]
+    sp = np.log1p(np.exp(dl))
+    th = np.concatenate([[t0], t0 + np.cumsum(sp)])
+    return w, th, dl
+
+
+def _nll_gradient(params: np.ndarray, Z: np.ndarray, y: np.ndarray, K: int, l2: float) -> np.ndarray:
+    """Gradient of the mean negative log-likelihood of the cumulative-logit model (+ L2 on w)."""
+    n, d = Z.shape
+    w, th, dl = _unpack(params, d)
+    eta = Z @ w
+    # P(y >= k) for k = 0..K+1 (P(y>=0)=1, P(y>=K+1)=0)
+    G = np.ones((n, K + 2))
+    G[:, 1:K + 1] = _sigmoid(eta[:, None] - th[None, :])
+    G[:, K + 1] = 0.0
+    p_y = (G[np.arange(n), y] - G[np.arange(n), y + 1]).clip(1e-12)
+    # gradients: d/d eta of log(G_y - G_{y+1}); dG_k/deta = G_k(1-G_k), dG_k/dθ_k = -G_k(1-G_k)
+    dG = G * (1 - G)
+    g_eta = (dG[np.arange(n), y] - dG[np.arange(n), y + 1]) / p_y
+    grad_w = -(Z.T @ g_eta) / n + l2 * w
+    grad_th = np.zeros(K)
+    for k in range(1, K + 1):
+        # θ_k appears in G_k: contributes when y == k (as +G_k) or y == k-1 (as -G_k)
+        contrib = np.where(y == k, -dG[:, k], 0.0) + np.where(y == k - 1, dG[:, k], 0.0)
+        grad_th[k - 1] = -(contrib / p_y).sum() / n
+    # chain rule to (t0, deltas)
+    sig_dl = _sigmoid(dl)
+    g_dl = np.array([grad_th[j + 1:].sum() * sig_dl[j] for j in range(len(dl))])
+    return np.concatenate([grad_w, [grad_th.sum()], g_dl])
+
+
 def fit_calibration(X: np.ndarray, grades: Sequence[int], features: Sequence[str], *, l2: float = 1e-3,
                     iters: int = 1500, lr: float = 0.1, nonneg: bool = True, cutpoints: str = "quantile",
                     source: str = "", exclude: Sequence[str] = ()) -> Calibration:
@@ -162,44 +197,16 @@ def fit_calibration(X: np.ndarray, grades: Sequence[int], features: Sequence[str
     v = np.zeros_like(params)
     b1, b2, eps = 0.9, 0.999, 1e-8
 
-    def unpack(p):
-        w = p[:d]
-        t0 = p[d]
-        dl = p[d + 1:]
-        sp = np.log1p(np.exp(dl))
-        th = np.concatenate([[t0], t0 + np.cumsum(sp)])
-        return w, th, dl
-
     n = len(y)
     for it in range(1, iters + 1):
-        w, th, dl = unpack(params)
-        eta = Z @ w
-        # P(y >= k) for k = 0..K+1 (P(y>=0)=1, P(y>=K+1)=0)
-        G = np.ones((n, K + 2))
-        G[:, 1:K + 1] = _sigmoid(eta[:, None] - th[None, :])
-        G[:, K + 1] = 0.0
-        p_y = (G[np.arange(n), y] - G[np.arange(n), y + 1]).clip(1e-12)
-        # gradients: d/d eta of log(G_y - G_{y+1}); dG_k/deta = G_k(1-G_k), dG_k/dθ_k = -G_k(1-G_k)
-        dG = G * (1 - G)
-        g_eta = (dG[np.arange(n), y] - dG[np.arange(n), y + 1]) / p_y
-        grad_w = -(Z.T @ g_eta) / n + l2 * w
-        grad_th = np.zeros(K)
-        for k in range(1, K + 1):
-            # θ_k appears in G_k: contributes when y == k (as +G_k) or y == k-1 (as -G_k)
-            contrib = np.where(y == k, -dG[:, k], 0.0) + np.where(y == k - 1, dG[:, k], 0.0)
-            grad_th[k - 1] = -(contrib / p_y).sum() / n
-        # chain rule to (t0, deltas)
-        g_t0 = grad_th.sum()
-        sig_dl = _sigmoid(dl)
-        g_dl = np.array([grad_th[j + 1:].sum() * sig_dl[j] for j in range(len(dl))])
-        grad = np.concatenate([grad_w, [g_t0], g_dl])
+        grad = _nll_gradient(params, Z, y, K, l2)
         m = b1 * m + (1 - b1) * grad
         v = b2 * v + (1 - b2) * grad ** 2
         params = params - lr * (m / (1 - b1 ** it)) / (np.sqrt(v / (1 - b2 ** it)) + eps)
         if nonneg:
             params[:d] = np.maximum(params[:d], 0.0)
         params[:d][pinned] = 0.0
-    w, th, _ = unpack(params)
+    w, th, _ = _unpack(params, d)
     if cutpoints == "quantile":
         eta = Z @ w
         cuts = [float(np.quantile(eta, 1.0 - float((y >= k).mean()))) for k in range(1, K + 1)]

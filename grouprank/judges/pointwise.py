@@ -1,12 +1,13 @@
-"""Pointwise LLM judge: one request per (query, document), a 0–10 score and a rationale
-(prompt `grouprank.prompts.pointwise`).
+"""Pointwise LLM judge: `grouprank.scoring.pointwise.PointwiseMode`, one request per (query,
+document), a 0–10 grade and a rationale.
 
 Grade: where the endpoint returns `top_logprobs` (asked for unless the endpoint has
-`logprobs: false`), the expected value over the grade tokens 0–10 at the score's position
-(`prompts.pointwise.expected_grade`), else the generated number. `grading` counts both."""
+`logprobs: false`), the expected value over the grade tokens 0–10 at the score's position, else
+the generated number. `grading` counts both."""
 from __future__ import annotations
 
 from grouprank.prompts import pointwise as T
+from grouprank.scoring.pointwise import PointwiseMode
 
 from .base import JudgePool, RowBuilder
 from .llm_base import LLMJudge
@@ -16,40 +17,30 @@ class PointwiseJudge(LLMJudge):
     kind = "pointwise"
     template_version = T.TEMPLATE_VERSION
 
-    def plan(self, pool: JudgePool):
+    @property
+    def mode(self) -> PointwiseMode:
+        return PointwiseMode(max_doc_chars=self.max_doc_chars)
+
+    def requests(self, calls):
         lp = T.TOP_LOGPROBS if getattr(self.client.endpoint, "logprobs", False) else None
-        reqs = []
-        for qid, dids in pool.pools.items():
-            for did in dids:
-                msgs = T.build_messages(pool.queries[qid], pool.docs[did], self.max_doc_chars)
-                req = self.request(msgs, T.parse, (qid, did), T.RESPONSE_SCHEMA)
-                req.top_logprobs = lp
-                reqs.append(req)
+        reqs = super().requests(calls)
+        for r in reqs:
+            r.top_logprobs = lp
         return reqs
 
-    def grade(self, res) -> float:
-        """The grade of an ok answer: expected value over the grade tokens when the answer came
-        with log-probabilities, else the generated number."""
-        score, _ = res.parsed
-        ev = T.expected_grade(res.logprobs, res.text)
-        if ev is None:
-            self.grading["generated"] += 1
-            return float(score)
-        self.grading["logprobs"] += 1
-        return float(ev[0])
-
     def run(self, pool: JudgePool) -> list[dict]:
-        reqs = self.plan(pool)
-        results = self._map(reqs)
+        mode = self.mode
+        calls = mode.plan(pool.pools, pool.queries, pool.docs)
         self.grading = {"logprobs": 0, "generated": 0}
         rb = RowBuilder(self.info(), pool)
-        for req, res in zip(reqs, results):
-            qid, did = req.meta
-            if res.ok:
-                _, reason = res.parsed
-                rb.add(qid, did, score=self.grade(res), rationale=reason, request_hash=res.request_hash, status="ok",
-                       prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens)
+        for call, res in zip(calls, self._map(self.requests(calls))):
+            qid, did = call.query_id, call.doc_ids[0]
+            sc = mode.parse(res.text, 1, res.logprobs)
+            tokens = dict(request_hash=res.request_hash, prompt_tokens=res.prompt_tokens,
+                          completion_tokens=res.completion_tokens)
+            if sc.scores[0] is not None:
+                self.grading[sc.via] += 1
+                rb.add(qid, did, score=sc.scores[0], rationale=sc.reason, status="ok", **tokens)
             else:
-                rb.add(qid, did, request_hash=res.request_hash, status="failed", error=res.error,
-                       prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens)
+                rb.add(qid, did, status="failed", error=res.error or sc.error, **tokens)
         return rb.rows

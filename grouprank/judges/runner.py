@@ -11,7 +11,6 @@ judge can run (it is the default judge list) and an LLM judge is a clear configu
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Callable
 
 from grouprank.errors import UserError
@@ -24,32 +23,23 @@ LLM_KINDS = ("pointwise", "listwise", "groupwise")
 
 
 def judge_class(kind: str):
+    """The judge class of an LLM judge kind (imported on first use; static imports, so the stage's
+    cache key follows the judges' code and prompts: `grouprank.source_graph`)."""
     if kind == "pointwise":
-        from .pointwise import PointwiseJudge
-        return PointwiseJudge
-    if kind == "listwise":
-        from .listwise import ListwiseJudge
-        return ListwiseJudge
-    if kind == "groupwise":
-        from .groupwise import GroupwiseJudge
-        return GroupwiseJudge
-    raise UserError(f"unknown judge kind {kind!r}")
+        from .pointwise import PointwiseJudge as judge
+    elif kind == "listwise":
+        from .listwise import ListwiseJudge as judge
+    elif kind == "groupwise":
+        from .groupwise import GroupwiseJudge as judge
+    else:
+        raise UserError(f"unknown judge kind {kind!r}")
+    return judge
 
 
 def endpoint_for(cfg, spec):
-    if not cfg.llm.endpoints:
-        raise UserError(f"judge {spec.id!r} (kind {spec.kind}) needs an LLM endpoint, but llm.endpoints is "
-                        "empty; add one (base_url, model) or use the local judge (kind: local)")
-    if spec.endpoint is None:
-        return cfg.llm.endpoints[0]
-    try:
-        return cfg.endpoint(spec.endpoint)
-    except KeyError as e:
-        raise UserError(str(e).strip('"')) from None
-
-
-def cache_path(cfg) -> Path:
-    return Path(cfg.llm.cache_path) if cfg.llm.cache_path else cfg.work_path / "llm_cache.sqlite"
+    from grouprank.llm.from_config import choose_endpoint
+    return choose_endpoint(cfg, spec.endpoint, f"judge {spec.id!r} (kind {spec.kind})",
+                           " or use the local judge (kind: local)")
 
 
 def judge_specs(cfg) -> list:
@@ -140,10 +130,9 @@ def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None
                               "docs_encoded": st["docs_encoded"], "reused_bm25": st["shared"]["bm25"],
                               "reused_embeddings": st["shared"]["embeddings"]}
         else:
-            from grouprank.llm import LLMClient
-            ep = endpoint_for(cfg, spec)
-            key = (api_keys or {}).get(ep.name)
-            client = LLMClient(ep, cache_path=cache_path(cfg), stage="judges", judge_id=spec.id, api_key=key)
+            from grouprank.llm.from_config import llm_client
+            client = llm_client(cfg, None, who="", stage="judges", judge_id=spec.id, api_keys=api_keys,
+                                endpoint=endpoint_for(cfg, spec))
             try:
                 judge = judge_class(spec.kind)(spec, client, progress=cb, max_doc_chars=cfg.prompts.max_doc_chars)
                 sel = None
@@ -213,6 +202,7 @@ def dry_run(cfg, pool: JudgePool, *, tokenizer=None) -> dict:
     """Estimate calls, prompt tokens and cost per judge before any call (nothing is sent).
     Requests already answered in the LLM cache are counted apart (they cost nothing)."""
     from grouprank.llm import estimate
+    from grouprank.llm.from_config import cache_path
     check_specs(cfg)
     out: dict[str, dict] = {}
     cp = cache_path(cfg)

@@ -24,8 +24,10 @@
   `local_models.model_path(name)` finds the GGUF files (SmolLM2-135M-Instruct, Gemma 3 270M).
 - log-probabilities: a request with `top_logprobs` gets them back in `LLMResult.logprobs` (cached too).
 
-Modules: `client` (LLMClient), `keys` (request_hash: the cache key), `cache` (SQLite answers),
-`transport` (connection pools per event loop, one HTTP attempt), `retry` (what is retried, backoff),
+Modules: `client` (LLMClient), `from_config` (a run's client: endpoint choice and cache path, the
+one constructor stages use), `guard` (preflight, circuit breaker, time budget), `keys`
+(request_hash: the cache key), `cache` (SQLite answers), `transport` (connection pools per event
+loop, one HTTP attempt), `retry` (what is retried, backoff),
 `usage` (accounting, usage_report), `dry_run` (estimate), `parsing`, `types`, `config` (the
 LLMEndpoint / LLMConfig section), `managed` (the local server), `local_models` (GGUF files).
 

@@ -2,7 +2,8 @@
 
 See the package docstring (grouprank/llm/__init__.py) for the overview; the parts live next door:
 `keys` (cache keys), `cache` (the SQLite answer cache), `transport` (connection pools, one HTTP
-attempt), `retry` (which failures are retried, backoff), `usage` (accounting), `estimate` (dry run).
+attempt), `retry` (which failures are retried, backoff), `guard` (preflight, circuit breaker, time
+budget), `usage` (accounting), `estimate` (dry run).
 
 Per request: the cache first; else attempts over HTTP until an answer passes the request's
 `validate` (a retryable ParseError is asked once more: `endpoint.parse_retries`, default 1) or
@@ -30,6 +31,7 @@ from grouprank.errors import UserError
 
 from . import transport
 from .cache import CachedAnswer, LLMCache
+from .guard import EndpointGuard, EndpointUnavailable, preflight
 from .keys import request_hash
 from .retry import Fatal, Retryable, backoff_delay
 from .types import LLMRequest, LLMResult, ParseError
@@ -42,12 +44,6 @@ class _Truncated(ParseError):
     """An answer cut at max_tokens (finish_reason "length")."""
 
 _PLACEHOLDER_KEY = "no-key"  # local servers need none; the openai client refuses an empty key
-
-
-class EndpointUnavailable(UserError):
-    """The endpoint cannot serve this stage: the preflight request failed (unreachable, key
-    rejected) or the circuit breaker opened after consecutive connection failures. The message
-    names the endpoint and its (credential-free) URL, never the key."""
 
 
 def resolve_managed(endpoint, log_dir: Path | None = None):
@@ -83,7 +79,6 @@ class LLMClient:
         if not endpoint.base_url and getattr(endpoint, "managed", None):
             endpoint = resolve_managed(endpoint, Path(cache_path).parent if cache_path else None)
         if not endpoint.base_url:
-            from grouprank.errors import UserError
             raise UserError(f"LLM endpoint {endpoint.name!r} has no base_url (and no managed model)")
         self.endpoint = endpoint
         self.stage = stage
@@ -103,13 +98,7 @@ class LLMClient:
         self._book = UsageBook()
         self._rng = random.Random()
         self._preflight_done = False
-        self._conn_streak = 0          # consecutive connection failures (no HTTP answer at all)
-        self._breaker: str | None = None  # the reason, once the circuit breaker has opened
-        self._streak_kinds: set[str] = set()
-        self._pending = 0               # requests of the current map not finished yet (for the retry ETA)
-        self._retries: dict[str, int] = {}
-        self._retry_logged = 0.0
-        self._deadline: float | None = None  # time_budget_s: monotonic deadline, set on first use
+        self._guard = EndpointGuard(endpoint, self._where())  # circuit breaker, time budget, retry progress
         register(self)
 
     # ------------------------------------------------------------------ public helpers
@@ -187,92 +176,8 @@ class LLMClient:
         if not getattr(ep, "preflight", True) or getattr(ep, "managed", None):
             self._preflight_done = True
             return
-        import httpx
-        t = float(getattr(ep, "preflight_timeout_s", 5.0))
-        url = ep.base_url.rstrip("/") + "/models"
-        headers = {"Authorization": f"Bearer {self.__key.get_secret_value()}"}
-        try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(t), trust_env=False) as http:
-                r = await http.get(url, headers=headers)
-        except httpx.TimeoutException as e:
-            from .retry import connection_cause
-            root = connection_cause(e)
-            why = (f"connection failed ({type(root).__name__}: {root})" if root is not None
-                   else f"no answer within {t:g}s")
-            raise EndpointUnavailable(f"{self._where()} is unreachable: {self.scrub(why)} (preflight GET /models)") from None
-        except (httpx.HTTPError, OSError) as e:
-            from .retry import connection_cause
-            root = connection_cause(e) or e
-            raise EndpointUnavailable(f"{self._where()} is unreachable: {self.scrub(f'{type(root).__name__}: {root}')} "
-                                      "(preflight GET /models)") from None
-        if r.status_code in (401, 403):
-            raise EndpointUnavailable(f"{self._where()} rejects the API key (HTTP {r.status_code} to GET /models); "
-                                      f"the key comes from ${ep.api_key_env} or the Prefect Secret block "
-                                      f"api_key_secret") from None
-        if r.status_code >= 500:
-            log.warning("%s answered HTTP %d to the preflight GET /models; going on (requests are retried)",
-                        self._where(), r.status_code)
+        await preflight(ep, self.__key.get_secret_value(), self._where(), self.scrub)
         self._preflight_done = True
-
-    def _note_transport(self, kind: str | None) -> None:
-        """Circuit breaker bookkeeping: `kind` of a failed attempt ("connection" and "timeout" count:
-        a hung endpoint costs `breaker_failures` timeouts, not timeout x retries per request), None
-        for any HTTP answer (which closes the streak)."""
-        if kind in ("connection", "timeout"):
-            self._conn_streak += 1
-            self._streak_kinds.add(kind)
-            n = int(getattr(self.endpoint, "breaker_failures", 0) or 0)
-            if n and self._conn_streak >= n and self._breaker is None:
-                what = " or ".join(sorted({"connection": "connection failures", "timeout": "timeouts"}[k]
-                                          for k in self._streak_kinds))
-                self._open_breaker(f"{self._conn_streak} consecutive {what}")
-        else:
-            self._conn_streak = 0
-            self._streak_kinds = set()
-
-    def _note_retry(self, kind: str, left: float | None) -> None:
-        """While requests are being retried, a progress line at most every GROUPRANK_PROGRESS_EVERY_S
-        (30 s): the retries so far by kind and the worst case for the requests still open (each may
-        take every attempt's timeout plus its backoff), bounded by the time budget and the breaker;
-        a rate-based ETA says nothing while answers do not come back."""
-        self._retries[kind] = self._retries.get(kind, 0) + 1
-        every = float(os.environ.get("GROUPRANK_PROGRESS_EVERY_S", 30.0))
-        now = time.monotonic()
-        if now - self._retry_logged < every:
-            return
-        self._retry_logged = now
-        ep = self.endpoint
-        attempts = max(0, int(ep.max_retries)) + 1
-        per_request = attempts * float(ep.timeout_s) + attempts * float(getattr(ep, "backoff_max_s", 30.0))
-        waves = -(-max(1, self._pending) // max(1, int(ep.max_concurrency)))
-        worst = waves * per_request
-        bound = f"at most {worst:,.0f}s for the {self._pending} requests still open"
-        if left is not None:
-            bound += f" (time budget: {max(0.0, left):,.0f}s left)"
-        n = int(getattr(ep, "breaker_failures", 0) or 0)
-        if n:
-            bound += f"; the breaker stops it after {max(0, n - self._conn_streak)} more consecutive failures"
-        log.info("%s: retrying (%s so far); %s", self._where(),
-                 ", ".join(f"{k} x{v}" for k, v in sorted(self._retries.items())), bound)
-
-    def _open_breaker(self, reason: str) -> None:
-        if self._breaker is None:
-            self._breaker = reason
-            log.error("%s: circuit breaker open after %s; no further requests are sent", self._where(), reason)
-
-    def _remaining(self) -> float | None:
-        """Seconds left of `time_budget_s` (started at the first uncached request), None without one;
-        opens the breaker when the budget is spent."""
-        budget = getattr(self.endpoint, "time_budget_s", None)
-        if not budget:
-            return None
-        now = time.monotonic()
-        if self._deadline is None:
-            self._deadline = now + float(budget)
-        left = self._deadline - now
-        if left <= 0:
-            self._open_breaker(f"its time budget of {float(budget):g}s (llm.endpoints[].time_budget_s) was spent")
-        return left
 
     # ------------------------------------------------------------------ one request
     async def acomplete(self, req: LLMRequest) -> LLMResult:
@@ -331,9 +236,9 @@ class LLMClient:
         pt_total = ct_total = 0
         last_text: str | None = None
         while True:
-            left = self._remaining()
-            if self._breaker is not None:
-                return self._failed(req, key, f"circuit_open: {self._breaker} at {ep.name!r}; not sent",
+            left = self._guard.remaining()
+            if self._guard.reason is not None:
+                return self._failed(req, key, f"circuit_open: {self._guard.reason} at {ep.name!r}; not sent",
                                     "circuit_open", attempts, pt_total, ct_total, t0, last_text)
             attempts += 1
             try:
@@ -341,24 +246,16 @@ class LLMClient:
                     pools, body, timeout if left is None else max(0.05, min(timeout, left)))
             except Retryable as e:
                 acct(req.tag, calls=1, error=e.kind)
-                self._note_transport(e.kind)
+                self._guard.note_transport(e.kind)
                 if transport_retries >= max_retries:
                     return self._failed(req, key, f"{e.kind} after {attempts} attempts: {e}", None,
                                         attempts, pt_total, ct_total, t0, last_text)
-                delay = backoff_delay(transport_retries, e.retry_after, ep, self._rng)
                 transport_retries += 1
-                left = self._remaining()
-                if left is not None:
-                    delay = max(0.0, min(delay, left))
-                acct(req.tag, retries=1, backoff_s=delay)
-                self._note_retry(e.kind, left)
-                log.debug("retry %d for %s in %.2fs (%s)", transport_retries, key[:12], delay,
-                          self.scrub(str(e)))
-                await asyncio.sleep(delay)
+                await self._back_off(req, key, e, transport_retries)
                 continue
             except Fatal as e:
                 acct(req.tag, calls=1, error=e.kind)
-                self._note_transport(None)
+                self._guard.note_transport(None)
                 return self._failed(req, key, f"{e.kind}: {e}", None, attempts, pt_total, ct_total, t0,
                                     last_text)
             except asyncio.CancelledError:
@@ -368,11 +265,8 @@ class LLMClient:
                 return self._failed(req, key, f"unexpected error: {type(e).__name__}: {e}", None,
                                     attempts, pt_total, ct_total, t0, last_text)
             acct(req.tag, calls=1, answers=1, prompt_tokens=pt, completion_tokens=ct)
-            self._note_transport(None)
-            if text and self._secrets:  # an endpoint echoing the key must not plant it in the cache
-                for sec in self._secrets:
-                    if sec.get_secret_value() in text:
-                        text = text.replace(sec.get_secret_value(), "***")
+            self._guard.note_transport(None)
+            text = self._unechoed(text)
             pt_total += pt
             ct_total += ct
             last_text = text
@@ -399,18 +293,38 @@ class LLMClient:
                 acct(req.tag, error="validator_error")
                 return self._failed(req, key, f"validator error: {type(e).__name__}: {e}", None,
                                     attempts, pt_total, ct_total, t0, text)
-            # ---- success: commit now, before anything else can go wrong
-            if self.cache is not None:
-                try:
-                    self.cache.put(key, text, pt, ct, finish, model=ep.model,
-                                   template_version=req.template_version, tag=req.tag, logprobs=lps)
-                except Exception as e:  # noqa: BLE001 - a cache write error must not lose the answer
-                    log.warning("cache write failed for %s: %s", key[:12], self.scrub(str(e)))
-            acct(req.tag, requests=1, ok=1)
+            self._commit(req, key, text, pt, ct, finish, lps)  # now, before anything else can go wrong
             return LLMResult(text=text, parsed=parsed, status="ok", error=None, request_hash=key,
                              prompt_tokens=pt_total, completion_tokens=ct_total, cached=False,
                              attempts=attempts, finish_reason=finish,
                              latency_s=time.perf_counter() - t0, tag=req.tag, meta=req.meta, logprobs=lps)
+
+    async def _back_off(self, req: LLMRequest, key: str, e: Retryable, n: int) -> None:
+        """Wait before retry `n` of a transport failure (backoff, Retry-After, never past the budget)."""
+        delay = backoff_delay(n - 1, e.retry_after, self.endpoint, self._rng)
+        left = self._guard.remaining()
+        if left is not None:
+            delay = max(0.0, min(delay, left))
+        self._book.add(req.tag, retries=1, backoff_s=delay)
+        self._guard.note_retry(e.kind, left)
+        log.debug("retry %d for %s in %.2fs (%s)", n, key[:12], delay, self.scrub(str(e)))
+        await asyncio.sleep(delay)
+
+    def _unechoed(self, text: str | None) -> str | None:
+        """An endpoint echoing the key must not plant it in the cache."""
+        for sec in self._secrets if text else ():
+            text = text.replace(sec.get_secret_value(), "***")
+        return text
+
+    def _commit(self, req: LLMRequest, key: str, text: str, pt: int, ct: int, finish, lps) -> None:
+        """A valid answer: into the cache (a cache write error must not lose it) and the accounts."""
+        if self.cache is not None:
+            try:
+                self.cache.put(key, text, pt, ct, finish, model=self.endpoint.model,
+                               template_version=req.template_version, tag=req.tag, logprobs=lps)
+            except Exception as e:  # noqa: BLE001
+                log.warning("cache write failed for %s: %s", key[:12], self.scrub(str(e)))
+        self._book.add(req.tag, requests=1, ok=1)
 
     def _failed(self, req, key, reason, kind, attempts, pt, ct, t0, text=None, finish=None,
                 logprobs=None) -> LLMResult:
@@ -472,14 +386,14 @@ class LLMClient:
             groups = list(todo.values())
             it = iter(groups)
 
-            self._pending = len(groups)
+            self._guard.pending = len(groups)
 
             async def worker():
                 nonlocal done
                 for idx in it:
                     first = idx[0]
                     res = await self._complete_uncached(reqs[first], keys[first])
-                    self._pending -= 1
+                    self._guard.pending -= 1
                     results[first] = res
                     for j in idx[1:]:  # duplicates in the batch: same answer, counted as cached
                         results[j] = self._dup(reqs[j], res)
@@ -488,10 +402,10 @@ class LLMClient:
 
             nworkers = min(len(groups), max(1, int(ep.max_concurrency)) * 2)
             await asyncio.gather(*(worker() for _ in range(nworkers)))
-            if self._breaker is not None:
+            if self._guard.reason is not None:
                 ok = sum(1 for r in results if r is not None and r.ok)
                 raise EndpointUnavailable(
-                    f"{self._where()}: stopped after {self._breaker} ({ok} of {n} requests answered, "
+                    f"{self._where()}: stopped after {self._guard.reason} ({ok} of {n} requests answered, "
                     f"{n - ok} failed; the answers received are cached: rerun the same command to resume, "
                     "it sends only the rest)")
         return results  # type: ignore[return-value]

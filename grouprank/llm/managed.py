@@ -268,11 +268,8 @@ def serve(model: str = "smollm2", *, port: int | None = None, threads: int | Non
     srv = ManagedServer(model, port=port, threads=threads, log_dir=log_dir, detached=True)
     srv.start()
     rec = srv.record()
-    path = record_path(srv.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rec, indent=2))
-    os.replace(tmp, path)
+    from grouprank.atomic import write_json_atomic
+    write_json_atomic(record_path(srv.name), rec)
     srv.proc = None  # detached: not ours to stop at exit
     return rec
 

@@ -12,7 +12,7 @@ labels, training examples and inference speak one format.
     partial_scores(text, n_docs) -> what a failed answer still holds
     render_target(reason, scores) -> "<reason>…</reason>\\n<answer>{\"[1]\": 7, …}</answer>"
 
-Output format (DESIGN §2): a short rationale in ``<reason>…</reason>`` followed by
+Output format (GroupRank, arXiv 2511.11653): a short rationale in ``<reason>…</reason>`` followed by
 ``<answer>`` holding a JSON object ``{"[1]": 7, "[2]": 0, …}`` with an integer 0–10 for every
 document of the group.
 
@@ -85,6 +85,24 @@ def build_user_prompt(query: str, docs: list[str], max_doc_chars: int = 3000) ->
 def build_messages(query: str, docs: list[str], max_doc_chars: int = 3000) -> list[dict]:
     """System + user chat messages for one group (documents labelled [1]..[c] in list order)."""
     return chat(SYSTEM_PROMPT, build_user_prompt(query, docs, max_doc_chars))
+
+
+def with_doc_chars(messages: list[dict], max_doc_chars: int) -> list[dict]:
+    """A groupwise conversation (this template's system and user turns, e.g. a training row's
+    prompt) with its documents cut to `max_doc_chars`: the user turn is read back into its query and
+    documents and built again; other turns are kept. A user turn this template did not build is an
+    error (cutting it by pattern could break a prompt of another format)."""
+    from .common import extract_query_and_docs
+    out = []
+    for m in messages:
+        if m["role"] == "user":
+            query, docs = extract_query_and_docs(m["content"])
+            texts = [t for _, t in docs]
+            if query is None or not docs or build_user_prompt(query, texts, None) != m["content"]:
+                raise ValueError(f"not a {TEMPLATE_VERSION} user prompt: {m['content'][:120]!r}")
+            m = {"role": "user", "content": build_user_prompt(query, texts, max_doc_chars)}
+        out.append(m)
+    return out
 
 
 def render_target(reason: str, scores: list[int]) -> str:

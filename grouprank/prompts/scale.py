@@ -1,4 +1,4 @@
-"""The 0–10 relevance scale, written once (DESIGN §2: usefulness/helpfulness first, relevance
+"""The 0–10 relevance scale, written once (GroupRank, arXiv 2511.11653: usefulness/helpfulness first, relevance
 second, anchors from 9–10 "extremely helpful" to 0 "not helpful").
 
 The pointwise and groupwise system prompts quote `CRITERIA` and `SCALE` verbatim; every score

@@ -20,18 +20,21 @@ Policies (details in each module):
   retriever; the rank (to depth 100) is recorded for every generated query with text.
 
 Modules (nothing heavy is imported at package import):
-- `mining`      existing queries from a collection split, a JSONL/CSV/TSV/Parquet file or a HF
+- `config`      the `queries` section (`QueriesConfig`)
+- `sources`     existing queries from a collection split, a JSONL/CSV/TSV/Parquet file or a HF
                 dataset on disk, with a column mapping
+- `extractive`  extractive pseudo-queries (a document's sentence; no LLM)
 - `templates`   versioned prompt templates (keyword / question / reasoning)
 - `generation`  document sampling, requests through `grouprank.llm.LLMClient`, tolerant parsing
+- `embed`       query embeddings for dedup and the leakage guard, memoised per text
 - `leakage`     exact / embedding / lexical near-copy detection against evaluation queries
 - `roundtrip`   rank of the source document under the hybrid retriever
 - `dedup`       exact and near-duplicate grouping with representatives
 - `textsim`     normalisation, bit-parallel Levenshtein, n-gram candidate search
 - `mine`        the stage logic on tables: `mine_queries(cfg, documents, queries, qrels)`
-- `stage`       the stage contract: `run(cfg, documents=..., queries=..., qrels=...)`
-- `local_responder`  deterministic extractive stand-in for an LLM (tests, offline smoke runs)
+- `stage`       the stage `mine_queries`: `run(inputs, cfg, ctx)`
 """
 from __future__ import annotations
 
-__all__ = ["mining", "templates", "generation", "leakage", "roundtrip", "dedup", "textsim", "mine", "stage"]
+__all__ = ["config", "sources", "extractive", "templates", "generation", "embed", "leakage", "roundtrip", "dedup",
+           "textsim", "mine", "stage"]

@@ -97,13 +97,8 @@ def existing_queries(cfg, queries: pa.Table | None, collection: str = "",
 
 
 def _llm_client(cfg):
-    from grouprank.llm import LLMClient
-    if not cfg.llm.endpoints:
-        raise UserError("queries.generate is on but llm.endpoints is empty: configure an "
-                        "OpenAI-compatible endpoint (base_url, model)")
-    ep = cfg.endpoint(cfg.queries.endpoint) if cfg.queries.endpoint else cfg.llm.endpoints[0]
-    cache = cfg.llm.cache_path or str(cfg.work_path / "llm_cache.sqlite")
-    return LLMClient(ep, cache_path=cache, stage="queries")
+    from grouprank.llm.from_config import llm_client
+    return llm_client(cfg, cfg.queries.endpoint, who="queries.generate", stage="queries")
 
 
 def _eval_docs(cfg, qrels: pa.Table | None, evals: Sequence[EvalQuery]) -> set[str]:
@@ -175,13 +170,22 @@ def generate(cfg, documents: pa.Table, existing: Sequence[dict], qrels: pa.Table
 def apply_filters(records: list[dict], evals: Sequence[EvalQuery], *, embed: Callable | None,
                   rank_fn: Callable | None, cfg) -> dict:
     """Set decision / decision_detail / roundtrip_rank on `records` in place (priority order =
-    list order). Returns the filter report."""
+    list order: leakage, round trip, exact then near dedup). Returns the filter report."""
     qc = cfg.queries
     t0 = time.perf_counter()
-    report: dict[str, Any] = {}
-    active = [i for i, r in enumerate(records) if r["decision"] == "kept"]
+    report: dict[str, Any] = {"leakage": _leakage_filter(records, evals, embed, qc)}
+    t1 = time.perf_counter()
+    report["roundtrip"] = _roundtrip_filter(records, rank_fn, qc)
+    t2 = time.perf_counter()
+    report["dedup"] = _dedup_filter(records, embed, qc)
+    report["timings_s"] = {"leakage": round(t1 - t0, 3), "roundtrip": round(t2 - t1, 3),
+                           "dedup": round(time.perf_counter() - t2, 3)}
+    return report
 
-    # --- leakage
+
+def _leakage_filter(records: list[dict], evals: Sequence[EvalQuery], embed: Callable | None, qc) -> dict:
+    """Kept queries that copy an evaluation query become decision "leakage"."""
+    active = [i for i, r in enumerate(records) if r["decision"] == "kept"]
     leaks = find_leaks([records[i]["text"] for i in active], evals, embed, threshold=qc.leakage_threshold,
                        lexical_threshold=qc.leakage_lexical_threshold, min_tokens=qc.leakage_min_tokens)
     by_via: Counter = Counter()
@@ -194,37 +198,42 @@ def apply_filters(records: list[dict], evals: Sequence[EvalQuery], *, embed: Cal
             by_via[lk.via] += 1
             by_source[records[i]["source"]] += 1
             by_set[lk.eval_set] += 1
-    report["leakage"] = {"eval_queries": len(evals), "flagged": sum(by_via.values()), "by_via": dict(by_via),
-                         "by_source": dict(by_source), "by_eval_set": dict(by_set),
-                         "threshold": qc.leakage_threshold, "lexical_threshold": qc.leakage_lexical_threshold}
-    t1 = time.perf_counter()
+    return {"eval_queries": len(evals), "flagged": sum(by_via.values()), "by_via": dict(by_via),
+            "by_source": dict(by_source), "by_eval_set": dict(by_set),
+            "threshold": qc.leakage_threshold, "lexical_threshold": qc.leakage_lexical_threshold}
 
-    # --- round trip: rank for every generated query with text
+
+def _roundtrip_filter(records: list[dict], rank_fn: Callable | None, qc) -> dict:
+    """The source document's rank for every generated query with text; a kept one whose source
+    ranks below k becomes decision "roundtrip"."""
     gen = [i for i, r in enumerate(records) if r["source"] == "generated"
            and r["decision"] not in ("parse_error", "generation_failed")]
     rt: dict[str, Any] = {"enabled": bool(qc.roundtrip and rank_fn is not None), "k": qc.roundtrip_k}
-    if gen and qc.roundtrip and rank_fn is not None:
-        ranks = source_ranks([records[i]["text"] for i in gen], [records[i]["source_doc_id"] for i in gen],
-                             rank_fn, max(qc.roundtrip_depth, qc.roundtrip_k))
-        for i, r in zip(gen, ranks):
-            records[i]["roundtrip_rank"] = r
-            if records[i]["decision"] == "kept" and (r is None or r > qc.roundtrip_k):
-                records[i]["decision"] = "roundtrip"
-                records[i]["decision_detail"] = (f"source doc rank {r} > k={qc.roundtrip_k}" if r is not None
-                                                 else f"source doc not in top {max(qc.roundtrip_depth, qc.roundtrip_k)}")
-        rt.update(rank_summary(ranks, qc.roundtrip_k, max(qc.roundtrip_depth, qc.roundtrip_k)))
-        per_type: dict[str, list] = {}
-        for i, r in zip(gen, ranks):
-            per_type.setdefault(records[i]["query_type"] or "?", []).append(r)
-        rt["by_type"] = {t: rank_summary(v, qc.roundtrip_k, max(qc.roundtrip_depth, qc.roundtrip_k))
-                         for t, v in sorted(per_type.items())}
-        rt["dropped"] = sum(1 for i in gen if records[i]["decision"] == "roundtrip")
-    elif gen:
-        rt["skipped"] = "disabled" if not qc.roundtrip else "no retriever"
-    report["roundtrip"] = rt
-    t2 = time.perf_counter()
+    if not (gen and qc.roundtrip and rank_fn is not None):
+        if gen:
+            rt["skipped"] = "disabled" if not qc.roundtrip else "no retriever"
+        return rt
+    depth = max(qc.roundtrip_depth, qc.roundtrip_k)
+    ranks = source_ranks([records[i]["text"] for i in gen], [records[i]["source_doc_id"] for i in gen],
+                         rank_fn, depth)
+    for i, r in zip(gen, ranks):
+        records[i]["roundtrip_rank"] = r
+        if records[i]["decision"] == "kept" and (r is None or r > qc.roundtrip_k):
+            records[i]["decision"] = "roundtrip"
+            records[i]["decision_detail"] = (f"source doc rank {r} > k={qc.roundtrip_k}" if r is not None
+                                             else f"source doc not in top {depth}")
+    rt.update(rank_summary(ranks, qc.roundtrip_k, depth))
+    per_type: dict[str, list] = {}
+    for i, r in zip(gen, ranks):
+        per_type.setdefault(records[i]["query_type"] or "?", []).append(r)
+    rt["by_type"] = {t: rank_summary(v, qc.roundtrip_k, depth) for t, v in sorted(per_type.items())}
+    rt["dropped"] = sum(1 for i in gen if records[i]["decision"] == "roundtrip")
+    return rt
 
-    # --- exact dedup
+
+def _dedup_filter(records: list[dict], embed: Callable | None, qc) -> dict:
+    """Exact duplicates, then near duplicates (embedding cosine; existing queries among themselves
+    only with `queries.dedup_existing: near`), of an earlier kept query are dropped."""
     alive = [i for i, r in enumerate(records) if r["decision"] == "kept"]
     groups = exact_groups([records[i]["text"] for i in alive])
     n_dup = 0
@@ -234,8 +243,6 @@ def apply_filters(records: list[dict], evals: Sequence[EvalQuery], *, embed: Cal
             records[i]["decision"] = "duplicate"
             records[i]["decision_detail"] = f"of={records[j]['query_id']}"
             n_dup += 1
-
-    # --- near dedup
     alive = [i for i, r in enumerate(records) if r["decision"] == "kept"]
     n_near = 0
     if embed is not None and len(alive) > 1:
@@ -255,11 +262,8 @@ def apply_filters(records: list[dict], evals: Sequence[EvalQuery], *, embed: Cal
                 records[i]["decision"] = "near_duplicate"
                 records[i]["decision_detail"] = f"of={records[j]['query_id']} cos={g[1]:.3f}"
                 n_near += 1
-    report["dedup"] = {"duplicate": n_dup, "near_duplicate": n_near, "threshold": qc.dedup_threshold,
-                       "existing_among_themselves": qc.dedup_existing}
-    report["timings_s"] = {"leakage": round(t1 - t0, 3), "roundtrip": round(t2 - t1, 3),
-                           "dedup": round(time.perf_counter() - t2, 3)}
-    return report
+    return {"duplicate": n_dup, "near_duplicate": n_near, "threshold": qc.dedup_threshold,
+            "existing_among_themselves": qc.dedup_existing}
 
 
 def summarize(records: Sequence[dict]) -> dict:

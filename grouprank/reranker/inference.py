@@ -1,32 +1,28 @@
-"""Reranking with an LLM: groupwise (GroupRank), pointwise and listwise (sliding window).
+"""Reranking with an LLM: the scoring modes of `grouprank.scoring` (groupwise = GroupRank,
+pointwise, listwise with sliding windows), the same objects the judges drive: the same prompts,
+the same groups for the same seed, the same reading of answers and the same failure policy
+(`grouprank.scoring.call`: salvage what parses). This module only sends the calls through a
+backend and turns scores into a run. Document texts: the caller passes {doc_id: text}, built with
+`grouprank.text.document_text_map(documents)` so the reranker sees the string the judges and the
+retrievers see.
 
-Prompts: `grouprank.prompts` (shared with the judges). Document texts: the caller passes
-{doc_id: text}, built with `grouprank.text.document_text_map(documents)` so the reranker sees the
-string the judges and the retrievers see.
-
-Groupwise (DESIGN §2, the authors' inference code):
-  for each query take the top-N first-stage candidates (N = `top`, default 100); for each pass
-  shuffle them (seeded per query and pass) and cut them into ceil(N/c) disjoint groups of
-  near-equal size (`grouprank.scoring.groups`: sizes differ by at most one, so no group of 1–2
-  stragglers); score every group
-  of every query and pass concurrently (one backend batch: O(N/c) calls per query and pass, one
-  sequential round); a document's group score is its 0–10 score / 10 averaged over the passes
-  (test-time scaling).
-  **Fallback:** a group whose answer is not well formed (`parse_output(...).status != "ok"`,
-  after the client's one retry) or whose call failed gives every document of that group 0 for
-  that pass, as the authors' code does; it never raises. Partial JSON is not used.
+Groupwise (the authors' inference code): for each query take the top-N first-stage candidates
+  (N = `top`, default 100); per pass the mode's seeded groups of near-equal size; every group of
+  every query and pass in one backend batch (one sequential round); a document's group score is
+  its 0–10 score / 10 averaged over the passes (test-time scaling). A document its group's answer
+  did not score validly (call failed, tags broken, its entry invalid) counts `FALLBACK_SCORE` (0)
+  for that pass; it never raises.
   Final score = alpha · group + (1 − alpha) · minmax(first-stage score within the query)
   (alpha = 0.6); ties broken by first-stage rank.
 
-Pointwise: the same groupwise template with a group of one document (so the comparison isolates
-  the grouping): N calls per query, one round; fallback 0; same fusion with alpha.
+Pointwise: the pointwise prompt, one call per document (N calls per query, one round);
+  fallback 0; same fusion with alpha.
 
-Listwise (RankGPT-style sliding window, the listwise prompt `judge.listwise@1` of the judges):
-  windows of `window` documents moving from the bottom of the first-stage list to the top by
-  `stride` (`grouprank.scoring.windows`); each window is reordered by the model's permutation `[3] > [1] > …`; identifiers missing from the answer keep their
-  relative order after the mentioned ones; an unparsable answer leaves the window unchanged.
-  Windows of one query are sequential (ceil((N − window)/stride) + 1 rounds); queries run in
-  parallel round by round. The final ranking is the permutation (score = (N − rank + 1) / N);
+Listwise (RankGPT): windows of `window` documents moving from the bottom of the first-stage list
+  to the top by `stride`, driven by `grouprank.scoring.listwise.ListwiseRun`; each window is
+  reordered by the labels the answer placed, the others keep their relative order after them (an
+  unreadable answer leaves the window unchanged). Windows of one query are sequential; queries
+  run in parallel round by round. The final ranking is the permutation (score = (N − rank + 1) / N);
   alpha does not apply.
 
 Backends: `LLMBackend` (the project's `grouprank.llm.LLMClient`: concurrency, retries, cache,
@@ -34,21 +30,20 @@ token accounting), `TransformersBackend` (an in-process causal LM, e.g. the trai
 `FunctionBackend` (a Python callable; tests).
 
 Every call is accounted: per query `calls`, `rounds`, `prompt_tokens`, `completion_tokens`,
-`failed` (calls whose answer fell back).
+`failed` (calls whose answer was not fully valid: some document got the fallback); `answers`
+counts the answers' statuses (the mode's: ok, bad_json, bad_tags, partial, unparsed, call_failed).
 """
 from __future__ import annotations
 
-import hashlib
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from grouprank.first_stage.fusion import minmax
-from grouprank.prompts import groupwise as GW
-from grouprank.prompts import listwise as LW
-from grouprank.scoring.groups import shuffled_groups
-from grouprank.scoring.windows import sliding_windows
+from grouprank.scoring.call import FALLBACK_SCORE, Call
+from grouprank.scoring.groupwise import GroupwiseMode
+from grouprank.scoring.listwise import ListwiseMode
+from grouprank.scoring.pointwise import PointwiseMode
 
 # --------------------------------------------------------------------------- backends
 
@@ -115,7 +110,8 @@ class LLMBackend:
         prog = Progress("rerank (llm)", len(reqs), unit="prompts", bar=False, heartbeat=True)
         out = []
         for res in self.client.map(reqs):
-            out.append(Generation(res.text if res.status == "ok" else None, int(res.prompt_tokens or 0),
+            # the text also when validation failed: the scoring mode salvages what parses
+            out.append(Generation(res.text, int(res.prompt_tokens or 0),
                                   int(res.completion_tokens or 0), None if res.status == "ok" else res.error))
             prog.update(1)
         prog.close()
@@ -185,14 +181,6 @@ class TransformersBackend:
         return out
 
 
-# --------------------------------------------------------------------------- helpers
-
-def _rng(seed: int, *parts) -> random.Random:
-    """The reranker's shuffle seed per (seed, query, pass): sha256 of "seed|query|pass"."""
-    h = hashlib.sha256(("|".join(map(str, (seed, *parts)))).encode()).hexdigest()
-    return random.Random(int(h[:16], 16))
-
-
 # --------------------------------------------------------------------------- reranking
 
 @dataclass
@@ -202,12 +190,31 @@ class RerankResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _account(per_q: dict, qid: str, g: Generation, failed: bool) -> None:
-    s = per_q.setdefault(qid, {"calls": 0, "rounds": 0, "prompt_tokens": 0, "completion_tokens": 0, "failed": 0})
-    s["calls"] += 1
-    s["prompt_tokens"] += g.prompt_tokens
-    s["completion_tokens"] += g.completion_tokens
-    s["failed"] += int(failed)
+class _Tally:
+    """Per-query accounting (calls, rounds, tokens, failed = answers not fully valid) and the
+    answers' statuses."""
+
+    def __init__(self, qids):
+        self.per_q = {q: {"calls": 0, "rounds": 0, "prompt_tokens": 0, "completion_tokens": 0, "failed": 0}
+                      for q in qids}
+        self.answers: dict[str, int] = {}
+
+    def add(self, qid: str, g: Generation, scored) -> None:
+        s = self.per_q[qid]
+        s["calls"] += 1
+        s["prompt_tokens"] += g.prompt_tokens
+        s["completion_tokens"] += g.completion_tokens
+        s["failed"] += int(not scored.ok)
+        self.answers[scored.status] = self.answers.get(scored.status, 0) + 1
+
+    def summary(self, mode: str) -> dict:
+        per_q = self.per_q
+        nq = max(1, len(per_q))
+        tot = {k: sum(s[k] for s in per_q.values()) for k in ("calls", "prompt_tokens", "completion_tokens", "failed")}
+        return {"mode": mode, "queries": len(per_q), **{f"total_{k}": v for k, v in tot.items()},
+                **{f"{k}_per_query": v / nq for k, v in tot.items()},
+                "sequential_rounds": max((s["rounds"] for s in per_q.values()), default=0),
+                "answers": dict(sorted(self.answers.items()))}
 
 
 def _fuse(qid: str, cands: list[tuple[str, float]], model_score: dict[str, float], alpha: float,
@@ -219,112 +226,77 @@ def _fuse(qid: str, cands: list[tuple[str, float]], model_score: dict[str, float
             for i, (d, s, _) in enumerate(rows, 1)]
 
 
-def _prepare(candidates: dict[str, list[tuple[str, float]]], top: int) -> dict[str, list[tuple[str, float]]]:
-    out = {}
+def _prepare(candidates: dict[str, list[tuple[str, float]]], top: int, doc_text: dict[str, str]):
+    """-> ({qid: top candidates by first-stage score}, {qid: their ids}, {doc_id: text, "" if unknown})."""
+    cands = {}
     for qid, c in candidates.items():
         c = sorted(c, key=lambda x: -x[1])[:top]
         if c:
-            out[qid] = c
-    return out
+            cands[qid] = c
+    pools = {q: [d for d, _ in c] for q, c in cands.items()}
+    return cands, pools, {d: doc_text.get(d, "") for ds in pools.values() for d in ds}
+
+
+def _requests(calls: list[Call], template_version: str, tag: str) -> list[GenRequest]:
+    return [GenRequest(c.messages, template_version, c.validate, tag=tag) for c in calls]
+
+
+def _rerank_scored(mode, candidates, queries, doc_text, backend, *, alpha: float, top: int, system: str,
+                   passes: int = 1) -> RerankResult:
+    """Pointwise and groupwise: every call in one backend batch (one round); a document's model
+    score is its 0–10 score / 10 averaged over the passes, `FALLBACK_SCORE` where an answer gave it
+    none; final = alpha · model + (1 − alpha) · minmax(first stage), ties by first-stage rank."""
+    cands, pools, texts = _prepare(candidates, top, doc_text)
+    calls = mode.plan(pools, queries, texts)
+    gens = backend.generate(_requests(calls, mode.template_version, f"rerank.{mode.kind}")) if calls else []
+    tally = _Tally(cands)
+    sums: dict[str, dict[str, float]] = {q: {} for q in cands}
+    for call, g in zip(calls, gens, strict=True):
+        scored = mode.parse(g.text, len(call.doc_ids))
+        tally.add(call.query_id, g, scored)
+        for d, v in zip(call.doc_ids, scored.scores):
+            sums[call.query_id][d] = sums[call.query_id].get(d, 0.0) + (FALLBACK_SCORE if v is None else v / 10.0)
+    run = []
+    for qid, c in cands.items():
+        tally.per_q[qid]["rounds"] = 1
+        run += _fuse(qid, c, {d: v / passes for d, v in sums[qid].items()}, alpha, system)
+    return RerankResult(run, tally.per_q, tally.summary(mode.kind))
 
 
 def rerank_groupwise(candidates, queries: dict[str, str], doc_text: dict[str, str], backend, *,
                      group_size: int = 20, passes: int = 1, alpha: float = 0.6, top: int = 100, seed: int = 13,
                      max_doc_chars: int = 3000, system: str = "groupwise", **_) -> RerankResult:
-    cands = _prepare(candidates, top)
-    reqs, meta = [], []
-    for qid, c in cands.items():
-        for p in range(passes):
-            for group in shuffled_groups([d for d, _ in c], group_size, _rng(seed, qid, p)):
-                msgs = GW.build_messages(queries[qid], [doc_text.get(d, "") for d in group], max_doc_chars)
-                reqs.append(GenRequest(msgs, GW.TEMPLATE_VERSION, GW.validator(len(group)), tag="rerank.groupwise"))
-                meta.append((qid, p, group))
-    gens = backend.generate(reqs) if reqs else []
-    per_q: dict[str, dict] = {}
-    sums: dict[str, dict[str, float]] = {q: {} for q in cands}
-    status_counts = {"ok": 0, "bad_json": 0, "bad_tags": 0, "call_failed": 0}
-    for (qid, p, group), g in zip(meta, gens, strict=True):
-        parsed = GW.parse_output(g.text, len(group)) if g.text is not None else None
-        ok = parsed is not None and parsed.status == "ok"
-        status_counts["call_failed" if parsed is None else parsed.status] += 1
-        _account(per_q, qid, g, not ok)
-        for i, d in enumerate(group):
-            sums[qid][d] = sums[qid].get(d, 0.0) + ((parsed.scores[i] / 10.0) if ok else 0.0)  # fallback 0
-    run = []
-    for qid, c in cands.items():
-        per_q[qid]["rounds"] = 1
-        avg = {d: v / passes for d, v in sums[qid].items()}
-        run += _fuse(qid, c, avg, alpha, system)
-    return RerankResult(run, per_q, _summary(per_q, status_counts, "groupwise"))
+    mode = GroupwiseMode(group_size=group_size, passes=passes, seed=seed, max_doc_chars=max_doc_chars)
+    return _rerank_scored(mode, candidates, queries, doc_text, backend, alpha=alpha, top=top, system=system,
+                          passes=passes)
 
 
 def rerank_pointwise(candidates, queries, doc_text, backend, *, alpha: float = 0.6, top: int = 100,
                      max_doc_chars: int = 3000, system: str = "pointwise", **_) -> RerankResult:
-    cands = _prepare(candidates, top)
-    reqs, meta = [], []
-    for qid, c in cands.items():
-        for d, _ in c:
-            reqs.append(GenRequest(GW.build_messages(queries[qid], [doc_text.get(d, "")], max_doc_chars),
-                                   GW.TEMPLATE_VERSION, GW.validator(1), tag="rerank.pointwise"))
-            meta.append((qid, d))
-    gens = backend.generate(reqs) if reqs else []
-    per_q: dict[str, dict] = {}
-    scores: dict[str, dict[str, float]] = {q: {} for q in cands}
-    status_counts = {"ok": 0, "bad_json": 0, "bad_tags": 0, "call_failed": 0}
-    for (qid, d), g in zip(meta, gens, strict=True):
-        parsed = GW.parse_output(g.text, 1) if g.text is not None else None
-        ok = parsed is not None and parsed.status == "ok"
-        status_counts["call_failed" if parsed is None else parsed.status] += 1
-        _account(per_q, qid, g, not ok)
-        scores[qid][d] = parsed.scores[0] / 10.0 if ok else 0.0
-    run = []
-    for qid, c in cands.items():
-        per_q[qid]["rounds"] = 1
-        run += _fuse(qid, c, scores[qid], alpha, system)
-    return RerankResult(run, per_q, _summary(per_q, status_counts, "pointwise"))
+    return _rerank_scored(PointwiseMode(max_doc_chars=max_doc_chars), candidates, queries, doc_text, backend,
+                          alpha=alpha, top=top, system=system)
 
 
 def rerank_listwise(candidates, queries, doc_text, backend, *, window: int = 20, stride: int = 10, top: int = 100,
                     max_doc_chars: int = 3000, system: str = "listwise", **_) -> RerankResult:
-    cands = _prepare(candidates, top)
-    order = {q: [d for d, _ in c] for q, c in cands.items()}
-    wins = {q: sliding_windows(len(o), window, stride) for q, o in order.items()}
-    per_q: dict[str, dict] = {}
-    status_counts = {"ok": 0, "unparsed": 0, "call_failed": 0}
-    n_rounds = max((len(w) for w in wins.values()), default=0)
-    for r in range(n_rounds):
-        reqs, meta = [], []
-        for qid, ws in wins.items():
-            if r < len(ws):
-                s, e = ws[r]
-                docs = order[qid][s:e]
-                reqs.append(GenRequest(LW.build_messages(queries[qid], [doc_text.get(d, "") for d in docs], max_doc_chars),
-                                       LW.TEMPLATE_VERSION, LW.validator(len(docs)), tag="rerank.listwise"))
-                meta.append((qid, s, e))
-        gens = backend.generate(reqs)
-        for (qid, s, e), g in zip(meta, gens, strict=True):
-            perm = LW.parse_permutation(g.text, e - s)
-            status_counts["call_failed" if g.text is None else ("ok" if perm else "unparsed")] += 1
-            _account(per_q, qid, g, perm is None)
-            per_q[qid]["rounds"] += 1
-            if perm:
-                win = order[qid][s:e]
-                order[qid][s:e] = [win[i] for i in perm]
+    """Sliding windows over the first-stage order (no context budget: always windows); the final
+    ranking is the permutation, score = (N − rank + 1) / N; alpha does not apply."""
+    mode = ListwiseMode(window=window, stride=stride, max_doc_chars=max_doc_chars)
+    cands, pools, texts = _prepare(candidates, top, doc_text)
+    run_ = mode.start(pools, queries, texts)
+    tally = _Tally(cands)
+    for calls in run_.steps():
+        gens = backend.generate(_requests(calls, mode.template_version, "rerank.listwise"))
+        for call, g in zip(calls, gens, strict=True):
+            scored, _, _ = run_.apply(call, g.text)
+            tally.add(call.query_id, g, scored)
+            tally.per_q[call.query_id]["rounds"] += 1
     run = []
-    for qid, o in order.items():
+    for qid, o in run_.order.items():
         n = len(o)
         run += [{"query_id": qid, "doc_id": d, "score": (n - i + 1) / n, "rank": i, "system": system}
                 for i, d in enumerate(o, 1)]
-    return RerankResult(run, per_q, _summary(per_q, status_counts, "listwise"))
-
-
-def _summary(per_q: dict, status_counts: dict, mode: str) -> dict:
-    nq = max(1, len(per_q))
-    tot = {k: sum(s[k] for s in per_q.values()) for k in ("calls", "prompt_tokens", "completion_tokens", "failed")}
-    return {"mode": mode, "queries": len(per_q), **{f"total_{k}": v for k, v in tot.items()},
-            **{f"{k}_per_query": v / nq for k, v in tot.items()},
-            "sequential_rounds": max((s["rounds"] for s in per_q.values()), default=0),
-            "answers": status_counts}
+    return RerankResult(run, tally.per_q, tally.summary("listwise"))
 
 
 RERANKERS = {"groupwise": rerank_groupwise, "pointwise": rerank_pointwise, "listwise": rerank_listwise}
@@ -344,3 +316,21 @@ def candidates_from_table(table) -> dict[str, list[tuple[str, float]]]:
     for q, d, s in zip(table["query_id"].to_pylist(), table["doc_id"].to_pylist(), table[score_col].to_pylist()):
         out.setdefault(q, []).append((d, float(s)))
     return out
+
+
+def transformers_backend(rc, model_path, *, greedy: bool = False, max_new_tokens: int | None = None) -> TransformersBackend:
+    """The in-process reranker at `model_path` (a trained checkpoint, or what `reranker.base_model`
+    takes) with the inference settings of `rc` (the `reranker` section): the one place it is built
+    (evaluation, `grouprank rerank`, train_reranker's held-out check, which decodes greedily)."""
+    return TransformersBackend.from_path(str(model_path), max_new_tokens=max_new_tokens or rc.infer_max_tokens,
+                                         temperature=None if greedy else rc.infer_temperature,
+                                         top_p=None if greedy else rc.infer_top_p,
+                                         batch_size=rc.infer_batch_size, dtype=rc.infer_dtype)
+
+
+def llm_backend(cfg, rc, *, stage: str, endpoint=None) -> LLMBackend:
+    """Reranking through the run's LLM client (`grouprank.llm.from_config`: `rc.endpoint`, else the
+    first configured; or `endpoint` given outright) with the inference settings of `rc`."""
+    from grouprank.llm.from_config import llm_client
+    client = llm_client(cfg, rc.endpoint, who="reranking through an LLM endpoint", stage=stage, endpoint=endpoint)
+    return LLMBackend(client, temperature=rc.infer_temperature, top_p=rc.infer_top_p, max_tokens=rc.infer_max_tokens)

@@ -1,4 +1,4 @@
-"""The GroupRank reward (DESIGN §2), exactly as the paper states it:
+"""The GroupRank reward (GroupRank, arXiv 2511.11653), exactly as the paper states it:
 
     R = NDCG@10 + 0.2 · Recall@10 + 0.1 · (1 − JS(P, Q))   when the output is well formed
     R = −0.1                                                  when the tags are right but the JSON is not

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -31,19 +30,6 @@ from data_schemas import RERANKER_RL, RERANKER_SFT
 from grouprank.stage import Stage, StageContext, StageResult, file, folder, table
 
 log = logging.getLogger(__name__)
-
-_DOC_BLOCK = re.compile(r'(<document id="\[\d+\]">\n)(.*?)(\n</document>)', re.S)
-
-
-def shorten_documents(messages: list[dict], max_chars: int) -> list[dict]:
-    """The same messages with every `<document>` body in user turns cut to `max_chars` (bodies are
-    single-line, already cleaned by `grouprank.prompts.common.clean_text`, so the cut keeps the prompt's format)."""
-    def cut(m: re.Match) -> str:
-        body = m.group(2)
-        return m.group(1) + (body[:max_chars].rstrip() if len(body) > max_chars else body) + m.group(3)
-    return [{"role": m["role"], "content": _DOC_BLOCK.sub(cut, m["content"]) if m["role"] == "user" else m["content"]}
-            for m in messages]
-
 
 def split_queries(rows: list[dict], fraction: float, seed: int) -> set[str]:
     """Seeded set of held-out query ids (at least one when fraction > 0 and there are >= 2 queries)."""
@@ -74,14 +60,13 @@ def heldout_reward_baselines(rows: list[dict]) -> dict:
     return {"heldout_reward_constant_0": round(zero / n, 4), "heldout_reward_oracle": round(oracle / n, 4)}
 
 
-def heldout_eval(model_path: str | Path, rows: list[dict], max_new_tokens: int, batch_size: int = 8,
-                 dtype: str = "auto") -> dict:
-    """Greedy generation on held-out RL rows: strict/lenient format validity and mean reward."""
-    from grouprank.reranker.inference import GenRequest, TransformersBackend
+def heldout_eval(model_path: str | Path, rows: list[dict], rc) -> dict:
+    """Greedy generation (`rc`: the effective reranker settings; up to `max_completion_length`
+    tokens) on held-out RL rows: strict/lenient format validity and mean reward."""
+    from grouprank.reranker.inference import GenRequest, transformers_backend
     from grouprank.prompts.groupwise import TEMPLATE_VERSION, parse_output
     from grouprank.reranker.reward import reward_one
-    be = TransformersBackend.from_path(str(model_path), max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                       dtype=dtype)
+    be = transformers_backend(rc, model_path, greedy=True, max_new_tokens=rc.max_completion_length)
     gens = be.generate([GenRequest(r["prompt"], TEMPLATE_VERSION) for r in rows])
     n = max(1, len(rows))
     strict = sum(parse_output(g.text or "", len(r["gold_grades"]), strict=True).status == "ok"
@@ -149,9 +134,10 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         stats["rl_rows_over_max_group"] = sum(not fits(r) for r in rl)
         sft, rl, held_rl = [r for r in sft if fits(r)], [r for r in rl if fits(r)], [r for r in held_rl if fits(r)]
     if rc.train_doc_chars is not None:
-        sft = [dict(r, messages=shorten_documents(r["messages"], rc.train_doc_chars)) for r in sft]
-        rl = [dict(r, prompt=shorten_documents(r["prompt"], rc.train_doc_chars)) for r in rl]
-        held_rl = [dict(r, prompt=shorten_documents(r["prompt"], rc.train_doc_chars)) for r in held_rl]
+        from grouprank.prompts.groupwise import with_doc_chars
+        sft = [dict(r, messages=with_doc_chars(r["messages"], rc.train_doc_chars)) for r in sft]
+        rl = [dict(r, prompt=with_doc_chars(r["prompt"], rc.train_doc_chars)) for r in rl]
+        held_rl = [dict(r, prompt=with_doc_chars(r["prompt"], rc.train_doc_chars)) for r in held_rl]
     sft, rl = sample(sft, rc.max_train_examples, cfg.seed), sample(rl, rc.max_train_examples, cfg.seed + 1)
     held_rl = sample(held_rl, rc.heldout_max_examples, cfg.seed + 2) if rc.heldout_max_examples else []
     if not sft and not rl:
@@ -181,8 +167,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     detail: dict[str, Any] = {}
     if held_rl:
         t = time.perf_counter()
-        detail = heldout_eval(summary["model_path"], held_rl, rc.max_completion_length,
-                              batch_size=rc.infer_batch_size, dtype=rc.infer_dtype)
+        detail = heldout_eval(summary["model_path"], held_rl, rc)
         stats.update({k: v for k, v in detail.items() if isinstance(v, (int, float))})
         stats["heldout_eval_s"] = round(time.perf_counter() - t, 2)
     stats["wall_s"] = round(time.perf_counter() - t0, 2)

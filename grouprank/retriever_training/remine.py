@@ -34,8 +34,8 @@ def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.
     labels: LABELS table (None only with `unjudged`); spec: trainsets GuardSpec; human: query id ->
     doc ids humans cite as relevant (`grouprank.trainsets.retriever.human_positive_map`), or None."""
     from grouprank.judges.injection import is_injection
-    from grouprank.trainsets.common import QueryLabels, counter_add, labels_by_query
-    from grouprank.trainsets.retriever import duplicate_text_key, guard_pool, margin_filter
+    from grouprank.trainsets.common import QueryLabels, labels_by_query
+    from grouprank.trainsets.retriever import guard_pool, margin_filter
 
     lo, hi = int(rank_range[0]), int(rank_range[1])
     if lo < 1 or hi < lo:
@@ -80,33 +80,10 @@ def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.
         pos = positives_of[qid]
         norm = ql.norm_fused() if ql.fused else {}
         if unjudged:
-            labelled = [d for d in window if d in ql.grades]
-            keep_l = set(guard_pool(ql, labelled, spec, doc_texts, pos, stats, human_positives=cited)) \
-                if labelled else set()
-            if r.positive_doc_id in norm:
-                keep_l = set(margin_filter(ql, [d for d in labelled if d in keep_l], r.positive_doc_id, spec,
-                                           stats, norm))
-            pos_cos = float(D[pos_index[r.positive_doc_id]] @ query_emb[qid]) if r.positive_doc_id in pos_index else 1.0
-            pos_txt = {duplicate_text_key(doc_texts[p]) for p in pos if p in doc_texts}
-            chosen = []
-            for d in window:
-                if d in pos:
-                    continue
-                if d in ql.grades:
-                    if d in keep_l:
-                        chosen.append(d)
-                    continue
-                if d in cited:
-                    counter_add(stats, "guard_human_positive")
-                    continue
-                cos = float(D[pos_index[d]] @ query_emb[qid])
-                if cos >= pos_cos - margin:
-                    counter_add(stats, "remine_unjudged_margin_dropped")
-                    continue
-                if duplicate_text_key(doc_texts.get(d, "")) in pos_txt:
-                    counter_add(stats, "guard_duplicate_text")
-                    continue
-                chosen.append(d)
+            cos = lambda d: float(D[pos_index[d]] @ query_emb[qid])  # noqa: E731
+            pos_cos = cos(r.positive_doc_id) if r.positive_doc_id in pos_index else 1.0
+            chosen = _with_unjudged(ql, window, r.positive_doc_id, pos, cited, spec, doc_texts, stats, norm,
+                                    cos, pos_cos - margin)
         else:
             eligible = guard_pool(ql, window, spec, doc_texts, pos, stats, human_positives=cited)
             chosen = margin_filter(ql, eligible, r.positive_doc_id, spec, stats, norm) \
@@ -126,3 +103,37 @@ def remine_negatives(examples: pd.DataFrame, *, doc_ids: list[str], doc_emb: np.
         rows.append(row)
     stats["remine_mean_negative_rank"] = round(float(np.mean(mean_rank)), 2) if mean_rank else 0.0
     return pd.DataFrame(rows, columns=list(examples.columns)), stats
+
+
+def _with_unjudged(ql, window: list[str], positive: str, pos: list[str], cited, spec, doc_texts, stats, norm,
+                   cos, max_cos: float) -> list[str]:
+    """The negatives of one row when unjudged documents may be picked: labelled documents pass the
+    false-negative guard (and the fused-score margin), an unjudged one must be no human positive,
+    have a cosine to the query (`cos(doc_id)`) below `max_cos` (the positive's minus the margin)
+    and not share a positive's text."""
+    from grouprank.trainsets.common import counter_add
+    from grouprank.trainsets.retriever import duplicate_text_key, guard_pool, margin_filter
+    labelled = [d for d in window if d in ql.grades]
+    keep_l = set(guard_pool(ql, labelled, spec, doc_texts, pos, stats, human_positives=cited)) if labelled else set()
+    if positive in norm:
+        keep_l = set(margin_filter(ql, [d for d in labelled if d in keep_l], positive, spec, stats, norm))
+    pos_txt = {duplicate_text_key(doc_texts[p]) for p in pos if p in doc_texts}
+    chosen = []
+    for d in window:
+        if d in pos:
+            continue
+        if d in ql.grades:
+            if d in keep_l:
+                chosen.append(d)
+            continue
+        if d in cited:
+            counter_add(stats, "guard_human_positive")
+            continue
+        if cos(d) >= max_cos:
+            counter_add(stats, "remine_unjudged_margin_dropped")
+            continue
+        if duplicate_text_key(doc_texts.get(d, "")) in pos_txt:
+            counter_add(stats, "guard_duplicate_text")
+            continue
+        chosen.append(d)
+    return chosen

@@ -1,4 +1,4 @@
-"""Disjoint groups for groupwise scoring (DESIGN §2): shuffle the N candidates, cut them into
+"""Disjoint groups for groupwise scoring (GroupRank, arXiv 2511.11653): shuffle the N candidates, cut them into
 ceil(N/c) groups of near-equal size (sizes differ by at most one, so no group of 1–2 stragglers
 next to full ones), score every group in one call."""
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from .export import atomic_write, write_text_atomic
+from grouprank.atomic import atomic_write, write_text_atomic
 
 
 def grade_counts(labels: pa.Table) -> dict[int, int]:
@@ -148,12 +148,9 @@ def _table(rows: list[dict], cols: list[str]) -> str:
         return "_none_\n"
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join("" if r.get(c) is None else _cell(r.get(c)) for c in cols) + " |")
+        cells = ("" if r.get(c) is None else str(r.get(c)).replace("|", "\\|").replace("\n", " ") for c in cols)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _cell(v: Any) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ")
 
 
 # the licence of each built-in collection's text (its SOURCE.md beside the data), as a Hub licence id;
@@ -255,18 +252,24 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
     configuration sections already refuse or clean credentials when they are loaded). `columns`: view
     -> its `data_schemas` Table (every column described from it); `lengths`: `prompt_lengths` of the
     RL view; `retriever_training`: how the run's retriever training uses the retriever view."""
-    from grouprank.redact import redact
-    cfg_json = json.dumps(redact(dict(run_config)), indent=2, sort_keys=True)
     lic = license or COLLECTION_LICENSES.get(collection, "unknown")
     header = card_metadata(pretty_name=f"GroupRank synthesized relevance data: {name}", license=lic,
                            language=language or ["en"], views=views,
                            license_name=LICENSE_NAMES.get(collection)).splitlines() + [""]
-    sft_src = {k[len("sft_target_"):]: v for k, v in build_stats.items() if k.startswith("sft_target_")}
-    guard = {k[len("guard_"):]: v for k, v in build_stats.items() if k.startswith("guard_")}
-    run_seed = config.get("seed") if config.get("seed") is not None else seed
+    lines = (header + _intro_section(name, collection, lic, files)
+             + [columns_markdown(view, tdef) for view, tdef in (columns or {}).items()]
+             + _grades_section(counts, label_grades, methods, histogram)
+             + _reranker_section(config, build_stats, seed, template_version, lengths)
+             + _retriever_section(config, build_stats, dict(retriever_training or {}))
+             + _judges_section(judges, build_stats, agreement_rows, human)
+             + _configuration_section(schemas, run_config))
+    return "\n".join(lines)
+
+
+def _intro_section(name: str, collection: str, lic: str, files: list[dict]) -> list[str]:
+    """Title, provenance, the file table, how to load a view, and the Columns heading."""
     lic_note = LICENSE_NOTES.get(collection, "no licence stated by the source" if lic == "unknown" else "")
-    rt = dict(retriever_training or {})
-    lines = header + [
+    return [
         f"# {name}: GroupRank synthesized training data",
         "",
         "Graded relevance labels fused from LLM (or local) judges, turned into groupwise reranker examples "
@@ -290,7 +293,7 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
         "duckdb.sql(\"SELECT grade, count(*) FROM 'labels/*.parquet' GROUP BY grade\")",
         "```",
         "",
-        f"* `reranker_rl` (default config): TRL `GRPOTrainer` input as is: `prompt` (chat messages: GroupRank "
+        "* `reranker_rl` (default config): TRL `GRPOTrainer` input as is: `prompt` (chat messages: GroupRank "
         "system prompt and the query with documents [1]..[c]), `gold_grades` and `gold_scores` (fused score) in "
         "prompt order, for `grouprank.reranker.reward.groupwise_reward`.",
         "* `reranker_sft`: `messages` = prompt + assistant target `<reason>…</reason><answer>{…}</answer>`.",
@@ -304,9 +307,11 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
         "(`data_schemas/tables.py`; each Parquet file also carries its schema name and version).",
         "",
     ]
-    for view, tdef in (columns or {}).items():
-        lines += [columns_markdown(view, tdef)]
-    lines += [
+
+
+def _grades_section(counts: Mapping[str, Any], label_grades: Mapping[int, int], methods: Mapping[str, int],
+                    histogram: str) -> list[str]:
+    return [
         "## Counts",
         "",
         _table([{"item": k, "value": v} for k, v in counts.items()], ["item", "value"]),
@@ -317,6 +322,15 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
         _table([{"grade": g, "labels": c} for g, c in label_grades.items()], ["grade", "labels"]),
         f"Label fusion methods: {', '.join(f'{k} ({v})' for k, v in sorted(methods.items())) or 'n/a'}.",
         "",
+    ]
+
+
+def _reranker_section(config: Mapping[str, Any], build_stats: Mapping[str, Any], seed: int | None,
+                      template_version: str, lengths: Mapping[str, Any] | None) -> list[str]:
+    """Multi-scale sampling, group sizes, prompt lengths and the SFT targets' sources."""
+    run_seed = config.get("seed") if config.get("seed") is not None else seed
+    sft_src = {k[len("sft_target_"):]: v for k, v in build_stats.items() if k.startswith("sft_target_")}
+    lines = [
         "## Reranker examples",
         "",
         "Multi-scale sampling (GroupRank; `grouprank/trainsets/sampling.py`): per query, groups of "
@@ -347,17 +361,25 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
             "(`reranker.train_doc_chars`), or filter rows by length.",
             "",
         ]
-    lines += [
+    return lines + [
         "SFT targets (`target_source`): " + (", ".join(f"{k}: {v}" for k, v in sorted(sft_src.items())) or "none") + ".",
         "`teacher` = a groupwise judge's own rationale and scores; `teacher_scores` = the judge's scores with "
         "a templated rationale (its prompt order was not recorded); `fused_labels` = scores "
         "round(10·grade/grade_scale) with a templated rationale (no groupwise judgment).",
         "",
+    ]
+
+
+def _retriever_section(config: Mapping[str, Any], build_stats: Mapping[str, Any], rt: Mapping[str, Any]) -> list[str]:
+    """Positives, hard negatives, the guard's removals, and how the run's retriever training reads them."""
+    guard = {k[len("guard_"):]: v for k, v in build_stats.items() if k.startswith("guard_")}
+    order = ("retrieval order (CANDIDATES.rank, the fused BM25 + dense ranking)"
+             if build_stats.get("negative_order") == "retrieval" else "fused-label order (no candidates table)")
+    lines = [
         "## Retriever examples and the false-negative guard",
         "",
         f"Positives: grade ≥ {config.get('positive_grade')}. Hard negatives: grade ≤ "
-        f"{config.get('negative_max_grade')}, in "
-        f"{'retrieval order (CANDIDATES.rank, the fused BM25 + dense ranking)' if build_stats.get('negative_order') == 'retrieval' else 'fused-label order (no candidates table)'}, "
+        f"{config.get('negative_max_grade')}, in {order}, "
         f"{config.get('negatives_per_example')} per example. A negative is removed when it is unlabelled, graded "
         f"≥ the positive grade, graded above the negative maximum, has the text of a positive, or its per-query "
         f"min-max normalised fused score is within {config.get('false_negative_margin')} of the positive's.",
@@ -366,22 +388,28 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
         "(`fused_margin_pairs` counts (positive, candidate) pairs; the other rules count candidate documents.)",
         "",
     ]
-    if rt:
-        lines += [
-            "How this run's retriever training uses `retriever/`: "
-            + (f"at most {rt['max_positives_per_query']} positive(s) per query (`retriever.max_positives_per_query`), "
-               if rt.get("max_positives_per_query") else "every row, ")
-            + f"{rt.get('n_negatives')} hard negative(s) per row, batches of {rt.get('batch_size')} drawn by "
-            f"sentence-transformers' `{rt.get('batch_sampler')}` batch sampler (no two rows with the same anchor or "
-            "text in a batch, so a repeated query never serves as its own in-batch negative). "
-            + (f"The cap selects {rt['selected_rows']:,} of the {rt['rows']:,} rows of `retriever_examples/` "
-               "(highest positive grade first, then the order of the file; "
-               "`grouprank.retriever_training.data.select_examples`); the training then leaves out the rows of "
-               "its own evaluation queries (its `summary.json` counts them)." if rt.get("selected_rows") is not None
-               else ""),
-            "",
-        ]
-    lines += [
+    if not rt:
+        return lines
+    return lines + [
+        "How this run's retriever training uses `retriever/`: "
+        + (f"at most {rt['max_positives_per_query']} positive(s) per query (`retriever.max_positives_per_query`), "
+           if rt.get("max_positives_per_query") else "every row, ")
+        + f"{rt.get('n_negatives')} hard negative(s) per row, batches of {rt.get('batch_size')} drawn by "
+        f"sentence-transformers' `{rt.get('batch_sampler')}` batch sampler (no two rows with the same anchor or "
+        "text in a batch, so a repeated query never serves as its own in-batch negative). "
+        + (f"The cap selects {rt['selected_rows']:,} of the {rt['rows']:,} rows of `retriever_examples/` "
+           "(highest positive grade first, then the order of the file; "
+           "`grouprank.retriever_training.data.select_examples`); the training then leaves out the rows of "
+           "its own evaluation queries (its `summary.json` counts them)." if rt.get("selected_rows") is not None
+           else ""),
+        "",
+    ]
+
+
+def _judges_section(judges: list[dict], build_stats: Mapping[str, Any], agreement_rows: list[dict],
+                    human: dict | None) -> list[str]:
+    excluded = build_stats.get("injection_flagged_excluded")
+    return [
         "## Judges",
         "",
         _table(judges, ["judge_id", "kind", "model", "template_version", "rows_ok", "rows_failed",
@@ -389,25 +417,31 @@ def render_card(*, name: str, files: list[dict], views: Mapping[str, dict], coun
         "`injection_flagged`: judged pairs whose document carries text aimed at the judge (instructions, "
         "chat-template tokens, fake answer tags; `grouprank.judges.injection`); control tokens are "
         "neutralised in every prompt. "
-        + (f"{build_stats.get('injection_flagged_excluded')} flagged pairs were left out of the training views "
-           "(`datasets.exclude_injection_flagged`)." if build_stats.get("injection_flagged_excluded") is not None
+        + (f"{excluded} flagged pairs were left out of the training views "
+           "(`datasets.exclude_injection_flagged`)." if excluded is not None
            else "Flagged pairs were kept in the training views (`datasets.exclude_injection_flagged: false`)."),
         "",
         "Agreement between judges (mean per-query Spearman over documents both judged):",
         "",
-        _table(agreement_rows, ["a", "b", "queries", "mean_spearman"]) if agreement_rows else "_not known (fewer than two judges or no judgments table)_\n",
+        _table(agreement_rows, ["a", "b", "queries", "mean_spearman"]) if agreement_rows
+        else "_not known (fewer than two judges or no judgments table)_\n",
         human_markdown(human),
+    ]
+
+
+def _configuration_section(schemas: Mapping[str, int], run_config: Mapping[str, Any]) -> list[str]:
+    from grouprank.redact import redact
+    return [
         "## Configuration and schemas",
         "",
         _table([{"table": k, "version": v} for k, v in sorted(schemas.items())], ["table", "version"]),
         "Run configuration (`work_dir` elided):",
         "",
         "```json",
-        cfg_json,
+        json.dumps(redact(dict(run_config)), indent=2, sort_keys=True),
         "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def write_card(path: Path, text: str) -> Path:

@@ -1,24 +1,14 @@
-"""Shared pieces of the dataset builders: seeded per-query randomness, input tables, labels.
+"""Shared pieces of the dataset builders: input tables, labels (per-query randomness:
+`grouprank.scoring.rng.seeded_rng`).
 
 A document's text is `grouprank.text.document_text_map` (the text every stage sees)."""
 from __future__ import annotations
 
-import hashlib
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import pyarrow as pa
-
-
-
-def query_rng(seed: int, purpose: str, *key: object) -> random.Random:
-    """A `random.Random` that depends only on (seed, purpose, key): the draws for one query are the
-    same whatever other queries exist and in whatever order they are processed (no shared stream,
-    no Python `hash()` randomisation)."""
-    h = hashlib.sha256("\x1f".join([str(int(seed)), purpose, *map(str, key)]).encode("utf-8")).digest()
-    return random.Random(int.from_bytes(h[:8], "big"))
 
 
 def as_table(x: Any, table_def=None) -> pa.Table | None:

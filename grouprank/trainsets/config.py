@@ -10,7 +10,7 @@ from grouprank.config_section import Section
 
 class DatasetsConfig(Section):
     """Training datasets and exports (grouprank.trainsets; see its package docstring)."""
-    # --- groupwise reranker examples (multi-scale sampling, DESIGN §2)
+    # --- groupwise reranker examples (multi-scale sampling, GroupRank)
     group_min: int = Field(5, ge=1, description="smallest group (paper: 5)")
     group_max: int = Field(20, ge=1, description="largest group (paper: 20)")
     group_size_weights: dict[int, float] | None = Field(

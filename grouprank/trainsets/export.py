@@ -26,16 +26,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_schemas import QRELS
 from data_schemas.base import Field, Table
+from grouprank.atomic import atomic_write, public_mode, write_text_atomic
 
 ST_TABLE_NAME = "retriever_st"
 ST_TABLE_VERSION = 1
@@ -80,33 +79,6 @@ def synthetic_qrels(labels: pa.Table, split: str = "train") -> pa.Table:
 
 # --------------------------------------------------------------------------- atomic files
 
-def atomic_write(path: Path, writer: Callable[[Path], Any]) -> Path:
-    """Call writer(tmp) then rename tmp onto `path` (same folder, so the rename is atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        _public(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _public(path: Path) -> None:
-    """mkstemp creates 0600 files; exports are meant to be shared: use the umask's default mode."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda t: t.write_text(text, encoding="utf-8"))
-
-
 def write_jsonl_atomic(path: Path, records: Iterable[Mapping]) -> Path:
     def w(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -145,7 +117,7 @@ def write_sharded(table: pa.Table, table_def: Table, out_dir: Path, *, max_rows:
         meta = dict(extra or {})
         meta.update({"shard": i, "num_shards": len(plan)})
         table_def.write(part, path, extra=meta, row_group_size=rg)
-        _public(path)
+        public_mode(path)
         paths.append(path)
     keep = {p.name for p in paths}
     for old in out_dir.glob(f"{prefix}-*.parquet"):
@@ -189,6 +161,6 @@ def write_beir(out_dir: Path, documents: pa.Table, queries: Mapping[str, str], q
 
 
 def write_trec(path: Path, qrels: pa.Table) -> Path:
-    """TREC qrels (`qid 0 docid grade`) via grouprank.collections.formats.write_trec_qrels, atomically."""
-    from grouprank.collections.formats import write_trec_qrels
-    return atomic_write(Path(path), lambda tmp: write_trec_qrels(qrels, tmp))
+    """TREC qrels (`qid 0 docid grade`), atomically (`grouprank.collections.trec.write_trec_qrels`)."""
+    from grouprank.collections.trec import write_trec_qrels
+    return write_trec_qrels(qrels, path)

@@ -31,8 +31,9 @@ from typing import Mapping
 import pyarrow as pa
 
 from data_schemas import RERANKER_RL, RERANKER_SFT
+from grouprank.scoring.rng import seeded_rng
 
-from .common import QueryLabels, counter_add, query_rng
+from .common import QueryLabels, counter_add
 from .sampling import SamplingSpec, sample_groups
 
 _POS = re.compile(r"^(.*)#(\d+)$")
@@ -152,7 +153,7 @@ def teacher_sft_rows(qid: str, groups: list[dict], query: str, labels: QueryLabe
             reason, source = g["reason"], f"teacher:{g['judge_id']}"
         else:
             order = list(range(len(ids)))
-            query_rng(seed, "teacher_order", g["judge_id"], qid, g["pass_index"], g["group"]).shuffle(order)
+            seeded_rng(seed, "teacher_order", g["judge_id"], qid, g["pass_index"], g["group"]).shuffle(order)
             ids, scores = [ids[i] for i in order], [scores[i] for i in order]
             reason, source = templated_reason(scores), f"teacher_scores:{g['judge_id']}"
         msgs = _messages(query, ids, docs, max_doc_chars)

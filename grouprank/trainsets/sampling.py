@@ -1,6 +1,6 @@
-"""Multi-scale group sampling (DESIGN §2): sub-lists of 5–20 documents from each query's fused ranking.
+"""Multi-scale group sampling (GroupRank, arXiv 2511.11653): sub-lists of 5–20 documents from each query's fused ranking.
 
-For each query and each of `groups_per_query` groups (all draws from `query_rng(seed, "groups",
+For each query and each of `groups_per_query` groups (all draws from `seeded_rng(seed, "groups",
 query_id)`, so a query's groups do not depend on the other queries or the processing order):
 
 1. size s ~ `size_weights` over group_min..group_max (uniform by default), capped at the number of
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from .common import query_rng
+from grouprank.scoring.rng import seeded_rng
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def sample_groups(query_id: str, ranking: Sequence[str], grades: Mapping[str, in
     if n < spec.group_min:
         stats["queries_too_few_docs"] = stats.get("queries_too_few_docs", 0) + 1
         return []
-    rng = query_rng(spec.seed, "groups", query_id)
+    rng = seeded_rng(spec.seed, "groups", query_id)
     sizes, weights = spec.sizes()
     rel = [d for d in ranking if grades.get(d, 0) > 0]
     non = [d for d in ranking if grades.get(d, 0) <= 0]

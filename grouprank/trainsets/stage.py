@@ -85,7 +85,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         grade_scale=cfg.judges.grade_scale,
         max_doc_chars=cfg.prompts.max_doc_chars, max_query_chars=cfg.prompts.max_query_chars, seed=cfg.seed)
     extra = {"build": stats, "datasets_config": dc.model_dump(mode="json"), "template_version": TEMPLATE_VERSION}
-    from .export import write_text_atomic
+    from grouprank.atomic import write_text_atomic
     bs = write_text_atomic(ctx.out_dir / "build_stats.json", json.dumps(stats, indent=2, sort_keys=True))
     return StageResult({"reranker_rl": TableOut(rl, extra), "reranker_sft": TableOut(sft, extra),
                         "retriever_examples": TableOut(ret, extra), "build_stats": bs}, _plain(stats))

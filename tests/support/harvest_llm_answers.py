@@ -119,9 +119,9 @@ def main(argv=None) -> int:
         pw = PointwiseJudge(JudgeSpec(id="pw", kind="pointwise"), client, max_doc_chars=600)
         send("pointwise", pw.plan(pool), lambda r, i: 1)
         lw = ListwiseJudge(JudgeSpec(id="lw", kind="listwise"), client, max_doc_chars=300)
-        send("listwise", lw.plan(pool), lambda r, i: r.meta[3] - r.meta[2])
+        send("listwise", lw.plan(pool), lambda r, i: len(r.meta.doc_ids))
         gw = GroupwiseJudge(JudgeSpec(id="gw", kind="groupwise", group_size=4, seed=1), client, max_doc_chars=300)
-        send("groupwise", gw.plan(pool), lambda r, i: len(r.meta[3]))
+        send("groupwise", gw.plan(pool), lambda r, i: len(r.meta.doc_ids))
         docs = coll.documents.to_pylist()
         want = {d for ds in pool.pools.values() for d in ds}
         docs = [d for d in docs if d["doc_id"] in want][:6]

@@ -5,7 +5,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .cache import LLMCache
+from .shared_cache import open_cache
 from .keys import request_hash, sampling_params
 from .types import LLMRequest
 from .usage import cost
@@ -44,7 +44,7 @@ def estimate(reqs: Sequence[LLMRequest], endpoint, tokenizer=None, *,
     keys = [request_hash(r, endpoint) for r in reqs]
     cached: set[str] = set()
     if cache_path is not None and Path(cache_path).exists():
-        c = LLMCache(cache_path)
+        c = open_cache(cache_path)
         try:
             cached = set(c.get_many(keys))
         finally:

@@ -1,0 +1,87 @@
+"""Replicas of one endpoint (`LLMEndpoint.replicas`): several servers of one model behind one client.
+
+Each attempt goes to the live replica with the fewest requests in flight (ties rotate), never to
+the one whose attempt just failed while another is live. Every replica has its own connection pools
+(`max_concurrency` each), preflight and circuit breaker (`guard.EndpointGuard`): a replica whose
+breaker opens is taken out for the rest of the client's life and its requests go to the others;
+the client fails only when every replica is out. With one URL the replica's guard is the client's
+own, so a single endpoint behaves exactly as before.
+"""
+from __future__ import annotations
+
+import logging
+
+from .guard import EndpointGuard
+
+log = logging.getLogger("grouprank.llm")
+
+
+class Replica:
+    """One server: its endpoint (a copy with this `base_url`), guard, pools and counters."""
+
+    def __init__(self, index: int, endpoint, guard: EndpointGuard):
+        self.index, self.endpoint, self.guard = index, endpoint, guard
+        self.in_flight = 0      # attempts sent or waiting for this replica's concurrency slot
+        self.pools = None       # transport.LoopPools of the current event loop
+        self.calls = 0          # attempts sent
+        self.answers = 0        # HTTP answers received
+
+    @property
+    def out(self) -> bool:
+        return self.guard.reason is not None
+
+
+class ReplicaSet:
+    def __init__(self, endpoint, client_guard: EndpointGuard):
+        urls = endpoint.urls()
+        self.name = endpoint.name
+        if len(urls) == 1:
+            ep = endpoint if not getattr(endpoint, "replicas", None) else \
+                endpoint.model_copy(update={"base_url": urls[0], "replicas": None})
+            self.items = [Replica(0, ep, client_guard)]
+        else:
+            self.items = []
+            for i, u in enumerate(urls):
+                ep = endpoint.model_copy(update={"base_url": u, "replicas": None})
+                where = f"LLM endpoint {endpoint.name!r} replica {i + 1}/{len(urls)} ({u})"
+                self.items.append(Replica(i, ep, EndpointGuard(ep, where)))
+        self._turn = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def pick(self, avoid: Replica | None = None) -> Replica | None:
+        """The live replica with the fewest in flight (not `avoid` while another is live); None when all are out."""
+        live = [r for r in self.items if not r.out]
+        if avoid is not None and len(live) > 1:
+            live = [r for r in live if r is not avoid]
+        if not live:
+            return None
+        self._turn += 1
+        n = len(self.items)
+        return min(live, key=lambda r: (r.in_flight, (r.index - self._turn) % n))
+
+    def note(self, rep: Replica, kind: str | None) -> str | None:
+        """Breaker bookkeeping of one attempt on `rep`; returns the reason the whole set is out, if it now is."""
+        was_out = rep.out
+        rep.guard.note_transport(kind)
+        if len(self.items) == 1 or not rep.out or was_out:
+            return None
+        return self.taken_out(rep)
+
+    def taken_out(self, rep: Replica) -> str | None:
+        left = [r for r in self.items if not r.out]
+        if left:
+            log.warning("LLM endpoint %r: replica %d/%d taken out (%s); its requests go to the %d other(s)",
+                        self.name, rep.index + 1, len(self.items), rep.guard.reason, len(left))
+            return None
+        return self.all_out_reason()
+
+    def all_out_reason(self) -> str:
+        return f"all {len(self.items)} replicas are out (" + "; ".join(
+            f"{r.index + 1}: {r.guard.reason}" for r in self.items) + ")"
+
+    def usage(self) -> list[dict]:
+        """Per replica (by position, never its URL): attempts sent, answers, why it is out (None: live)."""
+        return [{"replica": r.index + 1, "calls": r.calls, "answers": r.answers, "out": r.guard.reason}
+                for r in self.items]

@@ -43,7 +43,7 @@ def test_replicas_config_keys_and_redaction(caplog):
     assert ep.replicas == ["http://127.0.0.1:1/v1", "http://127.0.0.1:2/v1"]
     assert "pw" not in caplog.text and "CANARY" not in caplog.text and "replicas[0]" in caplog.text
     assert "CANARY" not in repr(LLMClient(ep)) and ":pw@" not in repr(LLMClient(ep))
-    with pytest.raises(ValueError, match="not base_url and replicas"):
+    with pytest.raises(ValueError, match="not both base_url and replicas"):
         LLMEndpoint(name="x", base_url="http://127.0.0.1:1/v1", replicas=["http://127.0.0.1:2/v1"])
     with pytest.raises(ValueError, match="listed twice"):
         LLMEndpoint(name="x", replicas=["http://127.0.0.1:1/v1", "http://127.0.0.1:1/v1/"])
@@ -128,6 +128,7 @@ def test_preflight_takes_out_an_unreachable_replica_and_fails_when_none_is_left(
         LLMClient(LLMEndpoint(name="none"))
 
 
+@pytest.mark.timeout(300)
 def test_judge_stage_on_two_replicas_one_killed(tmp_path):
     """The judge stage (pointwise, 100 pairs) through the CLI on an endpoint with two replicas; one is
     killed mid-run: the stage succeeds with every pair judged, and each pair's prompt was answered by
@@ -146,8 +147,8 @@ def test_judge_stage_on_two_replicas_one_killed(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "grouprank.cli", "judge", "--config", str(conf), *feed(inputs)],
                                 cwd=REPO, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 150  # the CLI's start-up is slow on a loaded machine
+        while time.monotonic() < deadline and proc.poll() is None:
             st = a.stats(detail=False)
             if st["ok"] >= 20 and st["in_flight"] >= 1:
                 break
@@ -158,7 +159,7 @@ def test_judge_stage_on_two_replicas_one_killed(tmp_path):
         out, err = proc.communicate(timeout=120)
         b_stats = b.stats()
     assert proc.returncode == 0, err[-3000:]
-    assert a_stats["in_flight"] >= 1 and a_stats["ok"] == 20
+    assert a_stats["in_flight"] >= 1 and a_stats["ok"] == 20, (a_stats["ok"], a_stats["in_flight"], err[-2000:])
     rows = pq.read_table(json.loads(out)["outputs"]["judgments"]).to_pylist()
     assert len(rows) == 100 and len({(r["query_id"], r["doc_id"]) for r in rows}) == 100
     assert json.loads(out)["stats"]["failed"] == 0

@@ -101,6 +101,10 @@ def test_a_killed_writer_keeps_what_it_stored_and_a_torn_line_waits(tmp_path, ca
     caplog.set_level(logging.WARNING)
     assert r.get(K[2]).text == "two"
     assert "otherhost-1-abcd.jsonl line 2 is not a cache line" in caplog.text
+    # the clients of one process share its file (one file per process), and see each other's answers
+    assert sorted(f.name for f in folder.glob("*.jsonl")) == sorted([w.own.name, other.name]) and r.own == w.own
+    w.put(K[5], "five")
+    assert r.get(K[5]).text == "five"
     r.delete(K[0])
     assert r.get(K[0]) is None and K[0] not in SegmentCache(folder).keys()
     w.close()

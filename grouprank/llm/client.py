@@ -33,7 +33,7 @@ from . import transport
 from .cache import CachedAnswer
 from .guard import EndpointGuard, EndpointUnavailable, KeyRejected, preflight
 from .keys import request_hash
-from .replicas import Replica, ReplicaSet
+from .replicas import Replica, ReplicaSet, endpoint_urls
 from .retry import Fatal, Retryable, backoff_delay
 from .shared_cache import open_cache
 from .types import LLMRequest, LLMResult, ParseError
@@ -83,7 +83,7 @@ class LLMClient:
                  cache_mode: str | None = None):
         if not endpoint.base_url and getattr(endpoint, "managed", None):
             endpoint = resolve_managed(endpoint, Path(cache_path).parent if cache_path else None)
-        if not endpoint.urls():
+        if not endpoint_urls(endpoint):
             raise UserError(f"LLM endpoint {endpoint.name!r} has no base_url (and no replicas or managed model)")
         self.endpoint = endpoint
         self.stage = stage
@@ -173,7 +173,8 @@ class LLMClient:
     def _where(self) -> str:
         ep = self.endpoint
         if getattr(ep, "replicas", None):
-            return f"LLM endpoint {ep.name!r} ({len(ep.replicas)} replicas: {', '.join(ep.replicas)})"
+            n = len(ep.replicas)
+            return f"LLM endpoint {ep.name!r} ({n} replica{'s' if n > 1 else ''}: {', '.join(ep.replicas)})"
         return f"LLM endpoint {ep.name!r} ({ep.base_url})"
 
     async def apreflight(self) -> None:
@@ -202,7 +203,8 @@ class LLMClient:
                 if isinstance(o, KeyRejected) or (isinstance(o, BaseException) and not isinstance(o, EndpointUnavailable)):
                     raise o
                 if isinstance(o, EndpointUnavailable):
-                    r.guard.open(f"its preflight failed: {o}")
+                    # the reason is reported by replica position (usage, records): without its URL
+                    r.guard.open("its preflight failed: " + str(o).replace(r.guard.where, "the replica"))
                     if self._replicas.taken_out(r) is not None:
                         raise EndpointUnavailable(f"{self._where()}: no replica can be reached: "
                                                   + self._replicas.all_out_reason())

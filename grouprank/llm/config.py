@@ -123,12 +123,8 @@ class LLMEndpoint(Section):
         if len(given) > 1:
             raise ValueError(f"llm endpoint {self.name!r}: give one of base_url (a server you run), replicas "
                              "(several servers of one model) or managed (a local model grouprank serves), "
-                             f"not {' and '.join(given)}")
+                             f"not {'both' if len(given) == 2 else 'all of'} {' and '.join(given)}")
         return self
-
-    def urls(self) -> list[str]:
-        """The server(s) requests go to: `replicas`, else [base_url] (empty for an unresolved managed one)."""
-        return list(self.replicas) if self.replicas else ([self.base_url] if self.base_url else [])
 
 
 class LLMConfig(Section):

@@ -16,6 +16,12 @@ from .guard import EndpointGuard
 log = logging.getLogger("grouprank.llm")
 
 
+def endpoint_urls(endpoint) -> list[str]:
+    """The server(s) an endpoint's requests go to: `replicas`, else [base_url] (empty when it has neither)."""
+    reps = getattr(endpoint, "replicas", None)
+    return list(reps) if reps else ([endpoint.base_url] if endpoint.base_url else [])
+
+
 class Replica:
     """One server: its endpoint (a copy with this `base_url`), guard, pools and counters."""
 
@@ -33,7 +39,7 @@ class Replica:
 
 class ReplicaSet:
     def __init__(self, endpoint, client_guard: EndpointGuard):
-        urls = endpoint.urls()
+        urls = endpoint_urls(endpoint)
         self.name = endpoint.name
         if len(urls) == 1:
             ep = endpoint if not getattr(endpoint, "replicas", None) else \

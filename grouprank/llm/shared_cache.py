@@ -2,8 +2,8 @@
 
 SQLite must not be written by processes on several machines through a network filesystem (its
 locks and WAL index are not shared there), so in this mode every process appends the answers it
-receives to its own file in the cache folder, `<host>-<pid>-<random>.jsonl`, created on its first
-answer and written by no one else; lookups read every writer's file as one cache. A line is one
+receives to its own file in the cache folder, `<host>-<pid>-<random>.jsonl` (one per process, shared
+by its clients), created on its first answer and written by no one else; lookups read every writer's file as one cache. A line is one
 answer, written with a single append and complete only with its newline: a reader skips a line
 still being written (it is read at the next lookup), and a writer killed with SIGKILL loses at most
 the answer it was writing. Lookups that miss re-read what the other writers appended since, so
@@ -41,10 +41,61 @@ _DEL = b'{"d":"'
 _KEY_LEN = 64  # sha256 hex
 
 
+_NAMES: dict[int, str] = {}
+_WRITERS: dict[tuple[int, str], "_Writer"] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
 def writer_name() -> str:
-    """`<host>-<pid>-<random>`: unique to this process (pids repeat across machines and over time)."""
-    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+    """`<host>-<pid>-<random>`: unique to this process (pids repeat across machines and over time);
+    one per process (a forked child gets its own)."""
+    pid = os.getpid()
+    name = _NAMES.get(pid)
+    if name is None:
+        host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "host"
+        name = _NAMES[pid] = f"{host}-{pid}-{secrets.token_hex(4)}"
+    return name
+
+
+class _Writer:
+    """This process's file in one cache folder, shared by its caches (every client of the process):
+    one descriptor, one lock, so the process has one file per folder and its lines never interleave."""
+
+    def __init__(self, path: Path):
+        self.path, self.lock, self.fd, self.users = path, threading.Lock(), None, 0
+
+    def append(self, line: bytes) -> None:
+        with self.lock:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            view = memoryview(line)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+
+    def release(self) -> None:
+        with _WRITERS_LOCK:
+            self.users -= 1
+            if self.users > 0:
+                return
+            _WRITERS.pop((os.getpid(), str(self.path)), None)
+        with self.lock:
+            if self.fd is not None:
+                try:
+                    os.fsync(self.fd)
+                finally:
+                    os.close(self.fd)
+                    self.fd = None
+
+
+def _writer(folder: Path) -> _Writer:
+    path = folder / f"{writer_name()}.jsonl"
+    with _WRITERS_LOCK:
+        w = _WRITERS.get((os.getpid(), str(path)))
+        if w is None:
+            w = _WRITERS[(os.getpid(), str(path))] = _Writer(path)
+        w.users += 1
+        return w
 
 
 class SegmentCache:
@@ -54,8 +105,8 @@ class SegmentCache:
         self.path = Path(folder)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self.own = self.path / f"{writer_name()}.jsonl"
-        self._fd: int | None = None
+        self._writer: _Writer | None = _writer(self.path)
+        self.own = self._writer.path
         self._lines: dict[str, bytes] = {}
         self._deleted: set[str] = set()
         self._read: dict[str, list[int]] = {}  # file name -> [bytes indexed, lines indexed]
@@ -75,7 +126,7 @@ class SegmentCache:
         for e in entries:
             if e.name.endswith(".sqlite") and e.is_file():
                 found.append(Path(e.path))
-            elif e.name.endswith(".jsonl") and e.path != str(self.own):
+            elif e.name.endswith(".jsonl"):  # this process's own file too: its other caches write there
                 self._index_file(e)
         for p in found:
             if p not in self._sqlite:
@@ -149,12 +200,9 @@ class SegmentCache:
 
     # ------------------------------------------------------------------ writing (own file only)
     def _append(self, line: bytes) -> None:
-        if self._fd is None:
-            self._fd = os.open(self.own, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        view = memoryview(line)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        if self._writer is None:
+            raise ValueError(f"LLM cache {self.path} is closed")
+        self._writer.append(line)
 
     def put(self, key: str, text: str, prompt_tokens: int = 0, completion_tokens: int = 0,
             finish_reason: str | None = None, model: str | None = None,
@@ -193,12 +241,9 @@ class SegmentCache:
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None:
-                try:
-                    os.fsync(self._fd)
-                finally:
-                    os.close(self._fd)
-                    self._fd = None
+            if self._writer is not None:
+                self._writer.release()
+                self._writer = None
             for db in self._sqlite.values():
                 db.close()
             self._sqlite.clear()

@@ -133,3 +133,20 @@ def test_single_file_stays_the_default(tmp_path):
     c = LLMClient(LLMEndpoint(base_url="http://127.0.0.1:1/v1"), cache_path=cache_path(cfg))
     assert isinstance(c.cache, LLMCache)
     c.close()
+
+
+def test_the_dry_run_counts_answers_of_every_writer(tmp_path):
+    """`estimate` (the judge stage's dry run) reads the per_writer folder, and the single_file cache
+    beside a folder not made yet."""
+    from grouprank.llm import estimate
+    from grouprank.llm.keys import request_hash
+    ep = LLMEndpoint(base_url="http://127.0.0.1:1/v1")
+    reqs = _reqs(0, 4)
+    old = LLMCache(tmp_path / "llm_cache.sqlite")
+    old.put(request_hash(reqs[0], ep), "a")
+    old.close()
+    assert estimate(reqs, ep, cache_path=tmp_path / "llm_cache.d", cache_mode="per_writer")["cached"] == 1
+    w = SegmentCache(tmp_path / "llm_cache.d")
+    w.put(request_hash(reqs[1], ep), "b")
+    w.close()
+    assert estimate(reqs, ep, cache_path=tmp_path / "llm_cache.d", cache_mode="per_writer")["calls"] == 2

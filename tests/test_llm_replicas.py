@@ -128,6 +128,19 @@ def test_preflight_takes_out_an_unreachable_replica_and_fails_when_none_is_left(
         LLMClient(LLMEndpoint(name="none"))
 
 
+def _warm(srv) -> None:
+    import urllib.error
+    import urllib.request
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "warm up"}]}).encode()
+    req = urllib.request.Request(srv.base_url + "/chat/completions", data=body,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=120).read()
+    except urllib.error.HTTPError:
+        pass  # not a judge prompt: HTTP 500, after the imports
+    srv.reset()
+
+
 @pytest.mark.timeout(300)
 def test_judge_stage_on_two_replicas_one_killed(tmp_path):
     """The judge stage (pointwise, 100 pairs) through the CLI on an endpoint with two replicas; one is
@@ -136,9 +149,11 @@ def test_judge_stage_on_two_replicas_one_killed(tmp_path):
     inputs = stage_inputs(tmp_path)
     resp = "tests.support.judge_responder:respond"
     with start_local_server(resp, latency_ms=30) as a, start_local_server(resp, latency_ms=30) as b:
+        for srv in (a, b):  # the responder's first call imports the prompt templates: not under the judge's timeouts
+            _warm(srv)
         a.control(hold_after_ok=20)
         cfg = RunConfig(work_dir=str(tmp_path / "work"),
-                        llm={"endpoints": [_ep([a.base_url, b.base_url], timeout_s=20)]},
+                        llm={"endpoints": [_ep([a.base_url, b.base_url], timeout_s=60)]},
                         judges={"judges": [JudgeSpec(id="pw", kind="pointwise", endpoint="judge-model")]})
         conf = tmp_path / "cfg.json"
         conf.write_text(cfg.model_dump_json())

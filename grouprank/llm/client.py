@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +30,7 @@ from grouprank.errors import UserError
 
 from . import transport
 from .cache import CachedAnswer
-from .guard import EndpointGuard, EndpointUnavailable, KeyRejected, preflight
+from .guard import EndpointGuard, EndpointUnavailable
 from .keys import request_hash
 from .replicas import Replica, ReplicaSet, endpoint_urls
 from .retry import Fatal, Retryable, backoff_delay
@@ -46,18 +45,6 @@ class _Truncated(ParseError):
     """An answer cut at max_tokens (finish_reason "length")."""
 
 _PLACEHOLDER_KEY = "no-key"  # local servers need none; the openai client refuses an empty key
-
-
-def resolve_managed(endpoint, log_dir: Path | None = None):
-    """A copy of a managed endpoint (`managed: smollm2`, no base_url) pointing at its local server,
-    started now unless this process (or `grouprank llm serve`) already runs it
-    (`grouprank.llm.managed.ensure`). Its cache identity stays ``managed:<model>`` (the port changes
-    from run to run). `max_concurrency` is capped at 2: llama-cpp-python's server answers one
-    request at a time, a second one in flight keeps it busy, more would only wait on its lock
-    against their own timeouts."""
-    from .managed import ensure
-    url = ensure(endpoint.managed, threads=getattr(endpoint, "managed_threads", None), log_dir=log_dir)
-    return endpoint.model_copy(update={"base_url": url, "max_concurrency": min(int(endpoint.max_concurrency), 2)})
 
 
 def accepts_truncated(validate) -> bool:
@@ -82,6 +69,7 @@ class LLMClient:
                  judge_id: str | None = None, *, api_key: str | None = None,
                  cache_mode: str | None = None):
         if not endpoint.base_url and getattr(endpoint, "managed", None):
+            from .managed import resolve_managed
             endpoint = resolve_managed(endpoint, Path(cache_path).parent if cache_path else None)
         if not endpoint_urls(endpoint):
             raise UserError(f"LLM endpoint {endpoint.name!r} has no base_url (and no replicas or managed model)")
@@ -98,7 +86,6 @@ class LLMClient:
         self.__key = SecretStr(key or _PLACEHOLDER_KEY)  # repr shows '**********'
         self._secrets = [SecretStr(s) for s in {key, key.strip()} if s and len(s) >= 4]
         self.cache = open_cache(cache_path, cache_mode) if cache_path else None
-        self._pools_lock = threading.Lock()
         self._book = UsageBook()
         self._rng = random.Random()
         self._preflight_done = False
@@ -139,27 +126,12 @@ class LLMClient:
         return out
 
     # ------------------------------------------------------------------ loop-bound state
-    def _loop_pools(self, rep: Replica) -> transport.LoopPools:
-        loop = asyncio.get_running_loop()
-        p = rep.pools
-        if p is not None and p.loop is loop:
-            return p
-        with self._pools_lock:
-            p = rep.pools
-            if p is None or p.loop is not loop:
-                p = rep.pools = transport.LoopPools.open(rep.endpoint, self.__key.get_secret_value(), loop)
-            return p
-
     async def aclose(self) -> None:
-        for rep in self._replicas.items:
-            p, rep.pools = rep.pools, None
-            if p is not None and p.loop is asyncio.get_running_loop():
-                await p.close()
+        await self._replicas.aclose()
 
     def close(self) -> None:
         """Close the cache connection (and forget the HTTP clients)."""
-        for rep in self._replicas.items:
-            rep.pools = None
+        self._replicas.forget_pools()
         if self.cache is not None:
             self.cache.close()
 
@@ -191,23 +163,7 @@ class LLMClient:
         if not getattr(ep, "preflight", True) or getattr(ep, "managed", None):
             self._preflight_done = True
             return
-        key = self.__key.get_secret_value()
-        reps = self._replicas.items
-        if len(reps) == 1:
-            await preflight(reps[0].endpoint, key, self._where(), self.scrub)
-        else:
-            live = [r for r in reps if not r.out]
-            outs = await asyncio.gather(*(preflight(r.endpoint, key, r.guard.where, self.scrub) for r in live),
-                                        return_exceptions=True)
-            for r, o in zip(live, outs):
-                if isinstance(o, KeyRejected) or (isinstance(o, BaseException) and not isinstance(o, EndpointUnavailable)):
-                    raise o
-                if isinstance(o, EndpointUnavailable):
-                    # the reason is reported by replica position (usage, records): without its URL
-                    r.guard.open("its preflight failed: " + str(o).replace(r.guard.where, "the replica"))
-                    if self._replicas.taken_out(r) is not None:
-                        raise EndpointUnavailable(f"{self._where()}: no replica can be reached: "
-                                                  + self._replicas.all_out_reason())
+        await self._replicas.preflight(self.__key.get_secret_value(), self._where(), self.scrub)
         self._preflight_done = True
 
     # ------------------------------------------------------------------ one request
@@ -269,25 +225,15 @@ class LLMClient:
         while True:
             left = self._guard.remaining()
             rep = self._replicas.pick(avoid) if self._guard.reason is None else None
-            if rep is None and self._guard.reason is None:
+            if rep is None:  # the time budget is spent, or every replica is out
                 self._guard.open(self._replicas.all_out_reason())
-            if self._guard.reason is not None:
                 return self._failed(req, key, f"circuit_open: {self._guard.reason} at {ep.name!r}; not sent",
                                     "circuit_open", attempts, pt_total, ct_total, t0, last_text)
-            try:
-                pools = self._loop_pools(rep)
-            except Exception as e:  # noqa: BLE001 - client setup: record, don't raise
-                return self._failed(req, key, f"client error: {type(e).__name__}: {e}", "client_error",
-                                    attempts, pt_total, ct_total, t0)
             attempts += 1
-            rep.calls += 1
-            rep.in_flight += 1
             try:
-                try:
-                    text, finish, pt, ct, lps = await transport.send(
-                        pools, body, timeout if left is None else max(0.05, min(timeout, left)))
-                finally:
-                    rep.in_flight -= 1
+                text, finish, pt, ct, lps = await self._replicas.send(
+                    rep, self.__key.get_secret_value(), body,
+                    timeout if left is None else max(0.05, min(timeout, left)))
             except Retryable as e:
                 acct(req.tag, calls=1, error=e.kind)
                 self._note(rep, e.kind)
@@ -300,7 +246,6 @@ class LLMClient:
                 continue
             except Fatal as e:
                 acct(req.tag, calls=1, error=e.kind)
-                rep.answers += 1
                 self._note(rep, None)
                 return self._failed(req, key, f"{e.kind}: {e}", None, attempts, pt_total, ct_total, t0,
                                     last_text)
@@ -311,7 +256,6 @@ class LLMClient:
                 return self._failed(req, key, f"unexpected error: {type(e).__name__}: {e}", None,
                                     attempts, pt_total, ct_total, t0, last_text)
             acct(req.tag, calls=1, answers=1, prompt_tokens=pt, completion_tokens=ct)
-            rep.answers += 1
             self._note(rep, None)
             text = self._unechoed(text)
             pt_total += pt
@@ -319,14 +263,7 @@ class LLMClient:
             last_text = text
             # ---- validate
             try:
-                if text is None:
-                    raise ParseError("empty answer (no message content)")
-                if finish == "length" and not accepts_truncated(req.validate):
-                    # whatever a validator would read in it (half a query, a score without its
-                    # closing brace) is not the answer the model meant: asked once more
-                    raise _Truncated(f"answer cut at max_tokens={body.get('max_tokens')} "
-                                     "(finish_reason=length)")
-                parsed = req.validate(text) if req.validate is not None else None
+                parsed = self._validated(req, text, finish, body)
             except ParseError as e:
                 acct(req.tag, parse_failures=1, error="truncated" if isinstance(e, _Truncated) else "parse")
                 if e.retryable and parse_failures < parse_retries:
@@ -345,6 +282,17 @@ class LLMClient:
                              prompt_tokens=pt_total, completion_tokens=ct_total, cached=False,
                              attempts=attempts, finish_reason=finish,
                              latency_s=time.perf_counter() - t0, tag=req.tag, meta=req.meta, logprobs=lps)
+
+    @staticmethod
+    def _validated(req: LLMRequest, text: str | None, finish: str | None, body: dict):
+        """The parsed answer, or ParseError: empty, cut at max_tokens (whatever a validator would read
+        in it, half a query, a score without its closing brace, is not the answer the model meant:
+        asked once more), or refused by the request's validator."""
+        if text is None:
+            raise ParseError("empty answer (no message content)")
+        if finish == "length" and not accepts_truncated(req.validate):
+            raise _Truncated(f"answer cut at max_tokens={body.get('max_tokens')} (finish_reason=length)")
+        return req.validate(text) if req.validate is not None else None
 
     def _note(self, rep: Replica, kind: str | None) -> None:
         """Breaker bookkeeping of one attempt on `rep`; the client's breaker opens once every replica is out."""

@@ -9,9 +9,12 @@ own, so a single endpoint behaves exactly as before.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 
-from .guard import EndpointGuard
+from . import transport
+from .guard import EndpointGuard, EndpointUnavailable, KeyRejected, preflight
 
 log = logging.getLogger("grouprank.llm")
 
@@ -30,7 +33,7 @@ class Replica:
         self.in_flight = 0      # attempts sent or waiting for this replica's concurrency slot
         self.pools = None       # transport.LoopPools of the current event loop
         self.calls = 0          # attempts sent
-        self.answers = 0        # HTTP answers received
+        self.answers = 0        # answers received (HTTP 200 with a completion)
 
     @property
     def out(self) -> bool:
@@ -52,6 +55,7 @@ class ReplicaSet:
                 where = f"LLM endpoint {endpoint.name!r} replica {i + 1}/{len(urls)} ({u})"
                 self.items.append(Replica(i, ep, EndpointGuard(ep, where)))
         self._turn = 0
+        self._pools_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -66,6 +70,58 @@ class ReplicaSet:
         self._turn += 1
         n = len(self.items)
         return min(live, key=lambda r: (r.in_flight, (r.index - self._turn) % n))
+
+    def pools(self, rep: Replica, api_key: str) -> transport.LoopPools:
+        """`rep`'s connection pools for the running event loop (made on first use in each loop)."""
+        loop = asyncio.get_running_loop()
+        p = rep.pools
+        if p is not None and p.loop is loop:
+            return p
+        with self._pools_lock:
+            p = rep.pools
+            if p is None or p.loop is not loop:
+                p = rep.pools = transport.LoopPools.open(rep.endpoint, api_key, loop)
+            return p
+
+    async def send(self, rep: Replica, api_key: str, body: dict, timeout: float):
+        """One attempt on `rep` (`transport.send`), counted in flight while it is on its way."""
+        pools = self.pools(rep, api_key)
+        rep.calls += 1
+        rep.in_flight += 1
+        try:
+            out = await transport.send(pools, body, timeout)
+        finally:
+            rep.in_flight -= 1
+        rep.answers += 1
+        return out
+
+    async def aclose(self) -> None:
+        for rep in self.items:
+            p, rep.pools = rep.pools, None
+            if p is not None and p.loop is asyncio.get_running_loop():
+                await p.close()
+
+    def forget_pools(self) -> None:
+        for rep in self.items:
+            rep.pools = None
+
+    async def preflight(self, api_key: str, where: str, scrub) -> None:
+        """`guard.preflight` of every live replica, together: one that cannot be reached is taken out
+        (a warning); a rejected key, or no replica left, raises `EndpointUnavailable`."""
+        if len(self.items) == 1:
+            await preflight(self.items[0].endpoint, api_key, where, scrub)
+            return
+        live = [r for r in self.items if not r.out]
+        outs = await asyncio.gather(*(preflight(r.endpoint, api_key, r.guard.where, scrub) for r in live),
+                                    return_exceptions=True)
+        for r, o in zip(live, outs):
+            if isinstance(o, KeyRejected) or (isinstance(o, BaseException) and not isinstance(o, EndpointUnavailable)):
+                raise o
+            if isinstance(o, EndpointUnavailable):
+                # the reason is reported by replica position (usage, records): without its URL
+                r.guard.open("its preflight failed: " + str(o).replace(r.guard.where, "the replica"))
+                if self.taken_out(r) is not None:
+                    raise EndpointUnavailable(f"{where}: no replica can be reached: {self.all_out_reason()}")
 
     def note(self, rep: Replica, kind: str | None) -> str | None:
         """Breaker bookkeeping of one attempt on `rep`; returns the reason the whole set is out, if it now is."""

@@ -107,6 +107,8 @@ def test_a_killed_writer_keeps_what_it_stored_and_a_torn_line_waits(tmp_path, ca
     assert r.get(K[5]).text == "five"
     r.delete(K[0])
     assert r.get(K[0]) is None and K[0] not in SegmentCache(folder).keys()
+    r.put(K[0], "zero again")                          # stored again after its deletion: found by every reader
+    assert SegmentCache(folder).get(K[0]).text == "zero again"
     w.close()
     r.close()
 
@@ -150,3 +152,21 @@ def test_the_dry_run_counts_answers_of_every_writer(tmp_path):
     w.put(request_hash(reqs[1], ep), "b")
     w.close()
     assert estimate(reqs, ep, cache_path=tmp_path / "llm_cache.d", cache_mode="per_writer")["calls"] == 2
+
+
+def test_a_forked_child_writes_its_own_file(tmp_path):
+    """A cache opened before a fork (a worker pool that forks): the child appends to a file of its own."""
+    c = SegmentCache(tmp_path / "c.d")
+    c.put(K[0], "parent")
+    pid = os.fork()
+    if pid == 0:  # the child: store one answer and leave at once
+        try:
+            c.put(K[1], "child")
+            os._exit(0)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    assert os.waitpid(pid, 0)[1] == 0
+    files = sorted((tmp_path / "c.d").glob("*.jsonl"))
+    assert len(files) == 2 and {f.name.split("-")[-2] for f in files} == {str(os.getpid()), str(pid)}
+    assert c.get(K[1]).text == "child"
+    c.close()

@@ -63,6 +63,7 @@ class _Writer:
 
     def __init__(self, path: Path):
         self.path, self.lock, self.fd, self.users = path, threading.Lock(), None, 0
+        self.pid = os.getpid()
 
     def append(self, line: bytes) -> None:
         with self.lock:
@@ -108,7 +109,7 @@ class SegmentCache:
         self._writer: _Writer | None = _writer(self.path)
         self.own = self._writer.path
         self._lines: dict[str, bytes] = {}
-        self._deleted: set[str] = set()
+        self._deleted: dict[str, str] = {}  # key -> the file whose writer deleted it
         self._read: dict[str, list[int]] = {}  # file name -> [bytes indexed, lines indexed]
         self._sqlite: dict[Path, LLMCache] = {}
         with self._lock:
@@ -153,11 +154,13 @@ class SegmentCache:
             seen[1] += 1
             head, key = line[:6], line[6:6 + _KEY_LEN].decode("ascii", "replace")
             if head == _PUT and line[6 + _KEY_LEN:8 + _KEY_LEN] == b'",':
+                if deleted.get(key) == entry.name:  # stored again by the writer that deleted it
+                    del deleted[key]
                 if key not in lines and key not in deleted:
                     lines[key] = line
             elif head == _DEL and line[6 + _KEY_LEN:] == b'"}':
                 lines.pop(key, None)
-                deleted.add(key)
+                deleted[key] = entry.name
             else:
                 log.warning("LLM cache: %s line %d is not a cache line; skipped", entry.path, seen[1])
 
@@ -202,6 +205,9 @@ class SegmentCache:
     def _append(self, line: bytes) -> None:
         if self._writer is None:
             raise ValueError(f"LLM cache {self.path} is closed")
+        if self._writer.pid != os.getpid():  # a forked child: its own file, never its parent's
+            self._writer = _writer(self.path)
+            self.own = self._writer.path
         self._writer.append(line)
 
     def put(self, key: str, text: str, prompt_tokens: int = 0, completion_tokens: int = 0,
@@ -220,20 +226,20 @@ class SegmentCache:
                 return
             self._append(line + b"\n")
             self._lines[key] = line
-            self._deleted.discard(key)
+            self._deleted.pop(key, None)
 
     def delete(self, key: str) -> None:
         with self._lock:
             self._append(_DEL + key.encode("ascii") + b'"}\n')
             self._lines.pop(key, None)
-            self._deleted.add(key)
+            self._deleted[key] = self.own.name
 
     def keys(self) -> set[str]:
         with self._lock:
             self._refresh()
             out = set(self._lines)
             for db in self._sqlite.values():
-                out |= db.keys() - self._deleted
+                out |= db.keys() - self._deleted.keys()
             return out
 
     def __len__(self) -> int:
@@ -241,7 +247,7 @@ class SegmentCache:
 
     def close(self) -> None:
         with self._lock:
-            if self._writer is not None:
+            if self._writer is not None and self._writer.pid == os.getpid():
                 self._writer.release()
                 self._writer = None
             for db in self._sqlite.values():

@@ -76,6 +76,7 @@ def test_killed_pool_run_redoes_only_unfinished_shards(tmp_path):
     assert stage["state"] == "ran"
     assert stage["shards"]["shards"] == N_SHARDS
     assert stage["shards"]["shards_ran"] == N_SHARDS - len(done)  # only the unfinished ones
+    assert stage["stats"]["time.dense_docs_encoded"] == 0.0  # the merge took the workers' parts
     after = _records(work)
     assert sorted(after) == list(range(N_SHARDS))
     assert all(after[i].stat().st_mtime_ns == t for i, t in done.items())  # finished shards untouched

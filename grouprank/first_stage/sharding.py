@@ -2,8 +2,11 @@
 embeddings (`retrieval.shard_size` documents). BM25, FAISS, search and pooling stay in the stage's
 own run (the merge), which finds the embeddings' shards done and finalises them.
 
-A shard encodes its rows of `embeddings.npy` with exactly the calls the unsharded encoding makes
-for them (`hybrid.encode_in_steps` over the same store shard), so the output is the same bytes.
+A shard encodes its rows with exactly the calls the unsharded encoding makes for them
+(`hybrid.encode_in_steps` over the same store shard) into its own file (`parts/NNNNNN.npy`, written
+atomically: no two workers write one file, which a network filesystem shared by a cluster would not
+keep apart); the merge copies the parts into `embeddings.npy` in shard order, so the output is the
+same bytes.
 The encoder is the worker's per-process shared one (`dense.get_encoder`): loaded once per worker.
 """
 from __future__ import annotations
@@ -51,9 +54,9 @@ def run_shard(params: dict, cfg, inputs: dict) -> dict:
         raise ValueError(f"the documents are not the corpus the shard plan was made for "
                          f"({len(ids)} documents, plan: {params['n_docs']})")
     enc = _encoder(cfg)
-    se = ShardedEmbeddings(params["embeddings"], len(ids), enc.dimension, rc.shard_size).open()
+    se = ShardedEmbeddings(params["embeddings"], len(ids), enc.dimension, rc.shard_size)
     i = int(params["store_shard"])
     lo, hi = se.shard_range(i)
-    if i in se.pending():  # a worker killed after the rows but before its record: the rows stand
-        se.encode_shard(i, texts, lambda ts: encode_in_steps(enc, ts))
+    if not (se.complete or se.part_path(i).exists() or i not in se.pending()):
+        se.put_part(i, encode_in_steps(enc, list(texts[lo:hi])))
     return {"documents": hi - lo, "model_loads_in_worker": dense.MODEL_LOADS[0]}

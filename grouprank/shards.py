@@ -107,7 +107,8 @@ def run_shard(stage, cfg, inputs: dict, spec: ShardSpec) -> dict:
         stats = stage.sharding.run_shard(spec.params, cfg, inputs)
     except Exception as e:
         raise ShardError(f"shard {spec.label} failed on {where()}: {type(e).__name__}: {e}") from e
-    rec = {**spec.as_dict(), "worker": where(), "wall_s": round(time.time() - t0, 3), "stats": stats or {}}
+    rec = {**spec.as_dict(), "worker": where(), "started": t0, "finished": time.time(),
+           "wall_s": round(time.time() - t0, 3), "stats": stats or {}}
     path = record_path(cfg.work_path, spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

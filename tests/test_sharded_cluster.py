@@ -90,3 +90,13 @@ def test_sharded_retrieve_on_cluster_is_byte_identical(runs, engine, where):
     assert str(runs["flow_pid"]) not in pids and 1 <= len(pids) <= 2, pids
     # each worker process loaded the encoder once, for all the shards it ran
     assert {r["stats"]["model_loads_in_worker"] for r in recs} == {1}, recs
+
+
+def test_ray_runner_settings():
+    """A local Ray gets the asked slots and a small object store; an address goes to Ray as is."""
+    from flows.runners import make_task_runner
+    local = make_task_runner("ray", n_workers=2)
+    assert type(local).__name__ == "RayTaskRunner" and local.address is None
+    assert local.init_kwargs["num_cpus"] == 2 and local.init_kwargs["object_store_memory"] == 200 * 2**20
+    remote = make_task_runner("ray://head:10001")
+    assert remote.address == "ray://head:10001" and "num_cpus" not in remote.init_kwargs  # the cluster's own

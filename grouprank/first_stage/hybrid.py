@@ -170,6 +170,8 @@ class HybridRetriever:
                 prog = Progress(f"encode {what} ({enc.model_id.split('/')[0]})", len(texts), unit=what,
                                 callback=self.progress, bar=self.show_progress or None)
             return encode_in_steps(enc, ts, prog.update)
+        # reused = complete before this run (a shard plan's workers may have encoded them for it)
+        complete_before = self.store is not None and self.store.is_complete("emb", ekey)
         try:
             if self.store is not None:
                 self.embeddings = encode_resumable(
@@ -181,7 +183,7 @@ class HybridRetriever:
             if prog is not None:
                 prog.close()
         n_encoded = getattr(enc, "n_texts_encoded", 0) - n_before
-        self.reused["embeddings"] = n_encoded == 0
+        self.reused["embeddings"] = n_encoded == 0 and (self.store is None or complete_before)
         self.timings["dense_encode_s"] = time.perf_counter() - t
         self.timings["dense_docs_encoded"] = float(n_encoded)
 

@@ -94,7 +94,9 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--pairs", type=int, default=5000)
     p.add_argument("--out", required=True)
-    p.add_argument("--cache", default=None, help="cache file (default: a fresh temporary one)")
+    p.add_argument("--cache", default=None, help="cache file or folder (default: a fresh temporary one)")
+    p.add_argument("--cache-mode", choices=("single_file", "per_writer"), default="single_file",
+                   help="llm.cache_mode: one SQLite file, or one file per writer process in a folder")
     p.add_argument("--driver", choices=("auto", "judge", "client"), default="auto")
     p.add_argument("--cached-repeats", type=int, default=3, help="cached passes; the best one is reported")
     a = p.parse_args(argv)
@@ -109,13 +111,13 @@ def main(argv=None) -> int:
     pairs_per_call = 1
     ideal = a.concurrency / (a.latency_ms / 1000.0) * pairs_per_call
     tmp = tempfile.TemporaryDirectory(prefix="judge_io_")
-    cache = a.cache or os.path.join(tmp.name, "cache.sqlite")
+    cache = a.cache or os.path.join(tmp.name, "cache.sqlite" if a.cache_mode == "single_file" else "cache.d")
     run_id = str(time.time_ns())
     responder = "score_json" if driver == "judge" else "labels"
     with start_local_server(responder, latency_ms=a.latency_ms) as srv:
         ep = LLMEndpoint(name="bench", base_url=srv.base_url, model="local", max_concurrency=a.concurrency,
                          timeout_s=30.0, max_retries=3)
-        client = LLMClient(ep, cache, stage="bench", judge_id="pointwise")
+        client = LLMClient(ep, cache, stage="bench", judge_id="pointwise", cache_mode=a.cache_mode)
         if driver == "judge":
             run, plan = _judge_runner(client, a.pairs, run_id)
             warm = _judge_runner(client, min(a.concurrency, 64), "warmup")[0]
@@ -159,7 +161,7 @@ def main(argv=None) -> int:
         "ratio": round(a.pairs / t_live / ideal, 4),
         "cached_pairs_per_s": round(a.pairs / t_cached, 2),
         "cached_client_pairs_per_s": round(a.pairs / min(t_client_all), 2),
-        "pairs": a.pairs, "concurrency": a.concurrency, "latency_ms": a.latency_ms,
+        "pairs": a.pairs, "concurrency": a.concurrency, "latency_ms": a.latency_ms, "cache_mode": a.cache_mode,
         "pairs_per_call": pairs_per_call,
         "driver": "judges.pointwise.PointwiseJudge" if driver == "judge" else "llm_client_pointwise_shaped",
         "live_seconds": round(t_live, 3), "cached_seconds": round(t_cached, 4),

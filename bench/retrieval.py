@@ -25,7 +25,8 @@ What is measured, and how (2 shared cores: every comparison is interleaved, neve
 3. Quality: `retrieve()` with the torch encoder over the whole corpus (bm25, dense and both fusions
    from one candidate set), then the dense system with the fast backend:
    fast_backend_ndcg@10_delta. Full-corpus embeddings come from the store: from step 1, from
-   bench/encode_shards.py workers run beforehand (--wait-store waits for them), or encoded here.
+   `grouprank run --stages retrieve --shard-workers N` (or the flow on a cluster) beforehand
+   (--wait-store waits for them), or encoded here.
 Metrics: grouprank.evaluation.metrics.evaluate (ir-measures; nDCG@10 linear gain, R@100 rel >= 1).
 """
 from __future__ import annotations
@@ -149,9 +150,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ab-docs", type=int, default=None,
                     help="time torch vs fast on the first N documents only (default: the whole corpus, whose "
                          "embeddings then seed the store); the quality runs take full-corpus embeddings from the "
-                         "store (pre-encode them with bench/encode_shards.py) or encode them")
+                         "store (pre-encode them with `grouprank run --stages retrieve --shard-workers N`) or encode them")
     ap.add_argument("--wait-store", type=float, default=0,
-                    help="seconds to wait for pre-encoded embeddings (bench/encode_shards.py workers) to complete")
+                    help="seconds to wait for pre-encoded embeddings (a sharded retrieve run) to complete")
     args = ap.parse_args(argv)
 
     from grouprank.config import RetrievalConfig

@@ -6,7 +6,8 @@
                                                       one thread each, bound to 127.0.0.1, no dashboard)
     GROUPRANK_TASK_RUNNER=tcp://scheduler:8786        DaskTaskRunner on an existing Dask cluster
     GROUPRANK_TASK_RUNNER=dask://scheduler:8786       (same)
-    GROUPRANK_TASK_RUNNER=ray                         RayTaskRunner, local Ray (needs prefect-ray)
+    GROUPRANK_TASK_RUNNER=ray                         RayTaskRunner, local Ray (GROUPRANK_RAY_CPUS slots,
+                                                      default the cores; 200 MB object store)
     GROUPRANK_TASK_RUNNER=ray://head:10001            RayTaskRunner on an existing Ray cluster
 
 The flows read the variable when their module is imported (a worker's flow-run process imports
@@ -41,9 +42,17 @@ def make_task_runner(spec: str | None = None, *, n_workers: int | None = None):
     if low == "ray" or low.startswith("ray://"):
         try:
             from prefect_ray import RayTaskRunner
-        except ImportError as e:  # pragma: no cover - optional
-            raise RuntimeError("GROUPRANK_TASK_RUNNER=ray needs `pip install prefect-ray`") from e
-        return RayTaskRunner(address=None if low == "ray" else spec)
+        except ImportError as e:  # pragma: no cover - the `cluster` extra
+            raise RuntimeError("GROUPRANK_TASK_RUNNER=ray needs the `cluster` extra "
+                               "(`pip install -e .[cluster]`: ray, prefect-ray)") from e
+        if low != "ray":
+            return RayTaskRunner(address=spec)
+        # a local Ray: GROUPRANK_RAY_CPUS worker slots (default: the machine's cores), a small object
+        # store (tasks pass file paths and records, never tables), no dashboard
+        n = n_workers or int(os.environ.get("GROUPRANK_RAY_CPUS", "0")) or (os.cpu_count() or 2)
+        return RayTaskRunner(init_kwargs={
+            "num_cpus": n, "include_dashboard": False, "log_to_driver": True,
+            "object_store_memory": int(float(os.environ.get("GROUPRANK_RAY_OBJECT_STORE_MB", "200")) * 2**20)})
     raise ValueError(f"unknown task runner {spec!r} (thread, dask, tcp://HOST:PORT, ray, ray://HOST:PORT)")
 
 

@@ -275,12 +275,20 @@ def secret_api_keys(cfg: RunConfig) -> dict[str, str]:
 
 
 def where() -> str:
-    """Where this code runs: "dask-worker <address> pid N" inside a Dask worker, else "pid N"."""
+    """Where this code runs: "dask-worker <address> pid N" inside a Dask worker, "ray-worker <node>
+    pid N" inside a Ray worker, else "pid N"."""
     try:
         from distributed import get_worker
         return f"dask-worker {get_worker().address} pid {os.getpid()}"
     except (ImportError, ValueError):
-        return f"pid {os.getpid()}"
+        pass
+    import sys
+    if "ray" in sys.modules:  # never imports Ray where the flow does not use it
+        import ray
+        ctx = ray.get_runtime_context() if ray.is_initialized() else None
+        if ctx is not None and ctx.worker.mode == ray.WORKER_MODE:
+            return f"ray-worker {ctx.get_node_id()[:12]} pid {os.getpid()}"
+    return f"pid {os.getpid()}"
 
 
 def _run_stage_sync(st: Stage, config: RunConfig, inputs: dict[str, str], input_hashes: dict[str, str],
@@ -352,3 +360,28 @@ def stage_task(st: Stage, cfg: RunConfig):
         retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S),
         tags=["grouprank", f"stage:{st.name}"] + (["uses-llm"] if st.needs_llm(cfg) else []),
     )
+
+
+# ------------------------------------------------------------------------------------------
+# shard tasks
+# ------------------------------------------------------------------------------------------
+@task(cache_policy=NO_CACHE, persist_result=False, retries=2,
+      retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S), retry_jitter_factor=0.5,
+      retry_condition_fn=retry_condition, log_prints=False)
+def run_shard(stage: str, config: RunConfig, inputs: dict[str, str], spec: dict) -> dict:
+    """One shard of a stage's shard plan (`grouprank.shards`), on whichever worker the flow's task
+    runner gives it (a thread, a Dask or a Ray worker): reads the stage's inputs from their files,
+    skips the shard when its completion record exists, else runs it and writes the record. Models
+    are per-process shared, so a worker loads them once for all the shards it runs."""
+    from grouprank import shards
+    _library_logging()
+    rec = shards.run_shard_paths(stage, config, inputs, spec)
+    get_run_logger().info("%s %s on %s in %.1f s: %s", shards.ShardSpec.from_dict(spec).label, rec["state"],
+                          where(), rec.get("wall_s") or 0.0, describe(rec.get("stats") or {}))
+    return {**rec, "executor": where()}
+
+
+def shard_task(st: Stage):
+    """The shard task configured for one stage (name, timeout, tags)."""
+    return run_shard.with_options(name=f"shard-{st.name.replace('_', '-')}", timeout_seconds=st.timeout_s,
+                                  retries=st.retries, tags=["grouprank", f"stage:{st.name}", "shard"])

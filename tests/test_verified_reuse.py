@@ -104,13 +104,14 @@ def test_nan_rows_in_stored_embeddings_are_encoded_again(tmp_path):
     again = np.array(encode_resumable(d, texts, fn, 16, 16))
     assert sum(calls) == 100  # not reused
     assert np.isfinite(again).all() and np.array_equal(again, first)
-    # the distributed entry point checks the same way
-    from grouprank.first_stage.store import encode_shards
+    # a shard plan checks the same way (IndexStore.is_complete -> verify_folder) before it skips the encoding
+    from grouprank.first_stage.store import verify_folder
     mm = np.load(d / "embeddings.npy", mmap_mode="r+")
     mm[3, 3] = np.inf
     mm.flush()
     del mm
-    assert encode_shards(d, texts, fn, 16, 16)
+    assert "embeddings.npy" in (verify_folder(d) or "")
+    encode_resumable(d, texts, fn, 16, 16)
     assert sum(calls) == 150 and np.array_equal(np.load(d / "embeddings.npy"), first)
 
 

@@ -48,6 +48,8 @@ BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8", "auto")
 log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 _MODELS: dict[tuple, object] = {}      # loaded backends, shared between encoders
+# models this process loaded (a sharded stage's workers report it: once per worker, not per shard)
+MODEL_LOADS = [0]
 _ENCODERS: dict[tuple, "DenseEncoder"] = {}
 
 
@@ -98,6 +100,7 @@ class DenseEncoder:
 
     # --- model ----------------------------------------------------------------------------
     def _load(self):
+        """The loaded model, shared by every encoder of this process with these settings."""
         key = (self.path, self.backend, self.max_seq_length, self.device, str(self.cache_dir))
         m = _MODELS.get(key)
         if m is None:
@@ -113,6 +116,7 @@ class DenseEncoder:
                         m = OnnxBackend.from_model(self.path, quantize=self.backend == "onnx-int8",
                                                    max_seq_length=self.max_seq_length, cache_dir=self.cache_dir)
                     _MODELS[key] = m
+                    MODEL_LOADS[0] += 1
         return m
 
     @property

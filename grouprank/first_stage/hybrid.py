@@ -41,6 +41,18 @@ from .store import IndexStore, corpus_fingerprint, encode_resumable, stable_key
 _log = logging.getLogger(__name__)
 
 
+def encode_in_steps(enc, texts: list[str], update=None) -> np.ndarray:
+    """Encode documents in fixed steps (the same calls whichever process encodes a store shard, so
+    a sharded encoding gives the unsharded one's bytes); `update(n)` after each step."""
+    parts = []
+    step = max(enc.batch_size * 4, 64) if hasattr(enc, "batch_size") else 256
+    for i in range(0, len(texts), step):
+        parts.append(enc.encode_documents(texts[i:i + step], show_progress=False))
+        if update is not None:
+            update(len(texts[i:i + step]))
+    return np.vstack(parts) if parts else np.zeros((0, enc.dimension), np.float32)
+
+
 class HybridRetriever:
     """BM25 + dense retriever over one corpus, with persisted indexes.
 
@@ -157,12 +169,9 @@ class HybridRetriever:
             if prog is None:
                 prog = Progress(f"encode {what} ({enc.model_id.split('/')[0]})", len(texts), unit=what,
                                 callback=self.progress, bar=self.show_progress or None)
-            parts = []
-            step = max(enc.batch_size * 4, 64) if hasattr(enc, "batch_size") else 256
-            for i in range(0, len(ts), step):
-                parts.append(enc.encode_documents(ts[i:i + step], show_progress=False))
-                prog.update(len(ts[i:i + step]))
-            return np.vstack(parts) if parts else np.zeros((0, enc.dimension), np.float32)
+            return encode_in_steps(enc, ts, prog.update)
+        # reused = complete before this run (a shard plan's workers may have encoded them for it)
+        complete_before = self.store is not None and self.store.is_complete("emb", ekey)
         try:
             if self.store is not None:
                 self.embeddings = encode_resumable(
@@ -174,7 +183,7 @@ class HybridRetriever:
             if prog is not None:
                 prog.close()
         n_encoded = getattr(enc, "n_texts_encoded", 0) - n_before
-        self.reused["embeddings"] = n_encoded == 0
+        self.reused["embeddings"] = n_encoded == 0 and (self.store is None or complete_before)
         self.timings["dense_encode_s"] = time.perf_counter() - t
         self.timings["dense_docs_encoded"] = float(n_encoded)
 

@@ -16,7 +16,9 @@ import pyarrow.compute as pc
 
 from data_schemas import CANDIDATES, DOCUMENTS, QUERIES
 from grouprank.atomic import write_json_atomic
-from grouprank.stage import Stage, StageContext, StageResult, TableOut, file, table
+from grouprank.stage import Sharding, Stage, StageContext, StageResult, TableOut, file, table
+
+from . import sharding
 
 INDEX_MANIFEST = "indexes.json"
 
@@ -133,4 +135,5 @@ STAGE = Stage(
                   "(store, keys, encoder model_id, corpus fingerprint); read by the judge stage")),
     reads=excluded_files, sections=("data", "retrieval", "seed"), timeout_s=24 * 3600,
     help="retrieve, fuse and pool candidates (BM25 + dense)", cli_args=_cli_args, cli_overrides=_cli_overrides,
+    sharding=Sharding(plan=sharding.plan, run_shard=sharding.run_shard),  # the corpus encoding
 )

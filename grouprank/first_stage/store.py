@@ -149,6 +149,40 @@ class ShardedEmbeddings:
     def complete(self) -> bool:
         return (self.dir / MANIFEST).exists()
 
+    def part_path(self, i: int) -> Path:
+        """Where a shard encoded elsewhere (another process or host) leaves its rows: its own file,
+        so no two workers ever write one file (a network filesystem would not keep their pages apart)."""
+        return self.dir / "parts" / f"{i:06d}.size{self.shard_size}.npy"  # the layout in the name
+
+    def put_part(self, i: int, emb: np.ndarray) -> None:
+        """Keep shard i's rows in its own file (atomically); `take_parts` copies them in."""
+        lo, hi = self.shard_range(i)
+        emb = np.asarray(emb, dtype=np.float32)
+        if emb.shape != (hi - lo, self.dim):
+            raise ValueError(f"shard {i}: got embeddings of shape {emb.shape}, expected {(hi - lo, self.dim)}")
+        path = self.part_path(i)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, emb)
+        os.replace(tmp, path)
+
+    def take_parts(self) -> int:
+        """Copy the pending shards that were encoded elsewhere into the memmap, in shard order (then
+        marked done, their part files removed) -> how many."""
+        n = 0
+        for i in self.pending():
+            part = self.part_path(i)
+            if not part.exists():
+                continue
+            rows = np.load(part)
+            if rows.shape != (self.shard_range(i)[1] - self.shard_range(i)[0], self.dim):
+                log.warning("%s: %s rows for another layout; the shard is encoded again", part, rows.shape)
+            else:
+                self.put_shard(i, rows)
+                n += 1
+            part.unlink()
+        return n
+
     def _marker(self, i: int) -> Path:
         return self.dir / "shards" / f"{i:06d}.done"
 
@@ -227,6 +261,7 @@ class ShardedEmbeddings:
         if bad:
             raise ValueError(f"{self.array_path}: non-finite embeddings in shard(s) {bad[:5]} (the encoder "
                              "returned NaN or inf)")
+        shutil.rmtree(self.dir / "parts", ignore_errors=True)  # parts of another layout, never taken
         (self.dir / MANIFEST).write_text(json.dumps({**self.meta, "n": self.n, "dim": self.dim,
                                                      "shard_size": self.shard_size, "created": time.time(),
                                                      "files": {k: v for k, v in folder_hashes(
@@ -273,6 +308,7 @@ def encode_resumable(directory: str | os.PathLike, texts: Sequence[str], encode_
             log.warning("not reusing the embeddings in %s: %s; encoding again", se.dir, why)
             se.redo(range(se.n_shards))
     se.open()
+    se.take_parts()  # shards a shard plan's workers encoded (grouprank.first_stage.sharding)
     for attempt in range(2):
         for i in se.pending():
             se.encode_shard(i, texts, encode_fn)
@@ -286,55 +322,3 @@ def encode_resumable(directory: str | os.PathLike, texts: Sequence[str], encode_
                     se.array_path, bad[:5])
         se.redo(bad)
     return se.finalize()
-
-
-def encode_shards(directory: str | os.PathLike, texts: Sequence[str], encode_fn: Callable[[list[str]], np.ndarray],
-                  dim: int, shard_size: int, shards: Sequence[int] | None = None, meta: dict | None = None,
-                  progress: Callable[[int], None] | None = None, claim_stale_s: float = 6 * 3600) -> bool:
-    """Worker entry point for distributed encoding: encode the given shards (default all) that
-    are neither done nor claimed by another worker (`shards/NNNNNN.claim`, O_EXCL), then finalize
-    if no shard is pending any more. Several workers (processes on one host, or an orchestrator's
-    tasks) may run this concurrently, on disjoint or overlapping shard lists. Returns True when
-    the embeddings are complete."""
-    se = ShardedEmbeddings(directory, len(texts), dim, shard_size, meta)
-    if se.complete:
-        why = verify_folder(se.dir)
-        if why is None:
-            return True
-        log.warning("not reusing the embeddings in %s: %s; encoding again", se.dir, why)
-        se.redo(range(se.n_shards))
-    se.open()
-    wanted = range(se.n_shards) if shards is None else sorted(set(shards))
-    for i in wanted:
-        if se._marker(i).exists() or not _claim(se, i, claim_stale_s):
-            continue  # done, or another worker is on it
-        try:
-            se.encode_shard(i, texts, encode_fn)
-        finally:
-            (se.dir / "shards" / f"{i:06d}.claim").unlink(missing_ok=True)
-        if progress:
-            lo, hi = se.shard_range(i)
-            progress(hi - lo)
-    if not se.pending() and not se.complete:
-        se.finalize()
-    return se.complete
-
-
-def _claim(se: ShardedEmbeddings, i: int, stale_s: float) -> bool:
-    """Claim shard i for this worker (O_EXCL file); a claim older than `stale_s` (its worker died)
-    is taken over."""
-    path = se.dir / "shards" / f"{i:06d}.claim"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            return True
-        except FileExistsError:
-            try:
-                if time.time() - path.stat().st_mtime < stale_s:
-                    return False
-            except FileNotFoundError:
-                continue
-            path.unlink(missing_ok=True)
-    return False

@@ -220,7 +220,7 @@ def dry_run(cfg, pool: JudgePool, *, tokenizer=None) -> dict:
         share = _active_share(spec, pool.n_pairs)
         if share < 1.0:  # active labelling: the selection needs the cheap judge's scores; scale to the budget
             reqs = reqs[:int(round(len(reqs) * share))]
-        est = estimate(reqs, ep, tokenizer, cache_path=cp)
+        est = estimate(reqs, ep, tokenizer, cache_path=cp, cache_mode=cfg.llm.cache_mode)
         est.pop("per_tag", None)
         if share < 1.0:
             est["active_budget_share"] = round(share, 4)

@@ -9,9 +9,14 @@
   its own retries off (max_retries=0); this layer retries 429 / 5xx / timeouts / connection errors /
   malformed responses with exponential backoff + full jitter, honouring Retry-After.
 - bounded concurrency (endpoint.max_concurrency), per-call timeout (endpoint.timeout_s).
-- persistent content-addressed cache (SQLite, WAL) keyed by sha256 of (base_url, model, messages,
-  sampling params, response_schema, template_version); only validated answers are stored, each
-  committed as it arrives; several processes may share one cache file.
+- persistent content-addressed cache keyed by sha256 of (base_url, model, messages, sampling
+  params, response_schema, template_version); only validated answers are stored, each committed as
+  it arrives: one SQLite file (WAL) that several processes on one machine may share, or, for a
+  cluster on a shared filesystem, a folder with one append-only file per writer process read as one
+  (`llm.cache_mode: per_writer`, `shared_cache`).
+- replicas: an endpoint with `replicas: [url, ...]` sends each request to the replica with the fewest
+  in flight; a replica whose breaker opens is taken out and the others take its requests
+  (`replicas`); its answers are cached under `replicas:<endpoint name>`, not a URL.
 - token and cost accounting per tag / stage / judge (`usage()`, `usage_report()`).
 - failures are returned as LLMResult(status="failed", error=reason), never raised; the API key is
   scrubbed from every recorded message.
@@ -28,6 +33,7 @@ Modules: `client` (LLMClient), `from_config` (a run's client: endpoint choice an
 one constructor stages use), `guard` (preflight, circuit breaker, time budget), `keys`
 (request_hash: the cache key), `cache` (SQLite answers), `transport` (connection pools per event
 loop, one HTTP attempt), `retry` (what is retried, backoff),
+`shared_cache` (per-writer answer files, `open_cache`), `replicas` (several servers of one endpoint),
 `usage` (accounting, usage_report), `dry_run` (estimate), `parsing`, `types`, `config` (the
 LLMEndpoint / LLMConfig section), `managed` (the local server), `local_models` (GGUF files).
 

@@ -3,11 +3,13 @@
 One row per request hash (see `keys.request_hash`), holding only answers that passed
 validation. Each answer is committed as it arrives (one short write transaction), so a process
 killed with SIGKILL loses at most the answers it had not yet received; a restarted run finds the
-rest and sends only the unanswered prompts. Several processes may share the file: WAL lets
+rest and sends only the unanswered prompts. Several processes on one machine may share the file: WAL lets
 readers run beside the writer, `busy_timeout` makes writers wait for each other, and
 INSERT OR IGNORE makes a duplicate answer harmless.
 
-Lookups are batched (`get_many`) over one long-lived connection.
+Lookups are batched (`get_many`) over one long-lived connection. This is the `single_file` mode,
+for processes on one machine: SQLite's locks and WAL index do not work across machines on a
+network filesystem; a cluster uses the `per_writer` mode (`shared_cache.SegmentCache`).
 The cache stores no API keys and no request headers: only the hash, the answer text, token
 counts, the answer's token log-probabilities when they were asked for (JSON, `logprobs` column;
 added in place to files written before it existed) and a little provenance (model, template
@@ -64,10 +66,16 @@ class LLMCache:
 
     _CHUNK = 900  # below SQLite's default max host parameters (999)
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 60.0):
+    def __init__(self, path: str | Path, busy_timeout_s: float = 60.0, *, read_only: bool = False):
+        """`read_only`: open an existing file for lookups only (the per_writer mode reads single_file
+        caches this way; `put`/`delete` then fail)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        if read_only:
+            self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                         timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None,
                                      check_same_thread=False)
         c = self._conn

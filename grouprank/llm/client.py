@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,10 +29,12 @@ from pydantic import SecretStr
 from grouprank.errors import UserError
 
 from . import transport
-from .cache import CachedAnswer, LLMCache
-from .guard import EndpointGuard, EndpointUnavailable, preflight
+from .cache import CachedAnswer
+from .guard import EndpointGuard, EndpointUnavailable
 from .keys import request_hash
+from .replicas import Replica, ReplicaSet, endpoint_urls
 from .retry import Fatal, Retryable, backoff_delay
+from .shared_cache import open_cache
 from .types import LLMRequest, LLMResult, ParseError
 from .usage import UsageBook, register
 
@@ -46,18 +47,6 @@ class _Truncated(ParseError):
 _PLACEHOLDER_KEY = "no-key"  # local servers need none; the openai client refuses an empty key
 
 
-def resolve_managed(endpoint, log_dir: Path | None = None):
-    """A copy of a managed endpoint (`managed: smollm2`, no base_url) pointing at its local server,
-    started now unless this process (or `grouprank llm serve`) already runs it
-    (`grouprank.llm.managed.ensure`). Its cache identity stays ``managed:<model>`` (the port changes
-    from run to run). `max_concurrency` is capped at 2: llama-cpp-python's server answers one
-    request at a time, a second one in flight keeps it busy, more would only wait on its lock
-    against their own timeouts."""
-    from .managed import ensure
-    url = ensure(endpoint.managed, threads=getattr(endpoint, "managed_threads", None), log_dir=log_dir)
-    return endpoint.model_copy(update={"base_url": url, "max_concurrency": min(int(endpoint.max_concurrency), 2)})
-
-
 def accepts_truncated(validate) -> bool:
     """Whether a validator declares that an answer it accepts is complete even when the model went
     on until max_tokens (e.g. the groupwise parser, which needs the closing </answer> tag)."""
@@ -65,21 +54,25 @@ def accepts_truncated(validate) -> bool:
 
 
 class LLMClient:
-    """Chat-completion client for one endpoint (see module docstring).
+    """Chat-completion client for one endpoint, or its replicas (see module docstring).
 
-    endpoint    grouprank.config.LLMEndpoint
-    cache_path  SQLite cache file (None: no cache)
+    endpoint    grouprank.config.LLMEndpoint (`replicas`: several servers, `grouprank.llm.replicas`)
+    cache_path  the answer cache (None: no cache): a SQLite file (cache_mode "single_file") or a
+                folder of per-writer files ("per_writer"); None: a folder that exists is
+                per_writer (`shared_cache.open_cache`)
     stage       stage name for accounting (e.g. "judges")
     judge_id    judge name for accounting
     api_key     explicit key (e.g. a Prefect Secret's value); default: env var endpoint.api_key_env
     """
 
     def __init__(self, endpoint, cache_path: str | Path | None = None, stage: str = "default",
-                 judge_id: str | None = None, *, api_key: str | None = None):
+                 judge_id: str | None = None, *, api_key: str | None = None,
+                 cache_mode: str | None = None):
         if not endpoint.base_url and getattr(endpoint, "managed", None):
+            from .managed import resolve_managed
             endpoint = resolve_managed(endpoint, Path(cache_path).parent if cache_path else None)
-        if not endpoint.base_url:
-            raise UserError(f"LLM endpoint {endpoint.name!r} has no base_url (and no managed model)")
+        if not endpoint_urls(endpoint):
+            raise UserError(f"LLM endpoint {endpoint.name!r} has no base_url (and no replicas or managed model)")
         self.endpoint = endpoint
         self.stage = stage
         self.judge_id = judge_id
@@ -92,18 +85,19 @@ class LLMClient:
                       endpoint.name)
         self.__key = SecretStr(key or _PLACEHOLDER_KEY)  # repr shows '**********'
         self._secrets = [SecretStr(s) for s in {key, key.strip()} if s and len(s) >= 4]
-        self.cache: LLMCache | None = LLMCache(cache_path) if cache_path else None
-        self._pools: transport.LoopPools | None = None
-        self._pools_lock = threading.Lock()
+        self.cache = open_cache(cache_path, cache_mode) if cache_path else None
         self._book = UsageBook()
         self._rng = random.Random()
         self._preflight_done = False
         self._guard = EndpointGuard(endpoint, self._where())  # circuit breaker, time budget, retry progress
+        self._replicas = ReplicaSet(endpoint, self._guard)  # one per URL; one URL: its guard is _guard
         register(self)
 
     # ------------------------------------------------------------------ public helpers
     def __repr__(self) -> str:  # never shows the key
-        return (f"LLMClient(endpoint={self.endpoint.name!r}, base_url={self.endpoint.base_url!r}, "
+        ep = self.endpoint
+        where = f"replicas={ep.replicas!r}" if getattr(ep, "replicas", None) else f"base_url={ep.base_url!r}"
+        return (f"LLMClient(endpoint={ep.name!r}, {where}, "
                 f"model={self.endpoint.model!r}, stage={self.stage!r}, judge_id={self.judge_id!r})")
 
     def request_hash(self, req: LLMRequest) -> str:
@@ -127,29 +121,17 @@ class LLMClient:
                    prices={"prompt_per_mtok": self.endpoint.price_prompt_per_mtok,
                            "completion_per_mtok": self.endpoint.price_completion_per_mtok},
                    per_tag=per_tag)
+        if len(self._replicas) > 1:
+            out["replicas"] = self._replicas.usage()
         return out
 
     # ------------------------------------------------------------------ loop-bound state
-    def _loop_pools(self) -> transport.LoopPools:
-        loop = asyncio.get_running_loop()
-        p = self._pools
-        if p is not None and p.loop is loop:
-            return p
-        with self._pools_lock:
-            p = self._pools
-            if p is None or p.loop is not loop:
-                p = self._pools = transport.LoopPools.open(self.endpoint, self.__key.get_secret_value(), loop)
-            return p
-
     async def aclose(self) -> None:
-        p = self._pools
-        self._pools = None
-        if p is not None and p.loop is asyncio.get_running_loop():
-            await p.close()
+        await self._replicas.aclose()
 
     def close(self) -> None:
-        """Close the cache connection (and forget the HTTP client)."""
-        self._pools = None
+        """Close the cache connection (and forget the HTTP clients)."""
+        self._replicas.forget_pools()
         if self.cache is not None:
             self.cache.close()
 
@@ -162,6 +144,9 @@ class LLMClient:
     # ------------------------------------------------------------------ preflight, circuit breaker
     def _where(self) -> str:
         ep = self.endpoint
+        if getattr(ep, "replicas", None):
+            n = len(ep.replicas)
+            return f"LLM endpoint {ep.name!r} ({n} replica{'s' if n > 1 else ''}: {', '.join(ep.replicas)})"
         return f"LLM endpoint {ep.name!r} ({ep.base_url})"
 
     async def apreflight(self) -> None:
@@ -169,14 +154,16 @@ class LLMClient:
         EndpointUnavailable within `preflight_timeout_s` when the endpoint cannot be reached or
         rejects the key (HTTP 401/403). Any other HTTP answer (200, 404 for a server without
         /models, 5xx) counts as reachable: the retry policy deals with the rest. Once per client;
-        skipped for managed endpoints (health-checked when started) and with preflight=false."""
+        skipped for managed endpoints (health-checked when started) and with preflight=false.
+        Replicas are checked together: one that cannot be reached is taken out (a warning), a
+        rejected key or no replica reachable raises."""
         if self._preflight_done:
             return
         ep = self.endpoint
         if not getattr(ep, "preflight", True) or getattr(ep, "managed", None):
             self._preflight_done = True
             return
-        await preflight(ep, self.__key.get_secret_value(), self._where(), self.scrub)
+        await self._replicas.preflight(self.__key.get_secret_value(), self._where(), self.scrub)
         self._preflight_done = True
 
     # ------------------------------------------------------------------ one request
@@ -222,7 +209,6 @@ class LLMClient:
         t0 = time.perf_counter()
         acct = self._book.add
         try:
-            pools = self._loop_pools()
             body = transport.request_body(req, self.endpoint)
         except Exception as e:  # noqa: BLE001 - bad request / client setup: record, don't raise
             return self._failed(req, key, f"client error: {type(e).__name__}: {e}", "client_error", 0, 0, 0, t0)
@@ -235,18 +221,23 @@ class LLMClient:
         parse_failures = 0
         pt_total = ct_total = 0
         last_text: str | None = None
+        avoid: Replica | None = None  # the replica whose attempt just failed: the retry goes elsewhere
         while True:
             left = self._guard.remaining()
-            if self._guard.reason is not None:
+            rep = self._replicas.pick(avoid) if self._guard.reason is None else None
+            if rep is None:  # the time budget is spent, or every replica is out
+                self._guard.open(self._replicas.all_out_reason())
                 return self._failed(req, key, f"circuit_open: {self._guard.reason} at {ep.name!r}; not sent",
                                     "circuit_open", attempts, pt_total, ct_total, t0, last_text)
             attempts += 1
             try:
-                text, finish, pt, ct, lps = await transport.send(
-                    pools, body, timeout if left is None else max(0.05, min(timeout, left)))
+                text, finish, pt, ct, lps = await self._replicas.send(
+                    rep, self.__key.get_secret_value(), body,
+                    timeout if left is None else max(0.05, min(timeout, left)))
             except Retryable as e:
                 acct(req.tag, calls=1, error=e.kind)
-                self._guard.note_transport(e.kind)
+                self._note(rep, e.kind)
+                avoid = rep
                 if transport_retries >= max_retries:
                     return self._failed(req, key, f"{e.kind} after {attempts} attempts: {e}", None,
                                         attempts, pt_total, ct_total, t0, last_text)
@@ -255,7 +246,7 @@ class LLMClient:
                 continue
             except Fatal as e:
                 acct(req.tag, calls=1, error=e.kind)
-                self._guard.note_transport(None)
+                self._note(rep, None)
                 return self._failed(req, key, f"{e.kind}: {e}", None, attempts, pt_total, ct_total, t0,
                                     last_text)
             except asyncio.CancelledError:
@@ -265,21 +256,14 @@ class LLMClient:
                 return self._failed(req, key, f"unexpected error: {type(e).__name__}: {e}", None,
                                     attempts, pt_total, ct_total, t0, last_text)
             acct(req.tag, calls=1, answers=1, prompt_tokens=pt, completion_tokens=ct)
-            self._guard.note_transport(None)
+            self._note(rep, None)
             text = self._unechoed(text)
             pt_total += pt
             ct_total += ct
             last_text = text
             # ---- validate
             try:
-                if text is None:
-                    raise ParseError("empty answer (no message content)")
-                if finish == "length" and not accepts_truncated(req.validate):
-                    # whatever a validator would read in it (half a query, a score without its
-                    # closing brace) is not the answer the model meant: asked once more
-                    raise _Truncated(f"answer cut at max_tokens={body.get('max_tokens')} "
-                                     "(finish_reason=length)")
-                parsed = req.validate(text) if req.validate is not None else None
+                parsed = self._validated(req, text, finish, body)
             except ParseError as e:
                 acct(req.tag, parse_failures=1, error="truncated" if isinstance(e, _Truncated) else "parse")
                 if e.retryable and parse_failures < parse_retries:
@@ -298,6 +282,23 @@ class LLMClient:
                              prompt_tokens=pt_total, completion_tokens=ct_total, cached=False,
                              attempts=attempts, finish_reason=finish,
                              latency_s=time.perf_counter() - t0, tag=req.tag, meta=req.meta, logprobs=lps)
+
+    @staticmethod
+    def _validated(req: LLMRequest, text: str | None, finish: str | None, body: dict):
+        """The parsed answer, or ParseError: empty, cut at max_tokens (whatever a validator would read
+        in it, half a query, a score without its closing brace, is not the answer the model meant:
+        asked once more), or refused by the request's validator."""
+        if text is None:
+            raise ParseError("empty answer (no message content)")
+        if finish == "length" and not accepts_truncated(req.validate):
+            raise _Truncated(f"answer cut at max_tokens={body.get('max_tokens')} (finish_reason=length)")
+        return req.validate(text) if req.validate is not None else None
+
+    def _note(self, rep: Replica, kind: str | None) -> None:
+        """Breaker bookkeeping of one attempt on `rep`; the client's breaker opens once every replica is out."""
+        all_out = self._replicas.note(rep, kind)
+        if all_out is not None:
+            self._guard.open(all_out)
 
     async def _back_off(self, req: LLMRequest, key: str, e: Retryable, n: int) -> None:
         """Wait before retry `n` of a transport failure (backoff, Retry-After, never past the budget)."""
@@ -400,7 +401,7 @@ class LLMClient:
                     done += len(idx)
                     report(done)
 
-            nworkers = min(len(groups), max(1, int(ep.max_concurrency)) * 2)
+            nworkers = min(len(groups), max(1, int(ep.max_concurrency)) * 2 * len(self._replicas))
             await asyncio.gather(*(worker() for _ in range(nworkers)))
             if self._guard.reason is not None:
                 ok = sum(1 for r in results if r is not None and r.ok)

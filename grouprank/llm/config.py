@@ -16,6 +16,12 @@ class LLMEndpoint(Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
     name: str = "default"
     base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    replicas: list[str] | None = Field(None, description="instead of base_url: the base URLs of several servers "
+                                       "of one model (vLLM / SGLang replicas); each request goes to the replica "
+                                       "with the fewest requests in flight, a replica whose circuit breaker opens "
+                                       "is taken out and its requests go to the others. max_concurrency, "
+                                       "breaker_failures and preflight apply per replica; answers are cached under "
+                                       "the endpoint's name, not a URL (a rerun on other replicas pays nothing twice)")
     managed: str | None = Field(None, description="a local model grouprank serves itself instead of base_url: "
                                 "smollm2, gemma3-270m or a .gguf path (grouprank.llm.managed: started on "
                                 "127.0.0.1 on first use, once per process, stopped at exit)")
@@ -86,6 +92,19 @@ class LLMEndpoint(Section):
         from grouprank.redact import clean_url_field
         return clean_url_field(v, "llm endpoint base_url")
 
+    @field_validator("replicas")
+    @classmethod
+    def _clean_replicas(cls, v):
+        if v is None:
+            return None
+        from grouprank.redact import clean_url_field
+        out = [clean_url_field(u, f"llm endpoint replicas[{i}]") for i, u in enumerate(v)]
+        if not out or any(not u for u in out):
+            raise ValueError("llm endpoint replicas: give one base URL or more, none empty")
+        if len(set(u.rstrip("/") for u in out)) != len(out):
+            raise ValueError("llm endpoint replicas: a base URL is listed twice")
+        return out
+
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v):
@@ -100,13 +119,23 @@ class LLMEndpoint(Section):
 
     @model_validator(mode="after")
     def _one_address(self):
-        if self.base_url and self.managed:
-            raise ValueError(f"llm endpoint {self.name!r}: give base_url (a server you run) or managed (a local "
-                             "model grouprank serves), not both")
+        given = [k for k in ("base_url", "replicas", "managed") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"llm endpoint {self.name!r}: give one of base_url (a server you run), replicas "
+                             "(several servers of one model) or managed (a local model grouprank serves), "
+                             f"not {'both' if len(given) == 2 else 'all of'} {' and '.join(given)}")
         return self
 
 
 class LLMConfig(Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
     endpoints: list[LLMEndpoint] = Field(default_factory=list)
-    cache_path: str | None = Field(None, description="SQLite cache (default <work_dir>/llm_cache.sqlite)")
+    cache_path: str | None = Field(None, description="the answer cache: a SQLite file (single_file, default "
+                                   "<work_dir>/llm_cache.sqlite) or a folder of per-writer files (per_writer, "
+                                   "default <work_dir>/llm_cache.d)")
+    cache_mode: Literal["single_file", "per_writer"] = Field(
+        "single_file", description="single_file: one SQLite file (WAL), safe for several processes on one "
+        "machine, NOT on a network filesystem shared by several machines; per_writer: every process appends "
+        "its answers to its own file in the cache folder (named by host, pid and a random tag) and reads "
+        "all of them as one cache, so a cluster can share the work dir; a single_file cache found at "
+        "<work_dir>/llm_cache.sqlite is read too (never written)")

@@ -5,7 +5,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .cache import LLMCache
+from .shared_cache import open_cache
 from .keys import request_hash, sampling_params
 from .types import LLMRequest
 from .usage import cost
@@ -33,18 +33,21 @@ def _content_text(content: Any) -> str:
 
 
 def estimate(reqs: Sequence[LLMRequest], endpoint, tokenizer=None, *,
-             cache_path: str | Path | None = None,
+             cache_path: str | Path | None = None, cache_mode: str | None = None,
              completion_tokens_per_call: int | None = None) -> dict:
     """Dry run: nothing is sent. Counts calls and prompt tokens (tiktoken o200k_base when it is
     installed, else characters/4: the `tokenizer` field says which; or pass `tokenizer`, an object
     with .encode or a callable str -> int), and the cost at the endpoint's prices. Completion
     tokens are an upper bound (max_tokens per call) unless `completion_tokens_per_call` is given.
-    With `cache_path`, calls already answered in the cache are counted apart (they cost nothing)."""
+    With `cache_path` (and `cache_mode`, see `shared_cache.open_cache`), calls already answered in the
+    cache are counted apart (they cost nothing)."""
     count, name = _token_counter(tokenizer)
     keys = [request_hash(r, endpoint) for r in reqs]
     cached: set[str] = set()
-    if cache_path is not None and Path(cache_path).exists():
-        c = LLMCache(cache_path)
+    p = Path(cache_path) if cache_path is not None else None
+    # a per_writer folder not made yet may still have a single_file cache beside it (read too)
+    if p is not None and (p.exists() or (cache_mode == "per_writer" and p.with_suffix(".sqlite").is_file())):
+        c = open_cache(p, cache_mode)
         try:
             cached = set(c.get_many(keys))
         finally:

@@ -1,7 +1,7 @@
 """The LLM client of a run, built from its configuration in one place: which endpoint a consumer
-talks to (its own `endpoint` setting, else the first of `llm.endpoints`) and where answers are
-cached (`llm.cache_path`, else `<work_dir>/llm_cache.sqlite`, shared by every stage so a rerun
-never pays for a call twice). Judges, query generation, evaluation and `grouprank rerank` use it."""
+talks to (its own `endpoint` setting, else the first of `llm.endpoints`; an endpoint with `replicas`
+spreads its requests over them) and where answers are cached (`cache_path`, `llm.cache_mode`,
+shared by every stage so a rerun never pays for a call twice). Judges, query generation, evaluation and `grouprank rerank` use it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +11,11 @@ from grouprank.errors import UserError
 
 
 def cache_path(cfg) -> Path:
-    """The run's LLM answer cache."""
-    return Path(cfg.llm.cache_path) if cfg.llm.cache_path else cfg.work_path / "llm_cache.sqlite"
+    """The run's LLM answer cache: `llm.cache_path`, else `<work_dir>/llm_cache.sqlite` (single_file)
+    or the folder `<work_dir>/llm_cache.d` (per_writer: one file per writer process, for a cluster)."""
+    if cfg.llm.cache_path:
+        return Path(cfg.llm.cache_path)
+    return cfg.work_path / ("llm_cache.d" if cfg.llm.cache_mode == "per_writer" else "llm_cache.sqlite")
 
 
 def choose_endpoint(cfg, name: str | None, who: str, hint: str = ""):
@@ -37,4 +40,4 @@ def llm_client(cfg, endpoint_name: str | None, *, who: str, stage: str, judge_id
     from .client import LLMClient
     ep = endpoint if endpoint is not None else choose_endpoint(cfg, endpoint_name, who, hint)
     return LLMClient(ep, cache_path=cache_path(cfg), stage=stage, judge_id=judge_id,
-                     api_key=(api_keys or {}).get(ep.name))
+                     api_key=(api_keys or {}).get(ep.name), cache_mode=cfg.llm.cache_mode)

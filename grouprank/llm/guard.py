@@ -1,4 +1,4 @@
-"""The guard of one endpoint, per `LLMClient`: the preflight request, the circuit breaker (consecutive connection failures
+"""The guard of one endpoint (or one replica of it), per `LLMClient`: the preflight request, the circuit breaker (consecutive connection failures
 or timeouts), the time budget (`time_budget_s`) and a progress line while requests are retried."""
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ class EndpointUnavailable(UserError):
     """The endpoint cannot serve this stage: the preflight request failed (unreachable, key
     rejected) or the circuit breaker opened after consecutive connection failures. The message
     names the endpoint and its (credential-free) URL, never the key."""
+
+
+class KeyRejected(EndpointUnavailable):
+    """The endpoint answered the preflight with HTTP 401/403: the key is wrong (for every replica)."""
 
 
 class EndpointGuard:
@@ -115,7 +119,7 @@ async def preflight(ep, api_key: str, where: str, scrub) -> None:
         raise EndpointUnavailable(f"{where} is unreachable: {scrub(f'{type(root).__name__}: {root}')} "
                                   "(preflight GET /models)") from None
     if r.status_code in (401, 403):
-        raise EndpointUnavailable(f"{where} rejects the API key (HTTP {r.status_code} to GET /models); "
+        raise KeyRejected(f"{where} rejects the API key (HTTP {r.status_code} to GET /models); "
                                   f"the key comes from ${ep.api_key_env} or the Prefect Secret block "
                                   f"api_key_secret") from None
     if r.status_code >= 500:

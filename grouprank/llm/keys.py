@@ -8,7 +8,8 @@ bytes, so the encoding below must never change (tests/test_llm_keys.py pins gold
     b"grouprank.llm.request/1"
     u64(len(header)) header                 canonical JSON of everything but the messages:
                                             {base_url (no trailing /; "managed:<model>"
-                                             for a managed endpoint), model, sampling
+                                             for a managed endpoint, "replicas:<name>"
+                                             for an endpoint with replicas), model, sampling
                                              {temperature, top_p, max_tokens, seed},
                                              response_schema, template_version, and
                                              top_logprobs only when the request asks for
@@ -62,11 +63,15 @@ def sampling_params(req: LLMRequest, endpoint) -> dict:
 
 
 def endpoint_identity(endpoint) -> str:
-    """The address part of a cache key: the base URL (no trailing /), or ``managed:<model>`` for an
-    endpoint grouprank serves itself (its port changes from run to run, its answers do not)."""
+    """The address part of a cache key: the base URL (no trailing /), ``managed:<model>`` for an
+    endpoint grouprank serves itself (its port changes from run to run, its answers do not), or
+    ``replicas:<endpoint name>`` for replicas of one model (which replica answered, or which
+    replicas a rerun has, does not change the answer)."""
     managed = getattr(endpoint, "managed", None)
     if managed:
         return f"managed:{managed}"
+    if getattr(endpoint, "replicas", None):
+        return f"replicas:{endpoint.name}"
     return (endpoint.base_url or "").rstrip("/")
 
 
@@ -84,7 +89,8 @@ def _header(req: LLMRequest, endpoint) -> bytes:
     lp = getattr(req, "top_logprobs", None)
     # whether the schema is sent as a constraint (a grammar changes the answer): part of the key
     js = getattr(endpoint, "json_schema", False) if schema is not None else False
-    ck = (endpoint.base_url, managed, endpoint.model, t, type(t), p, type(p), mt, type(mt), s, type(s),
+    reps = endpoint.name if getattr(endpoint, "replicas", None) else None
+    ck = (endpoint.base_url, managed, reps, endpoint.model, t, type(t), p, type(p), mt, type(mt), s, type(s),
           req.template_version, id(schema), lp, js)
     hit = _HEADER_CACHE.get(ck)
     if hit is not None and hit[0] is schema:

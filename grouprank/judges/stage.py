@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from data_schemas import CANDIDATES, DOCUMENTS, JUDGMENTS, QUERIES
-from grouprank.stage import Stage, StageContext, StageResult, TableOut, file, table
+from grouprank.stage import Sharding, Stage, StageContext, StageResult, TableOut, file, table
+
+from . import sharding
 
 # Fields of `judges` that only the label fusion reads: changing them reruns `fuse` (and what
 # follows) but not the judges themselves.
@@ -150,7 +152,7 @@ STAGE = Stage(
              file("estimate", "dry_run.json", optional=True)),
     # the local judge reads retrieval's BM25 parameters and encoder settings (and opens its indexes)
     sections=("data", ("judges", FUSION_FIELDS), "llm", "retrieval", "prompts", "seed"), uses_llm=_any_llm_judge,
-    reads=calibration_files,
+    reads=calibration_files, sharding=Sharding(plan=sharding.plan, run_shard=sharding.run_shard),
     timeout_s=48 * 3600, retries=3, progress_parts=lambda c: len(c.judges.judges),
     cli_args=_cli_args, cli_overrides=_cli_overrides,
 )

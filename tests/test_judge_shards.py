@@ -83,3 +83,74 @@ def test_no_shards_for_the_local_judge_a_dry_run_or_one_shard(tmp_path, small_po
         c = cfg.model_dump(mode="json")
         c["judges"].update(change)
         assert sharding.plan(RunConfig.model_validate(c), data) == [], change
+
+
+KILL_SETS = {"data.collection": "cranfield", "queries.splits": ["test"], "queries.leakage_eval_splits": [],
+             "queries.max_queries": 4, "retrieval.max_seq_length": 32, "retrieval.pool_top": 8,
+             "retrieval.pool_sampled": 4, "judges.judges": [{"id": "pw", "kind": "pointwise"}],
+             "judges.shard_queries": 1, "llm.cache_mode": "per_writer"}
+KILL_PAIRS = 4 * 12
+
+
+def _answers(work) -> set[str]:
+    """Request hashes of the complete answer lines in the per-writer cache (a line cut by the kill is
+    not an answer)."""
+    keys = set()
+    for f in (work / "llm_cache.d").glob("*.jsonl"):
+        for line in f.read_bytes().split(b"\n")[:-1]:
+            if line.startswith(b'{"k":"'):
+                keys.add(line[6:70].decode())
+    return keys
+
+
+def test_killed_sharded_judge_redoes_only_unfinished_shards_and_pays_no_answer_twice(tmp_path):
+    """`grouprank run --shard-workers 2` killed with SIGKILL (runner and workers) while judging: the
+    rerun runs only the shards without a completion record, sends only the requests with no answer
+    in the cache, and every pair is judged once."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.fake_openai_server import start_local_server
+    from tests.support.prefect_local import REPO
+    srv = start_local_server("tests.support.judge_responder:respond", latency_ms=400, log_path=tmp_path / "srv.log",
+                             env={"GROUPRANK_JUDGE_CORPUS": "cranfield"}, startup_timeout=180)
+    work = tmp_path / "w"
+    sets = {**KILL_SETS, "llm.endpoints": [{"name": "local", "base_url": srv.base_url, "model": "local-responder",
+                                            "timeout_s": 300, "max_concurrency": 2}]}
+    cmd = [sys.executable, "-m", "grouprank.cli", "run", "--stages", "judge", "--shard-workers", "2",
+           "--work-dir", str(work), *[a for k, v in sets.items() for a in ("--set", f"{k}={json.dumps(v)}")]]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    recs = lambda: sorted((work / "_stages" / "judge.shards").rglob("*.json"))  # noqa: E731
+    try:
+        proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        deadline = time.time() + 400
+        while time.time() < deadline and proc.poll() is None and not recs():
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-3000:]!r}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+        done = {p.name: p.stat().st_mtime_ns for p in recs()}
+        assert 1 <= len(done) < 4, done
+        answered = _answers(work)
+        assert len(answered) < KILL_PAIRS
+        srv.reset()
+        r = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=400)
+        assert r.returncode == 0, r.stderr[-4000:]
+        stage = json.loads(r.stdout)["stages"]["judge"]
+        assert stage["shards"]["shards"] == 4 and stage["shards"]["shards_ran"] == 4 - len(done)
+        assert all(p.stat().st_mtime_ns == done[p.name] for p in recs() if p.name in done)  # untouched
+        # no answered request was sent again: the rerun sent exactly the unanswered ones
+        assert srv.stats(detail=False)["requests"] == KILL_PAIRS - len(answered)
+        assert stage["llm"]["calls"] == 0  # the merge: every answer in the cache
+    finally:
+        srv.stop()
+    rows = pq.read_table(stage["outputs"]["judgments"]).to_pylist()
+    assert len(rows) == KILL_PAIRS and all(r["status"] == "ok" for r in rows)
+    assert len({(r["query_id"], r["doc_id"]) for r in rows}) == KILL_PAIRS  # each pair once
+    assert len(_answers(work)) == KILL_PAIRS

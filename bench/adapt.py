@@ -29,6 +29,8 @@ setup("adapt")
 
 TEST_SPLIT = {"scifact": "test"}
 SEED = 13
+# the student as measured: all-MiniLM-L6-v2 at 256 tokens, torch-bf16 where the CPU has native bf16
+STUDENT = Student("all-MiniLM-L6-v2", 256, "auto")
 
 
 def main(argv=None) -> int:
@@ -49,7 +51,7 @@ def main(argv=None) -> int:
     if a.summary:
         return summary(a.summary, a.reports)
     from grouprank.adaptation.arm import CorpusArm
-    from grouprank.adaptation.config import AdaptationConfig
+    from grouprank.adaptation.config import AdaptationConfig, Student
     from grouprank.adaptation.final_test import headline, judged_queries, side_by_side, test_arm
     from grouprank.collections import load_collection
     t_all = time.time()
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
     if a.per_doc:
         s.per_doc = a.per_doc
     work = Path(a.work_dir or ROOT / "grouprank_output" / "adapt" / coll.name)
-    arm = CorpusArm(coll.documents, work, s, seed=SEED, progress=lambda m: print(f"[adapt {coll.name}] {m}", flush=True))
+    arm = CorpusArm(coll.documents, work, s, STUDENT, seed=SEED, progress=lambda m: print(f"[adapt {coll.name}] {m}", flush=True))
     res = arm.run()
 
     # --- the test: real queries and their qrels, read only now ---------------------------------
@@ -122,8 +124,8 @@ def run_query_log(arm, res, qids, qt, qrels, sig) -> dict:
         frame = rows[cols]
         cfg = rec.train_config(max_steps=s.max_steps, train_tokens=s.train_tokens)
         path = arm.work / "models" / f"query_log_{f}"
-        train_model(frame, cfg, path, seed=arm.seed, max_seq_length=s.student_tokens)
-        enc = arm.encoder(str(path), s.student_tokens, fresh=True)
+        train_model(frame, cfg, path, seed=arm.seed, max_seq_length=arm.student.tokens)
+        enc = arm.encoder(str(path), arm.student.tokens, fresh=True)
         D = enc.encode_documents(arm.texts)
         Q = enc.encode_queries([qt[q] for q in te])
         qr = qrels[qrels.query_id.isin(te)]
@@ -131,7 +133,7 @@ def run_query_log(arm, res, qids, qt, qrels, sig) -> dict:
         tpools = Pools({k: v[te_idx] for k, v in sig.items()}, s.depth)
         fold = {"train_queries": len(tr), "test_queries": len(te), "rows_query_log": len(rows),
                 "base": ndcg10(te, arm.ids, sig["minilm"][te_idx], qr),
-                "corpus_arm": ndcg10(te, arm.ids, (arm.encoder(res["model_dir"], s.student_tokens)
+                "corpus_arm": ndcg10(te, arm.ids, (arm.encoder(res["model_dir"], arm.student.tokens)
                                                       .encode_queries([qt[q] for q in te]) @
                                                       (arm.student_vectors.get(res["chosen"], None)
                                                        if res["chosen"] != "base" else arm.corpus_vectors("minilm")).T), qr),

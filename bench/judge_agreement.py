@@ -359,7 +359,7 @@ def main(argv=None) -> int:
                 if cals[i] is not None:
                     cp = work / f"calibration_fold{i}.json"
                     cp.write_text(cals[i].to_json())
-                    env["GROUPRANK_LOCAL_CALIBRATION"] = str(cp)
+                    env["GROUPRANK_JUDGE_CALIBRATION"] = str(cp)
                 server = start_local_server("tests.support.judge_responder:respond", env=env,
                                             log_path=work / "server.log", startup_timeout=300)
                 base_url, model = server.base_url, "local-responder"

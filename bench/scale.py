@@ -18,7 +18,9 @@ clusters, not the flow's process nor the Prefect server), sampled every 0.2 s.
 `speedup`: wall(1 worker) / wall(2 workers) at the largest N, per engine, the whole flow run
 (cluster start, worker imports and model loads included); `encode_speedup`: the same for the
 span of the shards (first shard's start to the last one's end, from their completion records).
-Only the retrieve stage is measured: the judge stage is not sharded yet.
+Only the retrieve stage is measured: the judge stage's shards are LLM requests, whose throughput
+is the endpoint's (`bench/replicas.py` measures that). `--plot PNG` draws per-document time and peak
+RSS against N from this report and those given with `--with`.
 """
 from __future__ import annotations
 
@@ -168,6 +170,32 @@ def on_cluster(sets: dict, engine: str, workers: int) -> dict:
             "shard_s_sum": round(sum(r["wall_s"] for r in recs), 2)}
 
 
+def plot(reports: list[dict], out: str) -> None:
+    """Time per document and peak RSS against N, one line per engine and worker count."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    series: dict[str, dict[int, dict]] = {}
+    for rep in reports:
+        for p in rep["points"]:
+            series.setdefault(f"{p['engine']} x{p['workers']}", {})[p["n_docs"]] = p
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, pts in sorted(series.items()):
+        ns = sorted(pts)
+        a.plot(ns, [pts[n]["per_item_s"] * 1000 for n in ns], marker="o", label=name)
+        b.plot(ns, [pts[n]["peak_rss_mb"] / 1024 for n in ns], marker="o", label=name)
+    for ax, yl in ((a, "retrieve wall time per document (ms)"), (b, "peak RSS (GiB)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("documents (N)")
+        ax.set_ylabel(yl)
+        ax.grid(True, alpha=0.3)
+    a.legend(fontsize=8)
+    fig.suptitle("bench/scale.py: sharded retrieve, 2-core machine")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"plot: {out}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -176,7 +204,11 @@ def main(argv=None) -> int:
     ap.add_argument("--engines", default="dask,ray")
     ap.add_argument("--shard-size", type=int, default=1000)
     ap.add_argument("--scratch", default=str(ROOT / "grouprank_output" / "bench_scale"))
+    ap.add_argument("--plot", default=None, help="also draw time per document and peak RSS against N to this PNG, "
+                    "from this report and the ones given with --with")
+    ap.add_argument("--with", dest="others", action="append", default=[], help="another scale report for the plot")
     args = ap.parse_args(argv)
+    load0 = round(os.getloadavg()[0], 2)
     sizes, workers = args.n or [10000], args.workers or [1, 2]
     engines = [e for e in args.engines.split(",") if e]
     scratch = Path(args.scratch)
@@ -206,22 +238,26 @@ def main(argv=None) -> int:
                                "shards": r["shards"], "identical_to_unsharded": same})
                 print(json.dumps(points[-1]), flush=True)
                 shutil.rmtree(wd / "indexes", ignore_errors=True)
-    top = max(sizes)
     speedup, encode_speedup = {}, {}
-    for engine in engines:
-        at = {p["workers"]: p for p in points if p["engine"] == engine and p["n_docs"] == top}
-        if 1 in at and 2 in at:
+    for engine in engines:  # at the largest N measured with 1 and with 2 workers
+        both = [n for n in sizes if {1, 2} <= {p["workers"] for p in points if p["engine"] == engine and p["n_docs"] == n}]
+        at = {p["workers"]: p for p in points if p["engine"] == engine and both and p["n_docs"] == max(both)}
+        if both:
             speedup[engine] = round(at[1]["wall_s"] / at[2]["wall_s"], 3)
             encode_speedup[engine] = round(at[1]["shards_span_s"] / at[2]["shards_span_s"], 3)
     report = {"speedup": speedup, "encode_speedup": encode_speedup, "identical_to_unsharded": identical,
               "points": points,
               "settings": {"sizes": sizes, "workers": workers, "shard_size": args.shard_size,
-                           "words_per_document": WINDOW, "stage": "retrieve (judge not sharded yet)",
-                           "under_load": True,
-                           "note": "taken on a shared 2-core machine under load from other jobs: timings are "
-                                   "not those of an idle machine"}}
+                           "words_per_document": WINDOW,
+                           "stage": "retrieve (the judge's shards are LLM requests: an endpoint's throughput, "
+                                    "bench/replicas.py)",
+                           "under_load": load0 is not None and load0 > 1.5,
+                           "note": f"1-minute load average {load0} when the bench started (1.5 or more: other "
+                                   f"jobs were running, not an idle-machine timing)"}}
     write_report(args.out, report)
     print(json.dumps({"speedup": speedup, "identical_to_unsharded": identical}))
+    if args.plot:
+        plot([report] + [json.loads(Path(f).read_text()) for f in args.others], args.plot)
     return 0
 
 

@@ -61,7 +61,8 @@ def stale_outputs(record: dict) -> list[str]:
 # whose code can import that module has the variable's value, and the content hash of the file it
 # names, in its key. tests/test_cache_key.py checks that every GROUPRANK_* variable read anywhere is
 # here or in NOT_RESULT_ENV.
-RESULT_ENV = {"GROUPRANK_LOCAL_CALIBRATION": "grouprank.judges.local_calibration"}
+RESULT_ENV: dict[str, str] = {}  # none today: what changes results is configuration (e.g. a local
+# judge's calibration file is `judges.judges[].local_calibration`, read by the judge stage)
 NOT_RESULT_ENV = {
     "GROUPRANK_DATA_ROOT": "where the collections are: the load stage's key hashes the files it reads",
     "GROUPRANK_LOCAL_EMBED_CACHE": "a cache of embeddings keyed by model and text",

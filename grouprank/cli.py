@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stages", help="comma-separated target stages (default: all), with what they need")
     r.add_argument("--refresh", action="store_true", help="rerun the targets even when up to date")
     r.add_argument("--shard-workers", type=int, default=0, metavar="N",
-                   help="run the shards of stages that split their work (retrieve's corpus encoding) on N "
+                   help="run the shards of stages that split their work (retrieve's corpus encoding; the judge's LLM "
+                        "requests with judges.shard_queries) on N "
                         "local worker processes (default: in this process, one after another)")
     r.set_defaults(func=_run_all)
     for st in all_stages().values():

@@ -93,6 +93,20 @@ def test_training_rows_keep_teacher_agreed_non_trivial_pairs_with_a_ranked_negat
     assert row.label[0] > 0  # the teacher's margin: positive above negative
 
 
+def test_the_student_is_the_retriever_section_s_model_one_name_per_knob():
+    """The student, its window and backend are set where the retrieve and train_retriever stages read
+    them; the old adaptation keys are refused with the new key's name, not silently ignored."""
+    from grouprank.adaptation.config import AdaptationConfig, Student, student_of
+    from grouprank.config import RunConfig
+    cfg = RunConfig.model_validate({"retriever": {"base_model": "/models/my-e5"},
+                                    "retrieval": {"max_seq_length": 128, "dense_backend": "onnx"}})
+    assert student_of(cfg) == Student("/models/my-e5", 128, "onnx")
+    for old, new in (("student", "retriever.base_model"), ("student_tokens", "retrieval.max_seq_length"),
+                     ("backend", "retrieval.dense_backend")):
+        with pytest.raises(ValueError, match=f"adaptation.{old} was replaced by {new}"):
+            AdaptationConfig.model_validate({old: "x"})
+
+
 @pytest.mark.timeout(600)
 def test_bare_beir_folder_goes_through_the_adapt_stage(tmp_path, capsys):
     """No queries.jsonl, no qrels/: `grouprank adapt` makes its own queries, picks a teacher, trains,
@@ -113,7 +127,7 @@ def test_bare_beir_folder_goes_through_the_adapt_stage(tmp_path, capsys):
     coll = load_collection("mine", format="beir", path=str(folder))
     assert coll.queries.num_rows == 0 and coll.qrels.num_rows == 0
     small = ["--set", "adaptation.recipes=[\"mnrl\"]", "--set", "adaptation.max_train_rows=64",
-             "--set", "adaptation.max_holdout=12", "--set", "adaptation.student_tokens=64",
+             "--set", "adaptation.max_holdout=12", "--set", "retrieval.max_seq_length=64",
              "--set", "adaptation.mpnet_tokens=64", "--set", "adaptation.train_tokens=64",
              "--set", "adaptation.depth=20", "--set", "adaptation.neg_ranks=[4,12]"]
     wd = tmp_path / "work"

@@ -124,22 +124,23 @@ def test_the_drifted_declarations_are_in_the_keys(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ env and files
-def test_result_changing_environment_and_read_files_are_in_the_key(tmp_path, monkeypatch):
+def test_result_changing_files_are_in_the_key(tmp_path, monkeypatch):
     every = all_stages()
     cfg = RunConfig(work_dir=str(tmp_path / "w"))
-    monkeypatch.delenv("GROUPRANK_LOCAL_CALIBRATION", raising=False)
     keys = {n: executor.cache_key(s, cfg, {}) for n, s in every.items()}
+    # a local judge's calibration file: named in the configuration, its content in the judge's key
     from grouprank.judges.local_calibration import FEATURES_BASE, default_calibration
     cal = tmp_path / "cal.json"
     cal.write_text(default_calibration(FEATURES_BASE).to_json())
-    monkeypatch.setenv("GROUPRANK_LOCAL_CALIBRATION", str(cal))
-    k1 = {n: executor.cache_key(s, cfg, {}) for n, s in every.items()}
+    ccfg = RunConfig.load(None, {"work_dir": str(tmp_path / "w"),
+                                 "judges.judges": [{"id": "local", "kind": "local", "local_calibration": str(cal)}]})
+    k1 = {n: executor.cache_key(s, ccfg, {}) for n, s in every.items()}
     assert k1["judge"] != keys["judge"]
     assert k1["load"] == keys["load"] and k1["retrieve"] == keys["retrieve"]
     c = json.loads(cal.read_text())
     c["thresholds"][0] += 0.1
     cal.write_text(json.dumps(c))  # same path, other content: another key
-    assert executor.cache_key(every["judge"], cfg, {}) != k1["judge"]
+    assert executor.cache_key(every["judge"], ccfg, {}) != k1["judge"]
 
     # BRIGHT: the excluded ids are read from examples.jsonl by retrieve and evaluate
     bright = tmp_path / "bright"
@@ -165,7 +166,7 @@ def test_every_grouprank_environment_variable_is_classified():
         for p in (REPO / d).rglob("*.py"):
             read.update(pat.findall(p.read_text()))
     assert read, "the scan finds nothing: the pattern is wrong"
-    assert "GROUPRANK_LOCAL_CALIBRATION" in read
+    assert {"GROUPRANK_DATA_ROOT", "GROUPRANK_TASK_RUNNER"} <= read
     known = set(executor.RESULT_ENV) | set(executor.NOT_RESULT_ENV)
     assert sorted(read - known) == []
     assert not set(executor.RESULT_ENV) & set(executor.NOT_RESULT_ENV)

@@ -51,7 +51,9 @@ def test_active_pointwise_judge_sends_only_the_selected_pairs(tmp_path, server, 
     pool, _ = small_pool
     specs = [JudgeSpec(id="loc", kind="local"),
              JudgeSpec(id="pw", kind="pointwise", select="uncertain", budget_pairs=7)]
-    cfg = make_cfg(tmp_path, server.base_url, specs=specs)
+    # a long timeout: on a loaded machine the responder's first answers (models loading) can pass 30 s,
+    # and a timed-out request is sent again (counted twice by the server)
+    cfg = make_cfg(tmp_path, server.base_url, specs=specs, timeout_s=600.0)
     assert dry_run(cfg, pool)["judges"]["pw"]["calls"] == 7     # scaled to the budget before any call
     server.reset()
     rows, usage = run_judges(cfg, pool)

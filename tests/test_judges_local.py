@@ -120,3 +120,23 @@ def test_feature_matrix_derives_pool_relative_columns_in_calibration_order():
     z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
     assert np.allclose(H, z(cols["mpnet"]) + z(cols["bm25"]))
     assert np.allclose(feature_matrix(FEATURES_BASE, {k: v[:1] for k, v in cols.items()})[:, 2:], 0.0)  # pool of one
+
+
+def test_a_judge_s_calibration_file_is_the_one_its_scorer_uses(dl19_bits, tmp_path):
+    """`local_calibration` in the configuration (no environment variable): the scorer takes that
+    file's model; a file fitted for other features fails naming the file."""
+    from grouprank.judges.local_calibration import FEATURES_MPNET
+    from grouprank.judges.runner import make_local_scorer
+    pool, _ = dl19_bits
+    shipped = default_calibration(FEATURES_BASE)
+    mine = Calibration.from_json(shipped.to_json())
+    mine.thresholds = [t + 0.5 for t in mine.thresholds]
+    f = tmp_path / "mine.json"
+    f.write_text(mine.to_json())
+    scorer = make_local_scorer(pool, JudgeSpec(id="loc", kind="local", local_calibration=str(f)))
+    assert scorer.calibration.fingerprint() == mine.fingerprint() != shipped.fingerprint()
+    assert make_local_scorer(pool, JudgeSpec(id="loc", kind="local")).calibration.fingerprint() == shipped.fingerprint()
+    other = tmp_path / "mpnet.json"
+    other.write_text(default_calibration(FEATURES_MPNET).to_json())
+    with pytest.raises(ValueError, match="mpnet.json: fitted for features"):
+        make_local_scorer(pool, JudgeSpec(id="loc", kind="local", local_calibration=str(other)))

@@ -1,14 +1,14 @@
 """The corpus-only arm: from a DOCUMENTS table alone to a fine-tuned student, every choice made on
 held-out synthetic queries (no human query or label is read here).
 
-    arm = CorpusArm(documents, work_dir, AdaptationConfig(), seed=13)
+    arm = CorpusArm(documents, work_dir, AdaptationConfig(), Student(), seed=13)
     result = arm.run()            # result["chosen"], result["model_dir"], result["validation"], ...
 
 Steps (each timed in `stage_wall_s`):
   pseudo_queries  `pseudo_queries.make_pseudo_queries` (2 per document below `small_corpus` docs, else
                   1); a seeded `holdout` share of the documents (at most `max_holdout`) keeps its
                   view-0 query for validation only; trivial pairs are counted and left out of both
-  encode          BM25 index, MiniLM (the student, `student_tokens`) and all-mpnet-base-v2
+  encode          BM25 index, MiniLM (the student, `Student.tokens`) and all-mpnet-base-v2
                   (`mpnet_tokens`) over the corpus; per view the documents that lost a query span are
                   indexed/encoded again in their stripped form (the query must not be found by its copy)
   teacher_select  every candidate of `teacher.TEACHERS` (but the student alone) scores the held-out
@@ -32,7 +32,7 @@ import numpy as np
 
 from grouprank.text import document_texts
 
-from .config import AdaptationConfig
+from .config import AdaptationConfig, Student
 from .pseudo_queries import PseudoQuery, make_pseudo_queries
 from .recipe import RECIPES, training_rows
 from .teacher import TEACHERS, Pools, bm25_matrix, dense_ranks, source_metrics, teacher_ranks
@@ -49,10 +49,11 @@ def _digest(texts) -> str:
 
 
 class CorpusArm:
-    def __init__(self, documents, work_dir: str | Path, settings: AdaptationConfig | None = None, *,
-                 seed: int = 13, progress: Callable[[str], None] | None = None,
+    def __init__(self, documents, work_dir: str | Path, settings: AdaptationConfig | None = None,
+                 student: Student | None = None, *, seed: int = 13, progress: Callable[[str], None] | None = None,
                  on_step: Callable[[str], None] | None = None):
         self.s = settings or AdaptationConfig()
+        self.student = student or Student()
         self.seed = seed
         self.work = Path(work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -78,11 +79,13 @@ class CorpusArm:
         from grouprank.first_stage.dense import forget_model, get_encoder, resolve_backend, resolve_model
         if fresh:
             forget_model(resolve_model(model))
-        return get_encoder(model, resolve_backend(self.s.backend), max_seq_length=tokens)
+        return get_encoder(model, resolve_backend(self.student.backend), max_seq_length=tokens)
 
     def encode(self, model: str, tokens: int, texts: list[str], *, cache: bool = True) -> np.ndarray:
-        """Document vectors (cached in the work dir by model, tokens and texts)."""
-        f = self.work / "emb" / f"{Path(model).name}-{tokens}-{_digest(texts)}.npy"
+        """Document vectors (cached in the work dir by model, backend, tokens and texts)."""
+        from grouprank.first_stage.dense import resolve_backend
+        backend = resolve_backend(self.student.backend)
+        f = self.work / "emb" / f"{Path(model).name}-{backend}-{tokens}-{_digest(texts)}.npy"
         if cache and f.exists():
             return np.load(f)
         v = np.asarray(self.encoder(model, tokens).encode_documents(texts), dtype=np.float32)
@@ -93,7 +96,7 @@ class CorpusArm:
 
     def corpus_vectors(self, which: str) -> np.ndarray:
         if which not in self._D:
-            model, tok = ((self.s.student, self.s.student_tokens) if which == "minilm"
+            model, tok = ((self.student.model, self.student.tokens) if which == "minilm"
                           else ("all-mpnet-base-v2", self.s.mpnet_tokens))
             self._D[which] = self.encode(model, tok, self.texts)
         return self._D[which]
@@ -112,7 +115,7 @@ class CorpusArm:
         corpus = view_texts or self.texts
         bm = BM25Retriever().index(self.ids, corpus) if view_texts is not None else self.bm25()
         out = {"bm25": bm25_matrix(bm, queries)}
-        for sig, (model, tok) in {"minilm": (self.s.student, self.s.student_tokens),
+        for sig, (model, tok) in {"minilm": (self.student.model, self.student.tokens),
                                   "mpnet": ("all-mpnet-base-v2", self.s.mpnet_tokens)}.items():
             D = self.corpus_vectors(sig)
             if changed:
@@ -225,10 +228,10 @@ class CorpusArm:
         s = self.s
         Dval = self.corpus_vectors("minilm").copy()
         if val_changed:
-            Dval[val_changed] = self.encode(s.student, s.student_tokens, [val_texts[i] for i in val_changed])
-        Qv = self.encoder(s.student, s.student_tokens).encode_queries([q.text for q in held])
+            Dval[val_changed] = self.encode(self.student.model, self.student.tokens, [val_texts[i] for i in val_changed])
+        Qv = self.encoder(self.student.model, self.student.tokens).encode_queries([q.text for q in held])
         validation["recipes"]["base"] = source_metrics(dense_ranks(Qv, Dval, val_targets))
-        models = {"base": s.student}
+        models = {"base": self.student.model}
         train_info = {}
         for rname in s.recipes:
             t0 = time.time()
@@ -237,9 +240,9 @@ class CorpusArm:
             out = self.work / "models" / rname.replace("+", "_").replace("@", "_ep")
             from grouprank.retriever_training.train import train_model
             cfg = rec.train_config(max_steps=s.max_steps, train_tokens=s.train_tokens)
-            r = train_model(frame, cfg, out, seed=self.seed, max_seq_length=s.student_tokens)
+            r = train_model(frame, cfg, out, seed=self.seed, max_seq_length=self.student.tokens)
             train_info[rname] = {"steps": r.steps, "train_loss": r.train_loss, "train_s": round(r.train_s, 1)}
-            enc = self.encoder(str(out), s.student_tokens, fresh=True)
+            enc = self.encoder(str(out), self.student.tokens, fresh=True)
             # the original corpus once (kept for the caller's test), the held-out documents stripped
             self.student_vectors[rname] = np.asarray(enc.encode_documents(self.texts), dtype=np.float32)
             D = self.student_vectors[rname].copy()

@@ -1,14 +1,40 @@
 """Configuration of the corpus-only adaptation arm (`grouprank.adaptation`, stage `adapt`)."""
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from dataclasses import dataclass
+
+from pydantic import Field, field_validator, model_validator
 
 from grouprank.config_section import Section
+
+# one name per knob: the student is the retriever that `train_retriever` fine-tunes, encoded with the
+# retrieval section's window and backend
+MOVED = {"student": "retriever.base_model", "student_tokens": "retrieval.max_seq_length",
+         "backend": "retrieval.dense_backend"}
+
+
+@dataclass(frozen=True)
+class Student:
+    """The model adapted and how it encodes (from a run's configuration: `student_of`)."""
+    model: str = "all-MiniLM-L6-v2"
+    tokens: int = 256
+    backend: str = "auto"
+
+
+def student_of(cfg) -> Student:
+    """The student of a RunConfig: `retriever.base_model`, encoded like the retrieve stage encodes."""
+    return Student(cfg.retriever.base_model, cfg.retrieval.max_seq_length or 256, cfg.retrieval.dense_backend)
 
 
 class AdaptationConfig(Section):
     """From a bare corpus to a fine-tuned student (GPL's setting): pseudo-queries, a teacher and a
     recipe chosen on held-out synthetic queries; the collection's queries and qrels only score it."""
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data):
+        from grouprank.config_section import refuse_moved
+        return refuse_moved(data, MOVED, "adaptation")
+
     enabled: bool = Field(False, description="run the `adapt` stage in a whole-pipeline run (the `grouprank "
                           "adapt` command turns it on); off, the stage writes a report saying so")
     per_doc: int | None = Field(None, ge=1, le=4, description="pseudo-queries per document; None: 2 below "
@@ -27,11 +53,9 @@ class AdaptationConfig(Section):
     # (mnrl+margin_mse@3), the test 0.381 -> 0.388 -> 0.389 (bench/results/adapt/cranfield.json)
     recipes: tuple[str, ...] = Field(("mnrl@3", "mnrl+margin_mse@3"),
                                      description="candidate recipes (grouprank.adaptation.choices.RECIPES)")
-    student: str = Field("all-MiniLM-L6-v2", description="the model adapted")
-    student_tokens: int = Field(256, ge=16)
-    mpnet_tokens: int = Field(128, ge=16)
-    train_tokens: int = Field(128, ge=16)
-    backend: str = Field("auto", description="dense encoder backend (retrieval.dense_backend's values)")
+    mpnet_tokens: int = Field(128, ge=16, description="the mpnet teacher's window in tokens")
+    train_tokens: int = Field(128, ge=16, description="token limit while fine-tuning the student (its "
+                              "window when encoding is retrieval.max_seq_length)")
     depth: int = Field(100, ge=5, description="each signal's top documents pooled per query")
     keep_top: int = Field(3, ge=1, description="a pseudo-query trains only when the teacher ranks its source "
                           "document in this top (round-trip filter)")

@@ -50,7 +50,7 @@ def test_arm(arm, res: dict, qt: dict[str, str], qrels: pd.DataFrame) -> dict:
                         for n, w in TEACHERS.items()},
            "recipes": {"base": ndcg10(qids, arm.ids, sig["minilm"], qrels)}}
     for rname in arm.student_vectors:
-        Q = arm.encoder(res["models"][rname], arm.s.student_tokens).encode_queries(texts)
+        Q = arm.encoder(res["models"][rname], arm.student.tokens).encode_queries(texts)
         out["recipes"][rname] = ndcg10(qids, arm.ids, Q @ arm.student_vectors[rname].T, qrels)
     out["signals"], out["query_ids"] = sig, qids
     return out

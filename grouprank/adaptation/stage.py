@@ -41,6 +41,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         return StageResult({"adaptation_report": ctx.write_json("adaptation_report.json", report)},
                            {"enabled": False})
     from .arm import CorpusArm
+    from .config import student_of
     from .final_test import headline, judged_queries, side_by_side, test_arm
     n_steps = 6 + len(ac.recipes)
     done = [0]
@@ -50,7 +51,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         if ctx.progress:
             ctx.progress(min(done[0], n_steps), n_steps)
 
-    arm = CorpusArm(inputs["documents"], ctx.work_dir / "adaptation_cache", ac, seed=cfg.seed,
+    arm = CorpusArm(inputs["documents"], ctx.work_dir / "adaptation_cache", ac, student_of(cfg), seed=cfg.seed,
                     progress=lambda m: log.info("adapt: %s", m), on_step=step)
     res = arm.run()
     model_dir = ctx.out_dir / "adapted_model"
@@ -88,6 +89,6 @@ STAGE = Stage(
     outputs=(table("adaptation_examples", ADAPTATION_EXAMPLES, optional=True),
              folder("adapted_model", "adapted_model", optional=True),
              file("adaptation_report", "adaptation_report.json")),
-    sections=("adaptation", "evaluation", "seed"), timeout_s=12 * 3600, retries=1,
+    sections=("adaptation", "evaluation", "retrieval", "retriever", "seed"), timeout_s=12 * 3600, retries=1,
     progress_parts=None, cli_overrides=_cli_overrides,
 )

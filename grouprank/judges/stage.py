@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from data_schemas import CANDIDATES, DOCUMENTS, JUDGMENTS, QUERIES
-from grouprank.stage import Stage, StageContext, StageResult, TableOut, file, table
+from grouprank.stage import Sharding, Stage, StageContext, StageResult, TableOut, file, table
+
+from . import sharding
 
 # Fields of `judges` that only the label fusion reads: changing them reruns `fuse` (and what
 # follows) but not the judges themselves.
@@ -126,6 +128,12 @@ def _any_llm_judge(cfg) -> bool:
     return (not cfg.judges.dry_run) and any(j.kind != "local" for j in cfg.judges.judges)
 
 
+def calibration_files(cfg) -> dict[str, str]:
+    """The local judges' calibration files: their content is in the stage's cache key."""
+    return {f"calibration:{j.id}": j.local_calibration for j in cfg.judges.judges
+            if j.kind == "local" and j.local_calibration}
+
+
 def _cli_args(p) -> None:
     p.add_argument("--dry-run", action="store_true", help="estimate calls, prompt tokens and cost; send nothing")
 
@@ -144,6 +152,7 @@ STAGE = Stage(
              file("estimate", "dry_run.json", optional=True)),
     # the local judge reads retrieval's BM25 parameters and encoder settings (and opens its indexes)
     sections=("data", ("judges", FUSION_FIELDS), "llm", "retrieval", "prompts", "seed"), uses_llm=_any_llm_judge,
+    reads=calibration_files, sharding=Sharding(plan=sharding.plan, run_shard=sharding.run_shard),
     timeout_s=48 * 3600, retries=3, progress_parts=lambda c: len(c.judges.judges),
     cli_args=_cli_args, cli_overrides=_cli_overrides,
 )

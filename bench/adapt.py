@@ -30,7 +30,7 @@ setup("adapt")
 TEST_SPLIT = {"scifact": "test"}
 SEED = 13
 # the student as measured: all-MiniLM-L6-v2 at 256 tokens, torch-bf16 where the CPU has native bf16
-STUDENT = Student("all-MiniLM-L6-v2", 256, "auto")
+STUDENT = ("all-MiniLM-L6-v2", 256, "auto")  # model, tokens, backend
 
 
 def main(argv=None) -> int:
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     if a.per_doc:
         s.per_doc = a.per_doc
     work = Path(a.work_dir or ROOT / "grouprank_output" / "adapt" / coll.name)
-    arm = CorpusArm(coll.documents, work, s, STUDENT, seed=SEED, progress=lambda m: print(f"[adapt {coll.name}] {m}", flush=True))
+    arm = CorpusArm(coll.documents, work, s, Student(*STUDENT), seed=SEED, progress=lambda m: print(f"[adapt {coll.name}] {m}", flush=True))
     res = arm.run()
 
     # --- the test: real queries and their qrels, read only now ---------------------------------

@@ -64,6 +64,14 @@ def _pool(h: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     raise ValueError(f"pooling mode {mode!r} not supported by the onnx backend (use backend 'torch')")
 
 
+def thread_budget() -> int:
+    """OMP_NUM_THREADS when set to a positive number, else 0 (ONNX Runtime's default: one per core)."""
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0
+
+
 class OnnxBackend:
     def __init__(self, directory: Path, file: str, max_seq_length: int | None):
         import onnxruntime as ort
@@ -80,6 +88,10 @@ class OnnxBackend:
         # no busy-wait between ops: batches are long, and on shared CPUs spinning threads steal
         # the cores the other workers need
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # the process's thread budget: Dask and Ray give each worker one (OMP_NUM_THREADS=1, which
+        # torch follows and ONNX Runtime does not), so two workers on two cores do not each start a
+        # thread per core and halve each other's speed (bench/results/scale.json)
+        so.intra_op_num_threads = thread_budget()
         self.session = ort.InferenceSession(str(self.dir / file), so, providers=["CPUExecutionProvider"])
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.dir), local_files_only=True)
 

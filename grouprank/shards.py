@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,15 +118,44 @@ def run_shard(stage, cfg, inputs: dict, spec: ShardSpec) -> dict:
     return {**rec, "state": "ran"}
 
 
-def run_shard_paths(stage_name: str, cfg, input_paths: dict[str, str], spec: dict | ShardSpec) -> dict:
-    """`run_shard` from input file paths (what a remote worker receives): reads the declared inputs."""
-    from grouprank.stage_list import all_stages
+# this process's last read inputs: a worker running many shards of one stage reads (and schema-checks)
+# the stage's tables once, not once per shard (that made the time per document grow with N)
+_INPUTS: dict[tuple, dict] = {}
+_INPUTS_LOCK = threading.Lock()
+
+
+def _files_identity(paths: dict) -> tuple:
+    out = []
+    for name, path in sorted(paths.items()):
+        try:
+            st = os.stat(path)
+            out.append((name, str(path), st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((name, str(path), None, None))
+    return tuple(out)
+
+
+def read_inputs_once(stage, input_paths: dict) -> dict:
+    """The stage's inputs, read once per process for the same files (same paths, sizes and mtimes)."""
     from grouprank.stage_run import read_inputs
+    key = (stage.name, _files_identity(input_paths))
+    with _INPUTS_LOCK:
+        hit = _INPUTS.get(key)
+        if hit is None:
+            _INPUTS.clear()  # one stage's inputs at a time
+            hit = _INPUTS[key] = read_inputs(stage, input_paths)
+        return hit
+
+
+def run_shard_paths(stage_name: str, cfg, input_paths: dict[str, str], spec: dict | ShardSpec) -> dict:
+    """`run_shard` from input file paths (what a remote worker receives): reads the declared inputs
+    (once per worker process for all the shards of one stage run)."""
+    from grouprank.stage_list import all_stages
     stage = all_stages()[stage_name]
     spec = spec if isinstance(spec, ShardSpec) else ShardSpec.from_dict(spec)
     if shard_record(cfg.work_path, spec) is not None:  # done: no need to read the inputs
         return run_shard(stage, cfg, {}, spec)
-    return run_shard(stage, cfg, read_inputs(stage, input_paths), spec)
+    return run_shard(stage, cfg, read_inputs_once(stage, input_paths), spec)
 
 
 # mapper(stage name, cfg, input paths, pending shards) -> their records, in any order

@@ -114,3 +114,26 @@ def test_plan_one_shard_per_store_shard_and_none_once_encoded(tmp_path):
     summary = run_pipeline(cfg, ["retrieve"], log_fn=lambda m: None)
     assert summary["stages"]["retrieve"]["shards"]["shards"] == N_SHARDS
     assert sharding.plan(cfg, data) == []  # the embeddings are complete: nothing to split
+
+
+def test_a_worker_reads_a_stage_s_inputs_once_for_all_its_shards(tmp_path):
+    """Reading (and schema-checking) the documents for every shard made the time per document grow
+    with N; the same files are read once per process, a rewritten file is read again."""
+    import time as _time
+
+    from data_schemas import DOCUMENTS, QUERIES
+    from grouprank import shards
+    from grouprank.stage_list import all_stages
+    st = all_stages()["retrieve"]
+    docs = tmp_path / "documents.parquet"
+    DOCUMENTS.write(DOCUMENTS.from_records([{"doc_id": "d1", "title": None, "text": "a b", "collection": "t"}]), docs)
+    qs = tmp_path / "queries.parquet"
+    QUERIES.write(QUERIES.from_records([{"query_id": "q1", "text": "a", "collection": "t", "split": "test",
+                                         "source": "existing", "decision": "kept"}]), qs)
+    paths = {"documents": str(docs), "mined_queries": str(qs)}
+    first = shards.read_inputs_once(st, paths)
+    assert shards.read_inputs_once(st, dict(paths)) is first
+    _time.sleep(0.01)
+    DOCUMENTS.write(DOCUMENTS.from_records([{"doc_id": "d2", "title": None, "text": "c d", "collection": "t"}]), docs)
+    again = shards.read_inputs_once(st, paths)
+    assert again is not first and again["documents"].column("doc_id").to_pylist() == ["d2"]

@@ -11,6 +11,7 @@ The encoder is the worker's per-process shared one (`dense.get_encoder`): loaded
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from grouprank.text import document_texts
@@ -44,13 +45,29 @@ def plan(cfg, inputs: dict) -> list[dict]:
              "store_shard": i} for i in range(n_shards)]
 
 
+_CORPUS: dict[int, tuple] = {}  # the last documents table's (table, include_title, ids, texts, fingerprint)
+_CORPUS_LOCK = threading.Lock()
+
+
+def _corpus(documents, include_title: bool) -> tuple[list, list, str]:
+    """ids, texts and fingerprint of a documents table, computed once per table in this process (a
+    worker's shards share the table: `shards.read_inputs_once`)."""
+    with _CORPUS_LOCK:
+        hit = _CORPUS.get(id(documents))
+        if hit is None or hit[0] is not documents or hit[1] != include_title:
+            ids, texts = document_texts(documents, include_title)
+            _CORPUS.clear()
+            hit = _CORPUS[id(documents)] = (documents, include_title, ids, texts, corpus_fingerprint(ids, texts))
+        return hit[2], hit[3], hit[4]
+
+
 def run_shard(params: dict, cfg, inputs: dict) -> dict:
     """Encode one store shard of the corpus into the shared embeddings memmap (marked done)."""
     from . import dense
     from .hybrid import encode_in_steps
     rc = as_retrieval_config(cfg)
-    ids, texts = document_texts(inputs["documents"], rc.include_title)
-    if len(ids) != params["n_docs"] or corpus_fingerprint(ids, texts) != params["corpus"]:
+    ids, texts, fingerprint = _corpus(inputs["documents"], rc.include_title)
+    if len(ids) != params["n_docs"] or fingerprint != params["corpus"]:
         raise ValueError(f"the documents are not the corpus the shard plan was made for "
                          f"({len(ids)} documents, plan: {params['n_docs']})")
     enc = _encoder(cfg)

@@ -66,22 +66,15 @@ class AdaptationConfig(Section):
     keep_base_unless_better: bool = Field(True, description="keep the student as shipped when no recipe "
                                           "beats it on held-out synthetic queries")
 
-    @field_validator("teachers")
+    @field_validator("teachers", "recipes")
     @classmethod
-    def _known_teachers(cls, v):
-        from .choices import TEACHERS
-        bad = [t for t in v if t not in TEACHERS or t == "minilm"]
+    def _known_choices(cls, v, info):
+        from .choices import RECIPES, TEACHERS
+        # the student alone is never a teacher
+        allowed = [t for t in TEACHERS if t != "minilm"] if info.field_name == "teachers" else list(RECIPES)
+        bad = [x for x in v if x not in allowed]
         if bad or not v:
-            raise ValueError(f"unknown teacher(s) {bad}; choose from {[t for t in TEACHERS if t != 'minilm']}")
-        return tuple(v)
-
-    @field_validator("recipes")
-    @classmethod
-    def _known_recipes(cls, v):
-        from .choices import RECIPES
-        bad = [r for r in v if r not in RECIPES]
-        if bad or not v:
-            raise ValueError(f"unknown recipe(s) {bad}; choose from {list(RECIPES)}")
+            raise ValueError(f"unknown {info.field_name} {bad}; choose from {allowed}")
         return tuple(v)
 
     @field_validator("neg_ranks")

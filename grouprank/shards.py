@@ -119,7 +119,7 @@ def run_shard(stage, cfg, inputs: dict, spec: ShardSpec) -> dict:
 
 
 # this process's last read inputs: a worker running many shards of one stage reads (and schema-checks)
-# the stage's tables once, not once per shard (that made the time per document grow with N)
+# the stage's tables once, not once per shard (whole-table work per shard is O(N) each, O(N^2/shard) in all)
 _INPUTS: dict[tuple, dict] = {}
 _INPUTS_LOCK = threading.Lock()
 

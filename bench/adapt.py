@@ -120,11 +120,10 @@ def run_query_log(arm, res, qids, qt, qrels, sig) -> dict:
         tr, te = folds[f], folds[1 - f]
         sub = Pools({k: v[[pos[q] for q in tr]] for k, v in sig.items()}, s.depth)
         rows = query_log_rows([qt[q] for q in tr], sub, arm.texts, w, positives=3, seed=arm.seed + f)
-        cols = ["anchor", "positive", "negative_1"] + (["label"] if "margin" in rec.loss else [])
-        frame = rows[cols]
+        frame = rec.frame(rows)
         cfg = rec.train_config(max_steps=s.max_steps, train_tokens=s.train_tokens)
         path = arm.work / "models" / f"query_log_{f}"
-        train_model(frame, cfg, path, seed=arm.seed, max_seq_length=arm.student.tokens)
+        train_model(frame, cfg, path, base_model=arm.student.model, seed=arm.seed, max_seq_length=arm.student.tokens)
         enc = arm.encoder(str(path), arm.student.tokens, fresh=True)
         D = enc.encode_documents(arm.texts)
         Q = enc.encode_queries([qt[q] for q in te])

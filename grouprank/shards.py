@@ -1,6 +1,6 @@
 """Shard plans: a stage that can split its work declares it, and every runner maps the same plan.
 
-    STAGE = Stage(..., sharding=Sharding(plan=plan_fn, run_shard=shard_fn))
+    STAGE = Stage(..., sharding=Sharding(plan=plan_fn, run_shard=shard_fn))   # grouprank.stage.Sharding
 
     plan_fn(cfg, inputs) -> [params, ...]          JSON-serialisable, one per shard, [] = nothing to split
     shard_fn(params, cfg, inputs) -> stats         does one shard's work, storing its result durably
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from grouprank.atomic import write_json_atomic
 from grouprank.records import RECORDS
-from grouprank.stage import Sharding  # noqa: F401  (declared with the stage)
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,7 @@ def run_shard(stage, cfg, inputs: dict, spec: ShardSpec) -> dict:
         raise ShardError(f"shard {spec.label} failed on {where()}: {type(e).__name__}: {e}") from e
     rec = {**spec.as_dict(), "worker": where(), "started": t0, "finished": time.time(),
            "wall_s": round(time.time() - t0, 3), "stats": stats or {}}
-    path = record_path(cfg.work_path, spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(rec, indent=1, default=str))
-    tmp.replace(path)  # the completion record: written last, atomically
+    write_json_atomic(record_path(cfg.work_path, spec), rec, indent=1)  # the completion record: written last
     return {**rec, "state": "ran"}
 
 
@@ -129,9 +125,9 @@ def _files_identity(paths: dict) -> tuple:
     for name, path in sorted(paths.items()):
         try:
             st = os.stat(path)
-            out.append((name, str(path), st.st_mtime_ns, st.st_size))
+            out.append((name, str(path), st.st_ino, st.st_mtime_ns, st.st_size))  # outputs are replaced: new inode
         except OSError:
-            out.append((name, str(path), None, None))
+            out.append((name, str(path), None, None, None))
     return tuple(out)
 
 

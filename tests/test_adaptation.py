@@ -3,6 +3,7 @@ combination, training rows, and a user's BEIR folder with no queries and no qrel
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -112,7 +113,6 @@ def test_bare_beir_folder_goes_through_the_adapt_stage(tmp_path, capsys):
     """No queries.jsonl, no qrels/: `grouprank adapt` makes its own queries, picks a teacher, trains,
     writes the examples (schema-checked), the chosen model and a report that says it was not scored;
     the second run comes from the cache."""
-    import pyarrow.parquet as pq
     from sentence_transformers import SentenceTransformer
 
     from data_schemas import ADAPTATION_EXAMPLES
@@ -146,11 +146,10 @@ def test_bare_beir_folder_goes_through_the_adapt_stage(tmp_path, capsys):
     for r in ex.to_pylist():
         assert r["positive_doc_id"] in ids and r["negative_doc_id"] in ids
         assert r["negative_doc_id"] != r["positive_doc_id"]
-        assert r["query_id"] == f"pq{r['query_id'][2]}-{r['positive_doc_id']}"
+        assert re.fullmatch(r"pq\d-" + re.escape(r["positive_doc_id"]), r["query_id"]), r["query_id"]
         src = next(d for d in cisi if d["doc_id"] == r["positive_doc_id"])
         if r["kind"] == "title":  # its positive lost every copy of the title
             assert src["title"].lower() not in r["positive"].lower()
-    assert pq.read_metadata(out / "adaptation_examples.parquet").num_rows == ex.num_rows
     m = SentenceTransformer(str(out / "adapted_model"), device="cpu")
     assert m.encode(["a test"]).shape == (1, 384)
     capsys.readouterr()

@@ -21,7 +21,6 @@ Steps (each timed in `stage_wall_s`):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import time
@@ -89,9 +88,9 @@ class CorpusArm:
         if cache and f.exists():
             return np.load(f)
         v = np.asarray(self.encoder(model, tokens).encode_documents(texts), dtype=np.float32)
-        if cache:
-            f.parent.mkdir(parents=True, exist_ok=True)
-            np.save(f, v)
+        if cache:  # atomically: a killed run leaves no half-written file to load next time
+            from grouprank.atomic import atomic_write
+            atomic_write(f, lambda tmp: np.save(open(tmp, "wb"), v))
         return v
 
     def corpus_vectors(self, which: str) -> np.ndarray:
@@ -236,11 +235,12 @@ class CorpusArm:
         for rname in s.recipes:
             t0 = time.time()
             rec = RECIPES[rname]
-            frame = rows[["anchor", "positive", "negative_1"] + (["label"] if "margin" in rec.loss else [])]
+            frame = rec.frame(rows)
             out = self.work / "models" / rname.replace("+", "_").replace("@", "_ep")
             from grouprank.retriever_training.train import train_model
             cfg = rec.train_config(max_steps=s.max_steps, train_tokens=s.train_tokens)
-            r = train_model(frame, cfg, out, seed=self.seed, max_seq_length=self.student.tokens)
+            r = train_model(frame, cfg, out, base_model=self.student.model, seed=self.seed,
+                            max_seq_length=self.student.tokens)
             train_info[rname] = {"steps": r.steps, "train_loss": r.train_loss, "train_s": round(r.train_s, 1)}
             enc = self.encoder(str(out), self.student.tokens, fresh=True)
             # the original corpus once (kept for the caller's test), the held-out documents stripped
@@ -266,6 +266,3 @@ class CorpusArm:
             changed.append(i)
         return texts, sorted(set(changed))
 
-
-def save_json(path: str | Path, obj: dict) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")

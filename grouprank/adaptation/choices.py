@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SIGNALS = ("bm25", "mpnet", "minilm")
 # candidate teachers: signal -> weight (the student's own score is a candidate, never forced)
 TEACHERS: dict[str, dict[str, float]] = {
     "bm25": {"bm25": 1.0},
@@ -27,6 +26,10 @@ class Recipe:
     lr: float = 2e-5
     margin_mse_weight: float = 1.0
     extra: dict = field(default_factory=dict)
+
+    def frame(self, rows):
+        """The trainer's input: anchor, positive, one negative, and the teacher's margin for MarginMSE."""
+        return rows[["anchor", "positive", "negative_1"] + (["label"] if "margin_mse" in self.loss else [])]
 
     def train_config(self, *, max_steps: int | None, train_tokens: int, batch_size: int = 32):
         """The training settings; the saved model's window is `train_model(max_seq_length=...)`."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from grouprank.judges.local_scorer import pool_relative
 
-from .choices import SIGNALS, TEACHERS  # noqa: F401  (re-exported: the candidates)
+from .choices import TEACHERS  # noqa: F401  (re-exported: the candidates)
 
 
 def bm25_matrix(bm25, queries: Sequence[str]) -> np.ndarray:

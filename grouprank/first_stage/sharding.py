@@ -74,6 +74,6 @@ def run_shard(params: dict, cfg, inputs: dict) -> dict:
     se = ShardedEmbeddings(params["embeddings"], len(ids), enc.dimension, rc.shard_size)
     i = int(params["store_shard"])
     lo, hi = se.shard_range(i)
-    if not (se.complete or se.part_path(i).exists() or i not in se.pending()):
+    if not (se.complete or se.part_path(i).exists() or se.shard_done(i)):
         se.put_part(i, encode_in_steps(enc, list(texts[lo:hi])))
     return {"documents": hi - lo, "model_loads_in_worker": dense.MODEL_LOADS[0]}

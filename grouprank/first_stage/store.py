@@ -232,7 +232,10 @@ class ShardedEmbeddings:
         return i * self.shard_size, min(self.n, (i + 1) * self.shard_size)
 
     def pending(self) -> list[int]:
-        return [i for i in range(self.n_shards) if not self._marker(i).exists()]
+        return [i for i in range(self.n_shards) if not self.shard_done(i)]
+
+    def shard_done(self, i: int) -> bool:
+        return self._marker(i).exists()
 
     def encode_shard(self, i: int, texts: Sequence[str], encode_fn: Callable[[list[str]], np.ndarray]) -> None:
         lo, hi = self.shard_range(i)

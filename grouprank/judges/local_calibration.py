@@ -261,16 +261,12 @@ DEFAULT_CALIBRATIONS: dict[tuple[str, ...], Calibration] = {
 }
 
 
-def load_calibration(path: str | os.PathLike, features: Sequence[str]) -> Calibration:
-    """A calibration file (`Calibration.to_json`) for a judge with these features."""
+def load_calibration(path: str | os.PathLike) -> Calibration:
+    """A calibration file (`Calibration.to_json`); the scorer checks it fits its features."""
     try:
-        cal = Calibration.from_json(Path(path).read_text())
+        return Calibration.from_json(Path(path).read_text())
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"local judge calibration {path}: not a calibration file ({type(e).__name__}: {e})") from e
-    if tuple(cal.features) != tuple(features):
-        raise ValueError(f"local judge calibration {path}: fitted for features {tuple(cal.features)}, the judge "
-                         f"uses {tuple(features)} (local_mpnet / local_e5 change the features)")
-    return cal
 
 
 def default_calibration(features: Sequence[str]) -> Calibration:

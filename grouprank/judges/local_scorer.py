@@ -118,6 +118,9 @@ class LocalScorer:
         self.features = feature_set(mpnet=self.use_mpnet, e5=self.use_e5)
         self.dense_model = dense_model
         self.dense_backend = dense_backend
+        if calibration is not None and tuple(calibration.features) != tuple(self.features):
+            raise ValueError(f"calibration fitted for features {tuple(calibration.features)}, the judge uses "
+                             f"{tuple(self.features)} (local_mpnet / local_e5 change the features)")
         self._cal = calibration
         self.bm25_params = dict(bm25_params or {})
         self._bm25 = None

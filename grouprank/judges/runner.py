@@ -87,23 +87,25 @@ def make_local_scorer(pool: JudgePool, spec, background: dict[str, str] | None =
     """The local judge's scorer, with the retrieval's BM25 settings (all of them: k1, b, method,
     stemmer, stopwords) and dense backend. `indexes`: the retrieval's opened indexes
     (`first_stage.indexes.RetrievalIndexes`), reused instead of indexing and encoding again."""
-    from .local_calibration import feature_set, load_calibration
+    from .local_calibration import load_calibration
     from .local_scorer import LocalScorer
-    use_mpnet = getattr(spec, "local_mpnet", False)
     cal_path = getattr(spec, "local_calibration", None)
-    calibration = load_calibration(cal_path, feature_set(mpnet=use_mpnet, e5=spec.local_e5)) if cal_path else None
     rc = cfg.retrieval if cfg is not None else None
     bm25 = ({"k1": rc.bm25_k1, "b": rc.bm25_b, "method": rc.bm25_method, "stemmer": rc.bm25_stemmer,
              "stopwords": rc.bm25_stopwords} if rc is not None else None)
     cache = (cfg.work_path / "local_judge_embeddings.sqlite") if cfg is not None else None
     # the retrieval stage's encoder backend (onnx by default: the same vectors as torch, faster on CPU)
     backend = rc.dense_backend if rc is not None else "torch"
-    return LocalScorer(background if background is not None else pool.docs, use_e5=spec.local_e5,
-                       use_mpnet=use_mpnet, calibration=calibration,
-                       mpnet_max_seq_length=getattr(spec, "local_mpnet_max_tokens", 256),
-                       # all-mpnet-base-v2's int8 export fails its own fidelity check: fp32 ONNX there
-                       mpnet_backend="onnx" if backend == "onnx-int8" else backend,
-                       bm25_params=bm25, embed_cache=cache, dense_backend=backend, indexes=indexes)
+    try:
+        return LocalScorer(background if background is not None else pool.docs, use_e5=spec.local_e5,
+                           use_mpnet=getattr(spec, "local_mpnet", False),
+                           calibration=load_calibration(cal_path) if cal_path else None,
+                           mpnet_max_seq_length=getattr(spec, "local_mpnet_max_tokens", 256),
+                           # all-mpnet-base-v2's int8 export fails its own fidelity check: fp32 ONNX there
+                           mpnet_backend="onnx" if backend == "onnx-int8" else backend,
+                           bm25_params=bm25, embed_cache=cache, dense_backend=backend, indexes=indexes)
+    except ValueError as e:  # name the judge and its calibration file
+        raise ValueError(f"local judge {spec.id!r}: {e}" + (f" ({cal_path})" if cal_path else "")) from e
 
 
 def run_judges(cfg, pool: JudgePool, *, background: dict[str, str] | None = None,

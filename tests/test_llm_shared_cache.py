@@ -170,3 +170,31 @@ def test_a_forked_child_writes_its_own_file(tmp_path):
     assert len(files) == 2 and {f.name.split("-")[-2] for f in files} == {str(os.getpid()), str(pid)}
     assert c.get(K[1]).text == "child"
     c.close()
+
+
+def test_caches_of_one_folder_in_a_process_share_what_was_read(tmp_path, monkeypatch):
+    """A judge client per judge and per shard opens the folder again: the files are read once per
+    process (then only what was appended), and an answer one cache stores the other sees at once."""
+    import hashlib
+
+    from grouprank.llm import shared_cache
+    folder = tmp_path / "llm_cache.d"
+    other = SegmentCache(folder)
+    key = hashlib.sha256(b"q").hexdigest()
+    other.put(key, "answer one")
+    other.close()  # another writer's file, already on disk
+    reads = []  # files opened to read them
+    monkeypatch.setattr(shared_cache, "open", lambda path, *a, **k: (reads.append(path), open(path, *a, **k))[1],
+                        raising=False)
+    a = SegmentCache(folder)
+    n = len(reads)
+    b = SegmentCache(folder)
+    assert a.get(key).text == b.get(key).text == "answer one"
+    key2 = hashlib.sha256(b"q2").hexdigest()
+    a.put(key2, "answer two")
+    assert b.get(key2).text == "answer two"
+    assert n == 1 and len(reads) == n  # b read nothing again; hits need no refresh
+    a.close()
+    assert b.get(key).text == "answer one"  # closing one cache leaves the other usable
+    b.close()
+    assert (os.getpid(), str(folder)) not in shared_cache._INDEXES

@@ -99,19 +99,43 @@ def _writer(folder: Path) -> _Writer:
         return w
 
 
+class _Index:
+    """What this process has read of one cache folder, shared by all its caches of that folder (one
+    per judge client, per shard): each file is read once per process, then only what was appended."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.lines: dict[str, bytes] = {}
+        self.deleted: dict[str, str] = {}  # key -> the file whose writer deleted it
+        self.read: dict[str, list[int]] = {}  # file name -> [bytes indexed, lines indexed]
+        self.sqlite: dict[Path, LLMCache] = {}
+        self.users = 0
+
+
+_INDEXES: dict[tuple[int, str], _Index] = {}
+
+
+def _index(folder: Path) -> _Index:
+    with _WRITERS_LOCK:
+        ix = _INDEXES.get((os.getpid(), str(folder)))
+        if ix is None:
+            ix = _INDEXES[(os.getpid(), str(folder))] = _Index()
+        ix.users += 1
+        return ix
+
+
 class SegmentCache:
     """The per-writer cache folder as one `LLMCache`-like cache (get, get_many, put, delete, keys, len)."""
 
     def __init__(self, folder: str | Path):
         self.path = Path(folder)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
         self._writer: _Writer | None = _writer(self.path)
         self.own = self._writer.path
-        self._lines: dict[str, bytes] = {}
-        self._deleted: dict[str, str] = {}  # key -> the file whose writer deleted it
-        self._read: dict[str, list[int]] = {}  # file name -> [bytes indexed, lines indexed]
-        self._sqlite: dict[Path, LLMCache] = {}
+        self._ix = _index(self.path)
+        self._lock = self._ix.lock  # the shared index's: every cache of this folder in the process
+        self._lines, self._deleted, self._read, self._sqlite = (self._ix.lines, self._ix.deleted, self._ix.read,
+                                                                self._ix.sqlite)
         with self._lock:
             self._refresh()
 
@@ -247,12 +271,21 @@ class SegmentCache:
 
     def close(self) -> None:
         with self._lock:
-            if self._writer is not None and self._writer.pid == os.getpid():
+            if self._writer is None:
+                return
+            if self._writer.pid == os.getpid():
                 self._writer.release()
-                self._writer = None
-            for db in self._sqlite.values():
-                db.close()
-            self._sqlite.clear()
+            self._writer = None
+        with _WRITERS_LOCK:  # the last cache of this folder in the process closes the shared index
+            self._ix.users -= 1
+            last = self._ix.users <= 0
+            if last and _INDEXES.get((os.getpid(), str(self.path))) is self._ix:
+                del _INDEXES[(os.getpid(), str(self.path))]
+        if last:
+            with self._lock:
+                for db in self._sqlite.values():
+                    db.close()
+                self._sqlite.clear()
 
 
 def open_cache(path: str | Path, mode: str | None = None):

@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     rc = RerankerConfig(base_model=args.policy, sft_epochs=args.sft_epochs, sft_lr=args.sft_lr, per_device_batch_size=8,
                         sft_max_length=1024, grpo_steps=args.grpo_steps, grpo_lr=args.grpo_lr,
                         num_generations=args.num_generations, beta_kl=0.0, temperature=1.0,
-                        max_completion_length=args.max_completion, use_lora=False, bf16=True)
+                        max_completion_length=args.max_completion, lora=None, bf16=True)
     t1 = time.time()
     sft = run_sft(model, tok, sft_rows, make_sft_config(rc, work / "sft", args.seed, logging_steps=1,
                                                         warmup_steps=0, use_cpu=True))

@@ -112,7 +112,7 @@ def raw_run(texts, qtexts, encoder_backend, rcfg, depth):
     t0 = time.perf_counter()
     stemmer = Stemmer.Stemmer("english")
     ctok = bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False)
-    bm = bm25s.BM25(k1=rcfg.bm25_k1, b=rcfg.bm25_b, method=rcfg.bm25_method)
+    bm = bm25s.BM25(k1=rcfg.bm25.k1, b=rcfg.bm25.b, method=rcfg.bm25.method)
     bm.index(ctok, show_progress=False)
     qtok = bm25s.tokenize(qtexts, stopwords="en", stemmer=stemmer, show_progress=False)
     bm.retrieve(qtok, k=min(depth, len(texts)), show_progress=False)
@@ -186,10 +186,9 @@ def main(argv=None) -> int:
     out: dict = {"collection": args.collection, "source": describe(args), "split": args.split or "all",
                  "n_docs": len(ids), "excluded_ids": sum(len(v) for v in coll.excluded.values()),
                  "n_queries": queries.num_rows, "systems": {}, "timing": {}, "config": {
-                     "depth": rcfg.depth, "bm25": [rcfg.bm25_k1, rcfg.bm25_b, rcfg.bm25_method, rcfg.bm25_stemmer,
-                                                   rcfg.bm25_stopwords],
+                     "depth": rcfg.depth, "bm25": list(rcfg.bm25.model_dump().values()),
                      "dense_model": torch_enc.model_id, "fast_backend": fast_enc.model_id,
-                     "index": rcfg.index, "bm25_weight": rcfg.bm25_weight, "rrf_k": rcfg.rrf_k,
+                     "index": rcfg.index.model_dump(), "bm25_weight": rcfg.bm25_weight, "rrf_k": rcfg.rrf_k,
                      "union_rescore": rcfg.union_rescore, "include_title": rcfg.include_title,
                      "dense_chunking": rcfg.dense_chunking},
                  "host": {}}
@@ -259,7 +258,7 @@ def main(argv=None) -> int:
     # BM25 indexing of the full corpus (cheap; the stage may reuse a persisted index below)
     from grouprank.first_stage.bm25 import BM25Retriever
     t = time.perf_counter()
-    BM25Retriever(rcfg.bm25_k1, rcfg.bm25_b, rcfg.bm25_method, rcfg.bm25_stemmer, rcfg.bm25_stopwords).index(ids, texts)
+    BM25Retriever(**rcfg.bm25.model_dump()).index(ids, texts)
     timing["bm25_index_s"] = round(time.perf_counter() - t, 3)
 
     # 3. quality (torch = the reference model); bm25/dense/both fusions from one candidate set

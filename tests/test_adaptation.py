@@ -94,6 +94,22 @@ def test_training_rows_keep_teacher_agreed_non_trivial_pairs_with_a_ranked_negat
     assert row.label[0] > 0  # the teacher's margin: positive above negative
 
 
+def test_a_recipe_above_its_teacher_on_synthetic_queries_is_not_chosen():
+    from grouprank.adaptation.arm import choose_recipe
+    # DL19's numbers (bench/results/adapt/trec_dl19_passage.json): both recipes beat the teacher -> base
+    dl19 = {"base": 0.261, "mnrl@3": 0.3082, "mnrl+margin_mse@3": 0.3119}
+    assert choose_recipe(dl19, 0.2938) == ("base", ["mnrl+margin_mse@3", "mnrl@3"])
+    # only the one above the teacher drops out; the best of the rest wins
+    assert choose_recipe(dl19, 0.31) == ("mnrl@3", ["mnrl+margin_mse@3"])
+    # Cranfield's: all under the teacher, the best synthetic score wins
+    cran = {"base": 0.5861, "mnrl@3": 0.6313, "mnrl+margin_mse@3": 0.6421}
+    assert choose_recipe(cran, 0.6874) == ("mnrl+margin_mse@3", [])
+    # nothing beats the base: kept, unless told to train anyway
+    low = {"base": 0.5, "mnrl@3": 0.45, "mnrl+margin_mse@3": 0.48}
+    assert choose_recipe(low, 0.6) == ("base", [])
+    assert choose_recipe(low, 0.6, keep_base=False) == ("mnrl+margin_mse@3", [])
+
+
 def test_the_student_is_the_retriever_section_s_model_one_name_per_knob():
     """The student, its window and backend are set where the retrieve and train_retriever stages read
     them; the old adaptation keys are refused with the new key's name, not silently ignored."""

@@ -68,3 +68,17 @@ def test_pipeline_with_ann_index_persists_and_rescoring_is_exact(tmp_path, kind)
     b = {(q, d): s for q, d, s in zip(*(flat.ranking[c].to_pylist() for c in ("query_id", "doc_id", "dense_score")))}
     common = set(a) & set(b)
     assert len(common) > 100 and all(abs(a[k] - b[k]) < 1e-5 for k in common)
+
+
+def test_index_and_bm25_settings_are_one_setting_each_old_keys_refused():
+    from pydantic import ValidationError
+
+    from grouprank.first_stage.config import RetrievalConfig
+    rc = RetrievalConfig(index="ivfpq", bm25={"k1": 1.2})
+    assert (rc.index.kind, rc.index.nprobe, rc.bm25.k1, rc.bm25.b) == ("ivfpq", 32, 1.2, 0.75)
+    ann = FaissIndex.from_config(RetrievalConfig(index={"kind": "hnsw", "m": 8, "ef_search": 40}))
+    assert (ann.kind, ann.hnsw_m, ann.hnsw_ef_search) == ("hnsw", 8, 40)
+    with pytest.raises(ValidationError, match="retrieval.bm25.k1"):
+        RetrievalConfig(bm25_k1=1.2)
+    with pytest.raises(ValidationError, match="retrieval.index.m"):
+        RetrievalConfig(hnsw_m=8)

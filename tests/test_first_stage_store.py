@@ -53,7 +53,7 @@ def test_changed_model_or_params_invalidates_only_what_depends_on_them(tmp_path)
     assert r2.reused["bm25"] and not r2.reused["embeddings"]
     assert r1.keys["embeddings"] != r2.keys["embeddings"]
     enc = HashEncoder(name="m1")
-    r3 = retrieve(docs, toy_queries(), CFG.model_copy(update={"bm25_k1": 1.2}), tmp_path, encoder=enc)
+    r3 = retrieve(docs, toy_queries(), CFG.model_copy(update={"bm25": CFG.bm25.model_copy(update={"k1": 1.2})}), tmp_path, encoder=enc)
     assert not r3.reused["bm25"] and r3.reused["embeddings"] and enc.n_texts_encoded == 4
 
 

@@ -104,7 +104,7 @@ def test_retrieve_declares_its_indexes_manifest(retrieved):
     assert store.is_complete("bm25", man["bm25"]["key"]) and store.is_complete("emb", man["embeddings"]["key"])
     assert (store.root / man["bm25"]["dir"]).is_dir() and (store.root / man["embeddings"]["dir"]).is_dir()
     assert man["embeddings"]["model_id"].startswith("all-MiniLM-L6-v2@") and "/torch/" in man["embeddings"]["model_id"]
-    assert man["n_docs"] == 60 and man["bm25"]["params"]["stemmer"] == cfg.retrieval.bm25_stemmer
+    assert man["n_docs"] == 60 and man["bm25"]["params"]["stemmer"] == cfg.retrieval.bm25.stemmer
     # the executor fingerprints the manifest, and a rerun that reuses the indexes writes the same
     # bytes: the judge downstream keeps its cache key
     assert rec["fingerprints"]["indexes"] != "absent"
@@ -168,7 +168,7 @@ def test_open_indexes_checks_documents_settings_and_store(retrieved, tmp_path):
         open_indexes(mpath, docs.slice(1), cfg, cfg.work_path)
     with pytest.raises(IndexMismatch, match="BM25 .*key"):
         open_indexes(mpath, docs, cfg.model_copy(update={"retrieval": cfg.retrieval.model_copy(
-            update={"bm25_stopwords": None})}), cfg.work_path)
+            update={"bm25": cfg.retrieval.bm25.model_copy(update={"stopwords": None})})}), cfg.work_path)
     with pytest.raises(IndexMismatch, match="documents"):  # include_title changes the indexed texts
         open_indexes(mpath, docs, cfg.model_copy(update={"retrieval": cfg.retrieval.model_copy(
             update={"include_title": False})}), cfg.work_path)

@@ -127,7 +127,7 @@ def test_grpo_step_on_smollm2_with_the_groupwise_reward(smollm2, tmp_path):
     spy.__name__ = "groupwise_reward"
 
     rc = RerankerConfig(grpo_steps=1, grpo_lr=1e-4, num_generations=4, beta_kl=0.0, temperature=1.0,
-                        max_completion_length=40, use_lora=False, bf16=True)
+                        max_completion_length=40, lora=None, bf16=True)
     args = make_grpo_config(rc, tmp_path / "grpo", per_device_train_batch_size=8, logging_steps=1, use_cpu=True)
     g = run_grpo(model, tok, rl, args, reward=spy)
     (texts, grades, scores, r), = seen

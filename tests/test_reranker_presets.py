@@ -42,7 +42,7 @@ def test_7b_training_preset_has_the_papers_values(tmp_path):
     sft = make_sft_config(rc, tmp_path, use_cpu=True)
     assert (sft.num_train_epochs, sft.learning_rate, sft.completion_only_loss) == (5, 3e-5, True)
     lora = make_lora_config(rc, 28)
-    assert lora.r == 32 and lora.lora_alpha == 64 and lora.layers_to_transform is None   # every layer
+    assert lora.r == 32 and lora.lora_alpha == 64 and lora.lora_dropout == 0.05 and lora.layers_to_transform is None   # every layer
     from grouprank.reranker.config import effective, preset_name
     assert preset_name(rc) is None and effective(rc) == rc          # no CPU preset for a GPU base model
 
@@ -60,7 +60,7 @@ def test_rerank_preset_has_the_authors_inference_settings():
 def test_bad_preset_values_are_rejected(tmp_path):
     from pydantic import ValidationError
     bad = tmp_path / "bad.yaml"
-    bad.write_text("reranker:\n  vllm_mode: sideways\n")
+    bad.write_text("reranker:\n  mode: sideways\n")
     with pytest.raises(ValidationError):
         RunConfig.load(bad)
     bad.write_text("reranker:\n  num_generationz: 8\n")
@@ -74,21 +74,21 @@ def test_tiny_cpu_preset_is_a_layer_under_the_configuration():
     t = cfg.reranker
     assert t.grpo_steps == 3 and t.sft_lr == 1e-4                    # the configuration's own values win
     assert t.sft_epochs == 3.0 and t.train_max_group_size == 8 and t.train_doc_chars == 120
-    assert t.use_lora is False and RerankerConfig.model_fields["use_lora"].default is True
+    assert t.lora is None and RerankerConfig().lora.r == 32          # the preset: no LoRA; the default: rank 32
     # a round trip through JSON (a Prefect parameter) changes nothing
     assert RunConfig.model_validate(cfg.model_dump(mode="json")) == cfg
 
 
 def test_preset_never_overrides_an_explicit_value_equal_to_the_default(tmp_path):
     """defaults < preset < file < --set: a value the configuration sets wins even when it equals the
-    field's default (the smollm2-cpu preset sets top 10, group_size 5, use_lora false)."""
+    field's default (the smollm2-cpu preset sets top 10, group_size 5, lora null)."""
     from grouprank.reranker.config import RerankerConfig, effective
     defaults = RerankerConfig.model_fields
     f = tmp_path / "run.yaml"
-    f.write_text(f"reranker:\n  top: {defaults['top'].default}\n  use_lora: {str(defaults['use_lora'].default).lower()}\n")
+    f.write_text(f"reranker:\n  top: {defaults['top'].default}\n  lora: {{r: 32}}\n")
     cfg = RunConfig.load(f, {"reranker.group_size": defaults["group_size"].default})
     rc = effective(cfg.reranker)   # what the stages use
-    assert (rc.top, rc.use_lora, rc.group_size) == (100, True, 20)
+    assert (rc.top, rc.lora.r, rc.group_size) == (100, 32, 20)
     assert rc.infer_doc_chars == 100                                  # a key nobody set: the preset's
     # the file over the preset, --set over the file
     f.write_text("reranker:\n  top: 30\n")
@@ -103,14 +103,14 @@ def test_cpu_default_is_smollm2_with_its_preset():
     assert e.base_model == "smollm2" and preset_name(e) == "smollm2-cpu"
     assert e.grpo_steps == 7                                         # set by the configuration: kept
     assert (e.group_size, e.top, e.train_max_group_size, e.train_doc_chars, e.infer_doc_chars) == (5, 10, 5, 100, 100)
-    assert e.train_top_layers == 8 and e.use_lora is False and e.bf16 is True
+    assert e.train_top_layers == 8 and e.lora is None and e.bf16 is True
     assert cfg.evaluation.rerank_max_queries == 16                   # the preset's layer spans sections
     assert preset_name(RerankerConfig(base_model="tiny")) == "tiny-cpu"
     assert RunConfig.load(None, {"reranker.preset": None}).reranker.top == RerankerConfig.model_fields["top"].default
     from grouprank.errors import UserError
     with pytest.raises(UserError, match="reranker.preset 'nope'"):
         RunConfig.load(None, {"reranker.preset": "nope"})
-    lora = make_lora_config(RerankerConfig(base_model="x", use_lora=True, train_top_layers=2), 30)
+    lora = make_lora_config(RerankerConfig(base_model="x", train_top_layers=2), 30)
     assert list(lora.layers_to_transform) == [28, 29]
 
 
@@ -118,3 +118,7 @@ def test_moved_key_is_an_error_naming_the_new_key():
     from pydantic import ValidationError
     with pytest.raises(ValidationError, match="evaluation.rerank_max_queries"):
         RunConfig.load(None, {"reranker.eval_max_queries": 3})
+    with pytest.raises(ValidationError, match="reranker.lora.r"):
+        RunConfig.load(None, {"reranker.lora_r": 16})
+    with pytest.raises(ValidationError, match="reranker.grpo_args.use_vllm"):
+        RunConfig.load(None, {"reranker.use_vllm": True})

@@ -108,7 +108,7 @@ def test_train_reranker_stage_tiny_policy(tmp_path, tables, monkeypatch):
     model = Path(res.outputs["reranker_model"])
     assert (model / "config.json").exists() and (model / "tokenizer.json").exists()
     summary = json.loads(Path(res.outputs["reranker_summary"]).read_text())
-    assert summary["reranker_config"]["grpo_steps"] == 2 and summary["reranker_config"]["use_lora"] is False
+    assert summary["reranker_config"]["grpo_steps"] == 2 and summary["reranker_config"]["lora"] is None
     # the held-out numbers are the strict parser's and the reward's on what the model generated
     gens = summary["heldout"]["heldout_generations"]
     assert len(gens) == st["heldout_examples"] >= 1

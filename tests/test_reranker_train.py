@@ -58,7 +58,7 @@ def test_sft_then_grpo_two_steps_on_tiny_policy(examples, tmp_path):
     tok = train_tokenizer([m["content"] for s in sft for m in s["messages"]], vocab_size=800)
     model = build_policy(tok, hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64)
     rc = RerankerConfig(sft_epochs=1, sft_lr=1e-3, per_device_batch_size=4, sft_max_length=1024, grpo_steps=2,
-                        grpo_lr=1e-4, num_generations=4, beta_kl=0.001, max_completion_length=12, use_lora=False)
+                        grpo_lr=1e-4, num_generations=4, beta_kl=0.001, max_completion_length=12, lora=None)
     s = run_sft(model, tok, sft, make_sft_config(rc, tmp_path / "sft", logging_steps=1, max_steps=2))
     assert [h["loss"] for h in s.state.log_history if "loss" in h]
 

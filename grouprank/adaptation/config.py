@@ -64,7 +64,8 @@ class AdaptationConfig(Section):
     margin_scale: float = Field(0.1, gt=0)
     max_steps: int | None = Field(None, ge=1)
     keep_base_unless_better: bool = Field(True, description="keep the student as shipped when no recipe "
-                                          "beats it on held-out synthetic queries")
+                                          "beats it on held-out synthetic queries (a recipe scoring above its "
+                                          "teacher there is never chosen: arm.choose_recipe)")
 
     @field_validator("teachers", "recipes")
     @classmethod

@@ -37,9 +37,9 @@ class FaissIndex:
 
     @classmethod
     def from_config(cls, rcfg, seed: int = 13) -> "FaissIndex":
-        return cls(rcfg.index, hnsw_m=rcfg.hnsw_m, hnsw_ef_construction=rcfg.hnsw_ef_construction,
-                   hnsw_ef_search=rcfg.hnsw_ef_search, ivf_nlist=rcfg.ivf_nlist, ivf_nprobe=rcfg.ivf_nprobe,
-                   pq_m=rcfg.pq_m, seed=seed)
+        ix = rcfg.index  # retrieval.index (IndexSettings)
+        return cls(ix.kind, hnsw_m=ix.m, hnsw_ef_construction=ix.ef_construction, hnsw_ef_search=ix.ef_search,
+                   ivf_nlist=ix.nlist, ivf_nprobe=ix.nprobe, pq_m=ix.pq_m, seed=seed)
 
     def params(self) -> dict:
         """What changes the built index (search-time knobs efSearch/nprobe are excluded)."""

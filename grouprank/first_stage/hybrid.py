@@ -132,7 +132,7 @@ class HybridRetriever:
     def _build_bm25(self) -> None:
         from .bm25 import BM25Retriever
         c = self.cfg
-        bm = BM25Retriever(c.bm25_k1, c.bm25_b, c.bm25_method, c.bm25_stemmer, c.bm25_stopwords)
+        bm = BM25Retriever(**c.bm25.model_dump())
         key = self.keys["bm25"] = bm25_key(self.corpus_hash, bm)
         t = time.perf_counter()
         if self.store is not None and self.store.is_complete("bm25", key):

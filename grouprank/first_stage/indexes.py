@@ -91,7 +91,7 @@ def open_indexes(manifest: dict | str | os.PathLike, documents: pa.Table, cfg=No
     if ch != manifest.get("corpus"):
         raise IndexMismatch("the documents (or include_title) differ from the corpus the retrieval indexed")
     store = IndexStore(manifest["store"])
-    bm = BM25Retriever(rc.bm25_k1, rc.bm25_b, rc.bm25_method, rc.bm25_stemmer, rc.bm25_stopwords)
+    bm = BM25Retriever(**rc.bm25.model_dump())
     bkey = bm25_key(ch, bm)
     mb = manifest.get("bm25") or {}
     _check_index(store, "bm25", bkey, mb, f"BM25 (settings {bm.params()} vs the retrieval's {mb.get('params')})")

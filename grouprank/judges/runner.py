@@ -91,8 +91,7 @@ def make_local_scorer(pool: JudgePool, spec, background: dict[str, str] | None =
     from .local_scorer import LocalScorer
     cal_path = getattr(spec, "local_calibration", None)
     rc = cfg.retrieval if cfg is not None else None
-    bm25 = ({"k1": rc.bm25_k1, "b": rc.bm25_b, "method": rc.bm25_method, "stemmer": rc.bm25_stemmer,
-             "stopwords": rc.bm25_stopwords} if rc is not None else None)
+    bm25 = rc.bm25.model_dump() if rc is not None else None
     cache = (cfg.work_path / "local_judge_embeddings.sqlite") if cfg is not None else None
     # the retrieval stage's encoder backend (onnx by default: the same vectors as torch, faster on CPU)
     backend = rc.dense_backend if rc is not None else "torch"

@@ -61,7 +61,20 @@ def _load_lp(s: str | None) -> list | None:
     return v if isinstance(v, list) else None
 
 
-class LLMCache:
+class KeyedReads:
+    """`get` and `get_many` of an answer store: unique keys, read under the store's `_lock` by its
+    `_fetch(keys) -> {key: CachedAnswer}` (found keys only)."""
+
+    def get(self, key: str) -> CachedAnswer | None:
+        return self.get_many([key]).get(key)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnswer]:
+        keys = list(dict.fromkeys(keys))
+        with self._lock:
+            return self._fetch(keys)
+
+
+class LLMCache(KeyedReads):
     """Thread-safe handle on one cache file (one connection, guarded by a lock)."""
 
     _CHUNK = 900  # below SQLite's default max host parameters (999)
@@ -106,20 +119,15 @@ class LLMCache:
                     raise
                 time.sleep(0.05 * (i + 1))
 
-    def get(self, key: str) -> CachedAnswer | None:
-        return self.get_many([key]).get(key)
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnswer]:
-        keys = list(dict.fromkeys(keys))
+    def _fetch(self, keys: list[str]) -> dict[str, CachedAnswer]:
         out: dict[str, CachedAnswer] = {}
-        with self._lock:
-            cur = self._conn.cursor()
-            for i in range(0, len(keys), self._CHUNK):
-                chunk = keys[i:i + self._CHUNK]
-                q = ("SELECT key, text, prompt_tokens, completion_tokens, finish_reason, logprobs FROM answers "
-                     f"WHERE key IN ({','.join('?' * len(chunk))})")
-                for k, text, pt, ct, fr, lp in self._retry_locked(lambda: cur.execute(q, chunk).fetchall()):
-                    out[k] = CachedAnswer(text, pt, ct, fr, _load_lp(lp))
+        cur = self._conn.cursor()
+        for i in range(0, len(keys), self._CHUNK):
+            chunk = keys[i:i + self._CHUNK]
+            q = ("SELECT key, text, prompt_tokens, completion_tokens, finish_reason, logprobs FROM answers "
+                 f"WHERE key IN ({','.join('?' * len(chunk))})")
+            for k, text, pt, ct, fr, lp in self._retry_locked(lambda: cur.execute(q, chunk).fetchall()):
+                out[k] = CachedAnswer(text, pt, ct, fr, _load_lp(lp))
         return out
 
     def put(self, key: str, text: str, prompt_tokens: int = 0, completion_tokens: int = 0,

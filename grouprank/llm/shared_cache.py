@@ -30,9 +30,8 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
 
-from .cache import CachedAnswer, LLMCache
+from .cache import CachedAnswer, KeyedReads, LLMCache
 
 log = logging.getLogger("grouprank.llm")
 
@@ -124,7 +123,7 @@ def _index(folder: Path) -> _Index:
         return ix
 
 
-class SegmentCache:
+class SegmentCache(KeyedReads):
     """The per-writer cache folder as one `LLMCache`-like cache (get, get_many, put, delete, keys, len)."""
 
     def __init__(self, folder: str | Path):
@@ -207,22 +206,17 @@ class SegmentCache:
                 if hit is not None:
                     out[k] = hit
 
-    def get(self, key: str) -> CachedAnswer | None:
-        return self.get_many([key]).get(key)
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnswer]:
-        keys = list(dict.fromkeys(keys))
+    def _fetch(self, keys: list[str]) -> dict[str, CachedAnswer]:
         out: dict[str, CachedAnswer] = {}
-        with self._lock:
+        self._lookup(keys, out)
+        if len(out) < len(keys):
+            self._refresh()
             self._lookup(keys, out)
-            if len(out) < len(keys):
-                self._refresh()
-                self._lookup(keys, out)
-            for db in self._sqlite.values():
-                missing = [k for k in keys if k not in out and k not in self._deleted]
-                if not missing:
-                    break
-                out.update(db.get_many(missing))
+        for db in self._sqlite.values():
+            missing = [k for k in keys if k not in out and k not in self._deleted]
+            if not missing:
+                break
+            out.update(db.get_many(missing))
         return out
 
     # ------------------------------------------------------------------ writing (own file only)

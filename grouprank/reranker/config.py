@@ -10,6 +10,14 @@ from grouprank.config_section import Section
 from grouprank.scoring.spec import ScoringSpec
 
 
+class LoraSettings(Section):
+    """peft.LoraConfig's arguments (paper: rank 32); `train_top_layers` puts them on the top layers."""
+    r: int = Field(32, ge=1)
+    alpha: int = Field(64, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
 class RerankerTraining(Section):
     """What the trainer reads (grouprank.reranker.train, the train_reranker stage): the policy, SFT then
     GRPO with TRL, LoRA, checkpoints, and the stage's sampling and held-out check."""
@@ -32,24 +40,20 @@ class RerankerTraining(Section):
     beta_kl: float = 0.001
     temperature: float = 1.0
     max_completion_length: int = 1024
-    use_lora: bool = Field(True, description="LoRA for base_model runs (the tiny CPU policy is fully tuned)")
-    lora_r: int = 32
-    lora_alpha: int = 64
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] | str = "all-linear"
+    lora: LoraSettings | None = Field(default_factory=lambda: LoraSettings(), description="LoRA adapters "
+                                      "(peft); null: the policy is tuned itself (the CPU presets)")
     per_device_batch_size: int = Field(8, description="per-device batch (GRPO: completions, not prompts)")
     grad_accum: int = 1
     bf16: bool = False
     gradient_checkpointing: bool = False
-    use_vllm: bool = Field(False, description="GRPO generation through vLLM (GPU runs)")
-    vllm_mode: Literal["colocate", "server"] = "colocate"
     reward_gain: Literal["linear", "exp"] = Field("linear", description="NDCG gain in the reward")
     reward_rel_threshold: int = Field(1, description="gold grade >= this counts as relevant for Recall@10")
     checkpoint_steps: int = Field(50, ge=0, description="save a checkpoint every this many SFT / GRPO steps (in "
                                   "<stage>/sft, <stage>/grpo; removed once the model is saved): a killed stage "
                                   "resumes from the last one when rerun with the same examples and settings. 0: none")
     sft_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.SFTConfig arguments")
-    grpo_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.GRPOConfig arguments")
+    grpo_args: dict[str, Any] = Field(default_factory=dict, description="extra trl.GRPOConfig arguments "
+                                      "(GPU runs: use_vllm, vllm_mode, ...)")
     # --- the pipeline's train_reranker stage (grouprank.reranker.stage)
     train: bool = Field(True, description="the train_reranker stage trains (False: it records 'skipped')")
     max_train_examples: int | None = Field(None, ge=1, description="train on a seeded sample of at most this "
@@ -105,7 +109,11 @@ class RerankerConfig(RerankerInference, RerankerTraining):
         return refuse_moved(data, MOVED, "reranker")
 
 # keys that moved: an old configuration gets an error naming the new key
-MOVED = {"eval_max_queries": "evaluation.rerank_max_queries"}
+MOVED = {"eval_max_queries": "evaluation.rerank_max_queries",
+         "use_lora": "reranker.lora (null: no LoRA)", "lora_r": "reranker.lora.r",
+         "lora_alpha": "reranker.lora.alpha", "lora_dropout": "reranker.lora.dropout",
+         "lora_target_modules": "reranker.lora.target_modules",
+         "use_vllm": "reranker.grpo_args.use_vllm", "vllm_mode": "reranker.grpo_args.vllm_mode"}
 
 AUTO_PRESETS = {"smollm2": "smollm2-cpu", "tiny": "tiny-cpu"}
 PRESET_DIR = Path(__file__).parent / "presets"

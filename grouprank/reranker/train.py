@@ -9,7 +9,7 @@ Data (tables from the dataset-building stage, or `reranker.data.groups_from_qrel
   columns `gold_grades`, `gold_scores`, which TRL hands to the reward function per completion.
 
 Real GPU runs: `grouprank train-reranker --config configs/reranker/qwen2.5-7b-grouprank-train.yaml ...`
-(base model + LoRA via peft, vLLM generation via `reranker.use_vllm`); see configs/reranker/README.md.
+(base model + LoRA via peft, vLLM generation via `reranker.grpo_args`); see configs/reranker/README.md.
 CPU default: SmolLM2-135M-Instruct from the bundled GGUF (`grouprank.reranker.policy`,
 preset `presets/smollm2-cpu.yaml`); measured by `bench/grpo_cpu.py` on SciFact.
 
@@ -99,11 +99,9 @@ def make_grpo_config(rc, output_dir: str | Path, seed: int = 13, **overrides):
         num_generations=rc.num_generations, beta=rc.beta_kl, temperature=rc.temperature, top_p=1.0,
         per_device_train_batch_size=rc.per_device_batch_size, gradient_accumulation_steps=rc.grad_accum,
         max_completion_length=rc.max_completion_length, bf16=rc.bf16,
-        activation_checkpointing=rc.gradient_checkpointing, use_vllm=rc.use_vllm, logging_steps=1,
+        activation_checkpointing=rc.gradient_checkpointing, use_vllm=False, logging_steps=1,
         save_strategy="no", report_to="none", seed=seed, disable_tqdm=not on_terminal(),
-    )
-    if rc.use_vllm:
-        kw["vllm_mode"] = rc.vllm_mode
+    )  # vLLM generation (GPU runs): grpo_args use_vllm / vllm_mode, TRL's own names
     kw.update(_cpu_bf16(rc))
     kw.update(rc.grpo_args)
     kw["logging_nan_inf_filter"] = False  # a NaN/inf loss is logged as such (check_finite_log fails on it)
@@ -112,18 +110,19 @@ def make_grpo_config(rc, output_dir: str | Path, seed: int = 13, **overrides):
 
 
 def make_lora_config(rc, num_layers: int | None = None):
-    """peft LoraConfig (None when rc.use_lora is False). With `rc.train_top_layers` and the
+    """peft LoraConfig (None when rc.lora is None). With `rc.train_top_layers` and the
     model's `num_layers`, adapters go on the top layers only."""
-    if not rc.use_lora:
+    lo = rc.lora
+    if lo is None:
         return None
     from peft import LoraConfig
     kw: dict[str, Any] = {}
-    targets = rc.lora_target_modules
+    targets = lo.target_modules
     if rc.train_top_layers is not None and num_layers:
         kw["layers_to_transform"] = list(range(max(0, num_layers - rc.train_top_layers), num_layers))
         if targets == "all-linear":  # peft takes layers_to_transform only with a list of module names
             targets = list(DECODER_LINEAR)
-    return LoraConfig(r=rc.lora_r, lora_alpha=rc.lora_alpha, lora_dropout=rc.lora_dropout,
+    return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout,
                       target_modules=targets, task_type="CAUSAL_LM", **kw)
 
 
@@ -286,8 +285,9 @@ def train_reranker(cfg, sft_rows: list[dict] | None, rl_rows: list[dict] | None,
 
     The policy is `cfg.reranker.base_model` (`grouprank.reranker.policy`): "smollm2" (the bundled
     GGUF, CPU default), "tiny" (random tiny Qwen2 with a tokenizer trained on the examples' text;
-    unit tests), a .gguf file, or a model folder / HF id. Trained with LoRA when `use_lora` (not
-    for tiny), only the top `train_top_layers` layers when set, generation through vLLM when `use_vllm`."""
+    unit tests), a .gguf file, or a model folder / HF id. Trained with LoRA unless `lora` is null
+    (the CPU presets), only the top `train_top_layers` layers when set, generation through vLLM when
+    `grpo_args` says `use_vllm`."""
     from grouprank.reranker.policy import freeze_below, load_policy, resolve
     rc = cfg.reranker
     out = Path(output_dir)

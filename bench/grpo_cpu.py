@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     hf_logging.set_verbosity_error()
 
     from grouprank.collections import load_collection
-    from grouprank.config import RerankerConfig, RunConfig
+    from grouprank.config import RerankConfig, RerankerConfig, RunConfig
     from grouprank.evaluation.metrics import evaluate
     from grouprank.evaluation.stage import rerank_run
     from grouprank.first_stage.hybrid import retrieve
@@ -156,8 +156,7 @@ def main(argv=None) -> int:
     params = sum(p.numel() for p in model.parameters())
 
     eval_q = test_q
-    rc_eval = RerankerConfig(top=args.top, group_size=args.group_size, passes=1, alpha=0.6,
-                             infer_doc_chars=args.doc_chars)
+    rc_eval = RerankConfig(top=args.top, group_size=args.group_size, passes=1, alpha=0.6, doc_chars=args.doc_chars)
     qrels_eval = qrels[qrels["query_id"].isin(set(eval_q))][["query_id", "doc_id", "grade"]]
     test_texts = {q: qtext[q] for q in eval_q}
 

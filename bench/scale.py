@@ -18,8 +18,12 @@ clusters, not the flow's process nor the Prefect server), sampled every 0.2 s.
 `speedup`: wall(1 worker) / wall(2 workers) at the largest N, per engine, the whole flow run
 (cluster start, worker imports and model loads included); `encode_speedup`: the same for the
 span of the shards (first shard's start to the last one's end, from their completion records).
-Only the retrieve stage is measured: the judge stage's shards are LLM requests, whose throughput
-is the endpoint's (`bench/replicas.py` measures that). `--plot PNG` draws per-document time and peak
+Then the judge stage with the local judge (the default judge) on the same pools, `--queries`
+queries x ~50 pooled candidates: unsharded in a child process, and as the Prefect `judge` flow on
+each cluster (its upstream stages reused from the retrieve run); its judgments compared row for row
+with the unsharded run's. The local judge reuses the retrieve stage's indexes (BM25, embeddings),
+so its work is opening them and scoring the pairs; its shard plan covers the LLM judges only (their
+throughput is the endpoint's, `bench/replicas.py`). `--plot PNG` draws per-document time and peak
 RSS against N from this report and those given with `--with`.
 """
 from __future__ import annotations
@@ -78,10 +82,17 @@ def synthetic_collection(n: int, folder: Path) -> Path:
     return folder
 
 
-def settings(path: Path, work: Path, shard_size: int) -> dict:
+def settings(path: Path, work: Path, shard_size: int, queries: int = 20) -> dict:
     return {"work_dir": str(work), "data.format": "beir", "data.path": str(path), "data.collection": "synthetic",
-            "queries.splits": ["test"], "queries.leakage_eval_splits": [], "queries.max_queries": 20,
-            "retrieval.shard_size": shard_size}
+            "queries.splits": ["test"], "queries.leakage_eval_splits": [], "queries.max_queries": queries,
+            "retrieval.shard_size": shard_size, "judges.judges": [{"id": "local", "kind": "local"}]}
+
+
+def judgments_digest(work: Path) -> str:
+    """The judgments' rows (not the file's bytes: its metadata holds the run's paths)."""
+    import pyarrow.parquet as pq
+    rows = pq.read_table(work / "judge" / "judgments.parquet").to_pylist()
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def hashes(folder: Path) -> dict[str, str]:
@@ -129,17 +140,18 @@ UNSHARDED = r"""
 import json, sys, time
 from grouprank.config import RunConfig
 from grouprank.executor import run_pipeline
-cfg = RunConfig.load(None, json.loads(sys.argv[1]))
-run_pipeline(cfg, ["mine_queries"], log_fn=lambda m: None)
+cfg, stage = RunConfig.load(None, json.loads(sys.argv[1])), sys.argv[2]
+run_pipeline(cfg, ["mine_queries"] + (["retrieve"] if stage == "judge" else []), log_fn=lambda m: None)
 t = time.perf_counter()
-s = run_pipeline(cfg, ["retrieve"], sharded=False, log_fn=lambda m: None)
-print("RESULT " + json.dumps({"wall_s": time.perf_counter() - t, "stats": s["stages"]["retrieve"]["stats"]}))
+s = run_pipeline(cfg, [stage], sharded=False, log_fn=lambda m: None)
+print("RESULT " + json.dumps({"wall_s": time.perf_counter() - t, "stats": s["stages"][stage]["stats"]}))
 """
 
 
-def unsharded(sets: dict) -> dict:
+def unsharded(sets: dict, stage: str = "retrieve") -> dict:
+    """The stage unsharded in a child process (its upstream stages first, reused when recorded)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", UNSHARDED, json.dumps(sets)], cwd=str(ROOT), env=env,
+    proc = subprocess.Popen([sys.executable, "-c", UNSHARDED, json.dumps(sets), stage], cwd=str(ROOT), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rss = RssSampler(proc.pid, include_root=True)
     out, err = proc.communicate()
@@ -150,19 +162,24 @@ def unsharded(sets: dict) -> dict:
     return {"wall_s": round(res["wall_s"], 2), "peak_rss_mb": peak, "stats": res["stats"]}
 
 
-def on_cluster(sets: dict, engine: str, workers: int) -> dict:
+def on_cluster(sets: dict, engine: str, workers: int, stage: str = "retrieve") -> dict:
+    """The Prefect flow ending at `stage` on a fresh local cluster; its upstream stages are run (or
+    reused) first, so the time is the stage's plus the flow's own overhead."""
     from flows.__main__ import get_flow
     from flows.runners import make_task_runner
     from grouprank.config import RunConfig
     from grouprank.executor import run_pipeline
     cfg = RunConfig.load(None, sets)
     run_pipeline(cfg, ["mine_queries"], log_fn=lambda m: None)  # upstream: not what is measured
-    flow = get_flow("retrieve").with_options(task_runner=make_task_runner(engine, n_workers=workers))
+    flow = get_flow(stage).with_options(task_runner=make_task_runner(engine, n_workers=workers))
     rss = RssSampler()
     t = time.perf_counter()
     summary = flow(config=cfg)
     wall = time.perf_counter() - t
-    st = summary["stages"]["retrieve"]
+    st = summary["stages"][stage]
+    if stage != "retrieve":
+        return {"wall_s": round(wall, 2), "peak_rss_mb": rss.stop(), "stage_s": st.get("wall_s"),
+                "shards": st.get("shards"), "stats": st.get("stats")}
     recs = [json.loads(p.read_text()) for p in (Path(sets["work_dir"]) / "_stages" / "retrieve.shards").rglob("*.json")]
     span = max(r["finished"] for r in recs) - min(r["started"] for r in recs)  # first shard start to last end
     return {"wall_s": round(wall, 2), "peak_rss_mb": rss.stop(), "shards": st.get("shards"),
@@ -171,26 +188,28 @@ def on_cluster(sets: dict, engine: str, workers: int) -> dict:
 
 
 def plot(reports: list[dict], out: str) -> None:
-    """Time per document and peak RSS against N, one line per engine and worker count."""
+    """Retrieve time per document, judge time per pair and peak RSS against N, one line per stage,
+    engine and worker count."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    series: dict[str, dict[int, dict]] = {}
+    series: dict[tuple[str, str], dict[int, dict]] = {}
     for rep in reports:
         for p in rep["points"]:
-            series.setdefault(f"{p['engine']} x{p['workers']}", {})[p["n_docs"]] = p
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, pts in sorted(series.items()):
+            series.setdefault((p.get("stage", "retrieve"), f"{p['engine']} x{p['workers']}"), {})[p["n_docs"]] = p
+    fig, (a, j, b) = plt.subplots(1, 3, figsize=(15, 4))
+    for (stage, name), pts in sorted(series.items()):
         ns = sorted(pts)
-        a.plot(ns, [pts[n]["per_item_s"] * 1000 for n in ns], marker="o", label=name)
-        b.plot(ns, [pts[n]["peak_rss_mb"] / 1024 for n in ns], marker="o", label=name)
-    for ax, yl in ((a, "retrieve wall time per document (ms)"), (b, "peak RSS (GiB)")):
+        (a if stage == "retrieve" else j).plot(ns, [pts[n]["per_item_s"] * 1000 for n in ns], marker="o", label=name)
+        b.plot(ns, [pts[n]["peak_rss_mb"] / 1024 for n in ns], marker="o", label=f"{stage}: {name}")
+    for ax, yl in ((a, "retrieve: wall time per document (ms)"), (j, "judge (local): wall time per pair (ms)"),
+                   (b, "peak RSS (GiB)")):
         ax.set_xscale("log")
         ax.set_xlabel("documents (N)")
         ax.set_ylabel(yl)
         ax.grid(True, alpha=0.3)
-    a.legend(fontsize=8)
-    fig.suptitle("bench/scale.py: sharded retrieve, 2-core machine")
+        ax.legend(fontsize=7)
+    fig.suptitle("bench/scale.py: sharded retrieve and the local judge, 2-core machine")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"plot: {out}")
@@ -203,6 +222,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, action="append", help="worker counts (default 1 and 2)")
     ap.add_argument("--engines", default="dask,ray")
     ap.add_argument("--shard-size", type=int, default=1000)
+    ap.add_argument("--queries", type=int, default=100, help="mined queries (pools judged by the local judge)")
+    ap.add_argument("--stages", default="retrieve,judge")
     ap.add_argument("--scratch", default=str(ROOT / "grouprank_output" / "bench_scale"))
     ap.add_argument("--plot", default=None, help="also draw time per document and peak RSS against N to this PNG, "
                     "from this report and the ones given with --with")
@@ -213,21 +234,33 @@ def main(argv=None) -> int:
     engines = [e for e in args.engines.split(",") if e]
     scratch = Path(args.scratch)
     import shutil
+    stages = [x for x in args.stages.split(",") if x]
     points, identical = [], True
     for n in sizes:
         coll = synthetic_collection(n, scratch / f"synthetic_{n}")
         work = scratch / f"work_{n}"
         shutil.rmtree(work, ignore_errors=True)
-        ref = unsharded(settings(coll, work / "unsharded", args.shard_size))
+        sets = settings(coll, work / "unsharded", args.shard_size, args.queries)
+        ref = unsharded(sets)
         ref_hash = hashes(work / "unsharded" / "retrieve")
         points.append({"n_docs": n, "engine": "unsharded", "workers": 1, "stage": "retrieve",
                        "wall_s": ref["wall_s"], "per_item_s": round(ref["wall_s"] / n, 6),
                        "peak_rss_mb": ref["peak_rss_mb"], "identical_to_unsharded": True})
         print(json.dumps(points[-1]), flush=True)
+        ref_judge = None
+        if "judge" in stages:
+            j = unsharded(sets, "judge")
+            ref_judge = judgments_digest(work / "unsharded")
+            pairs = int(j["stats"]["pairs"])
+            points.append({"n_docs": n, "engine": "unsharded", "workers": 1, "stage": "judge", "pairs": pairs,
+                           "wall_s": j["wall_s"], "per_item_s": round(j["wall_s"] / pairs, 6),
+                           "peak_rss_mb": j["peak_rss_mb"], "identical_to_unsharded": True})
+            print(json.dumps(points[-1]), flush=True)
         for engine in engines:
             for w in workers:
                 wd = work / f"{engine}_{w}"
-                r = on_cluster(settings(coll, wd, args.shard_size), engine, w)
+                wsets = settings(coll, wd, args.shard_size, args.queries)
+                r = on_cluster(wsets, engine, w)
                 same = hashes(wd / "retrieve") == ref_hash
                 identical &= same
                 points.append({"n_docs": n, "engine": engine, "workers": w, "stage": "retrieve",
@@ -237,20 +270,36 @@ def main(argv=None) -> int:
                                "per_item_encode_s": round(r["shards_span_s"] / n, 6),
                                "shards": r["shards"], "identical_to_unsharded": same})
                 print(json.dumps(points[-1]), flush=True)
+                if ref_judge is not None:
+                    j = on_cluster(wsets, engine, w, "judge")
+                    same = judgments_digest(wd) == ref_judge
+                    identical &= same
+                    pairs = int(j["stats"]["pairs"])
+                    points.append({"n_docs": n, "engine": engine, "workers": w, "stage": "judge", "pairs": pairs,
+                                   "wall_s": j["wall_s"], "per_item_s": round(j["wall_s"] / pairs, 6),
+                                   "stage_s": j["stage_s"], "per_item_stage_s": round(j["stage_s"] / pairs, 6),
+                                   "peak_rss_mb": j["peak_rss_mb"], "shards": j["shards"],
+                                   "identical_to_unsharded": same})
+                    print(json.dumps(points[-1]), flush=True)
                 shutil.rmtree(wd / "indexes", ignore_errors=True)
-    speedup, encode_speedup = {}, {}
+    speedup, encode_speedup, judge_speedup = {}, {}, {}
     for engine in engines:  # at the largest N measured with 1 and with 2 workers
-        both = [n for n in sizes if {1, 2} <= {p["workers"] for p in points if p["engine"] == engine and p["n_docs"] == n}]
-        at = {p["workers"]: p for p in points if p["engine"] == engine and both and p["n_docs"] == max(both)}
-        if both:
-            speedup[engine] = round(at[1]["wall_s"] / at[2]["wall_s"], 3)
-            encode_speedup[engine] = round(at[1]["shards_span_s"] / at[2]["shards_span_s"], 3)
-    report = {"speedup": speedup, "encode_speedup": encode_speedup, "identical_to_unsharded": identical,
+        for stage, out in (("retrieve", speedup), ("judge", judge_speedup)):
+            pts = [p for p in points if p["engine"] == engine and p["stage"] == stage]
+            both = [n for n in sizes if {1, 2} <= {p["workers"] for p in pts if p["n_docs"] == n}]
+            if not both:
+                continue
+            at = {p["workers"]: p for p in pts if p["n_docs"] == max(both)}
+            out[engine] = round(at[1]["wall_s"] / at[2]["wall_s"], 3)
+            if stage == "retrieve":
+                encode_speedup[engine] = round(at[1]["shards_span_s"] / at[2]["shards_span_s"], 3)
+    report = {"speedup": speedup, "encode_speedup": encode_speedup, "judge_speedup": judge_speedup,
+              "identical_to_unsharded": identical,
               "points": points,
               "settings": {"sizes": sizes, "workers": workers, "shard_size": args.shard_size,
                            "words_per_document": WINDOW,
-                           "stage": "retrieve (the judge's shards are LLM requests: an endpoint's throughput, "
-                                    "bench/replicas.py)",
+                           "stages": stages, "queries": args.queries, "judge": "local (unsharded: the judge "
+                           "stage's shards are its LLM judges' requests, an endpoint's throughput, bench/replicas.py)",
                            "under_load": load0 > 1.5,
                            "note": f"1-minute load average {load0} when the bench started (1.5 or more: other "
                                    f"jobs were running, not an idle-machine timing)"}}

@@ -91,36 +91,48 @@ class _FlowRun:
         return stage_task(st, self.cfg).submit(st.name, self.cfg, inputs, hashes, self.progress_ids.get(st.name))
 
     def _run_shards(self, st, inputs: dict[str, str], hashes: dict[str, str]) -> None:
-        """Map the stage's pending shards as tasks on the flow's task runner (threads, a Dask or a Ray
-        cluster) and wait for them; the stage task then merges them (`grouprank.shards`). Nothing to
-        do when the stage's record can be reused or every shard has its completion record."""
+        """The stage's shard plan through `grouprank.shards.run_all` (the one path `grouprank run`
+        takes too), its pending shards mapped as tasks on the flow's task runner (threads, a Dask or a
+        Ray cluster); the stage task then merges them. Nothing to do when the stage's record can be
+        reused or every shard has its completion record."""
         from grouprank import shards
-        from grouprank.stage_run import read_inputs
         key, rec = executor.reusable(st, self.cfg, hashes)
         if rec is not None:
             return
-        specs, pending = shards.plan(st, self.cfg, read_inputs(st, inputs), key)
-        if not specs:
-            return
-        self.log.info("%s: %d shard(s), %d pending, mapped on %s", st.name, len(specs), len(pending),
-                      type(get_run_context().task_runner).__name__)
-        futures = [(spec, shard_task(st).submit(st.name, self.cfg, inputs, spec.as_dict())) for spec in pending]
-        failed, n_done = [], len(specs) - len(pending)
-        for spec, fut in futures:
-            fut.wait()
-            if not fut.state.is_completed():
-                failed.append(f"{spec.label}: {fut.state.message or fut.state.name}")
-                continue
-            n_done += 1
-            if st.name in self.progress_ids:  # progress per shard in the UI
-                from prefect.artifacts import update_progress_artifact
-                update_progress_artifact(artifact_id=self.progress_ids[st.name], progress=100.0 * n_done / len(specs),
-                                         description=f"{st.title or st.name}: {n_done}/{len(specs)} shards done")
-        if failed:  # the finished shards keep their records: a rerun redoes only these
+        try:
+            shards.run_all(st, self.cfg, inputs, key, mapper=self._task_mapper(st))
+        except shards.ShardError:  # the finished shards keep their records: a rerun redoes only the rest
             self.states[st.name] = "failed"
             self._finish(failed=st.name)
-            raise shards.ShardError(f"stage {st.name}: {len(failed)} of {len(pending)} shard(s) failed: "
-                                    + "; ".join(failed[:5]))
+            raise
+
+    def _task_mapper(self, st) -> "shards.Mapper":
+        """A `shards.Mapper` that runs each pending shard as a Prefect task, with progress per shard."""
+        from grouprank import shards
+
+        def mapper(stage_name: str, cfg, input_paths: dict, pending) -> list[dict]:
+            self.log.info("%s: %d pending shard(s), mapped on %s", stage_name, len(pending),
+                          type(get_run_context().task_runner).__name__)
+            futures = [(spec, shard_task(st).submit(stage_name, cfg, input_paths, spec.as_dict()))
+                       for spec in pending]
+            records, failed = [], []
+            for spec, fut in futures:
+                fut.wait()
+                if not fut.state.is_completed():
+                    failed.append(f"{spec.label}: {fut.state.message or fut.state.name}")
+                    continue
+                records.append(fut.result())
+                if st.name in self.progress_ids:  # progress per shard in the UI
+                    from prefect.artifacts import update_progress_artifact
+                    update_progress_artifact(artifact_id=self.progress_ids[st.name],
+                                             progress=100.0 * len(records) / len(pending),
+                                             description=f"{st.title or st.name}: {len(records)}/{len(pending)} "
+                                                         "pending shards done")
+            if failed:
+                raise shards.ShardError(f"stage {stage_name}: {len(failed)} of {len(pending)} shard(s) failed: "
+                                        + "; ".join(failed[:5]))
+            return records
+        return mapper
 
     def _collect(self, st, fut) -> None:
         fut.wait()

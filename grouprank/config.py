@@ -23,12 +23,12 @@ from grouprank.llm.config import LLMConfig, LLMEndpoint
 from grouprank.paths import REPO_ROOT, default_data_root
 from grouprank.prompts.config import PromptConfig
 from grouprank.queries.config import QueryMiningConfig, QuerySource
-from grouprank.reranker.config import RerankerConfig
+from grouprank.reranker.config import RerankConfig, RerankerConfig
 from grouprank.retriever_training.config import RetrieverTrainConfig
 from grouprank.trainsets.config import DatasetsConfig
 
 __all__ = ["RunConfig", "DataConfig", "QuerySource", "QueryMiningConfig", "RetrievalConfig", "LLMEndpoint",
-           "LLMConfig", "JudgeSpec", "JudgesConfig", "DatasetsConfig", "RerankerConfig", "RetrieverTrainConfig",
+           "LLMConfig", "JudgeSpec", "JudgesConfig", "DatasetsConfig", "RerankConfig", "RerankerConfig", "RetrieverTrainConfig",
            "EvaluationConfig", "PromptConfig", "REPO_ROOT", "default_data_root", "add_config_args", "config_from_args",
            "parse_override"]
 
@@ -51,6 +51,7 @@ class RunConfig(BaseModel):
     judges: JudgesConfig = Field(default_factory=JudgesConfig)
     datasets: DatasetsConfig = Field(default_factory=DatasetsConfig)
     reranker: RerankerConfig = Field(default_factory=RerankerConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
     retriever: RetrieverTrainConfig = Field(default_factory=RetrieverTrainConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)

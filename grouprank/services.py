@@ -17,16 +17,15 @@ def build(ctx, key: tuple):
 
 
 def reranker_backend(ctx, model_path: str | None):
-    """The in-process model at `model_path` (the trained reranker) or at `reranker.model_path` with
-    the transformers backend; the LLM endpoint `reranker.endpoint` with the llm backend; None when
-    neither is available. The effective settings (the preset's limits) apply."""
-    from grouprank.reranker.config import effective
+    """The in-process model at `model_path` (the trained reranker) or at `rerank.model_path` with
+    the transformers backend; the LLM endpoint `rerank.endpoint` with the llm backend; None when
+    neither is available (the `rerank` section's settings, the preset's layer included)."""
     from grouprank.reranker.inference import LLMBackend, transformers_backend
     cfg = ctx.cfg
-    rc = effective(cfg.reranker)
+    rc = cfg.rerank
     if model_path is not None or (rc.backend == "transformers" and rc.model_path):
         return transformers_backend(rc, model_path or rc.model_path)
     if rc.backend == "llm" and cfg.llm.endpoints:
-        return LLMBackend(ctx.llm_client(rc.endpoint, purpose="reranker"), temperature=rc.infer_temperature,
-                          top_p=rc.infer_top_p, max_tokens=rc.infer_max_tokens)
+        return LLMBackend(ctx.llm_client(rc.endpoint, purpose="reranker"), temperature=rc.temperature,
+                          top_p=rc.top_p, max_tokens=rc.max_tokens)
     return None

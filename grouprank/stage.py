@@ -118,7 +118,7 @@ class StageContext:
 
     def reranker_backend(self, model_path: str | Path | None = None):
         """The reranker backend the configuration describes (the trained model at `model_path`, or
-        `reranker.backend`'s), with the effective settings; None when none is available."""
+        `rerank.backend`'s), with the effective settings; None when none is available."""
         return self._service(("reranker", str(model_path) if model_path else None))
 
     def close(self) -> None:

@@ -93,8 +93,8 @@ def test_a_stage_that_reads_undeclared_configuration_is_refused(tmp_path):
     assert executor.run_stage(_toy(excl, lambda c: c.judges.grade_scale), cfg, {})
     with pytest.raises(RuntimeError, match=r"judges\.beta"):
         executor.run_stage(_toy(excl, lambda c: c.model_copy(deep=True).judges.beta), cfg, {})
-    with pytest.raises(RuntimeError, match=r"'reranker'"):
-        executor.run_stage(_toy(("data",), lambda c: c.model_copy(deep=True).reranker.top), cfg, {})
+    with pytest.raises(RuntimeError, match=r"'rerank'"):
+        executor.run_stage(_toy(("data",), lambda c: c.model_copy(deep=True).rerank.top), cfg, {})
     # the recording copy still is a RunConfig, and pickles (to another process) as a plain one
     import pickle
     from grouprank.config_reads import recording

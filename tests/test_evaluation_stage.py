@@ -30,7 +30,7 @@ def _cfg(work, endpoints=()):
         "work_dir": str(work), "data.collection": "cranfield",
         "retrieval.max_seq_length": 32, "retrieval.batch_size": 64,
         "llm.endpoints": [dict(e) for e in endpoints],
-        "reranker.top": 10, "reranker.group_size": 5,
+        "rerank.top": 10, "rerank.group_size": 5,
         "evaluation.rerank_max_queries": 3})
 
 

@@ -33,7 +33,7 @@ def test_rerank_cli_through_local_server(run_file, tmp_path, mode, calls):
     with start_local_server("test_reranker_inference:respond", pythonpath=[here]) as srv:
         rc = main(["rerank", "--run", str(path), "--collection", "trec_dl19_passage", "--out", str(out),
                    "--mode", mode, "--base-url", srv.base_url, "--group-size", "6", "--report", str(rep),
-                   "--eval", "--work-dir", str(tmp_path), "--set", "reranker.window=12",
+                   "--eval", "--work-dir", str(tmp_path), "--set", "rerank.window=12",
                    # an endpoint, not the CPU policy: without its preset layer (top 10 of the 12 otherwise)
                    "--set", "reranker.preset=null"])
     assert rc == 0

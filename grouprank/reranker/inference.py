@@ -320,12 +320,12 @@ def candidates_from_table(table) -> dict[str, list[tuple[str, float]]]:
 
 def transformers_backend(rc, model_path, *, greedy: bool = False, max_new_tokens: int | None = None) -> TransformersBackend:
     """The in-process reranker at `model_path` (a trained checkpoint, or what `reranker.base_model`
-    takes) with the inference settings of `rc` (the `reranker` section): the one place it is built
+    takes) with the inference settings of `rc` (the `rerank` section): the one place it is built
     (evaluation, `grouprank rerank`, train_reranker's held-out check, which decodes greedily)."""
-    return TransformersBackend.from_path(str(model_path), max_new_tokens=max_new_tokens or rc.infer_max_tokens,
-                                         temperature=None if greedy else rc.infer_temperature,
-                                         top_p=None if greedy else rc.infer_top_p,
-                                         batch_size=rc.infer_batch_size, dtype=rc.infer_dtype)
+    return TransformersBackend.from_path(str(model_path), max_new_tokens=max_new_tokens or rc.max_tokens,
+                                         temperature=None if greedy else rc.temperature,
+                                         top_p=None if greedy else rc.top_p,
+                                         batch_size=rc.batch_size, dtype=rc.dtype)
 
 
 def llm_backend(cfg, rc, *, stage: str, endpoint=None) -> LLMBackend:
@@ -333,4 +333,4 @@ def llm_backend(cfg, rc, *, stage: str, endpoint=None) -> LLMBackend:
     first configured; or `endpoint` given outright) with the inference settings of `rc`."""
     from grouprank.llm.from_config import llm_client
     client = llm_client(cfg, rc.endpoint, who="reranking through an LLM endpoint", stage=stage, endpoint=endpoint)
-    return LLMBackend(client, temperature=rc.infer_temperature, top_p=rc.infer_top_p, max_tokens=rc.infer_max_tokens)
+    return LLMBackend(client, temperature=rc.temperature, top_p=rc.top_p, max_tokens=rc.max_tokens)

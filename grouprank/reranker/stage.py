@@ -60,13 +60,13 @@ def heldout_reward_baselines(rows: list[dict]) -> dict:
     return {"heldout_reward_constant_0": round(zero / n, 4), "heldout_reward_oracle": round(oracle / n, 4)}
 
 
-def heldout_eval(model_path: str | Path, rows: list[dict], rc) -> dict:
-    """Greedy generation (`rc`: the effective reranker settings; up to `max_completion_length`
-    tokens) on held-out RL rows: strict/lenient format validity and mean reward."""
+def heldout_eval(model_path: str | Path, rows: list[dict], rr, max_new_tokens: int) -> dict:
+    """Greedy generation (`rr`: the `rerank` section; up to `max_new_tokens`, the training's
+    `max_completion_length`) on held-out RL rows: strict/lenient format validity and mean reward."""
     from grouprank.reranker.inference import GenRequest, transformers_backend
     from grouprank.prompts.groupwise import TEMPLATE_VERSION, parse_output
     from grouprank.reranker.reward import reward_one
-    be = transformers_backend(rc, model_path, greedy=True, max_new_tokens=rc.max_completion_length)
+    be = transformers_backend(rr, model_path, greedy=True, max_new_tokens=max_new_tokens)
     gens = be.generate([GenRequest(r["prompt"], TEMPLATE_VERSION) for r in rows])
     n = max(1, len(rows))
     strict = sum(parse_output(g.text or "", len(r["gold_grades"]), strict=True).status == "ok"
@@ -123,11 +123,9 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     rl = [r for r in rl if str(r["query_id"]) not in held]
     stats.update({"heldout_queries": len(held), "heldout_rl_rows": len(held_rl)})
 
-    from .config import effective, preset_name
+    from .config import preset_name
     tiny = rc.base_model == "tiny"
-    run_cfg = cfg.model_copy(deep=True)
-    run_cfg.reranker = rc = effective(rc)   # the CPU preset's limits, for whatever the configuration leaves unset
-    stats["preset"] = preset_name(cfg.reranker) or "none"
+    stats["preset"] = preset_name(rc) or "none"  # its layer is in the configuration already
     if rc.train_max_group_size is not None:
         fits = lambda r: int(r["group_size"]) <= rc.train_max_group_size  # noqa: E731
         stats["sft_rows_over_max_group"] = sum(not fits(r) for r in sft)
@@ -150,7 +148,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
              stats["policy"], len(sft), len(rl), len(held))
 
     t = time.perf_counter()
-    summary = train_reranker(run_cfg, sft or None, rl or None, out)
+    summary = train_reranker(cfg, sft or None, rl or None, out)
     stats["train_s"] = round(time.perf_counter() - t, 2)
     for k in ("params", "trainable_params", "sft_s", "grpo_s", "grpo_weights_changed", "rl_prompt_tokens_median",
               "rl_prompt_tokens_p90", "rl_prompt_tokens_max", "rl_prompts_over_context", "policy_context_tokens"):
@@ -167,12 +165,13 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     detail: dict[str, Any] = {}
     if held_rl:
         t = time.perf_counter()
-        detail = heldout_eval(summary["model_path"], held_rl, rc)
+        detail = heldout_eval(summary["model_path"], held_rl, cfg.rerank, rc.max_completion_length)
         stats.update({k: v for k, v in detail.items() if isinstance(v, (int, float))})
         stats["heldout_eval_s"] = round(time.perf_counter() - t, 2)
     stats["wall_s"] = round(time.perf_counter() - t0, 2)
     path = ctx.write_json("summary.json", {"stats": stats, "train": summary, "heldout": detail,
-                                           "reranker_config": run_cfg.reranker.model_dump(mode="json")})
+                                           "reranker_config": rc.model_dump(mode="json"),
+                                           "rerank_config": cfg.rerank.model_dump(mode="json")})
     return StageResult({"reranker_model": Path(summary["model_path"]), "reranker_summary": path}, stats)
 
 
@@ -183,5 +182,5 @@ STAGE = Stage(
     help="SFT warm start then GRPO (TRL) on the reranker example tables",
     inputs=(table("reranker_sft", RERANKER_SFT, optional=True), table("reranker_rl", RERANKER_RL, optional=True)),
     outputs=(folder("reranker_model", "final", optional=True), file("reranker_summary", "summary.json")),
-    sections=("data", "reranker", "seed"), timeout_s=72 * 3600, retries=1,
+    sections=("data", "reranker", "rerank", "seed"), timeout_s=72 * 3600, retries=1,
 )

@@ -53,7 +53,8 @@ def small_config(work_dir: Path, llm_base_url: str | None, name: str = "flowtest
         # two GRPO steps may leave it unchanged, which is not what these tests are about
         "reranker": {"base_model": "tiny", "require_grpo_update": False, "sft_epochs": 1.0, "grpo_steps": 2,
                      "num_generations": 2, "per_device_batch_size": 4, "max_train_examples": 8,
-                     "max_completion_length": 32, "top": 10, "group_size": 5, "infer_max_tokens": 32},
+                     "max_completion_length": 32},
+        "rerank": {"top": 10, "group_size": 5, "max_tokens": 32},
         # the other cranfield test queries; a few reranked through the LLM endpoint
         "evaluation": {"split": "test", "rerank_max_queries": 2},
     }

@@ -217,3 +217,25 @@ def test_retries_are_reported_with_a_worst_case_bound(monkeypatch, caplog):
     # 6 open, 2 at a time: 3 waves x 4 attempts x (0.5 s + 0.02 s backoff cap) = 6.24 s
     assert "at most 6s for the 6 requests still open" in first or "at most 6s for the 5 requests" in first, first
     assert "time budget" in first and "more consecutive failures" in first, first
+
+
+def test_retry_bound_counts_the_slots_of_every_live_replica(monkeypatch, caplog):
+    """Two replicas of concurrency 2 take 4 requests a wave: 8 open requests are 2 waves, not 4."""
+    import logging
+
+    from grouprank.llm.guard import EndpointGuard
+    from grouprank.llm.replicas import ReplicaSet
+    monkeypatch.setenv("GROUPRANK_PROGRESS_EVERY_S", "0")
+    caplog.set_level(logging.INFO, logger="grouprank.llm")
+    ep = LLMEndpoint(name="two", replicas=["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"], model="m",
+                     max_retries=0, timeout_s=10.0, backoff_max_s=0.0, max_concurrency=2)
+    guard = EndpointGuard(ep, "two")
+    reps = ReplicaSet(ep, guard)
+    assert reps.slots() == 4
+    guard.pending = 8
+    guard.note_retry("timeout", None, reps.slots())
+    guard.note_retry("timeout", None)  # one endpoint's slots: twice the waves
+    lines = [r.getMessage() for r in caplog.records if "retrying (" in r.getMessage()]
+    assert "at most 20s for the 8 requests" in lines[0] and "at most 40s for the 8 requests" in lines[1], lines
+    reps.items[1].guard.open("gone")  # a replica out: its slots no longer count
+    assert reps.slots() == 2

@@ -307,7 +307,7 @@ class LLMClient:
         if left is not None:
             delay = max(0.0, min(delay, left))
         self._book.add(req.tag, retries=1, backoff_s=delay)
-        self._guard.note_retry(e.kind, left)
+        self._guard.note_retry(e.kind, left, self._replicas.slots())
         log.debug("retry %d for %s in %.2fs (%s)", n, key[:12], delay, self.scrub(str(e)))
         await asyncio.sleep(delay)
 

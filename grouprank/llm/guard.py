@@ -50,11 +50,12 @@ class EndpointGuard:
             self.streak = 0
             self.streak_kinds = set()
 
-    def note_retry(self, kind: str, left: float | None) -> None:
+    def note_retry(self, kind: str, left: float | None, slots: int | None = None) -> None:
         """While requests are being retried, a progress line at most every GROUPRANK_PROGRESS_EVERY_S
         (30 s): the retries so far by kind and the worst case for the requests still open (each may
         take every attempt's timeout plus its backoff), bounded by the time budget and the breaker;
-        a rate-based ETA says nothing while answers do not come back."""
+        a rate-based ETA says nothing while answers do not come back. `slots`: requests on the wire
+        at once over the live replicas (default: this endpoint's `max_concurrency`)."""
         self.retries[kind] = self.retries.get(kind, 0) + 1
         every = float(os.environ.get("GROUPRANK_PROGRESS_EVERY_S", 30.0))
         now = time.monotonic()
@@ -64,7 +65,7 @@ class EndpointGuard:
         ep = self.endpoint
         attempts = max(0, int(ep.max_retries)) + 1
         per_request = attempts * float(ep.timeout_s) + attempts * float(getattr(ep, "backoff_max_s", 30.0))
-        waves = -(-max(1, self.pending) // max(1, int(ep.max_concurrency)))
+        waves = -(-max(1, self.pending) // max(1, int(slots or ep.max_concurrency)))
         worst = waves * per_request
         bound = f"at most {worst:,.0f}s for the {self.pending} requests still open"
         if left is not None:

@@ -139,6 +139,10 @@ class ReplicaSet:
             return None
         return self.all_out_reason()
 
+    def slots(self) -> int:
+        """Requests on the wire at once over the live replicas (`max_concurrency` each)."""
+        return sum(max(1, int(r.endpoint.max_concurrency)) for r in self.items if not r.out) or 1
+
     def all_out_reason(self) -> str:
         return f"all {len(self.items)} replicas are out (" + "; ".join(
             f"{r.index + 1}: {r.guard.reason}" for r in self.items) + ")"

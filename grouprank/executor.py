@@ -74,9 +74,12 @@ def execute(stage: Stage, cfg: RunConfig, inputs: dict[str, str], input_hashes: 
     key, rec = looked_up or reusable(stage, cfg, input_hashes, out_dir=out_dir)
     if rec is not None and not refresh:
         return rec, "cached"
-    shard_facts = shards.run_all(stage, cfg, inputs, key, shard_map) \
-        if sharded and stage.sharding is not None else None
-    rec = run_stage(stage, cfg, inputs, progress=progress, api_keys=api_keys, out_dir=out_dir)
+    data = None
+    if sharded and stage.sharding is not None:  # the plan and the merge read the inputs once between them
+        from grouprank.stage_run import read_inputs
+        data = read_inputs(stage, inputs)
+    shard_facts = shards.run_all(stage, cfg, inputs, key, shard_map, data=data) if data is not None else None
+    rec = run_stage(stage, cfg, inputs, progress=progress, api_keys=api_keys, out_dir=out_dir, data=data)
     if shard_facts is not None:
         rec["shards"] = shard_facts
     rec["input_hashes"] = dict(input_hashes)

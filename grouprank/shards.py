@@ -170,12 +170,13 @@ def sequential(stage_name: str, cfg, input_paths: dict, specs: Sequence[ShardSpe
     return [run_shard(stage, cfg, data, s) for s in specs]
 
 
-def run_all(stage, cfg, input_paths: dict, key: str, mapper: Mapper | None = None) -> dict | None:
+def run_all(stage, cfg, input_paths: dict, key: str, mapper: Mapper | None = None, *,
+            data: dict | None = None) -> dict | None:
     """Plan `stage`'s shards and run the pending ones with `mapper` (default: `sequential`); every
-    shard is complete when it returns. -> the shard summary for the stage's record, None when the
-    stage has nothing to split."""
+    shard is complete when it returns. `data`: the inputs already read from `input_paths`.
+    -> the shard summary for the stage's record, None when the stage has nothing to split."""
     from grouprank.stage_run import read_inputs
-    data = read_inputs(stage, input_paths)
+    data = read_inputs(stage, input_paths) if data is None else data
     specs, pending = plan(stage, cfg, data, key)
     if not specs:
         return None

@@ -80,14 +80,15 @@ def write_outputs(stage: Stage, out_dir: Path, result: StageResult) -> dict[str,
 
 def run_stage(stage: Stage, cfg: RunConfig, inputs: dict[str, str | os.PathLike], *,
               progress: Callable[..., None] | None = None, api_keys: dict[str, str] | None = None,
-              out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Run one stage on input files -> {"stage", "outputs", "stats", "llm", "fingerprints", "wall_s"}."""
+              out_dir: str | os.PathLike | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one stage on input files -> {"stage", "outputs", "stats", "llm", "fingerprints", "wall_s"}.
+    `data`: the inputs already read from these files (`read_inputs`), not read again."""
     from grouprank.llm.usage import calls_of, collecting
     t0 = time.time()
     out = Path(out_dir) if out_dir is not None else cfg.work_path / stage.folder
     out.mkdir(parents=True, exist_ok=True)
     forget(cfg, stage)  # its outputs are being rewritten
-    data = read_inputs(stage, inputs)
+    data = read_inputs(stage, inputs) if data is None else data
     view, reads = recording(cfg, deep=tuple(s[0] for s in stage.sections if not isinstance(s, str)))
     ctx = StageContext(out_dir=out, work_dir=cfg.work_path, progress=progress, api_keys=api_keys,
                        input_paths={k: str(v) for k, v in inputs.items()}, cfg=view, services=build)

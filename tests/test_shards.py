@@ -83,7 +83,7 @@ def test_killed_pool_run_redoes_only_unfinished_shards(tmp_path):
     assert _hashes(work / "retrieve") == reference
 
 
-def test_plan_one_shard_per_store_shard_and_none_once_encoded(tmp_path):
+def test_plan_one_shard_per_store_shard_and_none_once_encoded(tmp_path, monkeypatch):
     """The plan and the completion records, with the shards run in process (the default mapper)."""
     from grouprank import shards
     from grouprank.first_stage import sharding
@@ -111,8 +111,12 @@ def test_plan_one_shard_per_store_shard_and_none_once_encoded(tmp_path):
     bad = data["documents"].slice(0, 10)
     with pytest.raises(shards.ShardError, match=r"retrieve\[1/14\] failed on .* pid"):
         shards.run_shard(st, cfg, {**data, "documents": bad}, specs[0])
+    from grouprank import stage_run
+    reads, real = [], stage_run._read_table
+    monkeypatch.setattr(stage_run, "_read_table", lambda port, path: reads.append(port.name) or real(port, path))
     summary = run_pipeline(cfg, ["retrieve"], log_fn=lambda m: None)
     assert summary["stages"]["retrieve"]["shards"]["shards"] == N_SHARDS
+    assert sorted(reads) == ["documents", "mined_queries"]  # the plan and the merge share one read
     assert sharding.plan(cfg, data) == []  # the embeddings are complete: nothing to split
 
 

@@ -24,7 +24,7 @@ each cluster (its upstream stages reused from the retrieve run); its judgments c
 with the unsharded run's. The local judge reuses the retrieve stage's indexes (BM25, embeddings),
 so its work is opening them and scoring the pairs; its shard plan covers the LLM judges only (their
 throughput is the endpoint's, `bench/replicas.py`). `--plot PNG` draws per-document time and peak
-RSS against N from this report and those given with `--with`.
+RSS against N from this report and those given with `--with` (`--plot-only`: from those alone).
 """
 from __future__ import annotations
 
@@ -217,7 +217,8 @@ def plot(reports: list[dict], out: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="the report to write (not with --plot-only)")
+    ap.add_argument("--plot-only", action="store_true", help="draw --plot from the --with reports, run nothing")
     ap.add_argument("--n", type=int, action="append", help="corpus sizes (default 10000)")
     ap.add_argument("--workers", type=int, action="append", help="worker counts (default 1 and 2)")
     ap.add_argument("--engines", default="dask,ray")
@@ -229,6 +230,11 @@ def main(argv=None) -> int:
                     "from this report and the ones given with --with")
     ap.add_argument("--with", dest="others", action="append", default=[], help="another scale report for the plot")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        plot([json.loads(Path(f).read_text()) for f in args.others], args.plot)
+        return 0
+    if not args.out:
+        ap.error("--out is required")
     load0 = round(os.getloadavg()[0], 2)
     sizes, workers = args.n or [10000], args.workers or [1, 2]
     engines = [e for e in args.engines.split(",") if e]

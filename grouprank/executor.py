@@ -31,7 +31,7 @@ from grouprank.cache_keys import (ALL_SECTIONS, NOT_RESULT_ENV, RESULT_ENV, RESU
                                  cache_key, config_key, external_inputs, fingerprint, fingerprints,
                                  source_key, source_modules, stale_outputs)
 from grouprank.stage_list import all_stages, plan, wiring_of
-from grouprank.stage_run import read_inputs, run_stage, write_outputs  # noqa: F401  (one stage)
+from grouprank.stage_run import read_inputs, run_stage, write_outputs  # noqa: F401  (write_outputs: re-exported)
 
 log = logging.getLogger("grouprank.executor")
 
@@ -76,7 +76,6 @@ def execute(stage: Stage, cfg: RunConfig, inputs: dict[str, str], input_hashes: 
         return rec, "cached"
     data = None
     if sharded and stage.sharding is not None:  # the plan and the merge read the inputs once between them
-        from grouprank.stage_run import read_inputs
         data = read_inputs(stage, inputs)
     shard_facts = shards.run_all(stage, cfg, inputs, key, shard_map, data=data) if data is not None else None
     rec = run_stage(stage, cfg, inputs, progress=progress, api_keys=api_keys, out_dir=out_dir, data=data)

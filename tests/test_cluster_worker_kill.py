@@ -92,6 +92,7 @@ def test_killed_dask_worker_loses_no_pair_and_pays_no_answer_twice(tmp_path):
     work = tmp_path / "w"
     sets = {**KILL_SETS, "llm.endpoints": [{"name": "local", "base_url": srv.base_url, "model": "local-responder",
                                             "timeout_s": 300, "max_concurrency": CONCURRENCY}]}
+    orphans = []  # what the killed worker had started (e.g. its own ephemeral Prefect server)
     try:
         proc = _flow(work, sets, tmp_path)
         deadline = time.time() + 400
@@ -101,7 +102,7 @@ def test_killed_dask_worker_loses_no_pair_and_pays_no_answer_twice(tmp_path):
         assert proc.poll() is None and len(first) == 1, f"no shard finished before the flow ended: {first}"
         victim = int(next(iter(first.values()))["worker"].rsplit(" ", 1)[1])
         import psutil
-        orphans = psutil.Process(victim).children(recursive=True)  # e.g. its own ephemeral Prefect server
+        orphans = psutil.Process(victim).children(recursive=True)
         os.kill(victim, signal.SIGKILL)  # the worker that finished a shard, now on its next one
         killed_at = time.time()
         before = {n: (work / "_stages" / "judge.shards" / r["key"] / n).stat().st_mtime_ns
@@ -115,7 +116,7 @@ def test_killed_dask_worker_loses_no_pair_and_pays_no_answer_twice(tmp_path):
         requests = srv.stats(detail=False)["requests"]
     finally:
         srv.stop()
-        for c in locals().get("orphans", []):  # what the killed worker had started dies with the test
+        for c in orphans:  # dies with the test
             try:
                 c.kill()
             except Exception:  # noqa: BLE001 - gone already

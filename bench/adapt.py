@@ -43,6 +43,11 @@ def main(argv=None) -> int:
     ap.add_argument("--recipes", nargs="+", default=None)
     ap.add_argument("--max-train-rows", type=int, default=None)
     ap.add_argument("--per-doc", type=int, default=None)
+    ap.add_argument("--generated-docs", type=int, default=0, help="documents that also get an LLM-generated "
+                    "question (adaptation.generated_docs)")
+    ap.add_argument("--llm", default="smollm2", help="with --generated-docs: a managed local model "
+                    "(smollm2, gemma3-270m, a .gguf) or an OpenAI-compatible base URL")
+    ap.add_argument("--llm-model", default="local", help="the model name sent to a --llm base URL")
     ap.add_argument("--query-log", action="store_true", help="also the query-log arm (2 folds of the "
                     "collection's own queries, no labels)")
     ap.add_argument("--summary", default=None, help="write the five-collection summary from these reports")
@@ -66,7 +71,12 @@ def main(argv=None) -> int:
     if a.per_doc:
         s.per_doc = a.per_doc
     work = Path(a.work_dir or ROOT / "grouprank_output" / "adapt" / coll.name)
-    arm = CorpusArm(coll.documents, work, s, Student(*STUDENT), seed=SEED, progress=lambda m: print(f"[adapt {coll.name}] {m}", flush=True))
+    gen = None
+    if a.generated_docs:
+        s.generated_docs = a.generated_docs
+        gen = llm_generator(a, coll, work)
+    arm = CorpusArm(coll.documents, work, s, Student(*STUDENT), seed=SEED, generate=gen,
+                    progress=lambda m: print(f"[adapt {coll.name}] {m}", flush=True))
     res = arm.run()
 
     # --- the test: real queries and their qrels, read only now ---------------------------------
@@ -92,6 +102,18 @@ def main(argv=None) -> int:
                                              "chosen_recipe", "gap_closed", "train_queries", "wall_s")}))
     print(json.dumps(side, indent=1))
     return 0
+
+
+def llm_generator(a, coll, work: Path):
+    """The stage's generator (grouprank.adaptation.stage.generator) on the endpoint --llm names, its
+    answers cached in the work dir (a rerun pays nothing twice)."""
+    from grouprank.adaptation.stage import generator
+    from grouprank.config import RunConfig
+    from grouprank.progress import LoggingProgress
+    ep = ({"name": "gen", "base_url": a.llm, "model": a.llm_model} if "://" in a.llm
+          else {"name": "gen", "managed": a.llm, "model": Path(a.llm).name})
+    cfg = RunConfig.model_validate({"work_dir": str(work), "seed": SEED, "llm": {"endpoints": [ep]}})
+    return generator(cfg, coll.documents, LoggingProgress(f"[adapt {coll.name}] generate", unit="requests"))
 
 
 def run_query_log(arm, res, qids, qt, qrels, sig) -> dict:

@@ -23,7 +23,16 @@ queries x ~50 pooled candidates: unsharded in a child process, and as the Prefec
 each cluster (its upstream stages reused from the retrieve run); its judgments compared row for row
 with the unsharded run's. The local judge reuses the retrieve stage's indexes (BM25, embeddings),
 so its work is opening them and scoring the pairs; its shard plan covers the LLM judges only (their
-throughput is the endpoint's, `bench/replicas.py`). `--plot PNG` draws per-document time and peak
+throughput is the endpoint's, `bench/replicas.py`). With `--judge-llm-latency-ms L` the judge is an
+LLM pointwise judge instead, against a local OpenAI-compatible server on 127.0.0.1 answering after a
+fixed L ms (`tests.support.responders:score_json`, a scripted score, no model: the CPU stays with the
+workers), `--judge-concurrency` requests in flight per client, its queries in shards of
+`--judge-shard-queries` (per-writer LLM cache): each worker's shards keep their own requests in
+flight, which is what a second worker adds.
+
+    .venv/bin/python bench/scale.py --n 2000 --queries 30 --judge-llm-latency-ms 100 --out bench/results/scale_judge_llm.json
+
+`--plot PNG` draws per-document time and peak
 RSS against N from this report and those given with `--with` (`--plot-only`: from those alone).
 """
 from __future__ import annotations
@@ -82,10 +91,17 @@ def synthetic_collection(n: int, folder: Path) -> Path:
     return folder
 
 
-def settings(path: Path, work: Path, shard_size: int, queries: int = 20) -> dict:
-    return {"work_dir": str(work), "data.format": "beir", "data.path": str(path), "data.collection": "synthetic",
-            "queries.splits": ["test"], "queries.leakage_eval_splits": [], "queries.max_queries": queries,
-            "retrieval.shard_size": shard_size, "judges.judges": [{"id": "local", "kind": "local"}]}
+def settings(path: Path, work: Path, shard_size: int, queries: int = 20, judge_llm: dict | None = None) -> dict:
+    """The run's settings; `judge_llm` {base_url, concurrency, shard_queries}: a pointwise LLM judge."""
+    out = {"work_dir": str(work), "data.format": "beir", "data.path": str(path), "data.collection": "synthetic",
+           "queries.splits": ["test"], "queries.leakage_eval_splits": [], "queries.max_queries": queries,
+           "retrieval.shard_size": shard_size, "judges.judges": [{"id": "local", "kind": "local"}]}
+    if judge_llm:
+        out.update({"judges.judges": [{"id": "pw", "kind": "pointwise"}],
+                    "judges.shard_queries": judge_llm["shard_queries"], "llm.cache_mode": "per_writer",
+                    "llm.endpoints": [{"name": "judge", "base_url": judge_llm["base_url"], "model": "scripted",
+                                       "max_concurrency": judge_llm["concurrency"]}]})
+    return out
 
 
 def judgments_digest(work: Path) -> str:
@@ -225,6 +241,10 @@ def main(argv=None) -> int:
     ap.add_argument("--shard-size", type=int, default=1000)
     ap.add_argument("--queries", type=int, default=100, help="mined queries (pools judged by the local judge)")
     ap.add_argument("--stages", default="retrieve,judge")
+    ap.add_argument("--judge-llm-latency-ms", type=float, default=None, help="judge with a pointwise LLM judge "
+                    "against a local server with this fixed latency (default: the local judge)")
+    ap.add_argument("--judge-concurrency", type=int, default=2, help="LLM judge: requests in flight per client")
+    ap.add_argument("--judge-shard-queries", type=int, default=5, help="LLM judge: queries per judge shard")
     ap.add_argument("--scratch", default=str(ROOT / "grouprank_output" / "bench_scale"))
     ap.add_argument("--plot", default=None, help="also draw time per document and peak RSS against N to this PNG, "
                     "from this report and the ones given with --with")
@@ -235,6 +255,15 @@ def main(argv=None) -> int:
         return 0
     if not args.out:
         ap.error("--out is required")
+    if args.judge_llm_latency_ms is None:
+        return measure(args, None)
+    from tests.support.fake_openai_server import start_local_server
+    with start_local_server("tests.support.responders:score_json", latency_ms=args.judge_llm_latency_ms) as srv:
+        return measure(args, {"base_url": srv.base_url, "concurrency": args.judge_concurrency,
+                              "shard_queries": args.judge_shard_queries})
+
+
+def measure(args, judge_llm: dict | None) -> int:
     load0 = round(os.getloadavg()[0], 2)
     sizes, workers = args.n or [10000], args.workers or [1, 2]
     engines = [e for e in args.engines.split(",") if e]
@@ -246,7 +275,7 @@ def main(argv=None) -> int:
         coll = synthetic_collection(n, scratch / f"synthetic_{n}")
         work = scratch / f"work_{n}"
         shutil.rmtree(work, ignore_errors=True)
-        sets = settings(coll, work / "unsharded", args.shard_size, args.queries)
+        sets = settings(coll, work / "unsharded", args.shard_size, args.queries, judge_llm)
         ref = unsharded(sets)
         ref_hash = hashes(work / "unsharded" / "retrieve")
         points.append({"n_docs": n, "engine": "unsharded", "workers": 1, "stage": "retrieve",
@@ -265,7 +294,7 @@ def main(argv=None) -> int:
         for engine in engines:
             for w in workers:
                 wd = work / f"{engine}_{w}"
-                wsets = settings(coll, wd, args.shard_size, args.queries)
+                wsets = settings(coll, wd, args.shard_size, args.queries, judge_llm)
                 r = on_cluster(wsets, engine, w)
                 same = hashes(wd / "retrieve") == ref_hash
                 identical &= same
@@ -304,8 +333,12 @@ def main(argv=None) -> int:
               "points": points,
               "settings": {"sizes": sizes, "workers": workers, "shard_size": args.shard_size,
                            "words_per_document": WINDOW,
-                           "stages": stages, "queries": args.queries, "judge": "local (unsharded: the judge "
-                           "stage's shards are its LLM judges' requests, an endpoint's throughput, bench/replicas.py)",
+                           "stages": stages, "queries": args.queries,
+                           "judge": ("local (unsharded: the judge stage's shards are its LLM judges' requests, an "
+                                     "endpoint's throughput, bench/replicas.py)") if not judge_llm else
+                           {"kind": "pointwise LLM judge, scripted server on 127.0.0.1 (no model)",
+                            "latency_ms": args.judge_llm_latency_ms, "concurrency_per_client": args.judge_concurrency,
+                            "shard_queries": args.judge_shard_queries},
                            "under_load": load0 > 1.5,
                            "note": f"1-minute load average {load0} when the bench started (1.5 or more: other "
                                    f"jobs were running, not an idle-machine timing)"}}

@@ -171,3 +171,74 @@ def test_bare_beir_folder_goes_through_the_adapt_stage(tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 0  # unchanged inputs and settings: reused, not retrained
     assert "cached" in capsys.readouterr().out
+
+
+def _docs_table(n: int = 40):
+    import pyarrow as pa
+    rows = [{"doc_id": f"d{i}", "title": f"study {i} of library catalogue use by readers",
+             "text": f"Readers of library {i} were surveyed about the catalogue. The survey asked how often "
+                     f"the catalogue was used and for what purpose in library {i}. Most readers searched by "
+                     f"author rather than subject, which the catalogue supports poorly."} for i in range(n)]
+    return pa.Table.from_pylist(rows)
+
+
+def test_llm_generated_questions_join_training_only_with_their_whole_document(tmp_path):
+    """generated_docs: seeded training documents (never a held-out one) get one LLM question each, as
+    one more view whose positive is the whole document; failures are counted, not turned into queries;
+    a question pasting its document is trivial and does not train; no endpoint -> a clear error."""
+    from grouprank.adaptation.arm import CorpusArm
+    from grouprank.adaptation.config import AdaptationConfig
+    from grouprank.errors import UserError
+    docs = _docs_table()
+    asked: list[list[str]] = []
+
+    def generate(ids):
+        asked.append(list(ids))
+        out = []
+        for k, d in enumerate(ids):
+            rec = {"source_doc_id": d, "decision": "kept", "text": f"how do readers search catalogue number {d}?"}
+            if k % 4 == 1:
+                rec.update(decision="parse_error", text="The document provides a detailed answer.")
+            if k % 4 == 2:  # pastes the document's second sentence
+                rec["text"] = f"the survey asked how often the catalogue was used and for what purpose in library {d[1:]}"
+            out.append(rec)
+        return out
+
+    arm = CorpusArm(docs, tmp_path, AdaptationConfig(generated_docs=12, max_holdout=6), seed=5, generate=generate)
+    per_doc, views, held, train_q, *_ = arm._pseudo_queries()
+    n_before = len(train_q)
+    counts = arm._generated(views, held, train_q)
+    assert len(asked) == 1 and len(asked[0]) == 12 == len(set(asked[0]))
+    assert not set(asked[0]) & {q.doc_id for q in held}
+    assert counts == {"requested": 12, "kept": 9, "parse_error": 3, "trivial": 3}
+    llm = views[-1]
+    assert len(views) == per_doc + 1 and len(llm) == 9 and {q.kind for q in llm} == {"llm"}
+    for q in llm:
+        assert q.query_id == f"pq{per_doc}-{q.doc_id}" and q.positive == arm.texts[arm.pos[q.doc_id]]
+    assert len(train_q) == n_before + 6 and all(not q.trivial for q in train_q)
+    assert arm._view(llm) == (arm.texts, [])  # nothing stripped: no document re-encoded
+    arm2 = CorpusArm(docs, tmp_path, AdaptationConfig(generated_docs=12, max_holdout=6), seed=5, generate=generate)
+    arm2._generated(*[x for i, x in enumerate(arm2._pseudo_queries()) if i in (1, 2, 3)])
+    assert asked[1] == asked[0]  # seeded: the same documents again (the LLM cache answers them)
+    with pytest.raises(UserError, match="generated_docs needs an LLM endpoint"):
+        CorpusArm(docs, tmp_path, AdaptationConfig(generated_docs=3))._generated([[]], [], [])
+
+
+def test_stage_generator_asks_a_real_server_once_and_records_every_answer(tmp_path):
+    """The adapt stage's generator goes through the run's LLM client to an OpenAI-compatible server on
+    127.0.0.1 (a scripted responder, not a model): one `question` request per document, records with
+    a decision each, and a second call answered from the run's cache (the server sees nothing new)."""
+    from grouprank.adaptation.stage import generator
+    from grouprank.config import RunConfig
+    from tests.support.fake_openai_server import start_local_server
+    docs = _docs_table(6)
+    with start_local_server("tests.support.query_responder:respond", seed=3) as srv:
+        cfg = RunConfig.model_validate({"work_dir": str(tmp_path), "llm": {"endpoints": [
+            {"name": "gen", "base_url": srv.base_url, "model": "extractive", "max_retries": 0}]}})
+        ids = ["d4", "d1", "d2"]
+        recs = generator(cfg, docs)(ids)
+        sent = srv.stats()["requests"]
+        assert [r["source_doc_id"] for r in recs] == ids and sent >= 3
+        assert {r["query_type"] for r in recs} == {"question"}
+        assert all(r["decision"] in ("kept", "parse_error") for r in recs) and any(r["decision"] == "kept" for r in recs)
+        assert generator(cfg, docs)(ids) == recs and srv.stats()["requests"] == sent

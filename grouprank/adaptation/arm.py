@@ -8,6 +8,9 @@ Steps (each timed in `stage_wall_s`):
   pseudo_queries  `pseudo_queries.make_pseudo_queries` (2 per document below `small_corpus` docs, else
                   1); a seeded `holdout` share of the documents (at most `max_holdout`) keeps its
                   view-0 query for validation only; trivial pairs are counted and left out of both
+  generate_queries  with `generated_docs` and a `generate` function: an LLM question for that many
+                  seeded training documents, one more view (training only: validation stays extractive,
+                  so every candidate is chosen on the same held-out queries)
   encode          BM25 index, MiniLM (the student, `Student.tokens`) and all-mpnet-base-v2
                   (`mpnet_tokens`) over the corpus; per view the documents that lost a query span are
                   indexed/encoded again in their stripped form (the query must not be found by its copy)
@@ -33,7 +36,7 @@ import numpy as np
 from grouprank.text import document_texts
 
 from .config import AdaptationConfig, Student
-from .pseudo_queries import PseudoQuery, make_pseudo_queries
+from .pseudo_queries import PseudoQuery, generated_view, make_pseudo_queries
 from .recipe import RECIPES, training_rows
 from .teacher import TEACHERS, Pools, bm25_matrix, dense_ranks, source_metrics, teacher_ranks
 
@@ -71,8 +74,12 @@ def choose_recipe(scores: dict[str, float], teacher: float, *, keep_base: bool =
 class CorpusArm:
     def __init__(self, documents, work_dir: str | Path, settings: AdaptationConfig | None = None,
                  student: Student | None = None, *, seed: int = 13, progress: Callable[[str], None] | None = None,
-                 on_step: Callable[[str], None] | None = None):
+                 on_step: Callable[[str], None] | None = None,
+                 generate: Callable[[list[str]], list[dict]] | None = None):
+        """`generate(doc_ids)` -> QUERIES records of LLM-generated queries for those documents
+        (`queries.generation.generate_queries` on a client); needed when `generated_docs` > 0."""
         self.s = settings or AdaptationConfig()
+        self.generate = generate
         self.student = student or Student()
         self.seed = seed
         self.work = Path(work_dir)
@@ -149,6 +156,7 @@ class CorpusArm:
     def run(self) -> dict:
         s = self.s
         per_doc, views, held, train_q, n_trivial, kinds = self._pseudo_queries()
+        generated = self._generated(views, held, train_q)
         # validation pools: view 0 with the held-out documents stripped of their query
         t0 = time.time()
         self.corpus_vectors("minilm"), self.corpus_vectors("mpnet"), self.bm25()
@@ -169,7 +177,7 @@ class CorpusArm:
         self._timed("teacher_select", t0)
         self.say(f"teacher on held-out synthetic queries: {chosen_teacher} "
                  f"{validation['teachers'][chosen_teacher]}")
-        rows, row_stats = self._training_rows(train_q, per_doc, chosen_teacher)
+        rows, row_stats = self._training_rows(train_q, len(views), chosen_teacher)
         models, train_info = self._train_recipes(rows, held, val_texts, val_changed, val_targets, validation)
         ceiling = validation["teachers"][chosen_teacher]["nDCG@10"]
         best, beyond = choose_recipe({n: validation["recipes"][n]["nDCG@10"] for n in models}, ceiling,
@@ -179,6 +187,7 @@ class CorpusArm:
         return {"settings": {**s.model_dump(mode="json"), "seed": self.seed},
                 "pseudo_queries": {"per_doc": per_doc, "views": [len(v) for v in views], "by_kind": kinds,
                                    "trivial": n_trivial, "held_out": len(held), "labelled": len(train_q),
+                                   "generated": generated,
                                    "examples": [{"kind": q.kind, "query": q.text, "doc_id": q.doc_id,
                                                  "trivial": q.trivial} for q in views[0][:3]]},
                 "teacher": chosen_teacher, "teacher_weights": TEACHERS[chosen_teacher],
@@ -215,14 +224,35 @@ class CorpusArm:
                  f"{len(held)} held out, {len(train_q)} to label")
         return per_doc, views, held, train_q, n_trivial, kinds
 
-    def _training_rows(self, train_q, per_doc: int, teacher: str):
+    def _generated(self, views: list, held: list[PseudoQuery], train_q: list[PseudoQuery]) -> dict | None:
+        """LLM-generated questions for `generated_docs` seeded training documents (never a held-out
+        one): appended as one more view to `views` and to `train_q` (in place) -> counts by decision."""
+        n = self.s.generated_docs
+        if not n:
+            return None
+        if self.generate is None:
+            from grouprank.errors import UserError
+            raise UserError("adaptation.generated_docs needs an LLM endpoint (llm.endpoints) to generate with")
+        t0 = time.time()
+        held_docs = {q.doc_id for q in held}
+        eligible = [d for d in self.ids if d not in held_docs]
+        pick = random.Random(self.seed + 7).sample(eligible, min(n, len(eligible)))
+        records = self.generate(pick)
+        view, counts = generated_view(records, dict(zip(self.ids, self.texts)), len(views))
+        views.append(view)
+        train_q.extend(q for q in view if not q.trivial)
+        self._timed("generate_queries", t0)
+        self.say(f"LLM-generated questions for {len(pick)} documents: {counts}")
+        return {"requested": len(pick), **counts}
+
+    def _training_rows(self, train_q, n_views: int, teacher: str):
         """One labelling pass per view (a document is stripped of that view's span), capped at
         `max_train_rows` -> (rows frame, row stats)."""
         import pandas as pd
         s = self.s
         t0 = time.time()
         frames, stats = [], []
-        for v in range(per_doc):
+        for v in range(n_views):
             qs = [q for q in train_q if q.query_id.startswith(f"pq{v}-")]
             if not qs:
                 continue
@@ -238,7 +268,9 @@ class CorpusArm:
             stats.append(st)
         rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         if len(rows) > s.max_train_rows:
-            rows = rows.sample(n=s.max_train_rows, random_state=self.seed).reset_index(drop=True)
+            llm = rows["kind"] == "llm"  # paid-for generated queries stay; the cap thins extractive ones
+            keep = rows[~llm].sample(n=max(0, s.max_train_rows - int(llm.sum())), random_state=self.seed)
+            rows = (pd.concat([keep, rows[llm]]) if llm.any() else keep).reset_index(drop=True)
         self.last_rows = rows
         self._timed("build_rows", t0)
         row_stats = {k: sum(st[k] for st in stats) for k in (stats[0] if stats else {})}
@@ -286,7 +318,8 @@ class CorpusArm:
         changed = []
         for q in queries:
             i = self.pos[q.doc_id]
-            texts[i] = q.positive
-            changed.append(i)
+            if q.positive != texts[i]:  # an LLM query's positive is the document itself
+                texts[i] = q.positive
+                changed.append(i)
         return texts, sorted(set(changed))
 

@@ -40,6 +40,13 @@ class AdaptationConfig(Section):
     per_doc: int | None = Field(None, ge=1, le=4, description="pseudo-queries per document; None: 2 below "
                                 "`small_corpus` documents, else 1")
     small_corpus: int = Field(3000, ge=1)
+    # off by default: SmolLM2-135M, the only instruct LLM installable here, kept 40% of its answers on
+    # CISI and those were generic ("What is the purpose of this report?") at ~2.7 s each
+    generated_docs: int = Field(0, ge=0, description="training documents that also get an LLM-generated "
+                                "question (template queries.question, endpoint queries.endpoint or the first "
+                                "of llm.endpoints, the run's LLM cache); it trains like an extractive "
+                                "pseudo-query (round-trip filter by the teacher), with the whole document as "
+                                "its positive; 0: none")
     holdout: float = Field(0.15, gt=0, lt=1, description="share of documents whose query is held out to "
                            "choose the teacher and the recipe")
     max_holdout: int = Field(300, ge=1)

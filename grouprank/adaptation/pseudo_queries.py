@@ -14,6 +14,9 @@ document's v-th query, so within a view each document lost at most one span of t
 - ``span``: in a text with no sentence boundary at all, a `window`-word span from past its first
   quarter, removed from the positive.
 
+- ``llm``: an LLM-generated question (`generated_view`, InPars / Promptagator style): abstractive, so
+  its positive is the whole document; failed generations are counted, never turned into queries.
+
 `trivial(query, positive)` flags a pair whose positive still holds most of the query verbatim
 (longest common run of tokens >= `min_share` of the query's tokens and >= `min_run` tokens): e.g. a
 title that the abstract repeats in its first sentence. Trivial pairs are neither trained on nor used
@@ -121,3 +124,19 @@ def make_pseudo_queries(doc_ids: Sequence[str], titles: Sequence[str | None], bo
             views[v].append(PseudoQuery(f"pq{v}-{d}", str(d), q, kind, pos, trivial(q, pos)))
             v += 1
     return views
+
+
+def generated_view(records, texts_by_id, view: int) -> tuple[list[PseudoQuery], dict]:
+    """The kept LLM-generated queries (QUERIES records of `queries.generation.generate_queries`) as
+    view `view`: the document's full text is the positive (nothing was extracted from it), the
+    trivial check still applies (a question that pastes the document). -> (queries, counts by decision)."""
+    out, counts = [], {}
+    for r in records:
+        counts[r["decision"]] = counts.get(r["decision"], 0) + 1
+        if r["decision"] != "kept":
+            continue
+        d = str(r["source_doc_id"])
+        full = texts_by_id[d]
+        out.append(PseudoQuery(f"pq{view}-{d}", d, r["text"], "llm", full, trivial(r["text"], full)))
+    counts["trivial"] = sum(q.trivial for q in out)
+    return out, counts

@@ -14,6 +14,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from data_schemas import ADAPTATION_EXAMPLES, DOCUMENTS, QRELS, QUERIES
+from grouprank.config_reads import only
+from grouprank.prompts.config import PromptConfig
+from grouprank.queries.config import QueryMiningConfig
 from grouprank.stage import Stage, StageContext, StageResult, file, folder, table
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,21 @@ def _copy_model(src: str, dst: Path) -> None:
     shutil.copytree(resolve_model(src), dst)
 
 
+def generator(cfg, documents: pa.Table, progress=None):
+    """`generate(doc_ids)` for the arm: one `question` per document through the run's LLM client
+    (queries.endpoint, else the first of llm.endpoints; the run's cache: a rerun pays nothing twice)."""
+    def generate(doc_ids: list[str]) -> list[dict]:
+        from grouprank.llm.from_config import llm_client
+        from grouprank.queries.generation import generate_queries
+        client = llm_client(cfg, cfg.queries.endpoint, who="adaptation.generated_docs", stage="adapt")
+        try:
+            return generate_queries(documents, doc_ids, client, ["question"], max_doc_chars=cfg.prompts.max_doc_chars,
+                                    temperature=cfg.queries.temperature, seed=cfg.seed, progress=progress)
+        finally:
+            client.close()
+    return generate
+
+
 def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     ac = cfg.adaptation
     if not ac.enabled:
@@ -43,7 +61,7 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
     from .arm import CorpusArm
     from .config import student_of
     from .final_test import headline, judged_queries, side_by_side, test_arm
-    n_steps = 6 + len(ac.recipes)
+    n_steps = 6 + len(ac.recipes) + bool(ac.generated_docs)
     done = [0]
 
     def step(name: str) -> None:
@@ -51,8 +69,11 @@ def run(inputs: dict, cfg, ctx: StageContext) -> StageResult:
         if ctx.progress:
             ctx.progress(min(done[0], n_steps), n_steps)
 
+    from grouprank.progress import LoggingProgress
+    gen = generator(cfg, inputs["documents"], LoggingProgress("adapt: generate questions", None, unit="requests")) \
+        if ac.generated_docs else None
     arm = CorpusArm(inputs["documents"], ctx.work_dir / "adaptation_cache", ac, student_of(cfg), seed=cfg.seed,
-                    progress=lambda m: log.info("adapt: %s", m), on_step=step)
+                    progress=lambda m: log.info("adapt: %s", m), on_step=step, generate=gen)
     res = arm.run()
     model_dir = ctx.out_dir / "adapted_model"
     _copy_model(res["model_dir"], model_dir)
@@ -89,6 +110,7 @@ STAGE = Stage(
     outputs=(table("adaptation_examples", ADAPTATION_EXAMPLES, optional=True),
              folder("adapted_model", "adapted_model", optional=True),
              file("adaptation_report", "adaptation_report.json")),
-    sections=("adaptation", "evaluation", "retrieval", "retriever", "seed"), timeout_s=12 * 3600, retries=1,
+    sections=("adaptation", "evaluation", "retrieval", "retriever", "seed", "llm",
+              only("queries", QueryMiningConfig, "endpoint", "temperature"), only("prompts", PromptConfig, "max_doc_chars")), timeout_s=12 * 3600, retries=1,
     progress_parts=None, cli_overrides=_cli_overrides,
 )

@@ -368,14 +368,21 @@ def stage_task(st: Stage, cfg: RunConfig):
 @task(cache_policy=NO_CACHE, persist_result=False, retries=2,
       retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S), retry_jitter_factor=0.5,
       retry_condition_fn=retry_condition, log_prints=False)
-def run_shard(stage: str, config: RunConfig, inputs: dict[str, str], spec: dict) -> dict:
+async def run_shard(stage: str, config: RunConfig, inputs: dict[str, str], spec: dict) -> dict:
     """One shard of a stage's shard plan (`grouprank.shards`), on whichever worker the flow's task
     runner gives it (a thread, a Dask or a Ray worker): reads the stage's inputs from their files,
     skips the shard when its completion record exists, else runs it and writes the record. Models
-    are per-process shared, so a worker loads them once for all the shards it runs."""
+    are per-process shared, so a worker loads them once for all the shards it runs.
+
+    Async like `run_stage`, for the same reason: the blocking shard runs in a thread this coroutine
+    awaits, so the timeout ends the task run (a sync task in a Dask/Ray worker thread cannot be
+    interrupted, and Prefect logs a warning saying so for every shard)."""
+    import anyio
+
     from grouprank import shards
     _library_logging()
-    rec = shards.run_shard_paths(stage, config, inputs, spec)
+    rec = await anyio.to_thread.run_sync(contextvars.copy_context().run, functools.partial(
+        shards.run_shard_paths, stage, config, inputs, spec), abandon_on_cancel=True)
     get_run_logger().info("%s %s on %s in %.1f s: %s", shards.ShardSpec.from_dict(spec).label, rec["state"],
                           where(), rec.get("wall_s") or 0.0, describe(rec.get("stats") or {}))
     return {**rec, "executor": where()}

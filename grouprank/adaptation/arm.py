@@ -274,6 +274,8 @@ class CorpusArm:
         self.last_rows = rows
         self._timed("build_rows", t0)
         row_stats = {k: sum(st[k] for st in stats) for k in (stats[0] if stats else {})}
+        row_stats["rows_by_kind"] = {str(k): int(v) for k, v in sorted(rows["kind"].value_counts().items())} \
+            if len(rows) else {}
         self.say(f"training rows: {len(rows)} ({row_stats})")
         return rows, row_stats
 

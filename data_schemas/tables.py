@@ -196,7 +196,7 @@ ADAPTATION_EXAMPLES = Table(
         Field("anchor", S, doc="the pseudo-query", checks=(non_empty,)),
         Field("positive_doc_id", S, doc="the document the query came from"),
         Field("positive", S, doc="that document without the query's span (the query is never found by its "
-              "copy)", checks=(non_empty,)),
+              "copy); for kind llm the whole document", checks=(non_empty,)),
         Field("negative_doc_id", S, doc="a document the teacher ranks in adaptation.neg_ranks"),
         Field("negative_1", S, doc="its text", checks=(non_empty,)),
         Field("teacher_margin", F, doc="the teacher's combined standard score, positive minus negative, times "

@@ -40,8 +40,8 @@ class AdaptationConfig(Section):
     per_doc: int | None = Field(None, ge=1, le=4, description="pseudo-queries per document; None: 2 below "
                                 "`small_corpus` documents, else 1")
     small_corpus: int = Field(3000, ge=1)
-    # off by default: SmolLM2-135M, the only instruct LLM installable here, kept 40% of its answers on
-    # CISI and those were generic ("What is the purpose of this report?") at ~2.7 s each
+    # off by default: with SmolLM2-135M (the only instruct LLM installable here) 300 Cranfield documents took
+    # 17 min, 76 answers parsed, 40 became rows, test +0.0002 (bench/results/adapt_llm/cranfield_smollm2.json)
     generated_docs: int = Field(0, ge=0, description="training documents that also get an LLM-generated "
                                 "question (template queries.question, endpoint queries.endpoint or the first "
                                 "of llm.endpoints, the run's LLM cache); it trains like an extractive "

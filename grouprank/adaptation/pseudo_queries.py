@@ -13,7 +13,6 @@ document's v-th query, so within a view each document lost at most one span of t
   sentences); the whole sentence is removed from the positive (the inverse cloze task).
 - ``span``: in a text with no sentence boundary at all, a `window`-word span from past its first
   quarter, removed from the positive.
-
 - ``llm``: an LLM-generated question (`generated_view`, InPars / Promptagator style): abstractive, so
   its positive is the whole document; failed generations are counted, never turned into queries.
 

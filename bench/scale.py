@@ -30,7 +30,7 @@ workers), `--judge-concurrency` requests in flight per client, its queries in sh
 `--judge-shard-queries` (per-writer LLM cache): each worker's shards keep their own requests in
 flight, which is what a second worker adds.
 
-    .venv/bin/python bench/scale.py --n 2000 --queries 30 --judge-llm-latency-ms 100 --out bench/results/scale_judge_llm.json
+    .venv/bin/python bench/scale.py --n 2000 --queries 60 --judge-llm-latency-ms 100 --out bench/results/scale_judge_llm.json
 
 `--plot PNG` draws per-document time and peak
 RSS against N from this report and those given with `--with` (`--plot-only`: from those alone).

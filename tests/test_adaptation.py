@@ -218,7 +218,8 @@ def test_llm_generated_questions_join_training_only_with_their_whole_document(tm
     assert len(train_q) == n_before + 6 and all(not q.trivial for q in train_q)
     assert arm._view(llm) == (arm.texts, [])  # nothing stripped: no document re-encoded
     arm2 = CorpusArm(docs, tmp_path, AdaptationConfig(generated_docs=12, max_holdout=6), seed=5, generate=generate)
-    arm2._generated(*[x for i, x in enumerate(arm2._pseudo_queries()) if i in (1, 2, 3)])
+    _, views2, held2, train2, *_ = arm2._pseudo_queries()
+    arm2._generated(views2, held2, train2)
     assert asked[1] == asked[0]  # seeded: the same documents again (the LLM cache answers them)
     with pytest.raises(UserError, match="generated_docs needs an LLM endpoint"):
         CorpusArm(docs, tmp_path, AdaptationConfig(generated_docs=3))._generated([[]], [], [])

@@ -110,7 +110,10 @@ STAGE = Stage(
     outputs=(table("adaptation_examples", ADAPTATION_EXAMPLES, optional=True),
              folder("adapted_model", "adapted_model", optional=True),
              file("adaptation_report", "adaptation_report.json")),
+    # llm, queries.endpoint/temperature and prompts.max_doc_chars: read by adaptation.generated_docs
     sections=("adaptation", "evaluation", "retrieval", "retriever", "seed", "llm",
-              only("queries", QueryMiningConfig, "endpoint", "temperature"), only("prompts", PromptConfig, "max_doc_chars")), timeout_s=12 * 3600, retries=1,
+              only("queries", QueryMiningConfig, "endpoint", "temperature"),
+              only("prompts", PromptConfig, "max_doc_chars")),
+    timeout_s=12 * 3600, retries=1,
     progress_parts=None, cli_overrides=_cli_overrides,
 )
